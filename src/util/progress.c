@@ -32,18 +32,19 @@ static void draw(sl_progress *p, double now, bool final) {
     format_amount(rate, sizeof rate, elapsed > 0 ? (uint64_t)((double)p->done / elapsed) : 0, p->unit);
     double frac = p->total ? (double)p->done / (double)p->total : 0.0;
     if (frac > 1.0) frac = 1.0;
+    const char *unit = strcmp(p->unit, "B") == 0 ? "" : p->unit, *sep = *unit ? " " : "";
     if (p->tty) {
         char bar[31];
         int fill = (int)(frac * 30);
         for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
         bar[30] = '\0';
         double eta = (frac > 0 && !final) ? elapsed * (1.0 / frac - 1.0) : 0.0;
-        fprintf(p->out, "\r%s [%s] %3.0f%% %s/%s %s %s/s eta %.0fs ", p->label, bar, frac * 100, done,
-                p->total ? total : "?", p->unit, rate, eta);
+        fprintf(p->out, "\r%s [%s] %3.0f%% %s/%s%s%s %s%s%s/s eta %.0fs ", p->label, bar, frac * 100, done,
+                p->total ? total : "?", sep, unit, rate, sep, unit, eta);
         if (final) fputc('\n', p->out);
     } else {
-        fprintf(p->out, "%s: %s/%s %s (%.0f%%) %s/s %.1fs%s\n", p->label, done, p->total ? total : "?",
-                p->unit, frac * 100, rate, elapsed, final ? " done" : "");
+        fprintf(p->out, "%s: %s/%s%s%s (%.0f%%) %s%s%s/s %.1fs%s\n", p->label, done, p->total ? total : "?", sep,
+                unit, frac * 100, rate, sep, unit, elapsed, final ? " done" : "");
     }
     fflush(p->out);
     p->last_draw_s = now;

@@ -1,0 +1,187 @@
+/* shardlm.h -- the public C API of libshardlm.
+ *
+ * An engine serves one model: it loads it (a local Hugging Face folder or a
+ * hub id), owns its KV cache, and runs a loop on its own thread that batches
+ * every submitted request into forward steps (continuous batching over a
+ * paged KV cache). Any thread may submit, abort or poll; outputs stream back
+ * through a callback (called on the engine thread: keep it short) or are
+ * queued for sl_engine_poll.
+ *
+ *     sl_engine_options o;
+ *     sl_engine_options_init(&o);
+ *     o.model = "models/SmolLM2-135M-Instruct";
+ *     sl_engine *e;
+ *     char err[512];
+ *     if (sl_engine_open(&o, &e, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+ *     sl_request r;
+ *     sl_request_init(&r);
+ *     r.prompt = "The capital of France is";
+ *     r.params.max_tokens = 16;
+ *     uint64_t id;
+ *     sl_engine_submit(e, &r, NULL, NULL, &id, err, sizeof err);
+ *     for (sl_output *out; sl_engine_poll(e, id, -1, &out) == 0;) {
+ *         fwrite(out->text, 1, out->text_len, stdout);
+ *         int done = out->finished;
+ *         sl_output_free(out);
+ *         if (done) break;
+ *     }
+ *     sl_engine_close(e);
+ *
+ * Functions return 0 on success or a negative code (SL_E* in the library's
+ * util/error.h; sl_strerror names them) and write a one-line message into
+ * the caller's buffer. */
+#ifndef SHARDLM_H
+#define SHARDLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SL_API __attribute__((visibility("default")))
+
+/* A parameter left at SL_UNSET takes the model's generation_config.json
+ * value when it has one, else the OpenAI/vLLM default. */
+#define SL_UNSET (-2147483647 - 1)
+
+typedef struct sl_engine sl_engine;
+
+typedef struct sl_engine_options {
+    const char *model;                /* folder or hub id org/name[@revision]; NULL: the default model */
+    const char *backend;              /* "cpu" (default) or "cuda" */
+    int tensor_parallel_size;         /* 1 */
+    int pipeline_parallel_size;       /* 1 */
+    int max_model_len;                /* 0: the model's max_position_embeddings */
+    int max_num_seqs;                 /* sequences per step; 0: 256 */
+    int max_num_batched_tokens;       /* tokens per step; 0: 2048 (chunked prefill) */
+    int block_size;                   /* tokens per KV block; 0: 16 */
+    double gpu_memory_utilization;    /* share of device memory for weights + KV; 0: 0.9 */
+    int64_t kv_cache_memory;          /* bytes for the KV cache; 0: from gpu_memory_utilization, or 1 GiB on the CPU */
+    int enable_prefix_caching;        /* 1 on (default), 0 off */
+    int n_threads;                    /* CPU threads; 0: all cores */
+    const char *chat_template;        /* a Jinja file overriding the model's template, or NULL */
+    const char *generation_config;    /* "auto" (the model's, default), "vllm" (ignore it), or a folder */
+    const char *revision;             /* hub revision, or NULL */
+    const char *download_dir;         /* hub cache folder, or NULL */
+    int quiet;                        /* 1: no load progress or summary on stderr */
+} sl_engine_options;
+
+SL_API void sl_engine_options_init(sl_engine_options *o);
+SL_API int sl_engine_open(const sl_engine_options *o, sl_engine **out, char *err, size_t err_size);
+/* Aborts what is still running, joins the engine thread, frees everything. */
+SL_API void sl_engine_close(sl_engine *e);
+
+/* What the engine holds, for logs, /metrics and /v1/models. */
+typedef struct sl_engine_info {
+    const char *model_path;           /* resolved folder */
+    const char *model_name;           /* folder name or hub id */
+    int vocab_size, max_model_len, block_size;
+    int n_kv_blocks;                  /* in the pool */
+    int64_t kv_cache_tokens;          /* n_kv_blocks * block_size */
+    int max_concurrency;              /* sequences of max_model_len that fit at once */
+    int tensor_parallel_size, pipeline_parallel_size;
+    int64_t weight_bytes, kv_cache_bytes;
+} sl_engine_info;
+SL_API void sl_engine_get_info(const sl_engine *e, sl_engine_info *info);
+
+typedef struct sl_sampling {
+    float temperature, top_p, min_p;  /* NaN: unset */
+    int top_k;
+    float repetition_penalty, presence_penalty, frequency_penalty;
+    int64_t seed;                     /* SL_UNSET: a random stream */
+    int n;                            /* choices for one prompt (share its KV blocks); 1 */
+    int max_tokens;                   /* SL_UNSET: up to max_model_len */
+    int min_tokens;                   /* 0 */
+    const char *const *stop;          /* stop strings (not included in the text) */
+    int n_stop;
+    const int32_t *stop_token_ids;
+    int n_stop_token_ids;
+    int ignore_eos;                   /* 0 */
+    int logprobs;                     /* -1: none; k >= 0: the chosen token's logprob and the top k */
+    int skip_special_tokens;          /* 1 */
+} sl_sampling;
+
+typedef struct sl_request {
+    const char *prompt;               /* text, tokenized with the model's tokenizer, or NULL */
+    const int32_t *prompt_ids;        /* or ids (when prompt is NULL) */
+    int n_prompt_ids;
+    int add_special_tokens;           /* 1: BOS etc. as the tokenizer's post-processor says */
+    sl_sampling params;
+} sl_request;
+
+/* Leaves every sampling parameter unset (floats NaN, ints SL_UNSET) except n = 1, logprobs = -1. */
+SL_API void sl_request_init(sl_request *r);
+
+typedef enum { SL_FINISH_NONE = 0, SL_FINISH_STOP, SL_FINISH_LENGTH, SL_FINISH_ABORT } sl_finish_reason;
+
+/* One piece of a request's stream. In a callback it is valid only during
+ * the call; from sl_engine_poll the caller frees it with sl_output_free. */
+typedef struct sl_output {
+    uint64_t request_id;
+    int index;                        /* choice index, 0..n-1 */
+    const char *text;                 /* new text since the previous output of this choice */
+    size_t text_len;
+    const int32_t *token_ids;         /* new tokens */
+    int n_tokens;
+    const float *logprobs;            /* [n_tokens] of the chosen tokens, or NULL */
+    const int32_t *top_ids;           /* [n_tokens][n_top], or NULL */
+    const float *top_logprobs;        /* [n_tokens][n_top] */
+    int n_top;
+    int finished;                     /* this choice is done */
+    sl_finish_reason finish_reason;
+    const char *stop_reason;          /* the stop string matched, or NULL */
+    int32_t stop_token;               /* the stop token id matched, or -1 */
+    int n_prompt_tokens, n_output_tokens; /* totals so far, for usage */
+    int n_cached_tokens;              /* prompt tokens served from the prefix cache */
+    const char *error;                /* why a request was aborted by the engine, or NULL */
+} sl_output;
+
+typedef void (*sl_output_fn)(const sl_output *out, void *user);
+
+/* Queues a request. With fn, outputs go to fn(out, user) on the engine
+ * thread; with fn NULL they queue for sl_engine_poll. Fails at once (nothing
+ * queued) on an invalid parameter or a prompt longer than max_model_len. */
+SL_API int sl_engine_submit(sl_engine *e, const sl_request *r, sl_output_fn fn, void *user, uint64_t *request_id,
+                            char *err, size_t err_size);
+/* Stops a request; its KV blocks are freed at the next step and a final
+ * output with finish_reason ABORT follows. Unknown ids are ignored. */
+SL_API void sl_engine_abort(sl_engine *e, uint64_t request_id);
+/* Next queued output of a request submitted without a callback; waits up to
+ * timeout_ms (-1: forever). Returns 0, or a negative code on timeout or an
+ * unknown/finished id. */
+SL_API int sl_engine_poll(sl_engine *e, uint64_t request_id, int timeout_ms, sl_output **out);
+SL_API void sl_output_free(sl_output *out);
+
+/* Counters for /metrics and tests. */
+typedef struct sl_engine_stats {
+    int n_running, n_waiting;
+    int n_kv_blocks_used, n_kv_blocks_total;
+    int64_t prefix_cache_queries, prefix_cache_hits;  /* tokens */
+    int64_t prompt_tokens, generation_tokens;
+    int64_t n_preemptions, n_steps;
+    int64_t requests_finished;
+} sl_engine_stats;
+SL_API void sl_engine_get_stats(sl_engine *e, sl_engine_stats *s);
+
+/* Renders the model's chat template (or the engine's --chat-template) over
+ * messages_json (a JSON array of {role, content, ...}) with extra template
+ * variables from kwargs_json (a JSON object, or NULL): add_generation_prompt
+ * defaults to true. *prompt is malloc'd; the caller frees it. */
+SL_API int sl_engine_apply_chat_template(sl_engine *e, const char *messages_json, const char *kwargs_json,
+                                         char **prompt, char *err, size_t err_size);
+
+/* Tokenizer access for bindings: ids malloc'd, text malloc'd; caller frees with sl_free. */
+SL_API int sl_engine_tokenize(sl_engine *e, const char *text, int add_special_tokens, int32_t **ids, int *n_ids,
+                              char *err, size_t err_size);
+SL_API int sl_engine_detokenize(sl_engine *e, const int32_t *ids, int n_ids, int skip_special_tokens, char **text,
+                                char *err, size_t err_size);
+SL_API void sl_free(void *p);
+
+SL_API const char *sl_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

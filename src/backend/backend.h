@@ -1,0 +1,107 @@
+/* backend.h -- the one seam between the model and the hardware.
+ *
+ * A backend is {iface, ctx}: a small table of function pointers and the
+ * state they share (thread pool, CUDA stream, cuBLASLt handle...). The
+ * forward pass in src/model/ calls only these, so the same model code runs
+ * on the CPU reference and on the GPU. Pointers handed to the ops are
+ * backend memory (host memory for the CPU backend, device memory for CUDA);
+ * activations are always float32, weights keep the dtype of their file.
+ *
+ * Ops take their output first (llama2.c's habit) and never allocate: the
+ * caller sized every buffer at start. Ops are asynchronous with respect to
+ * the host unless stated; `synchronize` waits for all of them. */
+#ifndef SL_BACKEND_BACKEND_H
+#define SL_BACKEND_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/dtype.h"
+#include "util/error.h"
+
+/* A matrix of `rows` x `cols` as torch.nn.Linear stores it (out x in),
+ * row-major, in backend memory. */
+typedef struct sl_weight {
+    const void *data;
+    sl_dtype dtype;
+    int64_t rows, cols;
+    void *owned; /* backend allocation to free, or NULL when data points into a mapping */
+} sl_weight;
+
+/* Where attention reads K/V: the flattened batch layout of one step.
+ * Sequence s owns query tokens [query_start[s], query_start[s+1]) of the
+ * step; after the step its KV holds context_len[s] tokens, the step's
+ * tokens being the last ones. Token j of sequence s lives in KV slot
+ * block_tables[s * max_blocks + j / block_size] * block_size + j % block_size.
+ * All arrays are in backend memory. */
+typedef struct sl_attn_batch {
+    int n_seqs;
+    int max_blocks;           /* row length of block_tables */
+    int block_size;           /* tokens per KV block */
+    int max_context_len;      /* max over context_len, for scratch sizing */
+    const int32_t *query_start;  /* [n_seqs + 1] */
+    const int32_t *context_len;  /* [n_seqs] */
+    const int32_t *block_tables; /* [n_seqs][max_blocks] */
+} sl_attn_batch;
+
+/* Shapes of one attention call on this rank. */
+typedef struct sl_attn_shape {
+    int n_heads;      /* query heads on this rank */
+    int n_kv_heads;   /* KV heads on this rank; n_heads % n_kv_heads == 0 */
+    int head_dim;
+    float scale;      /* 1/sqrt(head_dim) */
+} sl_attn_shape;
+
+typedef struct sl_backend_iface {
+    const char *name;
+    void (*destroy)(void *ctx);
+
+    /* ---- memory ---- */
+    int (*alloc)(void *ctx, size_t n_bytes, void **out, sl_err *err);
+    void (*free)(void *ctx, void *ptr);
+    /* host -> backend and back; synchronous. */
+    int (*upload)(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err);
+    int (*download)(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err);
+    /* Makes a weight from host memory: `rows` rows of `cols` elements, row r
+     * starting at src + r * src_row_stride elements. The backend may keep
+     * pointing at src (which outlives the weight) when that is possible. */
+    int (*weight_load)(void *ctx, sl_weight *dst, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
+                       int64_t src_row_stride, sl_err *err);
+    void (*weight_free)(void *ctx, sl_weight *w);
+
+    /* ---- ops ---- */
+    /* out[t] = table[ids[t] - row_offset] when that row is on this rank, else zeros. */
+    void (*embed)(void *ctx, float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);
+    /* out[n][w.rows] = x[n][w.cols] * w^T (+ bias[w.rows] when bias != NULL). */
+    void (*matmul)(void *ctx, float *out, const float *x, const sl_weight *w, const float *bias, int n);
+    /* out[t] = x[t] / rms(x[t]) * weight; dim elements per row. */
+    void (*rmsnorm)(void *ctx, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
+    /* Rotates the first 2*half of each head's features in place, transformers' rotate_half layout:
+     * x is [n_tokens][n_heads * head_dim]; angle = pos[t] * inv_freq[i]. */
+    void (*rope)(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim);
+    /* Writes the step's K and V rows ([n_tokens][kv_dim]) into the cache at slots[t]. */
+    void (*kv_store)(void *ctx, float *k_cache, float *v_cache, const float *k, const float *v, const int32_t *slots,
+                     int n_tokens, int kv_dim);
+    /* Causal attention over the paged cache: out, q are [n_tokens][n_heads * head_dim]. */
+    void (*attention)(void *ctx, float *out, const float *q, const float *k_cache, const float *v_cache,
+                      const sl_attn_batch *batch, const sl_attn_shape *shape);
+    /* out[i] = silu(gate[i]) * up[i]; gate and up are [n_tokens][dim]. */
+    void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, int64_t n_elems);
+    /* x[i] += y[i] */
+    void (*add)(void *ctx, float *x, const float *y, int64_t n_elems);
+    /* out[i] = x[rows[i]], rows of dim floats. */
+    void (*gather_rows)(void *ctx, float *out, const float *x, const int32_t *rows, int n_rows, int dim);
+    /* Waits until every op issued so far has finished. */
+    int (*synchronize)(void *ctx, sl_err *err);
+} sl_backend_iface;
+
+typedef struct sl_backend {
+    const sl_backend_iface *iface;
+    void *ctx;
+} sl_backend;
+
+/* Creates a backend by name ("cpu", "cuda"); n_threads 0 = all cores. */
+int sl_backend_create(const char *name, int n_threads, sl_backend *out, sl_err *err);
+void sl_backend_destroy(sl_backend *b);
+
+#endif

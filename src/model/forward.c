@@ -1,0 +1,109 @@
+/* forward.c -- one step of the transformer over a flattened batch.
+ *
+ * Reads top to bottom as the model computes (transformers' LlamaModel):
+ *   x = embed(tokens)
+ *   for each layer:  x += o_proj(attention(rope(q), rope(k), v))   over rmsnorm(x)
+ *                    x += down(silu(gate) * up)                      over rmsnorm(x)
+ *   logits = lm_head(rmsnorm(x)) for the rows that need them
+ * Every op goes through the backend table; this file never touches a
+ * number itself. K/V of the step go to the paged cache at their slots
+ * before attention reads the whole context through the block tables. */
+#include <math.h>
+#include <string.h>
+
+#include "model/model.h"
+
+static int upload_batch(sl_model *m, const sl_batch *b, sl_err *err) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    const size_t i32 = sizeof(int32_t);
+    const size_t table_len = (size_t)b->n_seqs * (size_t)b->max_blocks;
+    int rc;
+    if ((rc = be->upload(ctx, m->d_tokens, b->tokens, (size_t)b->n_tokens * i32, err)) ||
+        (rc = be->upload(ctx, m->d_positions, b->positions, (size_t)b->n_tokens * i32, err)) ||
+        (rc = be->upload(ctx, m->d_slots, b->slots, (size_t)b->n_tokens * i32, err)) ||
+        (rc = be->upload(ctx, m->d_query_start, b->query_start, (size_t)(b->n_seqs + 1) * i32, err)) ||
+        (rc = be->upload(ctx, m->d_context_len, b->context_len, (size_t)b->n_seqs * i32, err)) ||
+        (rc = be->upload(ctx, m->d_block_tables, b->block_tables, table_len * i32, err)) ||
+        (rc = be->upload(ctx, m->d_logits_rows, b->logits_rows, (size_t)b->n_logits * i32, err)))
+        return rc;
+    return SL_OK;
+}
+
+static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
+    const sl_model_limits *l = &m->limits;
+    if (b->n_tokens < 1 || b->n_tokens > l->max_tokens || b->n_seqs < 1 || b->n_seqs > l->max_seqs ||
+        b->n_logits < 0 || b->n_logits > l->max_seqs || b->max_blocks > sl_model_max_blocks(l) ||
+        b->query_start[0] != 0 || b->query_start[b->n_seqs] != b->n_tokens)
+        return sl_err_set(err, SL_EINTERNAL, "step batch out of limits (%d tokens, %d seqs, %d logits)", b->n_tokens,
+                          b->n_seqs, b->n_logits);
+    return SL_OK;
+}
+
+static void attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, const sl_attn_batch *ab) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    const sl_model_config *c = &m->config;
+    const int n = b->n_tokens;
+    const sl_attn_shape shape = {
+        .n_heads = sl_shard_plan_n_heads(&m->plan),
+        .n_kv_heads = sl_shard_plan_n_kv_heads(&m->plan),
+        .head_dim = c->head_dim,
+        .scale = 1.0f / sqrtf((float)c->head_dim),
+    };
+    be->rmsnorm(ctx, m->xb, m->x, L->attn_norm, n, c->hidden_size, c->rms_norm_eps);
+    be->matmul(ctx, m->q, m->xb, &L->wq, L->bq, n);
+    be->matmul(ctx, m->k, m->xb, &L->wk, L->bk, n);
+    be->matmul(ctx, m->v, m->xb, &L->wv, L->bv, n);
+    be->rope(ctx, m->q, m->d_positions, m->inv_freq, n, shape.n_heads, c->head_dim);
+    be->rope(ctx, m->k, m->d_positions, m->inv_freq, n, shape.n_kv_heads, c->head_dim);
+    be->kv_store(ctx, L->k_cache, L->v_cache, m->k, m->v, m->d_slots, n, m->kv_dim);
+    be->attention(ctx, m->att, m->q, L->k_cache, L->v_cache, ab, &shape);
+    be->matmul(ctx, m->xb, m->att, &L->wo, L->bo, n);
+    be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+}
+
+static void mlp_block(sl_model *m, sl_layer_weights *L, int n) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    const sl_model_config *c = &m->config;
+    be->rmsnorm(ctx, m->xb, m->x, L->mlp_norm, n, c->hidden_size, c->rms_norm_eps);
+    be->matmul(ctx, m->gate, m->xb, &L->w_gate, L->b_gate, n);
+    be->matmul(ctx, m->up, m->xb, &L->w_up, L->b_up, n);
+    be->swiglu(ctx, m->gate, m->gate, m->up, (int64_t)n * m->ffn);
+    be->matmul(ctx, m->xb, m->gate, &L->w_down, L->b_down, n);
+    be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+}
+
+int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    const sl_model_config *c = &m->config;
+    int rc = check_batch(m, b, err);
+    if (!rc) rc = upload_batch(m, b, err);
+    if (rc) return rc;
+    int max_context = 0;
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->context_len[s] > max_context) max_context = b->context_len[s];
+    const sl_attn_batch ab = {
+        .n_seqs = b->n_seqs,
+        .max_blocks = b->max_blocks,
+        .block_size = m->limits.block_size,
+        .max_context_len = max_context,
+        .query_start = m->d_query_start,
+        .context_len = m->d_context_len,
+        .block_tables = m->d_block_tables,
+    };
+
+    be->embed(ctx, m->x, &m->embed, m->d_tokens, b->n_tokens, m->plan.vocab_begin);
+    for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
+        attention_block(m, &m->layers[l], b, &ab);
+        mlp_block(m, &m->layers[l], b->n_tokens);
+    }
+    if (b->n_logits == 0) return be->synchronize(ctx, err);
+    be->gather_rows(ctx, m->logits_in, m->x, m->d_logits_rows, b->n_logits, c->hidden_size);
+    be->rmsnorm(ctx, m->logits_in, m->logits_in, m->final_norm, b->n_logits, c->hidden_size, c->rms_norm_eps);
+    be->matmul(ctx, m->logits, m->logits_in, &m->lm_head, NULL, b->n_logits);
+    size_t vocab = (size_t)(m->plan.vocab_end - m->plan.vocab_begin);
+    return be->download(ctx, logits, m->logits, (size_t)b->n_logits * vocab * sizeof(float), err);
+}

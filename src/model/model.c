@@ -1,0 +1,233 @@
+/* model.c -- load this rank's shard of a model and allocate its run state.
+ *
+ * Tensor names are transformers' (model.layers.N.self_attn.q_proj.weight...).
+ * Matrices stay in their file's dtype; a rank's slice is rows of the file
+ * (column-parallel: q/k/v, gate/up, vocab) or a column range (row-parallel:
+ * o_proj, down_proj). Norm weights and biases are small and become float32.
+ * Every tensor is checked against the shape config.json implies, so a
+ * mismatched file is an error naming the tensor, never a wrong answer. */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/half.h"
+#include "util/log.h"
+
+static int load_matrix(sl_model *m, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                       int64_t c0, int64_t c1, sl_weight *out, sl_err *err) {
+    const sl_st_tensor *t;
+    int rc = sl_safetensors_get(m->st, name, 2, (int64_t[]){rows, cols}, &t, err);
+    if (rc) return rc;
+    size_t elem = sl_dtype_n_bytes(t->dtype);
+    const char *src = (const char *)t->data + (size_t)(r0 * cols + c0) * elem;
+    rc = m->backend.iface->weight_load(m->backend.ctx, out, src, t->dtype, r1 - r0, c1 - c0, cols, err);
+    if (rc) return sl_err_wrap(err, rc, "loading %s: ", name);
+    m->weight_bytes += (size_t)((r1 - r0) * (c1 - c0)) * elem;
+    return SL_OK;
+}
+
+static int alloc_buf(sl_model *m, size_t n_bytes, void **out, sl_err *err) {
+    int rc = m->backend.iface->alloc(m->backend.ctx, n_bytes, out, err);
+    if (rc) return sl_err_wrap(err, rc, "allocating %zu bytes on the %s backend: ", n_bytes, m->backend.iface->name);
+    return SL_OK;
+}
+
+/* A vector slice [begin, end) as float32 in backend memory. */
+static int load_vector(sl_model *m, const char *name, int64_t n, int64_t begin, int64_t end, float **out, sl_err *err) {
+    const sl_st_tensor *t;
+    int rc = sl_safetensors_get(m->st, name, 1, (int64_t[]){n}, &t, err);
+    if (rc) return rc;
+    int64_t len = end - begin;
+    float *host = malloc((size_t)(len > 0 ? len : 1) * sizeof *host);
+    if (!host) return sl_err_set(err, SL_ENOMEM, "out of memory loading %s", name);
+    for (int64_t i = 0; i < len; i++) {
+        const uint8_t *p = (const uint8_t *)t->data + (size_t)(begin + i) * sl_dtype_n_bytes(t->dtype);
+        uint16_t h;
+        memcpy(&h, p, 2);
+        if (t->dtype == SL_DTYPE_F32) memcpy(&host[i], p, 4);
+        else host[i] = t->dtype == SL_DTYPE_BF16 ? sl_bf16_to_f32(h) : sl_f16_to_f32(h);
+    }
+    rc = alloc_buf(m, (size_t)len * sizeof(float), (void **)out, err);
+    if (!rc) rc = m->backend.iface->upload(m->backend.ctx, *out, host, (size_t)len * sizeof(float), err);
+    free(host);
+    m->weight_bytes += (size_t)len * sizeof(float);
+    return rc;
+}
+
+static int load_layer(sl_model *m, int layer, sl_layer_weights *L, sl_err *err) {
+    const sl_model_config *c = &m->config;
+    const sl_shard_plan *p = &m->plan;
+    const int64_t h = c->hidden_size, hd = c->head_dim, q_all = (int64_t)c->n_heads * hd,
+                  kv_all = (int64_t)c->n_kv_heads * hd, ffn_all = c->intermediate_size;
+    const int64_t q0 = p->q_head_begin * hd, q1 = p->q_head_end * hd, k0 = p->kv_head_begin * hd,
+                  k1 = p->kv_head_end * hd;
+    char name[160];
+    int rc = SL_OK;
+#define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", layer, suffix), name)
+    if ((rc = load_vector(m, NAME("input_layernorm.weight"), h, 0, h, &L->attn_norm, err)) ||
+        (rc = load_matrix(m, NAME("self_attn.q_proj.weight"), q_all, h, q0, q1, 0, h, &L->wq, err)) ||
+        (rc = load_matrix(m, NAME("self_attn.k_proj.weight"), kv_all, h, k0, k1, 0, h, &L->wk, err)) ||
+        (rc = load_matrix(m, NAME("self_attn.v_proj.weight"), kv_all, h, k0, k1, 0, h, &L->wv, err)) ||
+        (rc = load_matrix(m, NAME("self_attn.o_proj.weight"), h, q_all, 0, h, q0, q1, &L->wo, err)) ||
+        (rc = load_vector(m, NAME("post_attention_layernorm.weight"), h, 0, h, &L->mlp_norm, err)) ||
+        (rc = load_matrix(m, NAME("mlp.gate_proj.weight"), ffn_all, h, p->ffn_begin, p->ffn_end, 0, h, &L->w_gate, err)) ||
+        (rc = load_matrix(m, NAME("mlp.up_proj.weight"), ffn_all, h, p->ffn_begin, p->ffn_end, 0, h, &L->w_up, err)) ||
+        (rc = load_matrix(m, NAME("mlp.down_proj.weight"), h, ffn_all, 0, h, p->ffn_begin, p->ffn_end, &L->w_down, err)))
+        return rc;
+    if (c->attention_bias &&
+        ((rc = load_vector(m, NAME("self_attn.q_proj.bias"), q_all, q0, q1, &L->bq, err)) ||
+         (rc = load_vector(m, NAME("self_attn.k_proj.bias"), kv_all, k0, k1, &L->bk, err)) ||
+         (rc = load_vector(m, NAME("self_attn.v_proj.bias"), kv_all, k0, k1, &L->bv, err))))
+        return rc;
+    if (c->o_proj_bias && p->tp_rank == 0 && (rc = load_vector(m, NAME("self_attn.o_proj.bias"), h, 0, h, &L->bo, err)))
+        return rc;
+    if (c->mlp_bias &&
+        ((rc = load_vector(m, NAME("mlp.gate_proj.bias"), ffn_all, p->ffn_begin, p->ffn_end, &L->b_gate, err)) ||
+         (rc = load_vector(m, NAME("mlp.up_proj.bias"), ffn_all, p->ffn_begin, p->ffn_end, &L->b_up, err)) ||
+         (p->tp_rank == 0 && (rc = load_vector(m, NAME("mlp.down_proj.bias"), h, 0, h, &L->b_down, err)))))
+        return rc;
+#undef NAME
+    return SL_OK;
+}
+
+static int load_weights(sl_model *m, sl_err *err) {
+    const sl_model_config *c = &m->config;
+    const sl_shard_plan *p = &m->plan;
+    const int64_t h = c->hidden_size, v = c->vocab_size;
+    int rc = load_matrix(m, "model.embed_tokens.weight", v, h, p->vocab_begin, p->vocab_end, 0, h, &m->embed, err);
+    if (rc) return rc;
+    if (c->tie_word_embeddings) {
+        m->lm_head = m->embed;
+        m->lm_head.owned = NULL; /* freed once, through embed */
+    } else if ((rc = load_matrix(m, "lm_head.weight", v, h, p->vocab_begin, p->vocab_end, 0, h, &m->lm_head, err))) {
+        return rc;
+    }
+    if ((rc = load_vector(m, "model.norm.weight", h, 0, h, &m->final_norm, err))) return rc;
+    m->layers = calloc((size_t)sl_shard_plan_n_layers(p), sizeof *m->layers);
+    if (!m->layers) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    for (int l = p->layer_begin; l < p->layer_end; l++)
+        if ((rc = load_layer(m, l, &m->layers[l - p->layer_begin], err))) return rc;
+    return SL_OK;
+}
+
+/* A tensor of the files that no part of the model read means the config and
+ * the weights disagree (a bias the architecture does not expect...): warn
+ * with its name. Layers of other pipeline stages are not ours to read. */
+static int count_unused_tensors(const sl_model *m) {
+    int n = 0;
+    for (size_t i = 0; i < sl_safetensors_count(m->st); i++) {
+        const sl_st_tensor *t = sl_safetensors_at(m->st, i);
+        int layer;
+        if (t->used || strstr(t->name, "rotary_emb.inv_freq")) continue;
+        if (sscanf(t->name, "model.layers.%d.", &layer) == 1 &&
+            (layer < m->plan.layer_begin || layer >= m->plan.layer_end))
+            continue;
+        if (strcmp(t->name, "lm_head.weight") == 0 && m->config.tie_word_embeddings) continue;
+        SL_WARN("%s: tensor \"%s\" is not used by %s as config.json describes it", t->file, t->name,
+                m->config.arch_name);
+        n++;
+    }
+    return n;
+}
+
+size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size) {
+    size_t kv_dim = (size_t)sl_shard_plan_n_kv_heads(plan) * (size_t)cfg->head_dim;
+    return 2 * kv_dim * (size_t)block_size * sizeof(float) * (size_t)sl_shard_plan_n_layers(plan);
+}
+
+static int alloc_run_state(sl_model *m, sl_err *err) {
+    const sl_model_limits *lim = &m->limits;
+    const size_t T = (size_t)lim->max_tokens, f = sizeof(float), i32 = sizeof(int32_t);
+    const size_t h = (size_t)m->config.hidden_size, vocab = (size_t)(m->plan.vocab_end - m->plan.vocab_begin);
+    struct { void **p; size_t n_bytes; } bufs[] = {
+        {(void **)&m->x, T * h * f},           {(void **)&m->xb, T * h * f},
+        {(void **)&m->q, T * (size_t)m->q_dim * f}, {(void **)&m->k, T * (size_t)m->kv_dim * f},
+        {(void **)&m->v, T * (size_t)m->kv_dim * f}, {(void **)&m->att, T * (size_t)m->q_dim * f},
+        {(void **)&m->gate, T * (size_t)m->ffn * f}, {(void **)&m->up, T * (size_t)m->ffn * f},
+        {(void **)&m->logits_in, (size_t)lim->max_seqs * h * f},
+        {(void **)&m->logits, (size_t)lim->max_seqs * vocab * f},
+        {(void **)&m->d_tokens, T * i32},      {(void **)&m->d_positions, T * i32},
+        {(void **)&m->d_slots, T * i32},       {(void **)&m->d_query_start, (size_t)(lim->max_seqs + 1) * i32},
+        {(void **)&m->d_context_len, (size_t)lim->max_seqs * i32},
+        {(void **)&m->d_block_tables, (size_t)lim->max_seqs * (size_t)sl_model_max_blocks(lim) * i32},
+        {(void **)&m->d_logits_rows, (size_t)lim->max_seqs * i32},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        int rc = alloc_buf(m, bufs[i].n_bytes, bufs[i].p, err);
+        if (rc) return rc;
+        m->workspace_bytes += bufs[i].n_bytes;
+    }
+    const size_t per_layer = (size_t)lim->n_blocks * (size_t)lim->block_size * (size_t)m->kv_dim * f;
+    for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
+        int rc = alloc_buf(m, per_layer, (void **)&m->layers[l].k_cache, err);
+        if (!rc) rc = alloc_buf(m, per_layer, (void **)&m->layers[l].v_cache, err);
+        if (rc) return sl_err_wrap(err, rc, "KV cache of %d blocks: ", lim->n_blocks);
+        m->kv_bytes += 2 * per_layer;
+    }
+    return SL_OK;
+}
+
+static int upload_inv_freq(sl_model *m, sl_err *err) {
+    int half = m->config.head_dim / 2;
+    float host[256];
+    if (half > 256) return sl_err_set(err, SL_ENOTSUP, "head_dim %d is larger than 512", m->config.head_dim);
+    sl_model_config_rope_inv_freq(&m->config, host);
+    int rc = alloc_buf(m, (size_t)half * sizeof(float), (void **)&m->inv_freq, err);
+    return rc ? rc : m->backend.iface->upload(m->backend.ctx, m->inv_freq, host, (size_t)half * sizeof(float), err);
+}
+
+int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend, const sl_shard_plan *plan,
+                  const sl_model_limits *limits, sl_err *err) {
+    memset(m, 0, sizeof *m);
+    m->backend = *backend;
+    m->limits = *limits;
+    int rc = sl_model_config_load(model_dir, &m->config, err);
+    if (rc) return rc;
+    m->plan = *plan;
+    if (plan->tp_size > 1 || plan->pp_size > 1)
+        return sl_err_set(err, SL_ENOTSUP, "this build runs tensor/pipeline size 1 only");
+    if (limits->max_tokens < 1 || limits->max_seqs < 1 || limits->block_size < 1 || limits->n_blocks < 1 ||
+        limits->max_model_len < 1)
+        return sl_err_set(err, SL_EINVAL, "model limits must be positive (tokens %d, seqs %d, block %d, blocks %d, len %d)",
+                          limits->max_tokens, limits->max_seqs, limits->block_size, limits->n_blocks, limits->max_model_len);
+    m->q_dim = sl_shard_plan_n_heads(plan) * m->config.head_dim;
+    m->kv_dim = sl_shard_plan_n_kv_heads(plan) * m->config.head_dim;
+    m->ffn = plan->ffn_end - plan->ffn_begin;
+    if ((rc = sl_safetensors_open(model_dir, &m->st, err)) || (rc = load_weights(m, err)) ||
+        (rc = upload_inv_freq(m, err)) || (rc = alloc_run_state(m, err))) {
+        sl_model_close(m);
+        return rc;
+    }
+    m->n_unused_tensors = count_unused_tensors(m);
+    SL_DEBUG("model %s: %.1f MB of weights, %.1f MB KV, %.1f MB workspace", model_dir, m->weight_bytes / 1e6,
+             m->kv_bytes / 1e6, m->workspace_bytes / 1e6);
+    return SL_OK;
+}
+
+void sl_model_close(sl_model *m) {
+    const sl_backend_iface *b = m->backend.iface;
+    if (!b) return;
+    void *ctx = m->backend.ctx;
+    if (m->layers) {
+        for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
+            sl_layer_weights *L = &m->layers[l];
+            sl_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) b->weight_free(ctx, ws[i]);
+            float *vs[] = {L->attn_norm, L->mlp_norm, L->bq, L->bk, L->bv, L->bo, L->b_gate, L->b_up, L->b_down,
+                           L->k_cache, L->v_cache};
+            for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) b->free(ctx, vs[i]);
+        }
+        free(m->layers);
+    }
+    b->weight_free(ctx, &m->embed);
+    b->weight_free(ctx, &m->lm_head);
+    void *bufs[] = {m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
+                    m->logits_in, m->logits, m->d_tokens, m->d_positions, m->d_slots, m->d_query_start,
+                    m->d_context_len, m->d_block_tables, m->d_logits_rows};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(ctx, bufs[i]);
+    sl_safetensors_close(m->st);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,92 @@
+/* model.h -- a decoder-only transformer (Llama / Qwen2 / Mistral) on a backend.
+ *
+ * Three plain structs, as in llama2.c: the config (config.h), the weights of
+ * this rank's shard (pointers into backend memory, each with its shape), and
+ * the run state (activations for one step, the paged KV storage). The
+ * forward pass (forward.c) reads top to bottom against the backend
+ * interface; it knows shapes and blocks, not requests. */
+#ifndef SL_MODEL_MODEL_H
+#define SL_MODEL_MODEL_H
+
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "model/shard_plan.h"
+
+typedef struct sl_layer_weights {
+    float *attn_norm;            /* [hidden] */
+    sl_weight wq, wk, wv;        /* [q_dim | kv_dim][hidden], this rank's heads */
+    float *bq, *bk, *bv;         /* [q_dim | kv_dim] or NULL (Qwen2 / attention_bias) */
+    sl_weight wo;                /* [hidden][q_dim], this rank's input columns */
+    float *bo;                   /* [hidden] or NULL (Llama's attention_bias); added on tp rank 0 only */
+    float *mlp_norm;             /* [hidden] */
+    sl_weight w_gate, w_up;      /* [ffn][hidden] */
+    float *b_gate, *b_up;        /* [ffn] or NULL (mlp_bias) */
+    sl_weight w_down;            /* [hidden][ffn] */
+    float *b_down;               /* [hidden] or NULL; added on tp rank 0 only */
+    float *k_cache, *v_cache;    /* [n_blocks * block_size][kv_dim] */
+} sl_layer_weights;
+
+/* One forward step's input, in host memory: the flattened batch. Step token
+ * t belongs to the sequence whose [query_start[s], query_start[s+1]) holds
+ * it; it sits at positions[t] and writes its K/V to slots[t]. Logits are
+ * computed for the rows logits_rows[0..n_logits). */
+typedef struct sl_batch {
+    int n_tokens;
+    const int32_t *tokens, *positions, *slots;      /* [n_tokens] */
+    int n_seqs, max_blocks;
+    const int32_t *query_start;                    /* [n_seqs + 1] */
+    const int32_t *context_len;                    /* [n_seqs] */
+    const int32_t *block_tables;                   /* [n_seqs][max_blocks] */
+    int n_logits;
+    const int32_t *logits_rows;                    /* [n_logits] */
+} sl_batch;
+
+/* Limits of one step; activations are sized from them at open. */
+typedef struct sl_model_limits {
+    int max_tokens;      /* tokens per step */
+    int max_seqs;        /* sequences per step */
+    int max_model_len;   /* tokens per sequence */
+    int block_size;      /* tokens per KV block */
+    int n_blocks;        /* KV blocks in the pool */
+} sl_model_limits;
+
+typedef struct sl_model {
+    sl_model_config config;
+    sl_shard_plan plan;
+    sl_model_limits limits;
+    sl_backend backend;            /* borrowed */
+    sl_safetensors *st;            /* owned; weights may point into it */
+    int q_dim, kv_dim, ffn;        /* this rank's widths */
+    sl_weight embed;               /* [vocab_slice][hidden] */
+    sl_weight lm_head;             /* [vocab_slice][hidden]; same data as embed when tied */
+    float *final_norm;             /* [hidden] */
+    float *inv_freq;               /* [head_dim / 2] */
+    sl_layer_weights *layers;      /* this stage's layers */
+    /* run state (backend memory) */
+    float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits_in, *logits;
+    int32_t *d_tokens, *d_positions, *d_slots, *d_query_start, *d_context_len, *d_block_tables, *d_logits_rows;
+    size_t weight_bytes, kv_bytes, workspace_bytes;
+    int n_unused_tensors;          /* tensors of the files this shard should have read but did not */
+} sl_model;
+
+/* Block-table row length: blocks needed by a max_model_len sequence. */
+static inline int sl_model_max_blocks(const sl_model_limits *l) {
+    return (l->max_model_len + l->block_size - 1) / l->block_size;
+}
+
+/* Loads this rank's shard of model_dir onto the backend and allocates the
+ * run state and a KV pool of limits->n_blocks blocks. */
+int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend, const sl_shard_plan *plan,
+                  const sl_model_limits *limits, sl_err *err);
+void sl_model_close(sl_model *m);
+
+/* Bytes of one KV block on this rank (all layers, K and V). */
+size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size);
+
+/* Runs one step; writes logits [n_logits][vocab_end - vocab_begin] to host memory. */
+int sl_model_forward(sl_model *m, const sl_batch *batch, float *logits, sl_err *err);
+
+#endif

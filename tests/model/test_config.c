@@ -1,0 +1,152 @@
+/* test_config.c -- config.json parsing against transformers.
+ *
+ * configs/expected.json holds, for published configs, the parameter count and
+ * the rotary inverse frequencies transformers computes (written with
+ * transformers 5.24 on a meta device). Fixture configs cover the 5.x spelling
+ * (rope_parameters); the published ones the 4.x spelling (rope_scaling).
+ * Usage: test_config CONFIGS_DIR FIXTURES_DIR */
+#include <jansson.h>
+
+#include "model/config.h"
+#include "model/shard_plan.h"
+#include "test.h"
+#include "util/fs.h"
+
+static const char *g_configs, *g_fixtures;
+
+static void test_published_configs(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/expected.json", g_configs);
+    json_t *expected = json_load_file(path, 0, NULL);
+    CHECK(expected != NULL);
+    const char *file;
+    json_t *want;
+    int n_checked = 0;
+    json_object_foreach(expected, file, want) {
+        snprintf(path, sizeof path, "%s/%s", g_configs, file);
+        char *text;
+        sl_err err = {0};
+        sl_model_config cfg;
+        CHECK_EQ_INT(sl_file_read_all(path, &text, NULL, &err), 0);
+        int rc = sl_model_config_parse(text, path, &cfg, &err);
+        free(text);
+        CHECK_EQ_INT(rc, 0);
+        if (rc) continue;
+        CHECK_EQ_INT(sl_model_config_n_params(&cfg), json_integer_value(json_object_get(want, "n_params")));
+        const json_t *inv = json_object_get(want, "inv_freq");
+        float got[256];
+        sl_model_config_rope_inv_freq(&cfg, got);
+        CHECK_EQ_INT(json_array_size(inv), cfg.head_dim / 2);
+        for (size_t i = 0; i < json_array_size(inv); i++) {
+            double w = json_real_value(json_array_get(inv, i));
+            CHECK_NEAR(got[i] / w, 1.0, 2e-6);
+        }
+        n_checked++;
+    }
+    CHECK_EQ_INT(n_checked, 5);
+    json_decref(expected);
+}
+
+static void test_fields(void) {
+    sl_model_config cfg;
+    sl_err err = {0};
+    char path[1024];
+    snprintf(path, sizeof path, "%s/llama-3.1-70b-instruct.json", g_configs);
+    char *text;
+    CHECK_EQ_INT(sl_file_read_all(path, &text, NULL, &err), 0);
+    CHECK_EQ_INT(sl_model_config_parse(text, path, &cfg, &err), 0);
+    free(text);
+    CHECK_EQ_INT(cfg.arch, SL_ARCH_LLAMA);
+    CHECK_EQ_INT(cfg.n_kv_heads, 8);
+    CHECK_EQ_INT(cfg.head_dim, 128);
+    CHECK_EQ_INT(cfg.rope_type, SL_ROPE_LLAMA3);
+    CHECK_EQ_INT(cfg.n_eos_token_ids, 3);
+    CHECK_EQ_INT(cfg.eos_token_ids[2], 128009);
+    CHECK_EQ_INT(cfg.dtype, SL_DTYPE_BF16);
+
+    /* 5.x spelling: rope_parameters, explicit head_dim, dtype */
+    CHECK_EQ_INT(sl_model_config_load(g_fixtures, &cfg, &err), SL_ENOTFOUND);
+    CHECK_CONTAINS(err.msg, "config.json");
+    snprintf(path, sizeof path, "%s/llama3_tied", g_fixtures);
+    CHECK_EQ_INT(sl_model_config_load(path, &cfg, &err), 0);
+    CHECK_EQ_INT(cfg.rope_type, SL_ROPE_LLAMA3);
+    CHECK_EQ_INT(cfg.rope_original_max_position, 64);
+    CHECK(cfg.tie_word_embeddings);
+    snprintf(path, sizeof path, "%s/mistral_5layer", g_fixtures);
+    CHECK_EQ_INT(sl_model_config_load(path, &cfg, &err), 0);
+    CHECK_EQ_INT(cfg.head_dim, 16);
+    CHECK_EQ_INT(cfg.arch, SL_ARCH_MISTRAL);
+    snprintf(path, sizeof path, "%s/qwen2_bias", g_fixtures);
+    CHECK_EQ_INT(sl_model_config_load(path, &cfg, &err), 0);
+    CHECK(cfg.attention_bias && !cfg.o_proj_bias);
+}
+
+/* Each bad config fails with a message naming the field or value. */
+static void test_errors(void) {
+    static const struct { const char *json, *needle; int code; } cases[] = {
+        {"{\"architectures\": [\"GPT2LMHeadModel\"]}", "GPT2LMHeadModel", SL_ENOTSUP},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64}", "intermediate_size", SL_EFORMAT},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": \"64\"}", "hidden_size", SL_EFORMAT},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 8, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 8, \"hidden_act\": \"gelu\"}",
+         "gelu", SL_ENOTSUP},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 8, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 8, "
+         "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}", "yarn", SL_ENOTSUP},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 8, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"num_key_value_heads\": 3, \"vocab_size\": 8}",
+         "num_key_value_heads 3", SL_EFORMAT},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 8, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 8, \"torch_dtype\": \"int8\"}",
+         "int8", SL_ENOTSUP},
+        {"{\"architectures\": ", "invalid JSON", SL_EFORMAT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sl_model_config cfg;
+        sl_err err = {0};
+        CHECK_EQ_INT(sl_model_config_parse(cases[i].json, "config.json", &cfg, &err), cases[i].code);
+        CHECK_CONTAINS(err.msg, cases[i].needle);
+        CHECK_CONTAINS(err.msg, "config.json");
+    }
+}
+
+/* Head splits of the shard plan (the layouts the parallelism issue names). */
+static void test_shard_plan(void) {
+    sl_model_config cfg = {.n_heads = 32, .n_kv_heads = 8, .n_layers = 5, .intermediate_size = 1024, .vocab_size = 100};
+    sl_shard_plan p;
+    sl_err err = {0};
+    int want_q[] = {12, 12, 8};
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(sl_shard_plan_make(&cfg, r, 3, 0, 1, &p, &err), 0);
+        CHECK_EQ_INT(sl_shard_plan_n_heads(&p), want_q[r]);
+    }
+    cfg = (sl_model_config){.n_heads = 9, .n_kv_heads = 3, .n_layers = 30, .intermediate_size = 1536, .vocab_size = 49152};
+    CHECK_EQ_INT(sl_shard_plan_make(&cfg, 0, 2, 0, 1, &p, &err), 0);
+    CHECK_EQ_INT(sl_shard_plan_n_heads(&p), 6);
+    CHECK_EQ_INT(p.ffn_end - p.ffn_begin, 1024);
+    CHECK_EQ_INT(sl_shard_plan_make(&cfg, 1, 2, 0, 1, &p, &err), 0);
+    CHECK_EQ_INT(sl_shard_plan_n_heads(&p), 3);
+    CHECK_EQ_INT(p.ffn_end, 1536);
+    /* replication: 8 heads on 2 KV heads at tp=4 */
+    cfg = (sl_model_config){.n_heads = 8, .n_kv_heads = 2, .n_layers = 5, .intermediate_size = 128, .vocab_size = 512};
+    CHECK_EQ_INT(sl_shard_plan_make(&cfg, 3, 4, 0, 1, &p, &err), 0);
+    CHECK_EQ_INT(p.kv_head_begin, 1);
+    CHECK_EQ_INT(p.q_head_begin, 6);
+    CHECK_EQ_INT(sl_shard_plan_make(&cfg, 0, 3, 0, 1, &p, &err), SL_EINVAL);
+    CHECK_CONTAINS(err.msg, "valid sizes: 1, 2, 4");
+    /* pipeline: 5 layers over 3 stages */
+    CHECK_EQ_INT(sl_shard_plan_make(&cfg, 0, 1, 2, 3, &p, &err), 0);
+    CHECK_EQ_INT(p.layer_begin, 4);
+    CHECK_EQ_INT(p.layer_end, 5);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    g_configs = argv[1];
+    g_fixtures = argv[2];
+    TEST_RUN(test_published_configs);
+    TEST_RUN(test_fields);
+    TEST_RUN(test_errors);
+    TEST_RUN(test_shard_plan);
+    TEST_EXIT();
+}

@@ -1,0 +1,165 @@
+/* test_kernels.c -- every CPU kernel against a naive double-precision
+ * reference, over shapes that exercise the tiles' edges (rows and tokens not
+ * multiples of 4) and every weight dtype. */
+#include <math.h>
+#include <omp.h>
+
+#include "backend/cpu/kernels.h"
+#include "test.h"
+#include "util/half.h"
+
+static uint64_t g_rng = 88172645463325252ull;
+static float frand(void) { /* xorshift64, uniform in [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static void fill(float *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = frand(); }
+
+static double rel_err(double got, double want) { return fabs(got - want) / (1.0 + fabs(want)); }
+
+static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bias) {
+    float *x = malloc(sizeof(float) * (size_t)(n * cols)), *wf = malloc(sizeof(float) * (size_t)(rows * cols));
+    float *bias = malloc(sizeof(float) * (size_t)rows), *out = malloc(sizeof(float) * (size_t)(n * rows));
+    uint16_t *wh = malloc(2 * (size_t)(rows * cols));
+    fill(x, (int64_t)n * cols);
+    fill(wf, (int64_t)rows * cols);
+    fill(bias, rows);
+    for (int i = 0; i < rows * cols; i++) {
+        if (dtype == SL_DTYPE_BF16) {
+            wh[i] = sl_f32_to_bf16(wf[i]);
+            wf[i] = sl_bf16_to_f32(wh[i]);
+        } else if (dtype == SL_DTYPE_F16) {
+            _Float16 h = (_Float16)wf[i];
+            memcpy(&wh[i], &h, 2);
+            wf[i] = sl_f16_to_f32(wh[i]);
+        }
+    }
+    sl_weight w = {.data = dtype == SL_DTYPE_F32 ? (void *)wf : (void *)wh, .dtype = dtype, .rows = rows, .cols = cols};
+    cpu_matmul(out, x, &w, with_bias ? bias : NULL, n);
+    double worst = 0;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            double ref = with_bias ? bias[r] : 0;
+            for (int k = 0; k < cols; k++) ref += (double)x[t * cols + k] * wf[r * cols + k];
+            double e = rel_err(out[t * rows + r], ref);
+            if (e > worst) worst = e;
+        }
+    if (worst > 1e-5) fprintf(stderr, "matmul %s %dx%d n=%d: rel err %g\n", sl_dtype_name(dtype), rows, cols, n, worst);
+    CHECK(worst <= 1e-5);
+    free(x), free(wf), free(bias), free(out), free(wh);
+}
+
+static void test_matmul_shapes(void) {
+    const int shapes[][3] = {{48, 48, 8}, {80, 48, 92}, {7, 33, 1}, {13, 64, 5}, {64, 576, 3}, {5, 1536, 17}, {512, 64, 2}};
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int d = 0; d < 3; d++)
+                check_matmul((sl_dtype[]){SL_DTYPE_F32, SL_DTYPE_BF16, SL_DTYPE_F16}[d], shapes[i][0], shapes[i][1],
+                             shapes[i][2], (int)(i % 2));
+    }
+}
+
+/* A token's outputs are bit-identical whether it is computed alone or in a
+ * batch (the engine's batched == one-at-a-time guarantee rests on this). */
+static void test_matmul_batch_invariant(void) {
+    enum { ROWS = 37, COLS = 200, N = 9 };
+    float x[N * COLS], w[ROWS * COLS], batched[N * ROWS], alone[ROWS];
+    fill(x, N * COLS);
+    fill(w, ROWS * COLS);
+    sl_weight wt = {.data = w, .dtype = SL_DTYPE_F32, .rows = ROWS, .cols = COLS};
+    cpu_matmul(batched, x, &wt, NULL, N);
+    for (int t = 0; t < N; t++) {
+        cpu_matmul(alone, x + t * COLS, &wt, NULL, 1);
+        CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
+    }
+}
+
+/* Attention over a scattered block table against dense causal softmax. */
+static void test_attention_paged(void) {
+    enum { BS = 4, N_BLOCKS = 16, HD = 8, NH = 6, NKV = 3, KVD = NKV * HD, QD = NH * HD };
+    float k_cache[N_BLOCKS * BS * KVD], v_cache[N_BLOCKS * BS * KVD];
+    fill(k_cache, N_BLOCKS * BS * KVD);
+    fill(v_cache, N_BLOCKS * BS * KVD);
+    /* two sequences: 9 tokens of context with 3 new, 6 tokens all new */
+    int32_t qs[3] = {0, 3, 9}, ctx[2] = {9, 6};
+    int32_t tables[2 * 4] = {5, 2, 11, 0, 7, 3, 0, 0};
+    float q[9 * QD], out[9 * QD];
+    fill(q, 9 * QD);
+    sl_attn_batch b = {.n_seqs = 2, .max_blocks = 4, .block_size = BS, .max_context_len = 9,
+                       .query_start = qs, .context_len = ctx, .block_tables = tables};
+    sl_attn_shape sh = {.n_heads = NH, .n_kv_heads = NKV, .head_dim = HD, .scale = 1.0f / sqrtf(HD)};
+    cpu_attention(out, q, k_cache, v_cache, &b, &sh);
+    double worst = 0;
+    for (int s = 0; s < 2; s++) {
+        int n_q = qs[s + 1] - qs[s];
+        for (int i = 0; i < n_q; i++) {
+            int t = qs[s] + i, pos = ctx[s] - n_q + i;
+            for (int h = 0; h < NH; h++) {
+                int kvh = h / (NH / NKV);
+                double scores[16], mx = -1e30, sum = 0;
+                for (int j = 0; j <= pos; j++) {
+                    const float *k = k_cache + (tables[s * 4 + j / BS] * BS + j % BS) * KVD + kvh * HD;
+                    double d = 0;
+                    for (int e = 0; e < HD; e++) d += (double)q[t * QD + h * HD + e] * k[e];
+                    scores[j] = d / sqrt(HD);
+                    if (scores[j] > mx) mx = scores[j];
+                }
+                for (int j = 0; j <= pos; j++) sum += exp(scores[j] - mx);
+                for (int e = 0; e < HD; e++) {
+                    double acc = 0;
+                    for (int j = 0; j <= pos; j++)
+                        acc += exp(scores[j] - mx) / sum *
+                               v_cache[(tables[s * 4 + j / BS] * BS + j % BS) * KVD + kvh * HD + e];
+                    double err = rel_err(out[t * QD + h * HD + e], acc);
+                    if (err > worst) worst = err;
+                }
+            }
+        }
+    }
+    CHECK(worst < 1e-5);
+}
+
+static void test_rmsnorm_rope_swiglu(void) {
+    enum { N = 3, D = 16 };
+    float x[N * D], w[D], out[N * D];
+    fill(x, N * D);
+    fill(w, D);
+    cpu_rmsnorm(out, x, w, N, D, 1e-5f);
+    for (int t = 0; t < N; t++) {
+        double ss = 0;
+        for (int i = 0; i < D; i++) ss += (double)x[t * D + i] * x[t * D + i];
+        double inv = 1.0 / sqrt(ss / D + 1e-5);
+        for (int i = 0; i < D; i++) CHECK(rel_err(out[t * D + i], w[i] * x[t * D + i] * inv) < 1e-6);
+    }
+    /* rope: rotate_half pairs (i, i + D/2) of each head by pos * inv_freq[i] */
+    float r[N * 2 * D], orig[N * 2 * D], inv_freq[D / 2];
+    int32_t pos[N] = {0, 5, 1000};
+    fill(r, N * 2 * D);
+    memcpy(orig, r, sizeof r);
+    for (int i = 0; i < D / 2; i++) inv_freq[i] = powf(10000.0f, -(float)(2 * i) / D);
+    cpu_rope(r, pos, inv_freq, N, 2, D);
+    for (int t = 0; t < N; t++)
+        for (int h = 0; h < 2; h++)
+            for (int i = 0; i < D / 2; i++) {
+                double a = (double)pos[t] * inv_freq[i], x0 = orig[(t * 2 + h) * D + i], x1 = orig[(t * 2 + h) * D + i + D / 2];
+                CHECK(fabs(r[(t * 2 + h) * D + i] - (x0 * cos(a) - x1 * sin(a))) < 1e-4);
+                CHECK(fabs(r[(t * 2 + h) * D + i + D / 2] - (x1 * cos(a) + x0 * sin(a))) < 1e-4);
+            }
+    float g[D], u[D], o[D];
+    fill(g, D);
+    fill(u, D);
+    cpu_swiglu(o, g, u, D);
+    for (int i = 0; i < D; i++) CHECK(rel_err(o[i], g[i] / (1 + exp(-(double)g[i])) * u[i]) < 1e-6);
+}
+
+int main(void) {
+    TEST_RUN(test_matmul_shapes);
+    TEST_RUN(test_matmul_batch_invariant);
+    TEST_RUN(test_attention_paged);
+    TEST_RUN(test_rmsnorm_rope_swiglu);
+    TEST_EXIT();
+}
