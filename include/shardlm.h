@@ -66,6 +66,7 @@ typedef struct sl_engine_options {
     const char *revision;             /* hub revision, or NULL */
     const char *download_dir;         /* hub cache folder, or NULL */
     int quiet;                        /* 1: no load progress or summary on stderr */
+    int debug_checks;                 /* 1: verify scheduler and KV invariants after every step (tests) */
 } sl_engine_options;
 
 SL_API void sl_engine_options_init(sl_engine_options *o);

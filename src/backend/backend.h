@@ -44,6 +44,14 @@ typedef struct sl_attn_batch {
     const int32_t *block_tables; /* [n_seqs][max_blocks] */
 } sl_attn_batch;
 
+/* One projection of a shared input: out[n][w->rows] = x[n][w->cols] * w^T (+ bias). */
+#define SL_MAX_PROJ 8
+typedef struct sl_proj {
+    float *out;
+    const sl_weight *w;
+    const float *bias;   /* [w->rows] or NULL */
+} sl_proj;
+
 /* Shapes of one attention call on this rank. */
 typedef struct sl_attn_shape {
     int n_heads;      /* query heads on this rank */
@@ -72,8 +80,10 @@ typedef struct sl_backend_iface {
     /* ---- ops ---- */
     /* out[t] = table[ids[t] - row_offset] when that row is on this rank, else zeros. */
     void (*embed)(void *ctx, float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);
-    /* out[n][w.rows] = x[n][w.cols] * w^T (+ bias[w.rows] when bias != NULL). */
-    void (*matmul)(void *ctx, float *out, const float *x, const sl_weight *w, const float *bias, int n);
+    /* The n_proj projections of one input x[n][cols] (q/k/v, gate/up), in one
+     * launch: out[n][w.rows] = x * w^T (+ bias). All weights have x's cols;
+     * n_proj <= SL_MAX_PROJ. */
+    void (*matmul)(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n);
     /* out[t] = x[t] / rms(x[t]) * weight; dim elements per row. */
     void (*rmsnorm)(void *ctx, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
     /* Rotates the first 2*half of each head's features in place, transformers' rotate_half layout:

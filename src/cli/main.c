@@ -1,12 +1,37 @@
-/* main.c -- the `shardlm` command: dispatches to the subcommands. */
+/* main.c -- the `shardlm` command: dispatches to a subcommand. Every
+ * subcommand returns an exit status; only here does the process end. */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/commands.h"
+#include "shardlm.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: shardlm <command> [MODEL] [flags]\n\n"
+            "commands:\n"
+            "  serve      an OpenAI-compatible HTTP server\n"
+            "  generate   generate from prompts (text, token ids or a JSONL file)\n"
+            "  bench      latency | throughput: measure the engine\n"
+            "  version    print the version\n\n"
+            "MODEL is a Hugging Face model folder or a hub id (org/name); without it the default model,\n"
+            "SmolLM2-135M-Instruct, is used. `shardlm <command> --help` lists a command's flags.\n");
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: shardlm <generate|serve|bench|plan> ...\n");
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    fprintf(stderr, "shardlm: unknown command '%s'\n", argv[1]);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0) return sl_cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "generate") == 0) return sl_cmd_generate(argc - 2, argv + 2);
+    if (strcmp(cmd, "bench") == 0) return sl_cmd_bench(argc - 2, argv + 2);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("shardlm %s\n", sl_version());
+        return 0;
+    }
+    fprintf(stderr, "shardlm: unknown command \"%s\"\n", cmd);
+    usage(stderr);
     return 2;
 }

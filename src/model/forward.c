@@ -52,14 +52,13 @@ static void attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b,
         .scale = 1.0f / sqrtf((float)c->head_dim),
     };
     be->rmsnorm(ctx, m->xb, m->x, L->attn_norm, n, c->hidden_size, c->rms_norm_eps);
-    be->matmul(ctx, m->q, m->xb, &L->wq, L->bq, n);
-    be->matmul(ctx, m->k, m->xb, &L->wk, L->bk, n);
-    be->matmul(ctx, m->v, m->xb, &L->wv, L->bv, n);
+    const sl_proj qkv[3] = {{m->q, &L->wq, L->bq}, {m->k, &L->wk, L->bk}, {m->v, &L->wv, L->bv}};
+    be->matmul(ctx, qkv, 3, m->xb, n);
     be->rope(ctx, m->q, m->d_positions, m->inv_freq, n, shape.n_heads, c->head_dim);
     be->rope(ctx, m->k, m->d_positions, m->inv_freq, n, shape.n_kv_heads, c->head_dim);
     be->kv_store(ctx, L->k_cache, L->v_cache, m->k, m->v, m->d_slots, n, m->kv_dim);
     be->attention(ctx, m->att, m->q, L->k_cache, L->v_cache, ab, &shape);
-    be->matmul(ctx, m->xb, m->att, &L->wo, L->bo, n);
+    be->matmul(ctx, &(sl_proj){m->xb, &L->wo, L->bo}, 1, m->att, n);
     be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
 }
 
@@ -68,10 +67,10 @@ static void mlp_block(sl_model *m, sl_layer_weights *L, int n) {
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
     be->rmsnorm(ctx, m->xb, m->x, L->mlp_norm, n, c->hidden_size, c->rms_norm_eps);
-    be->matmul(ctx, m->gate, m->xb, &L->w_gate, L->b_gate, n);
-    be->matmul(ctx, m->up, m->xb, &L->w_up, L->b_up, n);
+    const sl_proj gate_up[2] = {{m->gate, &L->w_gate, L->b_gate}, {m->up, &L->w_up, L->b_up}};
+    be->matmul(ctx, gate_up, 2, m->xb, n);
     be->swiglu(ctx, m->gate, m->gate, m->up, (int64_t)n * m->ffn);
-    be->matmul(ctx, m->xb, m->gate, &L->w_down, L->b_down, n);
+    be->matmul(ctx, &(sl_proj){m->xb, &L->w_down, L->b_down}, 1, m->gate, n);
     be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
 }
 
@@ -103,7 +102,7 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
     if (b->n_logits == 0) return be->synchronize(ctx, err);
     be->gather_rows(ctx, m->logits_in, m->x, m->d_logits_rows, b->n_logits, c->hidden_size);
     be->rmsnorm(ctx, m->logits_in, m->logits_in, m->final_norm, b->n_logits, c->hidden_size, c->rms_norm_eps);
-    be->matmul(ctx, m->logits, m->logits_in, &m->lm_head, NULL, b->n_logits);
+    be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
     size_t vocab = (size_t)(m->plan.vocab_end - m->plan.vocab_begin);
     return be->download(ctx, logits, m->logits, (size_t)b->n_logits * vocab * sizeof(float), err);
 }

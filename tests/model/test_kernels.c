@@ -38,7 +38,7 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
         }
     }
     sl_weight w = {.data = dtype == SL_DTYPE_F32 ? (void *)wf : (void *)wh, .dtype = dtype, .rows = rows, .cols = cols};
-    cpu_matmul(out, x, &w, with_bias ? bias : NULL, n);
+    cpu_matmul(&(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n);
     double worst = 0;
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) {
@@ -71,9 +71,9 @@ static void test_matmul_batch_invariant(void) {
     fill(x, N * COLS);
     fill(w, ROWS * COLS);
     sl_weight wt = {.data = w, .dtype = SL_DTYPE_F32, .rows = ROWS, .cols = COLS};
-    cpu_matmul(batched, x, &wt, NULL, N);
+    cpu_matmul(&(sl_proj){batched, &wt, NULL}, 1, x, N);
     for (int t = 0; t < N; t++) {
-        cpu_matmul(alone, x + t * COLS, &wt, NULL, 1);
+        cpu_matmul(&(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1);
         CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
     }
 }

@@ -62,9 +62,9 @@ static void op_embed(void *ctx, float *out, const sl_weight *t, const int32_t *i
     (void)ctx;
     cpu_embed(out, t, ids, n, off);
 }
-static void op_matmul(void *ctx, float *out, const float *x, const sl_weight *w, const float *bias, int n) {
+static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n) {
     (void)ctx;
-    cpu_matmul(out, x, w, bias, n);
+    cpu_matmul(proj, n_proj, x, n);
 }
 static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
     (void)ctx;

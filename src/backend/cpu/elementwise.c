@@ -1,15 +1,19 @@
 /* elementwise.c -- the small per-token kernels: embedding lookup, RMSNorm,
  * rotary embedding, KV store, SwiGLU, residual add, row gather. Each is one
- * loop nest, parallel over tokens (or elements) and vectorized inside. */
+ * loop nest, vectorized inside and parallel over tokens (or elements) only
+ * when there is enough work: for a decode step a thread team costs more
+ * than the loop (the `if` clauses). */
 #include <math.h>
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
 #include "util/half.h"
 
+#define PARALLEL_MIN_ELEMS 32768 /* below this, one thread is faster than waking a team */
+
 void cpu_embed(float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset) {
     const int64_t dim = table->cols;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)n_tokens * dim >= PARALLEL_MIN_ELEMS)
     for (int t = 0; t < n_tokens; t++) {
         float *o = out + t * dim;
         int64_t r = (int64_t)ids[t] - row_offset;
@@ -30,7 +34,7 @@ void cpu_embed(float *out, const sl_weight *table, const int32_t *ids, int n_tok
 }
 
 void cpu_rmsnorm(float *out, const float *x, const float *weight, int n_tokens, int dim, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)n_tokens * dim >= PARALLEL_MIN_ELEMS)
     for (int t = 0; t < n_tokens; t++) {
         const float *xt = x + (int64_t)t * dim;
         float *ot = out + (int64_t)t * dim;
@@ -45,7 +49,7 @@ void cpu_rmsnorm(float *out, const float *x, const float *weight, int n_tokens, 
 
 void cpu_rope(float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim) {
     const int half = head_dim / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)n_tokens * n_heads * head_dim >= PARALLEL_MIN_ELEMS)
     for (int t = 0; t < n_tokens; t++) {
         float c[256], s[256]; /* head_dim <= 512 */
         for (int i = 0; i < half; i++) {
@@ -73,12 +77,12 @@ void cpu_kv_store(float *k_cache, float *v_cache, const float *k, const float *v
 }
 
 void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n_elems) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n_elems >= PARALLEL_MIN_ELEMS)
     for (int64_t i = 0; i < n_elems; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 void cpu_add(float *x, const float *y, int64_t n_elems) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n_elems >= PARALLEL_MIN_ELEMS)
     for (int64_t i = 0; i < n_elems; i++) x[i] += y[i];
 }
 

@@ -9,7 +9,7 @@
 
 #include "backend/backend.h"
 
-void cpu_matmul(float *out, const float *x, const sl_weight *w, const float *bias, int n);
+void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n);
 void cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
                    const sl_attn_batch *batch, const sl_attn_shape *shape);
 void cpu_embed(float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);

@@ -94,36 +94,52 @@ static inline float finish(vf acc, float tail) {
             out[r] = finish(acc[r], tail);                                                             \
         }                                                                                              \
     }                                                                                                  \
-    static void matmul_##SUFFIX(float *out, const float *x, const void *w, size_t elem, int64_t rows, \
-                                int64_t k_n, int n) {                                                  \
+    /* rows [r0, r0 + n_rows) of one weight, every token */                                        \
+    static void row_tile_##SUFFIX(float *out, const float *x, const void *w, size_t elem, int64_t rows,  \
+                                  int64_t k_n, int n, int64_t r0) {                                   \
         const size_t row_bytes = (size_t)k_n * elem;                                                   \
-        const int64_t n_row_tiles = (rows + TILE - 1) / TILE;                                          \
-        _Pragma("omp parallel for schedule(static)")                                                   \
-        for (int64_t rt = 0; rt < n_row_tiles; rt++) {                                                 \
-            const int64_t r0 = rt * TILE;                                                              \
-            const int n_rows = rows - r0 < TILE ? (int)(rows - r0) : TILE;                             \
-            const char *wr = (const char *)w + (size_t)r0 * row_bytes;                                 \
-            int t = 0;                                                                                 \
-            if (n_rows == TILE)                                                                        \
-                for (; t + TILE <= n; t += TILE)                                                       \
-                    tile4x4_##SUFFIX(out + (int64_t)t * rows + r0, rows, x + (int64_t)t * k_n, wr, k_n, row_bytes); \
-            for (; t < n; t++)                                                                         \
-                tile_rows_##SUFFIX(out + (int64_t)t * rows + r0, x + (int64_t)t * k_n, wr, k_n, row_bytes, n_rows); \
-        }                                                                                              \
+        const int n_rows = rows - r0 < TILE ? (int)(rows - r0) : TILE;                                 \
+        const char *wr = (const char *)w + (size_t)r0 * row_bytes;                                     \
+        int t = 0;                                                                                     \
+        if (n_rows == TILE)                                                                            \
+            for (; t + TILE <= n; t += TILE)                                                           \
+                tile4x4_##SUFFIX(out + (int64_t)t * rows + r0, rows, x + (int64_t)t * k_n, wr, k_n, row_bytes); \
+        for (; t < n; t++)                                                                             \
+            tile_rows_##SUFFIX(out + (int64_t)t * rows + r0, x + (int64_t)t * k_n, wr, k_n, row_bytes, n_rows); \
     }
 
 DEFINE_MATMUL(f32)
 DEFINE_MATMUL(bf16)
 DEFINE_MATMUL(f16)
 
-void cpu_matmul(float *out, const float *x, const sl_weight *w, const float *bias, int n) {
+static void row_tile(const sl_proj *p, const float *x, int n, int64_t r0) {
+    const sl_weight *w = p->w;
     switch (w->dtype) {
-    case SL_DTYPE_F32: matmul_f32(out, x, w->data, 4, w->rows, w->cols, n); break;
-    case SL_DTYPE_BF16: matmul_bf16(out, x, w->data, 2, w->rows, w->cols, n); break;
-    case SL_DTYPE_F16: matmul_f16(out, x, w->data, 2, w->rows, w->cols, n); break;
+    case SL_DTYPE_F32: row_tile_f32(p->out, x, w->data, 4, w->rows, w->cols, n, r0); break;
+    case SL_DTYPE_BF16: row_tile_bf16(p->out, x, w->data, 2, w->rows, w->cols, n, r0); break;
+    case SL_DTYPE_F16: row_tile_f16(p->out, x, w->data, 2, w->rows, w->cols, n, r0); break;
     default: return;
     }
-    if (!bias) return;
+    if (!p->bias) return;
+    const int64_t end = r0 + TILE < w->rows ? r0 + TILE : w->rows;
     for (int t = 0; t < n; t++)
-        for (int64_t r = 0; r < w->rows; r++) out[(int64_t)t * w->rows + r] += bias[r];
+        for (int64_t r = r0; r < end; r++) p->out[(int64_t)t * w->rows + r] += p->bias[r];
+}
+
+/* The row tiles of every projection form one pool of work for the threads:
+ * one parallel region (one barrier) however many projections share x. */
+void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n) {
+    int64_t first_tile[SL_MAX_PROJ + 1], n_tiles = 0;
+    if (n_proj > SL_MAX_PROJ) n_proj = SL_MAX_PROJ;
+    for (int i = 0; i < n_proj; i++) {
+        first_tile[i] = n_tiles;
+        n_tiles += (proj[i].w->rows + TILE - 1) / TILE;
+    }
+    first_tile[n_proj] = n_tiles;
+#pragma omp parallel for schedule(static)
+    for (int64_t tile = 0; tile < n_tiles; tile++) {
+        int i = 0;
+        while (tile >= first_tile[i + 1]) i++;
+        row_tile(&proj[i], x, n, (tile - first_tile[i]) * TILE);
+    }
 }

@@ -1,0 +1,254 @@
+/* cmd_bench.c -- `shardlm bench latency|throughput`: measure the engine.
+ *
+ * latency: batch-size requests of input-len random tokens each, output-len
+ * tokens out, timed from submission to the first token (prefill) and from
+ * the first to the last (decode), over several iterations; prints medians and
+ * decode's share of the memory-bandwidth limit (weight bytes read per step
+ * over a read bandwidth measured on the spot).
+ * throughput: num-prompts requests submitted at once, as vLLM's
+ * benchmark_throughput: requests/s, output tokens/s, total tokens/s. */
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "cli/engine_flags.h"
+#include "util/progress.h"
+
+typedef struct bench_flags {
+    int input_len, output_len, batch_size, num_iters, num_iters_warmup, num_prompts;
+    int64_t seed;
+    const char *output_json;
+} bench_flags;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Read bandwidth of this machine: sum a buffer much larger than the caches. */
+static double measure_read_bandwidth_gbs(void) {
+    const size_t n = (size_t)256 << 20; /* 1 GiB of floats */
+    float *buf = malloc(n * sizeof *buf);
+    if (!buf) return 0;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = sl_now_s(), sum = 0;
+#pragma omp parallel for simd reduction(+ : sum) schedule(static)
+        for (size_t i = 0; i < n; i++) sum += buf[i];
+        double gbs = (double)n * sizeof *buf / (sl_now_s() - t0) / 1e9;
+        if (gbs > best && sum > 0) best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
+/* Requests of one batch report here from the engine thread. */
+typedef struct batch_done {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n_done;
+} batch_done;
+
+typedef struct timing {
+    double t_submit, t_first, t_last;
+    int n_out;
+    batch_done *done;
+} timing;
+
+static void on_output(const sl_output *o, void *user) {
+    timing *t = user;
+    double now = sl_now_s();
+    if (o->n_tokens && t->n_out == 0) t->t_first = now;
+    t->n_out += o->n_tokens;
+    if (!o->finished) return;
+    t->t_last = now;
+    pthread_mutex_lock(&t->done->mu);
+    t->done->n_done++;
+    pthread_cond_signal(&t->done->cv);
+    pthread_mutex_unlock(&t->done->mu);
+}
+
+static void random_prompt(int32_t *ids, int n, int vocab, uint64_t *state) {
+    for (int i = 0; i < n; i++) {
+        *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)(100 + (*state >> 33) % (uint64_t)(vocab - 200));
+    }
+}
+
+/* Submits n requests at once and waits for all; timings per request. */
+static int run_batch(sl_engine *e, int n, int input_len, int output_len, uint64_t *rng, timing *t, char *msg, size_t len) {
+    sl_engine_info info;
+    sl_engine_get_info(e, &info);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)input_len);
+    int rc = ids ? 0 : -1;
+    uint64_t *req_ids = malloc(sizeof(uint64_t) * (size_t)n);
+    batch_done done = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    int n_submitted = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        random_prompt(ids, input_len, info.vocab_size, rng);
+        sl_request r;
+        sl_request_init(&r);
+        r.prompt_ids = ids;
+        r.n_prompt_ids = input_len;
+        r.params.temperature = 0;
+        r.params.max_tokens = output_len;
+        r.params.ignore_eos = 1;
+        t[i] = (timing){.t_submit = sl_now_s(), .done = &done};
+        rc = sl_engine_submit(e, &r, on_output, &t[i], &req_ids[i], msg, len);
+        n_submitted += rc == 0;
+    }
+    pthread_mutex_lock(&done.mu);
+    while (done.n_done < n_submitted) pthread_cond_wait(&done.cv, &done.mu);
+    pthread_mutex_unlock(&done.mu);
+    free(ids);
+    free(req_ids);
+    return rc;
+}
+
+static int bench_latency(sl_engine *e, const bench_flags *f) {
+    sl_engine_info info;
+    sl_engine_get_info(e, &info);
+    int iters = f->num_iters > 0 ? f->num_iters : 5;
+    double *prefill = malloc(sizeof(double) * (size_t)iters), *decode = malloc(sizeof(double) * (size_t)iters);
+    timing *t = malloc(sizeof(timing) * (size_t)f->batch_size);
+    uint64_t rng = (uint64_t)f->seed;
+    char msg[1024];
+    int rc = 0;
+    for (int it = -f->num_iters_warmup; it < iters && !rc; it++) {
+        rc = run_batch(e, f->batch_size, f->input_len, f->output_len, &rng, t, msg, sizeof msg);
+        if (rc || it < 0) continue;
+        double first = 0, last = 0, submit = t[0].t_submit;
+        for (int i = 0; i < f->batch_size; i++) {
+            first = t[i].t_first > first ? t[i].t_first : first;
+            last = t[i].t_last > last ? t[i].t_last : last;
+        }
+        prefill[it] = (double)f->input_len * f->batch_size / (first - submit);
+        decode[it] = f->output_len > 1 ? (double)(f->output_len - 1) * f->batch_size / (last - first) : 0;
+        fprintf(stderr, "iteration %d: prefill %.1f tok/s, decode %.1f tok/s\n", it + 1, prefill[it], decode[it]);
+    }
+    if (rc) {
+        fprintf(stderr, "shardlm bench latency: %s\n", msg);
+    } else {
+        double p = median(prefill, iters), d = median(decode, iters);
+        double bw = measure_read_bandwidth_gbs();
+        /* a decode step reads every weight once (plus the KV cache, small here) */
+        double step_gb = (double)info.weight_bytes / 1e9, limit = bw / step_gb * f->batch_size;
+        printf("model %s, batch %d, input %d, output %d, %d threads\n", info.model_name, f->batch_size, f->input_len,
+               f->output_len, omp_get_max_threads());
+        printf("prefill: %.1f tokens/s (median of %d)\n", p, iters);
+        printf("decode:  %.1f tokens/s (median of %d)\n", d, iters);
+        printf("bandwidth limit: %.2f GB of weights per step / %.1f GB/s measured read bandwidth = %.1f tokens/s; "
+               "decode reaches %.0f%%\n", step_gb, bw, limit, 100 * d / limit);
+        if (f->output_json) {
+            FILE *out = fopen(f->output_json, "w");
+            if (out) {
+                fprintf(out, "{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"read_bw_gbs\": %.2f, "
+                        "\"weight_gb\": %.4f, \"limit_tok_s\": %.2f, \"batch\": %d, \"threads\": %d}\n",
+                        p, d, bw, step_gb, limit, f->batch_size, omp_get_max_threads());
+                fclose(out);
+            }
+        }
+    }
+    free(prefill);
+    free(decode);
+    free(t);
+    return rc ? 1 : 0;
+}
+
+static int bench_throughput(sl_engine *e, const bench_flags *f) {
+    int n = f->num_prompts > 0 ? f->num_prompts : 100;
+    timing *t = calloc((size_t)n, sizeof *t);
+    uint64_t rng = (uint64_t)f->seed;
+    char msg[1024];
+    double t0 = sl_now_s();
+    int rc = run_batch(e, n, f->input_len, f->output_len, &rng, t, msg, sizeof msg);
+    double elapsed = sl_now_s() - t0;
+    if (rc) {
+        fprintf(stderr, "shardlm bench throughput: %s\n", msg);
+    } else {
+        long long out_tokens = 0;
+        for (int i = 0; i < n; i++) out_tokens += t[i].n_out;
+        double total = (double)out_tokens + (double)n * f->input_len;
+        printf("Throughput: %.2f requests/s, %.2f total tokens/s, %.2f output tokens/s\n", n / elapsed,
+               total / elapsed, out_tokens / elapsed);
+        printf("(%d requests of %d input and %d output tokens in %.2f s, %d threads)\n", n, f->input_len, f->output_len,
+               elapsed, omp_get_max_threads());
+        if (f->output_json) {
+            FILE *out = fopen(f->output_json, "w");
+            if (out) {
+                fprintf(out, "{\"requests_per_s\": %.3f, \"total_tok_s\": %.2f, \"output_tok_s\": %.2f, \"elapsed_s\": %.3f, "
+                        "\"num_prompts\": %d}\n", n / elapsed, total / elapsed, out_tokens / elapsed, elapsed, n);
+                fclose(out);
+            }
+        }
+    }
+    free(t);
+    return rc ? 1 : 0;
+}
+
+int sl_cmd_bench(int argc, char **argv) {
+    if (argc < 1 || (strcmp(argv[0], "latency") != 0 && strcmp(argv[0], "throughput") != 0)) {
+        fprintf(stderr, "usage: shardlm bench latency|throughput [MODEL] [flags]\n");
+        return 2;
+    }
+    bool latency = strcmp(argv[0], "latency") == 0;
+    sl_engine_options o;
+    sl_engine_options_init(&o);
+    sl_engine_flag_values v;
+    bench_flags f = {.input_len = latency ? 32 : 128, .output_len = 128, .batch_size = 1, .num_iters = 5,
+                     .num_iters_warmup = 1, .num_prompts = 100, .seed = 0};
+    sl_flag flags[64];
+    int n = sl_engine_flags(&o, &v, flags, 64);
+    const sl_flag mine[] = {
+        {"--input-len", SL_FLAG_INT, &f.input_len, "Benchmark", "prompt tokens per request", NULL},
+        {"--output-len", SL_FLAG_INT, &f.output_len, "Benchmark", "generated tokens per request", NULL},
+        {"--batch-size", SL_FLAG_INT, &f.batch_size, "Benchmark", "latency: concurrent requests", NULL},
+        {"--num-iters", SL_FLAG_INT, &f.num_iters, "Benchmark", "latency: measured iterations (5)", NULL},
+        {"--num-iters-warmup", SL_FLAG_INT, &f.num_iters_warmup, "Benchmark", "latency: warm-up iterations (1)", NULL},
+        {"--num-prompts", SL_FLAG_INT, &f.num_prompts, "Benchmark", "throughput: requests (100)", NULL},
+        {"--seed", SL_FLAG_BYTES, &f.seed, "Benchmark", "seed of the random prompts", NULL},
+        {"--output-json", SL_FLAG_STRING, &f.output_json, "Benchmark", "also write the figures as JSON", "FILE"},
+    };
+    memcpy(flags + n, mine, sizeof mine);
+    n += (int)(sizeof mine / sizeof mine[0]);
+    const char *positional[1];
+    int n_pos, help;
+    sl_err err = {0};
+    int rc = sl_flags_parse(flags, n, argc - 1, argv + 1, positional, 1, &n_pos, &help, &err);
+    if (!rc && help) {
+        sl_flags_print_help(stdout, latency ? "shardlm bench latency [MODEL] [flags]" : "shardlm bench throughput [MODEL] [flags]",
+                            flags, n);
+        return 0;
+    }
+    if (!rc) rc = sl_engine_flags_finish(&o, &v, &err);
+    if (!rc && (f.input_len < 1 || f.output_len < 1 || f.batch_size < 1))
+        rc = sl_err_set(&err, SL_EINVAL, "--input-len, --output-len and --batch-size must be >= 1");
+    if (rc) {
+        fprintf(stderr, "shardlm bench: %s\n", err.msg);
+        return 2;
+    }
+    o.model = n_pos ? positional[0] : NULL;
+    if (o.max_num_seqs == 0) o.max_num_seqs = latency ? f.batch_size : 256;
+    if (o.max_model_len == 0) o.max_model_len = f.input_len + f.output_len;
+    sl_engine *e;
+    char msg[1024];
+    if (sl_engine_open(&o, &e, msg, sizeof msg)) {
+        fprintf(stderr, "shardlm bench: %s\n", msg);
+        return 1;
+    }
+    rc = latency ? bench_latency(e, &f) : bench_throughput(e, &f);
+    sl_engine_close(e);
+    return rc;
+}

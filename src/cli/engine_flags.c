@@ -1,0 +1,54 @@
+/* engine_flags.c -- the engine's flags, grouped as vLLM's --help groups them
+ * (ModelConfig, ParallelConfig, CacheConfig, SchedulerConfig, DeviceConfig). */
+#include "cli/engine_flags.h"
+
+#include <math.h>
+#include <string.h>
+
+int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out, int max) {
+    *v = (sl_engine_flag_values){.gpu_memory_utilization = NAN, .enable_prefix_caching = -1};
+    const sl_flag flags[] = {
+        {"--revision", SL_FLAG_STRING, &o->revision, "ModelConfig", "hub revision (branch, tag or commit) of the model", "REV"},
+        {"--download-dir", SL_FLAG_STRING, &o->download_dir, "ModelConfig", "Hugging Face cache folder to use and fill", "DIR"},
+        {"--max-model-len", SL_FLAG_INT, &o->max_model_len, "ModelConfig", "context length (prompt + output); default: the model's", NULL},
+        {"--dtype", SL_FLAG_STRING, &v->dtype, "ModelConfig", "weight dtype: auto (the file's), bfloat16, float16, float32", "DTYPE"},
+        {"--chat-template", SL_FLAG_STRING, &o->chat_template, "ModelConfig", "Jinja chat template file replacing the model's", "FILE"},
+        {"--generation-config", SL_FLAG_STRING, &o->generation_config, "ModelConfig",
+         "sampling defaults: auto (the model's generation_config.json), vllm (none), or a folder", "SRC"},
+        {"--tensor-parallel-size", SL_FLAG_INT, &o->tensor_parallel_size, "ParallelConfig", "ranks each layer is split over (-tp)", NULL},
+        {"--pipeline-parallel-size", SL_FLAG_INT, &o->pipeline_parallel_size, "ParallelConfig", "stages the layers are split into (-pp)", NULL},
+        {"--block-size", SL_FLAG_INT, &o->block_size, "CacheConfig", "tokens per KV cache block (16)", NULL},
+        {"--gpu-memory-utilization", SL_FLAG_FLOAT, &v->gpu_memory_utilization, "CacheConfig",
+         "share of GPU memory for weights, activations and KV cache (0.9)", NULL},
+        {"--kv-cache-memory", SL_FLAG_BYTES, &o->kv_cache_memory, "CacheConfig", "bytes for the KV cache, e.g. 2G (CPU default 1GiB)", NULL},
+        {"--enable-prefix-caching", SL_FLAG_BOOL, &v->enable_prefix_caching, "CacheConfig", "reuse KV blocks of shared prompt prefixes (on)", NULL},
+        {"--max-num-seqs", SL_FLAG_INT, &o->max_num_seqs, "SchedulerConfig", "sequences per step (256)", NULL},
+        {"--max-num-batched-tokens", SL_FLAG_INT, &o->max_num_batched_tokens, "SchedulerConfig", "tokens per step; long prompts are prefilled in chunks (2048)", NULL},
+        {"--device", SL_FLAG_STRING, &v->device, "DeviceConfig", "cpu or cuda (default: cpu)", "DEV"},
+        {"--threads", SL_FLAG_INT, &o->n_threads, "DeviceConfig", "CPU threads (all cores)", NULL},
+    };
+    int n = (int)(sizeof flags / sizeof flags[0]);
+    if (n > max) return -1;
+    memcpy(out, flags, sizeof flags);
+    return n;
+}
+
+int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v, sl_err *err) {
+    if (!isnan(v->gpu_memory_utilization)) {
+        if (!(v->gpu_memory_utilization > 0 && v->gpu_memory_utilization <= 1))
+            return sl_err_set(err, SL_EINVAL, "--gpu-memory-utilization must be in (0, 1], got %g", v->gpu_memory_utilization);
+        o->gpu_memory_utilization = v->gpu_memory_utilization;
+    }
+    if (v->enable_prefix_caching >= 0) o->enable_prefix_caching = v->enable_prefix_caching;
+    if (v->device) {
+        if (strcmp(v->device, "cpu") != 0 && strcmp(v->device, "cuda") != 0)
+            return sl_err_set(err, SL_EINVAL, "--device must be cpu or cuda, got \"%s\"", v->device);
+        o->backend = v->device;
+    }
+    if (v->dtype && strcmp(v->dtype, "auto") != 0 && strcmp(v->dtype, "bfloat16") != 0 &&
+        strcmp(v->dtype, "float16") != 0 && strcmp(v->dtype, "float32") != 0 && strcmp(v->dtype, "half") != 0)
+        return sl_err_set(err, SL_EINVAL, "--dtype must be auto, bfloat16, float16 or float32, got \"%s\"", v->dtype);
+    if (o->tensor_parallel_size < 1 || o->pipeline_parallel_size < 1)
+        return sl_err_set(err, SL_EINVAL, "--tensor-parallel-size and --pipeline-parallel-size must be >= 1");
+    return SL_OK;
+}

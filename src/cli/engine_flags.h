@@ -1,0 +1,23 @@
+/* engine_flags.h -- the flags every engine-opening subcommand shares
+ * (serve, generate, bench), with vLLM's names and groups. */
+#ifndef SL_CLI_ENGINE_FLAGS_H
+#define SL_CLI_ENGINE_FLAGS_H
+
+#include "cli/flags.h"
+#include "shardlm.h"
+
+/* Engine flags whose values land in o (and in the small holders below);
+ * appends them to out[0..max) and returns how many, or -1 if max is too small.
+ * Call sl_engine_flags_finish after parsing. */
+typedef struct sl_engine_flag_values {
+    double gpu_memory_utilization;
+    const char *dtype;
+    const char *device;
+    int enable_prefix_caching;
+} sl_engine_flag_values;
+
+int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out, int max);
+/* Checks what the parse left and moves it into o. */
+int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v, sl_err *err);
+
+#endif
