@@ -163,6 +163,7 @@ typedef struct sl_engine_stats {
     int64_t prompt_tokens, generation_tokens;
     int64_t n_preemptions, n_steps;
     int64_t requests_finished;
+    int healthy;                      /* 0 once a step or a rank failed: requests are refused */
 } sl_engine_stats;
 SL_API void sl_engine_get_stats(sl_engine *e, sl_engine_stats *s);
 
@@ -181,6 +182,16 @@ SL_API int sl_engine_detokenize(sl_engine *e, const int32_t *ids, int n_ids, int
 SL_API void sl_free(void *p);
 
 SL_API const char *sl_version(void);
+
+/* Several ranks (--tensor-parallel-size x --pipeline-parallel-size > 1):
+ * rank 0 is the process that opens the engine; the other ranks run
+ * sl_worker_main. They are started by rank 0 itself (from the `shardlm`
+ * executable, or $SHARDLM_WORKER_EXE) or by a launcher (mpirun, srun), in
+ * which case every rank runs the same command and the ones for which
+ * sl_launched_as_worker() is true must call sl_worker_main instead. */
+SL_API int sl_launched_as_worker(void);
+/* Serves rank 0's steps until it shuts down; 0, or a failure code with its message. */
+SL_API int sl_worker_main(char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

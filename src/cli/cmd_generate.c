@@ -8,6 +8,7 @@
  * order, with a progress bar on a terminal). */
 #include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,7 @@ static int submit_line(sl_engine *e, const gen_flags *f, json_t *line, job *j, i
     if ((v = json_object_get(line, "top_k")) && json_is_integer(v)) r.params.top_k = (int)json_integer_value(v);
     if ((v = json_object_get(line, "seed")) && json_is_integer(v)) r.params.seed = json_integer_value(v);
     if ((v = json_object_get(line, "n")) && json_is_integer(v)) r.params.n = (int)json_integer_value(v);
+    if ((v = json_object_get(line, "logprobs")) && json_is_integer(v)) r.params.logprobs = (int)json_integer_value(v);
     const char *stops[16];
     v = json_object_get(line, "stop");
     if (json_is_string(v)) stops[r.params.n_stop++] = json_string_value(v);
@@ -170,6 +172,7 @@ static json_t *collect_job(sl_engine *e, job *j) {
     json_t *outs = json_array();
     for (int i = 0; i < j->n_choices; i++)
         json_array_append_new(outs, json_pack("{sis:s,s:[],s:n}", "index", i, "text", "", "token_ids", "finish_reason"));
+    bool with_logprobs = false;
     int done = 0, n_prompt = 0, n_out = 0;
     sl_output *o;
     while (done < j->n_choices && sl_engine_poll(e, j->id, -1, &o) == 0) {
@@ -182,6 +185,21 @@ static json_t *collect_job(sl_engine *e, job *j) {
         json_object_set_new(c, "text", json_stringn(joined, old + o->text_len));
         free(joined);
         for (int i = 0; i < o->n_tokens; i++) json_array_append_new(json_object_get(c, "token_ids"), json_integer(o->token_ids[i]));
+        if (o->logprobs && !with_logprobs) {
+            with_logprobs = true;
+            for (int k = 0; k < j->n_choices; k++) {
+                json_object_set_new(json_array_get(outs, (size_t)k), "logprobs", json_array());
+                json_object_set_new(json_array_get(outs, (size_t)k), "top_logprobs", json_array());
+            }
+        }
+        for (int i = 0; o->logprobs && i < o->n_tokens; i++) {
+            json_array_append_new(json_object_get(c, "logprobs"), json_real(o->logprobs[i]));
+            json_t *top = json_array();
+            for (int k = 0; k < o->n_top; k++)
+                json_array_append_new(top, json_pack("[if]", o->top_ids[i * o->n_top + k],
+                                                     (double)o->top_logprobs[i * o->n_top + k]));
+            json_array_append_new(json_object_get(c, "top_logprobs"), top);
+        }
         if (o->finished) {
             static const char *why[] = {NULL, "stop", "length", "abort"};
             json_object_set_new(c, "finish_reason", json_string(why[o->finish_reason]));

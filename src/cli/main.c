@@ -18,7 +18,17 @@ static void usage(FILE *out) {
             "SmolLM2-135M-Instruct, is used. `shardlm <command> --help` lists a command's flags.\n");
 }
 
+static int run_worker(void) {
+    char err[1024];
+    if (sl_worker_main(err, sizeof err) == 0) return 0;
+    fprintf(stderr, "shardlm worker: %s\n", err);
+    return 1;
+}
+
 int main(int argc, char **argv) {
+    /* under mpirun/srun every rank runs this command: ranks > 0 serve rank 0 */
+    if (sl_launched_as_worker()) return run_worker();
+    if (argc >= 2 && strcmp(argv[1], "worker") == 0) return run_worker();
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

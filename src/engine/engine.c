@@ -162,28 +162,6 @@ static int load_text_side(sl_engine *e, sl_err *err) {
     return rc;
 }
 
-/* The KV pool: as many blocks as the memory allows, at least one max_model_len sequence. */
-static int size_kv_cache(sl_engine *e, const sl_model_config *cfg, const sl_shard_plan *plan, int *n_blocks, sl_err *err) {
-    size_t block_bytes = sl_model_kv_block_bytes(cfg, plan, e->block_size);
-    int64_t budget = e->opts.kv_cache_memory > 0 ? e->opts.kv_cache_memory : (int64_t)1 << 30;
-    int64_t blocks = budget / (int64_t)block_bytes;
-    int need = (e->max_model_len + e->block_size - 1) / e->block_size;
-    if (blocks < need) {
-        if (e->opts.max_model_len > 0)
-            return sl_err_set(err, SL_ENOSPACE, "a KV cache of %.2f GiB holds %lld tokens, fewer than --max-model-len %d: "
-                              "raise --kv-cache-memory to at least %.2f GiB or lower --max-model-len",
-                              budget / 1073741824.0, (long long)(blocks * e->block_size), e->max_model_len,
-                              (double)need * (double)block_bytes / 1073741824.0);
-        int fits = (int)(blocks * e->block_size);
-        if (fits < e->block_size) return sl_err_set(err, SL_ENOSPACE, "--kv-cache-memory is too small for one KV block");
-        SL_WARN("max_model_len lowered from %d to %d tokens: what a %.2f GiB KV cache holds (raise --kv-cache-memory for more)",
-                e->max_model_len, fits, budget / 1073741824.0);
-        e->max_model_len = fits;
-    }
-    *n_blocks = blocks > 1 << 30 ? 1 << 30 : (int)blocks;
-    return SL_OK;
-}
-
 static int alloc_step_buffers(sl_engine *e, sl_err *err) {
     const size_t T = (size_t)e->opts.max_num_batched_tokens, S = (size_t)e->opts.max_num_seqs;
     e->logits = malloc(sizeof(float) * S * (size_t)e->vocab);
@@ -206,10 +184,10 @@ static int alloc_step_buffers(sl_engine *e, sl_err *err) {
 
 static void print_summary(const sl_engine *e) {
     if (e->opts.quiet) return;
-    const sl_model *m = &e->model;
+    const sl_model *m = &e->rank.model;
     int64_t tokens = (int64_t)sl_block_pool_n_blocks(e->pool) * e->block_size;
     fprintf(stderr, "shardlm: %s (%s) on %s, tp=%d pp=%d: %.1f MB of weights\n", e->model_name, m->config.arch_name,
-            e->backend.iface->name, m->plan.tp_size, m->plan.pp_size, m->weight_bytes / 1e6);
+            e->rank.backend.iface->name, m->plan.tp_size, m->plan.pp_size, m->weight_bytes / 1e6);
     fprintf(stderr, "shardlm: KV cache %.2f GiB = %d blocks of %d tokens = %lld tokens; max_model_len %d; "
             "maximum concurrency at %d tokens per request: %.2fx\n",
             m->kv_bytes / 1073741824.0, sl_block_pool_n_blocks(e->pool), e->block_size, (long long)tokens,
@@ -218,33 +196,64 @@ static void print_summary(const sl_engine *e) {
 
 static void *engine_loop(void *arg);
 
+static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
+    const sl_engine_options *o = &e->opts;
+    memset(s, 0, sizeof *s);
+    if (strlen(e->model_dir) >= sizeof s->model_dir || strlen(o->backend) >= sizeof s->backend)
+        return sl_err_set(err, SL_EINVAL, "model path or backend name too long");
+    strcpy(s->model_dir, e->model_dir);
+    strcpy(s->backend, o->backend);
+    s->tp = o->tensor_parallel_size;
+    s->pp = o->pipeline_parallel_size;
+    s->n_threads = o->n_threads;
+    s->max_model_len = o->max_model_len;
+    s->max_model_len_explicit = o->max_model_len > 0;
+    s->block_size = o->block_size;
+    s->max_num_seqs = o->max_num_seqs;
+    s->max_num_batched_tokens = o->max_num_batched_tokens;
+    s->kv_cache_memory = o->kv_cache_memory > 0 ? o->kv_cache_memory : (int64_t)1 << 30;
+    return SL_OK;
+}
+
+/* This process's shard: alone, or as rank 0 of a job it starts or joins. */
+static int open_rank(sl_engine *e, sl_err *err) {
+    sl_rank_setup setup;
+    int rc = make_setup(e, &setup, err);
+    if (rc) return rc;
+    sl_dist *dist = NULL;
+    if (setup.tp * setup.pp > 1 || sl_dist_launched_by_launcher()) {
+        const char *exe = getenv("SHARDLM_WORKER_EXE");
+        if (!exe || !*exe) exe = NULL;
+        if ((rc = sl_dist_init_root(setup.tp, setup.pp, exe ? exe : NULL, sl_comm_timeout_s(), &dist, err))) return rc;
+        if ((rc = sl_rank_share_setup(dist, &setup, err)) || (rc = sl_dist_set_layout(dist, setup.tp, setup.pp, err))) {
+            sl_dist_destroy(dist);
+            return rc;
+        }
+    }
+    rc = sl_rank_open(&e->rank, &setup, dist, err);
+    if (rc) sl_dist_destroy(dist);
+    return rc;
+}
+
 static int open_engine(sl_engine *e, sl_err *err) {
     int rc = resolve_model(e, err);
-    sl_model_config cfg;
-    sl_shard_plan plan;
-    if (rc || (rc = sl_model_config_load(e->model_dir, &cfg, err)) ||
-        (rc = sl_shard_plan_make(&cfg, 0, e->opts.tensor_parallel_size, 0, e->opts.pipeline_parallel_size, &plan, err)))
-        return rc;
-    e->vocab = cfg.vocab_size;
+    if (rc || (rc = open_rank(e, err))) return rc;
+    const sl_model_config *cfg = &e->rank.config;
+    e->vocab = cfg->vocab_size;
     e->block_size = e->opts.block_size;
-    e->max_model_len = e->opts.max_model_len > 0 ? e->opts.max_model_len : cfg.max_position_embeddings;
-    if (e->opts.max_model_len > cfg.max_position_embeddings)
-        SL_WARN("--max-model-len %d exceeds the model's max_position_embeddings %d", e->opts.max_model_len,
-                cfg.max_position_embeddings);
-    int n_blocks = 0;
-    if ((rc = size_kv_cache(e, &cfg, &plan, &n_blocks, err))) return rc;
+    e->max_model_len = e->rank.max_model_len;
     e->max_blocks_per_seq = (e->max_model_len + e->block_size - 1) / e->block_size;
-    sl_model_limits limits = {.max_tokens = e->opts.max_num_batched_tokens, .max_seqs = e->opts.max_num_seqs,
-                              .max_model_len = e->max_model_len, .block_size = e->block_size, .n_blocks = n_blocks};
-    if ((rc = sl_backend_create(e->opts.backend, e->opts.n_threads, &e->backend, err)) ||
-        (rc = sl_model_open(&e->model, e->model_dir, &e->backend, &plan, &limits, err)) ||
-        (rc = load_text_side(e, err)) || (rc = load_generation_config(e, err)) ||
-        (rc = sl_block_pool_create(n_blocks, e->block_size, e->opts.enable_prefix_caching, &e->pool, err)) ||
+    if (e->opts.max_model_len > cfg->max_position_embeddings)
+        SL_WARN("--max-model-len %d exceeds the model's max_position_embeddings %d", e->opts.max_model_len,
+                cfg->max_position_embeddings);
+    if ((rc = load_text_side(e, err)) || (rc = load_generation_config(e, err)) ||
+        (rc = sl_block_pool_create(e->rank.n_blocks, e->block_size, e->opts.enable_prefix_caching, &e->pool, err)) ||
         (rc = alloc_step_buffers(e, err)))
         return rc;
-    for (int i = 0; i < cfg.n_eos_token_ids; i++) add_eos(e, cfg.eos_token_ids[i]);
+    for (int i = 0; i < cfg->n_eos_token_ids; i++) add_eos(e, cfg->eos_token_ids[i]);
     if (e->tok) add_eos(e, sl_tokenizer_eos_id(e->tok));
-    e->stats.n_kv_blocks_total = n_blocks;
+    e->stats.n_kv_blocks_total = e->rank.n_blocks;
+    e->stats.healthy = 1;
     print_summary(e);
     return SL_OK;
 }
@@ -302,6 +311,10 @@ static void free_streams(sl_engine *e) {
 
 void sl_engine_close(sl_engine *e) {
     if (!e) return;
+    if (e->dead && e->rank.dist) { /* a rank failed: the job cannot shut down in order */
+        SL_ERROR("aborting all ranks: %s", e->dead_reason);
+        sl_dist_abort(e->rank.dist, 1);
+    }
     if (e->thread_started) {
         pthread_mutex_lock(&e->mu);
         e->stopping = true;
@@ -324,8 +337,7 @@ void sl_engine_close(sl_engine *e) {
     free_streams(e);
     sl_block_pool_destroy(e->pool);
     sl_sampler_destroy(&e->sampler);
-    sl_model_close(&e->model);
-    sl_backend_destroy(&e->backend);
+    sl_rank_close(&e->rank);
     sl_tokenizer_free(e->tok);
     sl_chat_template_free(e->chat_template);
     void *bufs[] = {e->logits, e->raw_row, e->b_tokens, e->b_positions, e->b_slots, e->b_query_start, e->b_context_len,
@@ -576,10 +588,10 @@ void sl_engine_get_info(const sl_engine *e, sl_engine_info *info) {
         .n_kv_blocks = sl_block_pool_n_blocks(e->pool),
         .kv_cache_tokens = (int64_t)sl_block_pool_n_blocks(e->pool) * e->block_size,
         .max_concurrency = sl_block_pool_n_blocks(e->pool) * e->block_size / e->max_model_len,
-        .tensor_parallel_size = e->model.plan.tp_size,
-        .pipeline_parallel_size = e->model.plan.pp_size,
-        .weight_bytes = (int64_t)e->model.weight_bytes,
-        .kv_cache_bytes = (int64_t)e->model.kv_bytes,
+        .tensor_parallel_size = e->rank.model.plan.tp_size,
+        .pipeline_parallel_size = e->rank.model.plan.pp_size,
+        .weight_bytes = (int64_t)e->rank.model.weight_bytes,
+        .kv_cache_bytes = (int64_t)e->rank.model.kv_bytes,
     };
 }
 
@@ -650,11 +662,19 @@ int sl_engine_detokenize(sl_engine *e, const int32_t *ids, int n_ids, int skip_s
 
 /* ==================== the loop ==================== */
 
-/* Moves the inbox into the loop's own lists; returns false when stopping. */
-static bool take_inbox(sl_engine *e, uint64_t **aborts, int *n_aborts) {
+#define PING_INTERVAL_S 5 /* an idle job checks that every rank still answers */
+
+/* Moves the inbox into the loop's own lists; returns false when stopping.
+ * *idle is set when the loop waited PING_INTERVAL_S with nothing to do. */
+static bool take_inbox(sl_engine *e, uint64_t **aborts, int *n_aborts, bool *idle) {
     pthread_mutex_lock(&e->mu);
-    while (!e->stopping && !e->incoming && !e->n_aborts && e->n_running + e->n_waiting == 0)
-        pthread_cond_wait(&e->wake, &e->mu);
+    *idle = false;
+    while (!e->stopping && !e->incoming && !e->n_aborts && e->n_running + e->n_waiting == 0 && !*idle) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += PING_INTERVAL_S;
+        *idle = pthread_cond_timedwait(&e->wake, &e->mu, &deadline) == ETIMEDOUT && e->rank.dist && !e->dead;
+    }
     bool go = !e->stopping;
     sl_req *in = e->incoming;
     e->incoming = e->incoming_tail = NULL;
@@ -708,7 +728,7 @@ static int run_step(sl_engine *e, sl_err *err) {
         .n_logits = e->b_n_logits,
         .logits_rows = e->b_logits_rows,
     };
-    return sl_model_forward(&e->model, &b, e->logits, err);
+    return sl_executor_step(&e->rank.exec, &b, e->logits, err);
 }
 
 /* A step failed: nothing the engine computes can be trusted any more. */
@@ -716,6 +736,7 @@ static void die(sl_engine *e, const sl_err *err) {
     SL_ERROR("engine step failed: %s; aborting every request", err->msg);
     pthread_mutex_lock(&e->mu);
     e->dead = true;
+    e->stats.healthy = 0;
     snprintf(e->dead_reason, sizeof e->dead_reason, "%s", err->msg);
     pthread_mutex_unlock(&e->mu);
     for (sl_req *r = e->active; r; r = r->next)
@@ -734,11 +755,13 @@ static void *engine_loop(void *arg) {
     sl_engine *e = arg;
     uint64_t *aborts;
     int n_aborts;
-    while (take_inbox(e, &aborts, &n_aborts)) {
+    bool idle;
+    while (take_inbox(e, &aborts, &n_aborts, &idle)) {
         apply_aborts(e, aborts, n_aborts);
         free(aborts);
-        if (sl_sched_build_step(e)) {
-            sl_err err = {0};
+        sl_err err = {0};
+        if (idle && sl_executor_ping(&e->rank.exec, &err)) die(e, &err);
+        if (!e->dead && sl_sched_build_step(e)) {
             if ((e->opts.debug_checks && sl_sched_check(e, &err)) || run_step(e, &err)) die(e, &err);
             else sl_output_process_step(e);
             e->stats.n_steps++;
@@ -750,4 +773,32 @@ static void *engine_loop(void *arg) {
         publish_stats(e);
     }
     return NULL;
+}
+
+/* ==================== workers ==================== */
+
+int sl_launched_as_worker(void) { return sl_dist_launched_as_worker(); }
+
+int sl_worker_main(char *errbuf, size_t errlen) {
+    sl_err err = {0};
+    sl_dist *dist;
+    int rc = sl_dist_init_worker(sl_comm_timeout_s(), &dist, &err);
+    sl_rank_setup setup;
+    if (rc) return fail(errbuf, errlen, &err);
+    if ((rc = sl_rank_share_setup(dist, &setup, &err)) || (rc = sl_dist_set_layout(dist, setup.tp, setup.pp, &err))) {
+        sl_dist_destroy(dist);
+        return fail(errbuf, errlen, &err);
+    }
+    sl_rank rank;
+    if ((rc = sl_rank_open(&rank, &setup, dist, &err))) {
+        sl_dist_destroy(dist);
+        return fail(errbuf, errlen, &err);
+    }
+    rc = sl_executor_worker_loop(&rank.exec, &err);
+    if (rc) { /* rank 0 vanished or a peer stalled: end the whole job, loudly */
+        fprintf(stderr, "shardlm worker %d: %s\n", dist->world.rank, err.msg);
+        sl_dist_abort(dist, 1);
+    }
+    sl_rank_close(&rank);
+    return SL_OK;
 }

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "engine/block_pool.h"
+#include "engine/rank.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "engine/sequence.h"
@@ -53,8 +54,7 @@ typedef struct sl_req {
 struct sl_engine {
     sl_engine_options opts;
     char *model_dir, *model_name, *default_chat_template_path;
-    sl_backend backend;
-    sl_model model;
+    sl_rank rank;                    /* this process's shard, backend and executor (rank 0 of the job) */
     sl_tokenizer *tok;
     sl_chat_template *chat_template;
     char *bos_token, *eos_token;

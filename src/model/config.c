@@ -244,11 +244,15 @@ void sl_model_config_rope_inv_freq(const sl_model_config *cfg, float *inv_freq) 
     }
 }
 
-int64_t sl_model_config_n_params(const sl_model_config *c) {
+int64_t sl_model_config_layer_params(const sl_model_config *c) {
     int64_t h = c->hidden_size, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
-    int64_t per_layer = h * q + 2 * h * kv + q * h + 3 * h * c->intermediate_size + 2 * h;
-    if (c->attention_bias) per_layer += q + 2 * kv + (c->o_proj_bias ? h : 0);
-    if (c->mlp_bias) per_layer += 2 * c->intermediate_size + h;
-    int64_t embed = (int64_t)c->vocab_size * h;
-    return per_layer * c->n_layers + embed * (c->tie_word_embeddings ? 1 : 2) + h;
+    int64_t n = h * q + 2 * h * kv + q * h + 3 * h * c->intermediate_size + 2 * h;
+    if (c->attention_bias) n += q + 2 * kv + (c->o_proj_bias ? h : 0);
+    if (c->mlp_bias) n += 2 * c->intermediate_size + h;
+    return n;
+}
+
+int64_t sl_model_config_n_params(const sl_model_config *c) {
+    int64_t embed = (int64_t)c->vocab_size * c->hidden_size;
+    return sl_model_config_layer_params(c) * c->n_layers + embed * (c->tie_word_embeddings ? 1 : 2) + c->hidden_size;
 }

@@ -60,5 +60,7 @@ void sl_model_config_rope_inv_freq(const sl_model_config *cfg, float *inv_freq);
 
 /* Parameter count of the whole model (all ranks), for memory planning. */
 int64_t sl_model_config_n_params(const sl_model_config *cfg);
+/* Parameters of one decoder layer. */
+int64_t sl_model_config_layer_params(const sl_model_config *cfg);
 
 #endif

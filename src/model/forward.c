@@ -1,17 +1,26 @@
 /* forward.c -- one step of the transformer over a flattened batch.
  *
  * Reads top to bottom as the model computes (transformers' LlamaModel):
- *   x = embed(tokens)
- *   for each layer:  x += o_proj(attention(rope(q), rope(k), v))   over rmsnorm(x)
- *                    x += down(silu(gate) * up)                      over rmsnorm(x)
- *   logits = lm_head(rmsnorm(x)) for the rows that need them
+ *   x = embed(tokens)                        or x from the previous pipeline stage
+ *   for each layer of this stage:
+ *       x += o_proj(attention(rope(q), rope(k), v))   over rmsnorm(x)
+ *       x += down(silu(gate) * up)                    over rmsnorm(x)
+ *   x to the next stage, or logits = lm_head(rmsnorm(x)) for the rows that need them
  * Every op goes through the backend table; this file never touches a
  * number itself. K/V of the step go to the paged cache at their slots
- * before attention reads the whole context through the block tables. */
+ * before attention reads the whole context through the block tables.
+ *
+ * Tensor parallelism (Megatron): this rank holds some heads and MLP columns,
+ * so o_proj and down_proj give partial sums, completed by one all-reduce
+ * each; the embedding holds a vocabulary slice (rows outside it embed to
+ * zero, the all-reduce fills them) and so does the LM head (the slices are
+ * all-gathered into full rows). */
 #include <math.h>
 #include <string.h>
 
 #include "model/model.h"
+
+#define SL_TAG_HIDDEN 11 /* message tag of hidden states between pipeline stages */
 
 static int upload_batch(sl_model *m, const sl_batch *b, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
@@ -40,7 +49,14 @@ static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
     return SL_OK;
 }
 
-static void attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, const sl_attn_batch *ab) {
+/* Completes partial sums over the tensor-parallel group. */
+static int tp_all_reduce(sl_model *m, float *buf, int64_t n, sl_err *err) {
+    if (!m->dist || m->dist->tp_size == 1) return SL_OK;
+    const sl_comm *tp = &m->dist->tp;
+    return tp->iface->all_reduce_sum(tp->ctx, buf, n, err);
+}
+
+static int attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, const sl_attn_batch *ab, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
@@ -59,10 +75,12 @@ static void attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b,
     be->kv_store(ctx, L->k_cache, L->v_cache, m->k, m->v, m->d_slots, n, m->kv_dim);
     be->attention(ctx, m->att, m->q, L->k_cache, L->v_cache, ab, &shape);
     be->matmul(ctx, &(sl_proj){m->xb, &L->wo, L->bo}, 1, m->att, n);
-    be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+    int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, err);
+    if (!rc) be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+    return rc;
 }
 
-static void mlp_block(sl_model *m, sl_layer_weights *L, int n) {
+static int mlp_block(sl_model *m, sl_layer_weights *L, int n, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
@@ -71,7 +89,56 @@ static void mlp_block(sl_model *m, sl_layer_weights *L, int n) {
     be->matmul(ctx, gate_up, 2, m->xb, n);
     be->swiglu(ctx, m->gate, m->gate, m->up, (int64_t)n * m->ffn);
     be->matmul(ctx, &(sl_proj){m->xb, &L->w_down, L->b_down}, 1, m->gate, n);
-    be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+    int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, err);
+    if (!rc) be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+    return rc;
+}
+
+/* The residual stream enters this stage: embedded here, or from the stage before. */
+static int stage_input(sl_model *m, const sl_batch *b, sl_err *err) {
+    const size_t n_bytes = (size_t)b->n_tokens * (size_t)m->config.hidden_size * sizeof(float);
+    if (m->dist && m->dist->prev_stage >= 0) {
+        const sl_comm *w = &m->dist->world;
+        return w->iface->recv(w->ctx, m->x, n_bytes, m->dist->prev_stage, SL_TAG_HIDDEN, err);
+    }
+    m->backend.iface->embed(m->backend.ctx, m->x, &m->embed, m->d_tokens, b->n_tokens, m->plan.vocab_begin);
+    return tp_all_reduce(m, m->x, (int64_t)b->n_tokens * m->config.hidden_size, err);
+}
+
+/* Logits of this rank's vocabulary slice, all-gathered into full rows when
+ * the vocabulary is split. */
+static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    const sl_model_config *c = &m->config;
+    be->gather_rows(ctx, m->logits_in, m->x, m->d_logits_rows, b->n_logits, c->hidden_size);
+    be->rmsnorm(ctx, m->logits_in, m->logits_in, m->final_norm, b->n_logits, c->hidden_size, c->rms_norm_eps);
+    be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
+    const int64_t slice = m->plan.vocab_end - m->plan.vocab_begin;
+    if (m->plan.tp_size == 1)
+        return be->download(ctx, logits, m->logits, (size_t)b->n_logits * (size_t)slice * sizeof(float), err);
+    /* rank r's block holds [n_logits][slice_r]; rows are rebuilt from the blocks */
+    const sl_dist *d = m->dist;
+    int64_t counts[64];
+    sl_shard_plan other;
+    for (int r = 0; r < d->tp_size && r < 64; r++) {
+        sl_shard_plan_make(c, r, d->tp_size, m->plan.pp_rank, d->pp_size, &other, err);
+        counts[r] = (int64_t)b->n_logits * (other.vocab_end - other.vocab_begin);
+    }
+    int rc = d->tp.iface->all_gather_v(d->tp.ctx, m->logits, (int64_t)b->n_logits * slice, m->gathered, counts, err);
+    if (rc || d->tp_rank != 0) return rc;
+    const size_t total = (size_t)b->n_logits * (size_t)c->vocab_size;
+    if ((rc = be->download(ctx, m->host_gather, m->gathered, total * sizeof(float), err))) return rc;
+    const float *block = m->host_gather;
+    for (int r = 0; r < d->tp_size; r++) {
+        sl_shard_plan_make(c, r, d->tp_size, m->plan.pp_rank, d->pp_size, &other, err);
+        const int64_t w = other.vocab_end - other.vocab_begin;
+        for (int i = 0; i < b->n_logits; i++)
+            memcpy(logits + (size_t)i * (size_t)c->vocab_size + other.vocab_begin, block + (size_t)i * (size_t)w,
+                   (size_t)w * sizeof(float));
+        block += (size_t)b->n_logits * (size_t)w;
+    }
+    return SL_OK;
 }
 
 int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
@@ -94,15 +161,18 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
         .block_tables = m->d_block_tables,
     };
 
-    be->embed(ctx, m->x, &m->embed, m->d_tokens, b->n_tokens, m->plan.vocab_begin);
-    for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
-        attention_block(m, &m->layers[l], b, &ab);
-        mlp_block(m, &m->layers[l], b->n_tokens);
+    if ((rc = stage_input(m, b, err))) return rc;
+    for (int l = 0; l < sl_shard_plan_n_layers(&m->plan) && !rc; l++) {
+        rc = attention_block(m, &m->layers[l], b, &ab, err);
+        if (!rc) rc = mlp_block(m, &m->layers[l], b->n_tokens, err);
+    }
+    if (rc) return rc;
+    if (m->dist && m->dist->next_stage >= 0) {
+        const sl_comm *w = &m->dist->world;
+        if ((rc = be->synchronize(ctx, err))) return rc;
+        return w->iface->send(w->ctx, m->x, (size_t)b->n_tokens * (size_t)c->hidden_size * sizeof(float),
+                              m->dist->next_stage, SL_TAG_HIDDEN, err);
     }
     if (b->n_logits == 0) return be->synchronize(ctx, err);
-    be->gather_rows(ctx, m->logits_in, m->x, m->d_logits_rows, b->n_logits, c->hidden_size);
-    be->rmsnorm(ctx, m->logits_in, m->logits_in, m->final_norm, b->n_logits, c->hidden_size, c->rms_norm_eps);
-    be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
-    size_t vocab = (size_t)(m->plan.vocab_end - m->plan.vocab_begin);
-    return be->download(ctx, logits, m->logits, (size_t)b->n_logits * vocab * sizeof(float), err);
+    return stage_logits(m, b, logits, err);
 }

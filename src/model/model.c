@@ -160,6 +160,12 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         if (rc) return rc;
         m->workspace_bytes += bufs[i].n_bytes;
     }
+    if (m->plan.tp_size > 1 && m->plan.pp_rank == m->plan.pp_size - 1) {
+        size_t full = (size_t)lim->max_seqs * (size_t)m->config.vocab_size * f;
+        int rc = alloc_buf(m, full, (void **)&m->gathered, err);
+        if (rc) return rc;
+        if (!(m->host_gather = malloc(full))) return sl_err_set(err, SL_ENOMEM, "out of memory for the logits gather");
+    }
     const size_t per_layer = (size_t)lim->n_blocks * (size_t)lim->block_size * (size_t)m->kv_dim * f;
     for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
         int rc = alloc_buf(m, per_layer, (void **)&m->layers[l].k_cache, err);
@@ -180,15 +186,17 @@ static int upload_inv_freq(sl_model *m, sl_err *err) {
 }
 
 int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend, const sl_shard_plan *plan,
-                  const sl_model_limits *limits, sl_err *err) {
+                  const sl_model_limits *limits, const sl_dist *dist, sl_err *err) {
     memset(m, 0, sizeof *m);
     m->backend = *backend;
     m->limits = *limits;
+    m->dist = dist;
     int rc = sl_model_config_load(model_dir, &m->config, err);
     if (rc) return rc;
     m->plan = *plan;
-    if (plan->tp_size > 1 || plan->pp_size > 1)
-        return sl_err_set(err, SL_ENOTSUP, "this build runs tensor/pipeline size 1 only");
+    if ((plan->tp_size > 1 || plan->pp_size > 1) &&
+        (!dist || dist->tp_size != plan->tp_size || dist->pp_size != plan->pp_size))
+        return sl_err_set(err, SL_EINTERNAL, "a %d x %d shard plan needs a job of the same layout", plan->tp_size, plan->pp_size);
     if (limits->max_tokens < 1 || limits->max_seqs < 1 || limits->block_size < 1 || limits->n_blocks < 1 ||
         limits->max_model_len < 1)
         return sl_err_set(err, SL_EINVAL, "model limits must be positive (tokens %d, seqs %d, block %d, blocks %d, len %d)",
@@ -224,7 +232,8 @@ void sl_model_close(sl_model *m) {
     }
     b->weight_free(ctx, &m->embed);
     b->weight_free(ctx, &m->lm_head);
-    void *bufs[] = {m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
+    free(m->host_gather);
+    void *bufs[] = {m->gathered, m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
                     m->logits_in, m->logits, m->d_tokens, m->d_positions, m->d_slots, m->d_query_start,
                     m->d_context_len, m->d_block_tables, m->d_logits_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(ctx, bufs[i]);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "dist/dist.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/shard_plan.h"
@@ -58,6 +59,7 @@ typedef struct sl_model {
     sl_shard_plan plan;
     sl_model_limits limits;
     sl_backend backend;            /* borrowed */
+    const sl_dist *dist;           /* borrowed; NULL when one rank holds the whole model */
     sl_safetensors *st;            /* owned; weights may point into it */
     int q_dim, kv_dim, ffn;        /* this rank's widths */
     sl_weight embed;               /* [vocab_slice][hidden] */
@@ -67,6 +69,8 @@ typedef struct sl_model {
     sl_layer_weights *layers;      /* this stage's layers */
     /* run state (backend memory) */
     float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits_in, *logits;
+    float *gathered;               /* [max_seqs][vocab] all-gathered logits slices (tp > 1, last stage) */
+    float *host_gather;            /* host copy of `gathered`, reordered into full rows */
     int32_t *d_tokens, *d_positions, *d_slots, *d_query_start, *d_context_len, *d_block_tables, *d_logits_rows;
     size_t weight_bytes, kv_bytes, workspace_bytes;
     int n_unused_tensors;          /* tensors of the files this shard should have read but did not */
@@ -78,15 +82,19 @@ static inline int sl_model_max_blocks(const sl_model_limits *l) {
 }
 
 /* Loads this rank's shard of model_dir onto the backend and allocates the
- * run state and a KV pool of limits->n_blocks blocks. */
+ * run state and a KV pool of limits->n_blocks blocks. dist (NULL for one
+ * rank) must match the plan's layout. */
 int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend, const sl_shard_plan *plan,
-                  const sl_model_limits *limits, sl_err *err);
+                  const sl_model_limits *limits, const sl_dist *dist, sl_err *err);
 void sl_model_close(sl_model *m);
 
 /* Bytes of one KV block on this rank (all layers, K and V). */
 size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size);
 
-/* Runs one step; writes logits [n_logits][vocab_end - vocab_begin] to host memory. */
+/* Runs this rank's part of one step. Every rank of the job calls it with
+ * the same batch. The last pipeline stage's tensor-parallel rank 0 writes
+ * the full logits [n_logits][vocab] to host memory; other ranks leave
+ * `logits` untouched (it may be NULL there). */
 int sl_model_forward(sl_model *m, const sl_batch *batch, float *logits, sl_err *err);
 
 #endif

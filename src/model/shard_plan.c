@@ -4,10 +4,12 @@
  * possible, the first ranks taking one more (tp=3 on 8 KV heads: 3/3/2), and
  * each rank takes the query heads of its KV heads. With tp > n_kv_heads every
  * KV head is replicated on tp / n_kv_heads ranks, which share its query heads.
- * The MLP follows the query-head shares so that work stays proportional. */
+ * The MLP follows the query-head shares so that work stays proportional.
+ * Layers: see balance_layers. */
 #include "model/shard_plan.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 /* [begin, end) of part `i` when `n` items are dealt to `parts`, first ones larger. */
 static void deal(int n, int parts, int i, int *begin, int *end) {
@@ -47,8 +49,75 @@ static int plan_heads(const sl_model_config *c, int rank, int tp, sl_shard_plan 
     return SL_OK;
 }
 
-static void plan_layers(const sl_model_config *c, int pp_rank, int pp, sl_shard_plan *p) {
-    deal(c->n_layers, pp, pp_rank, &p->layer_begin, &p->layer_end);
+/* SHARDLM_PP_LAYER_PARTITION="8,8,7,7": layers per stage, first stage first. */
+static int parse_partition(const char *spec, const sl_model_config *c, int pp, int *counts, sl_err *err) {
+    int n = 0, total = 0;
+    for (const char *p = spec; *p && n <= pp;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1) break;
+        if (n < pp) counts[n] = (int)v;
+        n++;
+        total += (int)v;
+        p = end + (*end == ',');
+    }
+    if (n != pp || total != c->n_layers)
+        return sl_err_set(err, SL_EINVAL, "SHARDLM_PP_LAYER_PARTITION=\"%s\" must list %d positive layer counts "
+                          "adding up to the model's %d layers", spec, pp, c->n_layers);
+    return SL_OK;
+}
+
+/* Contiguous layer ranges minimizing the largest stage, counted in weights:
+ * every stage holds its layers, the first also the embedding, the last also
+ * the LM head (a copy of it when tied), so an even layer count is not an
+ * even load. Weights are what a stage stores and, for decode, what it reads
+ * every step. Dynamic programming over (stages, layers): tiny. */
+static int balance_layers(const sl_model_config *c, int pp, int *counts, sl_err *err) {
+    const int L = c->n_layers;
+    const double table = (double)c->vocab_size * c->hidden_size / (double)sl_model_config_layer_params(c); /* in layers */
+    /* best[s][l]: the smallest possible largest load of stages 0..s holding layers 0..l-1; cut: where stage s starts */
+    double *best = malloc(sizeof(double) * (size_t)pp * (size_t)(L + 1));
+    int *cut = malloc(sizeof(int) * (size_t)pp * (size_t)(L + 1));
+    if (!best || !cut) {
+        free(best);
+        free(cut);
+        return sl_err_set(err, SL_ENOMEM, "out of memory");
+    }
+#define AT(a, s, l) (a)[(size_t)(s) * (size_t)(L + 1) + (size_t)(l)]
+    for (int s = 0; s < pp; s++)
+        for (int l = 0; l <= L; l++) {
+            AT(best, s, l) = 1e300;
+            AT(cut, s, l) = s;
+            for (int k = s; k < l; k++) { /* stage s holds layers k..l-1 */
+                if (s == 0 && k != 0) break;
+                double load = (double)(l - k) + (s == 0 ? table : 0) + (s == pp - 1 ? table : 0);
+                double worst = s == 0 ? load : (AT(best, s - 1, k) > load ? AT(best, s - 1, k) : load);
+                if (worst < AT(best, s, l)) {
+                    AT(best, s, l) = worst;
+                    AT(cut, s, l) = k;
+                }
+            }
+        }
+    for (int s = pp - 1, l = L; s >= 0; s--) {
+        counts[s] = l - AT(cut, s, l);
+        l = AT(cut, s, l);
+    }
+#undef AT
+    free(best);
+    free(cut);
+    return SL_OK;
+}
+
+static int plan_layers(const sl_model_config *c, int pp_rank, int pp, sl_shard_plan *p, sl_err *err) {
+    int counts[64];
+    if (pp > 64 || c->n_layers > 1024) return sl_err_set(err, SL_ENOTSUP, "at most 64 pipeline stages of 1024 layers");
+    const char *spec = getenv("SHARDLM_PP_LAYER_PARTITION");
+    int rc = spec && *spec ? parse_partition(spec, c, pp, counts, err) : balance_layers(c, pp, counts, err);
+    if (rc) return rc;
+    p->layer_begin = 0;
+    for (int s = 0; s < pp_rank; s++) p->layer_begin += counts[s];
+    p->layer_end = p->layer_begin + counts[pp_rank];
+    return SL_OK;
 }
 
 int sl_shard_plan_make(const sl_model_config *c, int tp_rank, int tp_size, int pp_rank, int pp_size,
@@ -65,6 +134,5 @@ int sl_shard_plan_make(const sl_model_config *c, int tp_rank, int tp_size, int p
     p->ffn_begin = (int)(ffn * p->q_head_begin / c->n_heads);
     p->ffn_end = (int)(ffn * p->q_head_end / c->n_heads);
     deal(c->vocab_size, tp_size, tp_rank, &p->vocab_begin, &p->vocab_end);
-    plan_layers(c, pp_rank, pp_size, p);
-    return SL_OK;
+    return plan_layers(c, pp_rank, pp_size, p, err);
 }

@@ -134,10 +134,49 @@ static void test_shard_plan(void) {
     CHECK_EQ_INT(p.q_head_begin, 6);
     CHECK_EQ_INT(sl_shard_plan_make(&cfg, 0, 3, 0, 1, &p, &err), SL_EINVAL);
     CHECK_CONTAINS(err.msg, "valid sizes: 1, 2, 4");
-    /* pipeline: 5 layers over 3 stages */
-    CHECK_EQ_INT(sl_shard_plan_make(&cfg, 0, 1, 2, 3, &p, &err), 0);
-    CHECK_EQ_INT(p.layer_begin, 4);
-    CHECK_EQ_INT(p.layer_end, 5);
+}
+
+static void stage_sizes(const sl_model_config *cfg, int pp, int *sizes) {
+    sl_shard_plan p;
+    sl_err err = {0};
+    for (int s = 0; s < pp; s++) {
+        CHECK_EQ_INT(sl_shard_plan_make(cfg, 0, 1, s, pp, &p, &err), 0);
+        sizes[s] = p.layer_end - p.layer_begin;
+    }
+}
+
+/* Stages balance weights: the first holds the embedding, the last the LM
+ * head, so they take fewer layers. Worked by hand for Qwen2.5-32B: a layer
+ * is 487.6M parameters and the embedding / head 778.6M each (1.6 layers), so
+ * 64 layers + 3.2 over 4 stages is 16.8 per stage: 15, 17, 17, 15. */
+static void test_pipeline_balance(void) {
+    char path[1024], *text;
+    sl_model_config cfg;
+    sl_err err = {0};
+    snprintf(path, sizeof path, "%s/qwen2.5-32b-instruct.json", g_configs);
+    CHECK_EQ_INT(sl_file_read_all(path, &text, NULL, &err), 0);
+    CHECK_EQ_INT(sl_model_config_parse(text, path, &cfg, &err), 0);
+    free(text);
+    CHECK_EQ_INT(sl_model_config_layer_params(&cfg), 487605248); /* (32763876352 - 2 x 778567680 - 5120) / 64 */
+    int sizes[8];
+    stage_sizes(&cfg, 4, sizes);
+    CHECK(sizes[0] == 15 && sizes[1] == 17 && sizes[2] == 17 && sizes[3] == 15);
+    stage_sizes(&cfg, 2, sizes);
+    CHECK(sizes[0] == 32 && sizes[1] == 32);
+    /* the override, and its errors */
+    setenv("SHARDLM_PP_LAYER_PARTITION", "10,30,24", 1);
+    stage_sizes(&cfg, 3, sizes);
+    CHECK(sizes[0] == 10 && sizes[1] == 30 && sizes[2] == 24);
+    sl_shard_plan p;
+    setenv("SHARDLM_PP_LAYER_PARTITION", "10,30", 1);
+    CHECK_EQ_INT(sl_shard_plan_make(&cfg, 0, 1, 0, 3, &p, &err), SL_EINVAL);
+    CHECK_CONTAINS(err.msg, "must list 3 positive layer counts");
+    unsetenv("SHARDLM_PP_LAYER_PARTITION");
+    /* 5 layers over 3 stages: every stage gets at least one, all layers covered */
+    cfg = (sl_model_config){.hidden_size = 64, .intermediate_size = 128, .n_layers = 5, .n_heads = 8, .n_kv_heads = 2,
+                            .head_dim = 16, .vocab_size = 512};
+    stage_sizes(&cfg, 3, sizes);
+    CHECK(sizes[0] >= 1 && sizes[1] >= 1 && sizes[2] >= 1 && sizes[0] + sizes[1] + sizes[2] == 5);
 }
 
 int main(int argc, char **argv) {
@@ -148,5 +187,6 @@ int main(int argc, char **argv) {
     TEST_RUN(test_fields);
     TEST_RUN(test_errors);
     TEST_RUN(test_shard_plan);
+    TEST_RUN(test_pipeline_balance);
     TEST_EXIT();
 }

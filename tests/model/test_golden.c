@@ -226,7 +226,7 @@ int main(int argc, char **argv) {
     }
     sl_model_limits limits = {.max_tokens = MAX_LEN * MAX_SEQS, .max_seqs = MAX_SEQS, .max_model_len = MAX_LEN,
                               .block_size = BLOCK, .n_blocks = MAX_SEQS * (MAX_LEN / BLOCK)};
-    if (sl_model_open(&g_model, argv[1], &backend, &plan, &limits, &err)) {
+    if (sl_model_open(&g_model, argv[1], &backend, &plan, &limits, NULL, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }

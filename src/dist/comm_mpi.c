@@ -1,0 +1,148 @@
+/* comm_mpi.c -- the communicator over MPI, for tensors in host memory.
+ *
+ * Every operation is MPI's own non-blocking collective or point-to-point
+ * call, completed by polling against a deadline, so a rank that died or
+ * stalls turns into an SL_ETIMEDOUT error naming the operation and the group
+ * instead of a hang. The poll spins briefly (a step's collectives follow
+ * each other closely) and then sleeps in short naps, so an idle worker
+ * waiting for the next step costs no CPU. No collective algorithm is written
+ * here: MPI chooses and runs them. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dist/comm_mpi.h"
+#include "util/progress.h"
+
+typedef struct mpi_ctx {
+    MPI_Comm comm;
+    double timeout_s;
+    const char *name;
+} mpi_ctx;
+
+static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_err *err) {
+    double start = sl_now_s();
+    for (long spins = 0;; spins++) {
+        int done = 0;
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return sl_err_set(err, SL_EIO, "%s over the %s group failed in MPI", op, c->name);
+        if (done) return SL_OK;
+        if (spins > 20000) {
+            if (sl_now_s() - start > c->timeout_s) {
+                if (peer >= 0)
+                    return sl_err_set(err, SL_ETIMEDOUT, "%s with rank %d of the %s group timed out after %.0f s: "
+                                      "that rank stalled or died", op, peer, c->name, c->timeout_s);
+                return sl_err_set(err, SL_ETIMEDOUT, "%s over the %s group timed out after %.0f s: a rank stalled or died",
+                                  op, c->name, c->timeout_s);
+            }
+            struct timespec nap = {0, 50000};
+            nanosleep(&nap, NULL);
+        }
+    }
+}
+
+static int mpi_all_reduce_sum(void *ctx, float *buf, int64_t n, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    if (n > INT32_MAX) return sl_err_set(err, SL_EINVAL, "all-reduce of %lld floats is too large", (long long)n);
+    MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, c->comm, &req);
+    return wait_for(c, &req, "all-reduce", -1, err);
+}
+
+static int mpi_all_gather_v(void *ctx, const float *send, int64_t n_send, float *recv, const int64_t *counts, sl_err *err) {
+    mpi_ctx *c = ctx;
+    int size;
+    MPI_Comm_size(c->comm, &size);
+    int *cnt = malloc(sizeof(int) * (size_t)size), *displ = malloc(sizeof(int) * (size_t)size);
+    if (!cnt || !displ) {
+        free(cnt);
+        free(displ);
+        return sl_err_set(err, SL_ENOMEM, "out of memory");
+    }
+    int64_t off = 0;
+    for (int r = 0; r < size; r++) {
+        cnt[r] = (int)counts[r];
+        displ[r] = (int)off;
+        off += counts[r];
+    }
+    MPI_Request req;
+    MPI_Iallgatherv(send, (int)n_send, MPI_FLOAT, recv, cnt, displ, MPI_FLOAT, c->comm, &req);
+    int rc = wait_for(c, &req, "all-gather", -1, err);
+    free(cnt);
+    free(displ);
+    return rc;
+}
+
+static int mpi_broadcast(void *ctx, void *buf, size_t n_bytes, int root, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Ibcast(buf, (int)n_bytes, MPI_BYTE, root, c->comm, &req);
+    return wait_for(c, &req, "broadcast", root, err);
+}
+
+static int mpi_send(void *ctx, const void *buf, size_t n_bytes, int peer, int tag, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Isend(buf, (int)n_bytes, MPI_BYTE, peer, tag, c->comm, &req);
+    return wait_for(c, &req, "send", peer, err);
+}
+
+static int mpi_recv(void *ctx, void *buf, size_t n_bytes, int peer, int tag, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Irecv(buf, (int)n_bytes, MPI_BYTE, peer, tag, c->comm, &req);
+    return wait_for(c, &req, "receive", peer, err);
+}
+
+static int mpi_all_reduce_min_i64(void *ctx, int64_t *v, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Iallreduce(MPI_IN_PLACE, v, 1, MPI_INT64_T, MPI_MIN, c->comm, &req);
+    return wait_for(c, &req, "all-reduce", -1, err);
+}
+
+static int mpi_barrier(void *ctx, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Ibarrier(c->comm, &req);
+    return wait_for(c, &req, "barrier", -1, err);
+}
+
+static void mpi_destroy(void *ctx) {
+    mpi_ctx *c = ctx;
+    if (c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
+    free(c);
+}
+
+static const sl_comm_iface k_mpi_iface = {
+    .all_reduce_sum = mpi_all_reduce_sum,
+    .all_gather_v = mpi_all_gather_v,
+    .broadcast = mpi_broadcast,
+    .send = mpi_send,
+    .recv = mpi_recv,
+    .all_reduce_min_i64 = mpi_all_reduce_min_i64,
+    .barrier = mpi_barrier,
+    .destroy = mpi_destroy,
+};
+
+int sl_comm_mpi_wrap(MPI_Comm comm, const char *name, double timeout_s, sl_comm *out, sl_err *err) {
+    mpi_ctx *c = calloc(1, sizeof *c);
+    if (!c) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    c->comm = comm;
+    c->timeout_s = timeout_s;
+    c->name = name;
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    *out = (sl_comm){.iface = &k_mpi_iface, .ctx = c, .rank = rank, .size = size, .name = name};
+    return SL_OK;
+}
+
+MPI_Comm sl_comm_mpi_handle(const sl_comm *c) { return ((const mpi_ctx *)c->ctx)->comm; }
+
+void sl_comm_destroy(sl_comm *c) {
+    if (c->iface) c->iface->destroy(c->ctx);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,15 @@
+/* comm_mpi.h -- make a communicator (comm.h) from an MPI communicator. */
+#ifndef SL_DIST_COMM_MPI_H
+#define SL_DIST_COMM_MPI_H
+
+#include <mpi.h>
+
+#include "dist/comm.h"
+
+/* Takes ownership of comm (freed by the communicator's destroy). */
+int sl_comm_mpi_wrap(MPI_Comm comm, const char *name, double timeout_s, sl_comm *out, sl_err *err);
+
+/* The MPI communicator under an MPI-made communicator. */
+MPI_Comm sl_comm_mpi_handle(const sl_comm *c);
+
+#endif

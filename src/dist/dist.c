@@ -1,0 +1,178 @@
+/* dist.c -- start or join the job of tp x pp ranks, and split it into groups.
+ *
+ * Under a launcher every rank runs the same command and MPI_COMM_WORLD is
+ * the job. Without one, rank 0 initializes MPI as a singleton and spawns
+ * the workers (`<exe> worker`) with MPI_Comm_spawn; merging the
+ * intercommunicator gives the job with rank 0 first. Open MPI refuses to run
+ * as root and to place more processes than cores unless told: self-launch
+ * tells it (containers run as root; CPU tests run 4 ranks on 2 cores). */
+#include "dist/dist.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dist/comm_mpi.h"
+
+/* What mpirun (Open MPI), hydra (MPICH) and srun set in each rank's environment. */
+static const char *launcher_rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID", NULL};
+static const char *launcher_size_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", NULL};
+
+static int env_int(const char **names) {
+    for (int i = 0; names[i]; i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v) return atoi(v);
+    }
+    return -1;
+}
+
+bool sl_dist_launched_by_launcher(void) { return env_int(launcher_size_vars) > 1; }
+
+bool sl_dist_launched_as_worker(void) {
+    return sl_dist_launched_by_launcher() && env_int(launcher_rank_vars) > 0;
+}
+
+static int init_mpi(sl_dist *d, sl_err *err) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (inited) return SL_OK;
+    if (getuid() == 0) { /* self-launched helpers as root; harmless under a launcher */
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    }
+    setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
+        return sl_err_set(err, SL_EIO, "MPI could not start (is Open MPI installed? apt-get install openmpi-bin)");
+    if (provided < MPI_THREAD_SERIALIZED)
+        return sl_err_set(err, SL_ENOTSUP, "the MPI library does not support calls from the engine thread");
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    d->owns_mpi = true;
+    return SL_OK;
+}
+
+static sl_dist *new_dist(double timeout_s) {
+    sl_dist *d = calloc(1, sizeof *d);
+    if (d) d->timeout_s = timeout_s;
+    return d;
+}
+
+static int wrap_world(sl_dist *d, MPI_Comm world, sl_err *err) {
+    MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+    return sl_comm_mpi_wrap(world, "world", d->timeout_s, &d->world, err);
+}
+
+int sl_dist_init_root(int tp, int pp, const char *worker_exe, double timeout_s, sl_dist **out, sl_err *err) {
+    *out = NULL;
+    sl_dist *d = new_dist(timeout_s);
+    if (!d) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    const bool launcher = sl_dist_launched_by_launcher(); /* before MPI_Init writes its own variables */
+    int rc = init_mpi(d, err), n = tp * pp;
+    MPI_Comm world = MPI_COMM_NULL;
+    if (!rc && launcher) {
+        int size;
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+        if (size != n)
+            rc = sl_err_set(err, SL_EINVAL, "the launcher started %d ranks but --tensor-parallel-size %d x "
+                            "--pipeline-parallel-size %d needs %d", size, tp, pp, n);
+        else
+            MPI_Comm_dup(MPI_COMM_WORLD, &world);
+    } else if (!rc) {
+        char self[4096];
+        ssize_t len = worker_exe ? (ssize_t)snprintf(self, sizeof self, "%s", worker_exe)
+                                 : readlink("/proc/self/exe", self, sizeof self - 1);
+        if (len <= 0 || (size_t)len >= sizeof self) {
+            sl_dist_destroy(d);
+            return sl_err_set(err, SL_EIO, "cannot find the shardlm executable to start workers");
+        }
+        self[len] = '\0';
+        char *args[] = {"worker", NULL};
+        MPI_Info info;
+        MPI_Info_create(&info);
+        MPI_Comm inter;
+        int *codes = calloc((size_t)n, sizeof(int));
+        MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+        if (MPI_Comm_spawn(self, args, n - 1, info, 0, MPI_COMM_SELF, &inter, codes) != MPI_SUCCESS) {
+            rc = sl_err_set(err, SL_EIO, "could not start %d worker processes of %s", n - 1, self);
+        } else {
+            MPI_Intercomm_merge(inter, 0, &world);
+            MPI_Comm_free(&inter);
+            d->spawned = true;
+        }
+        MPI_Info_free(&info);
+        free(codes);
+    }
+    if (!rc) rc = wrap_world(d, world, err);
+    if (rc) {
+        sl_dist_destroy(d);
+        return rc;
+    }
+    *out = d;
+    return SL_OK;
+}
+
+int sl_dist_init_worker(double timeout_s, sl_dist **out, sl_err *err) {
+    *out = NULL;
+    sl_dist *d = new_dist(timeout_s);
+    if (!d) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    int rc = init_mpi(d, err);
+    MPI_Comm parent = MPI_COMM_NULL, world = MPI_COMM_NULL;
+    if (!rc) MPI_Comm_get_parent(&parent);
+    if (!rc && parent != MPI_COMM_NULL) {
+        MPI_Intercomm_merge(parent, 1, &world);
+        MPI_Comm_free(&parent);
+    } else if (!rc && sl_dist_launched_by_launcher()) {
+        MPI_Comm_dup(MPI_COMM_WORLD, &world);
+    } else if (!rc) {
+        rc = sl_err_set(err, SL_EINVAL, "`shardlm worker` is started by shardlm itself or by mpirun, not by hand");
+    }
+    if (!rc) rc = wrap_world(d, world, err);
+    if (rc) {
+        sl_dist_destroy(d);
+        return rc;
+    }
+    *out = d;
+    return SL_OK;
+}
+
+int sl_dist_set_layout(sl_dist *d, int tp, int pp, sl_err *err) {
+    if (tp * pp != d->world.size)
+        return sl_err_set(err, SL_EINVAL, "layout %d x %d does not match the %d ranks of the job", tp, pp, d->world.size);
+    const int r = d->world.rank;
+    d->tp_size = tp;
+    d->pp_size = pp;
+    d->tp_rank = r % tp;
+    d->pp_rank = r / tp;
+    d->prev_stage = d->pp_rank > 0 ? r - tp : -1;
+    d->next_stage = d->pp_rank + 1 < pp ? r + tp : -1;
+    d->last_stage_root = (pp - 1) * tp;
+    MPI_Comm tp_comm;
+    MPI_Comm_split(sl_comm_mpi_handle(&d->world), d->pp_rank, d->tp_rank, &tp_comm);
+    MPI_Comm_set_errhandler(tp_comm, MPI_ERRORS_RETURN);
+    return sl_comm_mpi_wrap(tp_comm, "tensor-parallel", d->timeout_s, &d->tp, err);
+}
+
+double sl_comm_timeout_s(void) {
+    const char *v = getenv("SHARDLM_COMM_TIMEOUT");
+    double t = v ? atof(v) : 0;
+    return t > 0 ? t : 60.0;
+}
+
+void sl_dist_abort(sl_dist *d, int code) {
+    (void)d;
+    MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+void sl_dist_destroy(sl_dist *d) {
+    if (!d) return;
+    sl_comm_destroy(&d->tp);
+    sl_comm_destroy(&d->world);
+    if (d->owns_mpi) {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) MPI_Finalize();
+    }
+    free(d);
+}

@@ -1,0 +1,107 @@
+/* rank.c -- open one rank's shard in agreement with the other ranks.
+ *
+ * The order of collective calls is the same on every rank: the KV block
+ * count (minimum over ranks), the step limits rank 0 settles from it, and
+ * whether every rank loaded its shard. A rank that fails still takes part in
+ * these calls, so the others learn of it instead of waiting forever. */
+#include "engine/rank.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+int sl_rank_share_setup(sl_dist *d, sl_rank_setup *s, sl_err *err) {
+    return d->world.iface->broadcast(d->world.ctx, s, sizeof *s, 0, err);
+}
+
+static int agree_min(sl_dist *d, int64_t *v, sl_err *err) {
+    return d ? d->world.iface->all_reduce_min_i64(d->world.ctx, v, err) : SL_OK;
+}
+
+/* Rank 0 settles max_model_len and the block count from the smallest pool. */
+static int settle_limits(sl_rank *r, const sl_rank_setup *s, int64_t blocks, sl_err *err) {
+    const int bs = s->block_size;
+    r->max_model_len = s->max_model_len > 0 ? s->max_model_len : r->config.max_position_embeddings;
+    int need = (r->max_model_len + bs - 1) / bs;
+    size_t block_bytes = sl_model_kv_block_bytes(&r->config, &r->plan, bs);
+    if (blocks < need) {
+        if (s->max_model_len_explicit)
+            return sl_err_set(err, SL_ENOSPACE, "a KV cache of %.2f GiB per rank holds %lld tokens, fewer than "
+                              "--max-model-len %d: raise --kv-cache-memory to at least %.2f GiB or lower --max-model-len",
+                              (double)s->kv_cache_memory / 1073741824.0, (long long)(blocks * bs), r->max_model_len,
+                              (double)need * (double)block_bytes / 1073741824.0);
+        if (blocks < 1) return sl_err_set(err, SL_ENOSPACE, "--kv-cache-memory is too small for one KV block");
+        SL_WARN("max_model_len lowered from %d to %lld tokens: what a %.2f GiB KV cache holds (raise --kv-cache-memory "
+                "for more)", r->max_model_len, (long long)(blocks * bs), (double)s->kv_cache_memory / 1073741824.0);
+        r->max_model_len = (int)(blocks * bs);
+    }
+    r->n_blocks = blocks > (1 << 30) ? 1 << 30 : (int)blocks;
+    return SL_OK;
+}
+
+static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
+    int threads = s->n_threads;
+    if (threads <= 0) { /* share the node's cores between its ranks */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int per_node = r->dist ? r->dist->world.size : 1;
+        threads = cores / per_node > 0 ? (int)(cores / per_node) : 1;
+    }
+    sl_model_limits limits = {.max_tokens = s->max_num_batched_tokens, .max_seqs = s->max_num_seqs,
+                              .max_model_len = r->max_model_len, .block_size = s->block_size, .n_blocks = r->n_blocks};
+    int rc = sl_backend_create(s->backend, threads, &r->backend, err);
+    if (!rc) rc = sl_model_open(&r->model, s->model_dir, &r->backend, &r->plan, &limits, r->dist, err);
+    r->exec = (sl_executor){.model = &r->model, .dist = r->dist};
+    return rc;
+}
+
+int sl_rank_open(sl_rank *r, const sl_rank_setup *s, sl_dist *dist, sl_err *err) {
+    memset(r, 0, sizeof *r);
+    r->dist = dist;
+    const int tp_rank = dist ? dist->tp_rank : 0, pp_rank = dist ? dist->pp_rank : 0;
+    int rc = sl_model_config_load(s->model_dir, &r->config, err);
+    if (!rc) rc = sl_shard_plan_make(&r->config, tp_rank, s->tp, pp_rank, s->pp, &r->plan, err);
+    /* 1. the KV pool: as many blocks as the smallest rank holds */
+    int64_t blocks = rc ? 0 : s->kv_cache_memory / (int64_t)sl_model_kv_block_bytes(&r->config, &r->plan, s->block_size);
+    int arc = agree_min(dist, &blocks, err);
+    if (!rc) rc = arc;
+    /* 2. rank 0 settles the limits and tells the others (0 blocks: give up) */
+    int64_t settled[2] = {0, 0};
+    if (!rc && (!dist || dist->world.rank == 0)) {
+        rc = settle_limits(r, s, blocks, err);
+        if (!rc) settled[0] = r->n_blocks, settled[1] = r->max_model_len;
+    }
+    if (dist && (arc = dist->world.iface->broadcast(dist->world.ctx, settled, sizeof settled, 0, err)) && !rc) rc = arc;
+    if (!rc && settled[0] == 0) rc = sl_err_set(err, SL_EABORT, "rank 0 could not size the KV cache (see its error)");
+    r->n_blocks = (int)settled[0];
+    r->max_model_len = (int)settled[1];
+    /* 3. every rank loads its shard; all succeed or all fail */
+    if (!rc) rc = open_shard(r, s, err);
+    int64_t ok = rc == 0;
+    if ((arc = agree_min(dist, &ok, err)) && !rc) rc = arc;
+    if (!rc && !ok) rc = sl_err_set(err, SL_EABORT, "another rank failed to load its shard (its error is in its log)");
+    if (rc) {
+        sl_model_close(&r->model);
+        if (r->backend.iface) sl_backend_destroy(&r->backend);
+        r->dist = NULL; /* the caller still owns dist on failure */
+        return rc;
+    }
+    if (dist) SL_DEBUG("rank %d: tp %d/%d pp %d/%d, layers [%d, %d), %d heads, vocab [%d, %d)", dist->world.rank,
+                       tp_rank, s->tp, pp_rank, s->pp, r->plan.layer_begin, r->plan.layer_end,
+                       sl_shard_plan_n_heads(&r->plan), r->plan.vocab_begin, r->plan.vocab_end);
+    return SL_OK;
+}
+
+void sl_rank_close(sl_rank *r) {
+    if (r->dist && r->dist->world.rank == 0) {
+        sl_err err = {0};
+        if (sl_executor_stop(&r->exec, &err)) SL_WARN("stopping the workers: %s", err.msg);
+    }
+    sl_executor_destroy(&r->exec);
+    sl_model_close(&r->model);
+    if (r->backend.iface) sl_backend_destroy(&r->backend);
+    sl_dist_destroy(r->dist);
+    memset(r, 0, sizeof *r);
+}
