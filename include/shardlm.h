@@ -59,6 +59,7 @@ typedef struct sl_engine_options {
     int block_size;                   /* tokens per KV block; 0: 16 */
     double gpu_memory_utilization;    /* share of device memory for weights + KV; 0: 0.9 */
     int64_t kv_cache_memory;          /* bytes for the KV cache; 0: from gpu_memory_utilization, or 1 GiB on the CPU */
+    int64_t device_memory;            /* bytes of one device (per rank); 0: detect (CPU: available RAM / ranks) */
     int enable_prefix_caching;        /* 1 on (default), 0 off */
     int n_threads;                    /* CPU threads; 0: all cores */
     const char *chat_template;        /* a Jinja file overriding the model's template, or NULL */

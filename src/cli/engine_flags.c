@@ -25,7 +25,9 @@ int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out
         {"--max-num-seqs", SL_FLAG_INT, &o->max_num_seqs, "SchedulerConfig", "sequences per step (256)", NULL},
         {"--max-num-batched-tokens", SL_FLAG_INT, &o->max_num_batched_tokens, "SchedulerConfig", "tokens per step; long prompts are prefilled in chunks (2048)", NULL},
         {"--device", SL_FLAG_STRING, &v->device, "DeviceConfig", "cpu or cuda (default: cpu)", "DEV"},
-        {"--threads", SL_FLAG_INT, &o->n_threads, "DeviceConfig", "CPU threads (all cores)", NULL},
+        {"--threads", SL_FLAG_INT, &o->n_threads, "DeviceConfig", "CPU threads per rank (the node's cores / its ranks)", NULL},
+        {"--device-memory", SL_FLAG_BYTES, &o->device_memory, "DeviceConfig",
+         "memory of one device, e.g. 48G (GPU: detected; CPU: available RAM / ranks)", NULL},
     };
     int n = (int)(sizeof flags / sizeof flags[0]);
     if (n > max) return -1;

@@ -13,6 +13,7 @@ static void usage(FILE *out) {
             "  serve      an OpenAI-compatible HTTP server\n"
             "  generate   generate from prompts (text, token ids or a JSONL file)\n"
             "  bench      latency | throughput: measure the engine\n"
+            "  plan       the smallest tensor/pipeline layout that fits a model on N devices\n"
             "  version    print the version\n\n"
             "MODEL is a Hugging Face model folder or a hub id (org/name); without it the default model,\n"
             "SmolLM2-135M-Instruct, is used. `shardlm <command> --help` lists a command's flags.\n");
@@ -37,6 +38,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "serve") == 0) return sl_cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "generate") == 0) return sl_cmd_generate(argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return sl_cmd_bench(argc - 2, argv + 2);
+    if (strcmp(cmd, "plan") == 0) return sl_cmd_plan(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("shardlm %s\n", sl_version());
         return 0;

@@ -212,6 +212,8 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     s->max_num_seqs = o->max_num_seqs;
     s->max_num_batched_tokens = o->max_num_batched_tokens;
     s->kv_cache_memory = o->kv_cache_memory > 0 ? o->kv_cache_memory : (int64_t)1 << 30;
+    s->device_memory = o->device_memory;
+    s->memory_utilization = o->gpu_memory_utilization > 0 ? o->gpu_memory_utilization : 0.9;
     return SL_OK;
 }
 
@@ -221,6 +223,12 @@ static int open_rank(sl_engine *e, sl_err *err) {
     int rc = make_setup(e, &setup, err);
     if (rc) return rc;
     sl_dist *dist = NULL;
+    sl_model_config cfg;
+    sl_shard_plan plan;
+    /* a layout the model cannot take is refused before any worker starts */
+    if ((rc = sl_model_config_load(setup.model_dir, &cfg, err)) ||
+        (rc = sl_shard_plan_make(&cfg, 0, setup.tp, 0, setup.pp, &plan, err)))
+        return rc;
     if (setup.tp * setup.pp > 1 || sl_dist_launched_by_launcher()) {
         const char *exe = getenv("SHARDLM_WORKER_EXE");
         if (!exe || !*exe) exe = NULL;

@@ -6,11 +6,11 @@
  * these calls, so the others learn of it instead of waiting forever. */
 #include "engine/rank.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "model/memory_plan.h"
 #include "util/log.h"
 
 int sl_rank_share_setup(sl_dist *d, sl_rank_setup *s, sl_err *err) {
@@ -21,10 +21,40 @@ static int agree_min(sl_dist *d, int64_t *v, sl_err *err) {
     return d ? d->world.iface->all_reduce_min_i64(d->world.ctx, v, err) : SL_OK;
 }
 
+/* Memory of one rank's device: given, or this node's available RAM shared by its ranks. */
+static double device_bytes(const sl_rank *r, const sl_rank_setup *s) {
+    if (s->device_memory > 0) return (double)s->device_memory;
+    FILE *f = fopen("/proc/meminfo", "r");
+    long long kb = 0;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return (double)kb * 1024.0 / (r->dist ? r->dist->world.size : 1);
+}
+
+/* Before anything is loaded: does the largest rank's share fit its device?
+ * If not, one sentence with the numbers and the layout that would fit. */
+static int check_memory(const sl_rank *r, const sl_rank_setup *s, sl_err *err) {
+    const sl_mem_limits lim = {.max_model_len = r->max_model_len, .max_num_batched_tokens = s->max_num_batched_tokens,
+                               .max_num_seqs = s->max_num_seqs, .kv_bytes_per_elem = 4};
+    sl_mem_layout l;
+    sl_mem_layout_eval(&r->config, s->tp, s->pp, &lim, &l);
+    const double usable = device_bytes(r, s) * s->memory_utilization;
+    if (l.need_bytes <= usable) return SL_OK;
+    const char *slash = strrchr(s->model_dir, '/');
+    char msg[SL_ERR_MSG_MAX];
+    sl_mem_advice(msg, sizeof msg, slash && slash[1] ? slash + 1 : s->model_dir, &r->config, &l, usable,
+                  strcmp(s->backend, "cpu") == 0 ? "CPU rank" : "GPU", 8, &lim);
+    return sl_err_set(err, SL_ENOSPACE, "%s", msg);
+}
+
 /* Rank 0 settles max_model_len and the block count from the smallest pool. */
 static int settle_limits(sl_rank *r, const sl_rank_setup *s, int64_t blocks, sl_err *err) {
     const int bs = s->block_size;
     r->max_model_len = s->max_model_len > 0 ? s->max_model_len : r->config.max_position_embeddings;
+    int rc = check_memory(r, s, err);
+    if (rc) return rc;
     int need = (r->max_model_len + bs - 1) / bs;
     size_t block_bytes = sl_model_kv_block_bytes(&r->config, &r->plan, bs);
     if (blocks < need) {

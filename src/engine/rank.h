@@ -24,6 +24,8 @@ typedef struct sl_rank_setup {
     int max_model_len_explicit;   /* the user asked for max_model_len: too little KV is an error, not a cap */
     int block_size, max_num_seqs, max_num_batched_tokens;
     int64_t kv_cache_memory;      /* bytes per rank */
+    int64_t device_memory;        /* bytes of one rank's device; 0: detect */
+    double memory_utilization;    /* share of device_memory shardlm may use */
 } sl_rank_setup;
 
 typedef struct sl_rank {

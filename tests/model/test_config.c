@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "model/config.h"
+#include "model/memory_plan.h"
 #include "model/shard_plan.h"
 #include "test.h"
 #include "util/fs.h"
@@ -179,6 +180,57 @@ static void test_pipeline_balance(void) {
     CHECK(sizes[0] >= 1 && sizes[1] >= 1 && sizes[2] >= 1 && sizes[0] + sizes[1] + sizes[2] == 5);
 }
 
+static void load_published(const char *name, sl_model_config *cfg) {
+    char path[1024], *text;
+    sl_err err = {0};
+    snprintf(path, sizeof path, "%s/%s", g_configs, name);
+    CHECK_EQ_INT(sl_file_read_all(path, &text, NULL, &err), 0);
+    CHECK_EQ_INT(sl_model_config_parse(text, path, cfg, &err), 0);
+    free(text);
+}
+
+/* The smallest layouts, checked by hand from the parameter counts that
+ * transformers gives (configs/expected.json) at bf16, 0.9 of each device,
+ * the model's full context, KV in bf16:
+ *  - Qwen2.5-32B: 65.53 GB; per token 64 layers x 2 x 8 KV heads x 128 x 2 B = 262 KB,
+ *    x 32768 = 8.6 GB. 80 GB (72 usable): 65.5 + 8.6 > 72, tp=2: 32.8 + 4.3 fits.
+ *    24 GB (21.6): tp=3 splits KV heads 3/3/2, its largest rank is 3/8 = 24.6 GB: no; tp=4 fits.
+ *  - Llama-3.1-70B: 141.1 GB; 80 layers x 2 x 8 x 128 x 2 B = 328 KB per token, x 131072 = 43 GB.
+ *    80 GB: tp=2 is 70.6 + 21.5 > 72; tp=3 (3/3/2 KV heads) is 52.9 + 16.1 + workspace < 72.
+ *  - Llama-3.1-405B: 811.7 GB of weights exceed 8 x 72 GB: nothing fits. */
+static void test_memory_plan(void) {
+    sl_model_config qwen, llama70, llama405;
+    load_published("qwen2.5-32b-instruct.json", &qwen);
+    load_published("llama-3.1-70b-instruct.json", &llama70);
+    load_published("llama-3.1-405b.json", &llama405);
+    const sl_mem_limits lim = {.kv_bytes_per_elem = 2};
+    CHECK_NEAR(sl_mem_total_weight_bytes(&qwen) / 1e9, 65.53, 0.01);
+    struct { sl_model_config *cfg; double gb; int tp, pp; } cases[] = {
+        {&qwen, 80, 2, 1}, {&qwen, 48, 2, 1}, {&qwen, 24, 4, 1}, {&llama70, 80, 3, 1},
+        {&llama405, 80, 0, 0}, {&llama405, 24, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sl_mem_layout l;
+        bool fits = sl_mem_smallest_layout(cases[i].cfg, 8, 8, cases[i].gb * 1e9 * 0.9, &lim, &l);
+        CHECK_EQ_INT(fits, cases[i].tp > 0);
+        if (fits && cases[i].tp) {
+            CHECK_EQ_INT(l.tp, cases[i].tp);
+            CHECK_EQ_INT(l.pp, cases[i].pp);
+        }
+    }
+    sl_mem_layout two;
+    sl_mem_layout_eval(&qwen, 2, 1, &lim, &two);
+    CHECK_NEAR(two.weight_bytes / 1e9, 65.53 / 2, 0.01);
+    CHECK_NEAR(two.kv_bytes_per_token, 64 * 2 * 4 * 128 * 2, 0);
+    sl_mem_layout one;
+    sl_mem_layout_eval(&qwen, 1, 1, &lim, &one);
+    char msg[512];
+    sl_mem_advice(msg, sizeof msg, "Qwen2.5-32B", &qwen, &one, 48e9 * 0.9, "GPU", 8, &lim);
+    CHECK_CONTAINS(msg, "Qwen2.5-32B needs 65.5 GB of weights");
+    CHECK_CONTAINS(msg, "one GPU has 43.2 GB");
+    CHECK_CONTAINS(msg, "use --tensor-parallel-size 2 (32.8 GB of weights");
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     g_configs = argv[1];
@@ -188,5 +240,6 @@ int main(int argc, char **argv) {
     TEST_RUN(test_errors);
     TEST_RUN(test_shard_plan);
     TEST_RUN(test_pipeline_balance);
+    TEST_RUN(test_memory_plan);
     TEST_EXIT();
 }
