@@ -8,6 +8,7 @@
  * waiting for the next step costs no CPU. No collective algorithm is written
  * here: MPI chooses and runs them. */
 #include <mpi.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,16 +30,20 @@ static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_e
         if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return sl_err_set(err, SL_EIO, "%s over the %s group failed in MPI", op, c->name);
         if (done) return SL_OK;
-        if (spins > 20000) {
-            if (sl_now_s() - start > c->timeout_s) {
+        if (spins > 100) sched_yield(); /* let a peer on the same core run */
+        if (spins > 1000 && (spins & 1023) == 0) {
+            double waited = sl_now_s() - start;
+            if (waited > c->timeout_s) {
                 if (peer >= 0)
                     return sl_err_set(err, SL_ETIMEDOUT, "%s with rank %d of the %s group timed out after %.0f s: "
                                       "that rank stalled or died", op, peer, c->name, c->timeout_s);
                 return sl_err_set(err, SL_ETIMEDOUT, "%s over the %s group timed out after %.0f s: a rank stalled or died",
                                   op, c->name, c->timeout_s);
             }
-            struct timespec nap = {0, 50000};
-            nanosleep(&nap, NULL);
+            if (waited > 0.5) { /* idle (a worker between steps): nap instead of spinning */
+                struct timespec nap = {0, 200000};
+                nanosleep(&nap, NULL);
+            }
         }
     }
 }

@@ -34,15 +34,19 @@ bool sl_dist_launched_as_worker(void) {
     return sl_dist_launched_by_launcher() && env_int(launcher_rank_vars) > 0;
 }
 
-static int init_mpi(sl_dist *d, sl_err *err) {
+static int init_mpi(sl_dist *d, bool self_launch, sl_err *err) {
     int inited = 0;
     MPI_Initialized(&inited);
     if (inited) return SL_OK;
-    if (getuid() == 0) { /* self-launched helpers as root; harmless under a launcher */
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    if (self_launch) { /* one node: shared memory between ranks, TCP only on loopback; users may override */
+        if (getuid() == 0) {
+            setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+            setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+        }
+        setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+        setenv("OMPI_MCA_btl_tcp_if_include", "lo", 0);
+        setenv("OMPI_MCA_oob_tcp_if_include", "lo", 0);
     }
-    setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
     int provided;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
         return sl_err_set(err, SL_EIO, "MPI could not start (is Open MPI installed? apt-get install openmpi-bin)");
@@ -69,7 +73,7 @@ int sl_dist_init_root(int tp, int pp, const char *worker_exe, double timeout_s, 
     sl_dist *d = new_dist(timeout_s);
     if (!d) return sl_err_set(err, SL_ENOMEM, "out of memory");
     const bool launcher = sl_dist_launched_by_launcher(); /* before MPI_Init writes its own variables */
-    int rc = init_mpi(d, err), n = tp * pp;
+    int rc = init_mpi(d, !launcher, err), n = tp * pp;
     MPI_Comm world = MPI_COMM_NULL;
     if (!rc && launcher) {
         int size;
@@ -117,7 +121,7 @@ int sl_dist_init_worker(double timeout_s, sl_dist **out, sl_err *err) {
     *out = NULL;
     sl_dist *d = new_dist(timeout_s);
     if (!d) return sl_err_set(err, SL_ENOMEM, "out of memory");
-    int rc = init_mpi(d, err);
+    int rc = init_mpi(d, !sl_dist_launched_by_launcher(), err);
     MPI_Comm parent = MPI_COMM_NULL, world = MPI_COMM_NULL;
     if (!rc) MPI_Comm_get_parent(&parent);
     if (!rc && parent != MPI_COMM_NULL) {
