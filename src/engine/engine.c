@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/engine_impl.h"
 #include "model/hub.h"
@@ -217,6 +218,26 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     return SL_OK;
 }
 
+#ifndef SHARDLM_BUILT_EXE
+#define SHARDLM_BUILT_EXE "shardlm"
+#endif
+
+/* What self-launch starts as workers: $SHARDLM_WORKER_EXE; this process when
+ * it is the shardlm command; else (a Python process...) the shardlm built
+ * beside this library, else `shardlm` on the PATH. */
+static const char *worker_exe(void) {
+    const char *env = getenv("SHARDLM_WORKER_EXE");
+    if (env && *env) return env;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        const char *base = strrchr(self, '/');
+        if (strcmp(base ? base + 1 : self, "shardlm") == 0) return NULL;
+    }
+    return sl_path_exists(SHARDLM_BUILT_EXE) ? SHARDLM_BUILT_EXE : "shardlm";
+}
+
 /* This process's shard: alone, or as rank 0 of a job it starts or joins. */
 static int open_rank(sl_engine *e, sl_err *err) {
     sl_rank_setup setup;
@@ -230,9 +251,7 @@ static int open_rank(sl_engine *e, sl_err *err) {
         (rc = sl_shard_plan_make(&cfg, 0, setup.tp, 0, setup.pp, &plan, err)))
         return rc;
     if (setup.tp * setup.pp > 1 || sl_dist_launched_by_launcher()) {
-        const char *exe = getenv("SHARDLM_WORKER_EXE");
-        if (!exe || !*exe) exe = NULL;
-        if ((rc = sl_dist_init_root(setup.tp, setup.pp, exe ? exe : NULL, sl_comm_timeout_s(), &dist, err))) return rc;
+        if ((rc = sl_dist_init_root(setup.tp, setup.pp, worker_exe(), sl_comm_timeout_s(), &dist, err))) return rc;
         if ((rc = sl_rank_share_setup(dist, &setup, err)) || (rc = sl_dist_set_layout(dist, setup.tp, setup.pp, err))) {
             sl_dist_destroy(dist);
             return rc;
