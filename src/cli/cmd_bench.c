@@ -199,8 +199,10 @@ static int bench_throughput(sl_engine *e, const bench_flags *f) {
 }
 
 int sl_cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "serve") == 0) return sl_cmd_bench_serve(argc - 1, argv + 1);
     if (argc < 1 || (strcmp(argv[0], "latency") != 0 && strcmp(argv[0], "throughput") != 0)) {
-        fprintf(stderr, "usage: shardlm bench latency|throughput [MODEL] [flags]\n");
+        fprintf(stderr, "usage: shardlm bench latency|throughput [MODEL] [flags]\n"
+                        "       shardlm bench serve --base-url URL --num-prompts N --request-rate R [flags]\n");
         return 2;
     }
     bool latency = strcmp(argv[0], "latency") == 0;

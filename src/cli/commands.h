@@ -7,5 +7,6 @@ int sl_cmd_serve(int argc, char **argv);
 int sl_cmd_generate(int argc, char **argv);
 int sl_cmd_bench(int argc, char **argv);
 int sl_cmd_plan(int argc, char **argv);
+int sl_cmd_bench_serve(int argc, char **argv);
 
 #endif

@@ -117,7 +117,8 @@ static int mpi_barrier(void *ctx, sl_err *err) {
 
 static void mpi_destroy(void *ctx) {
     mpi_ctx *c = ctx;
-    if (c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
+    /* disconnect, not free: a group joined by spawn must be cut before MPI_Finalize */
+    if (c->comm != MPI_COMM_NULL) MPI_Comm_disconnect(&c->comm);
     free(c);
 }
 

@@ -34,7 +34,14 @@ bool sl_dist_launched_as_worker(void) {
     return sl_dist_launched_by_launcher() && env_int(launcher_rank_vars) > 0;
 }
 
+static void finalize_mpi(void) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+}
+
 static int init_mpi(sl_dist *d, bool self_launch, sl_err *err) {
+    (void)d;
     int inited = 0;
     MPI_Initialized(&inited);
     if (inited) return SL_OK;
@@ -53,7 +60,7 @@ static int init_mpi(sl_dist *d, bool self_launch, sl_err *err) {
     if (provided < MPI_THREAD_SERIALIZED)
         return sl_err_set(err, SL_ENOTSUP, "the MPI library does not support calls from the engine thread");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    d->owns_mpi = true;
+    atexit(finalize_mpi); /* MPI starts once per process: later engines reuse it */
     return SL_OK;
 }
 
@@ -172,11 +179,6 @@ void sl_dist_abort(sl_dist *d, int code) {
 void sl_dist_destroy(sl_dist *d) {
     if (!d) return;
     sl_comm_destroy(&d->tp);
-    sl_comm_destroy(&d->world);
-    if (d->owns_mpi) {
-        int finalized = 0;
-        MPI_Finalized(&finalized);
-        if (!finalized) MPI_Finalize();
-    }
+    sl_comm_destroy(&d->world); /* disconnects spawned workers, so that MPI can finalize at exit */
     free(d);
 }

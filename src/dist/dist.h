@@ -24,7 +24,6 @@ typedef struct sl_dist {
     int last_stage_root;          /* world rank of (last stage, tp rank 0): it gathers the logits */
     double timeout_s;             /* deadline of every communication */
     bool spawned;                 /* workers were started by this process */
-    bool owns_mpi;                /* this object initialized MPI and finalizes it */
 } sl_dist;
 
 /* True when this process was started by a launcher as a rank other than 0

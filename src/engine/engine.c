@@ -142,7 +142,7 @@ static int load_text_side(sl_engine *e, sl_err *err) {
     char *tok_path = sl_path_join(e->model_dir, "tokenizer.json");
     int rc = SL_OK;
     if (tok_path && sl_path_exists(tok_path)) rc = sl_tokenizer_load(e->model_dir, &e->tok, err);
-    else SL_INFO("%s has no tokenizer.json: prompts must be token ids", e->model_dir);
+    else if (!e->opts.quiet) SL_INFO("%s has no tokenizer.json: prompts must be token ids", e->model_dir);
     free(tok_path);
     if (rc) return rc;
     char *src = NULL, *bos = NULL, *eos = NULL;

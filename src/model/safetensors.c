@@ -118,6 +118,7 @@ static int push_tensor(sl_safetensors *st, sl_st_tensor *t, sl_err *err) {
 
 /* No two tensors of one image may share bytes. */
 static int check_overlaps(sl_st_tensor *ts, size_t n, const char *path, sl_err *err) {
+    if (n < 2) return SL_OK;
     qsort(ts, n, sizeof *ts, cmp_tensor_offset);
     for (size_t i = 1; i < n; i++) {
         const uint8_t *prev_end = (const uint8_t *)ts[i - 1].data + ts[i - 1].n_bytes;
@@ -145,7 +146,7 @@ static int parse_header(sl_safetensors *st, const json_t *root, const uint8_t *d
         }
     }
     int rc = check_overlaps(st->tensors + first, st->n_tensors - first, path, err);
-    if (rc) return rc;
+    if (rc || st->n_tensors < 2) return rc;
     qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_tensor_name);
     for (size_t i = 1; i < st->n_tensors; i++)
         if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0)
@@ -261,7 +262,7 @@ const sl_st_tensor *sl_safetensors_at(const sl_safetensors *st, size_t i) { retu
 
 const sl_st_tensor *sl_safetensors_find(const sl_safetensors *st, const char *name) {
     sl_st_tensor key = {.name = (char *)name};
-    return bsearch(&key, st->tensors, st->n_tensors, sizeof key, cmp_tensor_name);
+    return st->n_tensors ? bsearch(&key, st->tensors, st->n_tensors, sizeof key, cmp_tensor_name) : NULL;
 }
 
 static void format_shape(char *buf, size_t n, int n_dims, const int64_t *shape) {

@@ -67,7 +67,9 @@ void cpu_attention(float *out, const float *q, const float *k_cache, const float
     const int n_tokens = b->query_start[b->n_seqs];
     const int group = sh->n_heads / sh->n_kv_heads;
     const int q_dim = sh->n_heads * sh->head_dim, kv_dim = sh->n_kv_heads * sh->head_dim;
-#pragma omp parallel for collapse(2) schedule(dynamic, 4)
+    /* a short decode step is cheaper on one thread than waking the team */
+    const int64_t work = (int64_t)n_tokens * sh->n_heads * b->max_context_len * sh->head_dim;
+#pragma omp parallel for collapse(2) schedule(dynamic, 4) if (work >= 1 << 17)
     for (int t = 0; t < n_tokens; t++) {
         for (int h = 0; h < sh->n_heads; h++) {
             int s = seq_of_token(b->query_start, b->n_seqs, t);

@@ -1,0 +1,140 @@
+/* cmd_serve.c -- `shardlm serve [MODEL] [flags]`: opens the engine, starts
+ * the OpenAI-compatible HTTP server on it, and runs until SIGINT/SIGTERM.
+ *
+ * The signals are blocked before any thread starts (every thread inherits
+ * the mask) and taken here with sigwait, so no signal handler runs inside
+ * the engine or HTTP threads. On a signal: stop accepting, abort what is in
+ * flight, close the engine, exit 0. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli/commands.h"
+#include "cli/engine_flags.h"
+#include "cli/flags.h"
+#include "server/server.h"
+#include "shardlm.h"
+#include "util/log.h"
+
+
+/* Thousands of connections need thousands of descriptors. */
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int sl_cmd_serve(int argc, char **argv) {
+    sl_engine_options eo;
+    sl_engine_options_init(&eo);
+    sl_engine_flag_values ev;
+    sl_server_options so;
+    sl_server_options_init(&so);
+    const char *api_key = NULL, *log_level = NULL;
+    int64_t max_body = 0;
+    sl_flag flags[64];
+    const sl_flag own[] = {
+        {"--host", SL_FLAG_STRING, &so.host, "Frontend", "address to listen on (default 0.0.0.0: every interface)", "HOST"},
+        {"--port", SL_FLAG_INT, &so.port, "Frontend", "port to listen on (8000; 0 picks a free one)", NULL},
+        {"--api-key", SL_FLAG_STRING, &api_key, "Frontend",
+         "require `Authorization: Bearer KEY` on the /v1 routes (default: env SHARDLM_API_KEY)", "KEY"},
+        {"--log-level", SL_FLAG_STRING, &log_level, "Frontend", "debug, info, warning, error or critical (info)", "LEVEL"},
+        {"--max-request-body", SL_FLAG_BYTES, &max_body, "Frontend", "larger request bodies get 413 (32M)", "BYTES"},
+        {"--max-connections", SL_FLAG_INT, &so.max_connections, "Frontend", "open connections at once (4096)", NULL},
+        {"--timeout-keep-alive", SL_FLAG_INT, &so.idle_timeout_s, "Frontend",
+         "seconds an idle connection stays open (60); generating ones never time out", "SECONDS"},
+        {"--http-threads", SL_FLAG_INT, &so.http_threads, "Frontend", "HTTP worker threads (one per core)", NULL},
+        {"--served-model-name", SL_FLAG_STRING, &so.served_model_name, "ModelConfig",
+         "the model name in the API (default: the model folder or hub id)", "NAME"},
+    };
+    int n = (int)(sizeof own / sizeof own[0]);
+    memcpy(flags, own, sizeof own);
+    int m = sl_engine_flags(&eo, &ev, flags + n, (int)(sizeof flags / sizeof flags[0]) - n);
+    if (m < 0) {
+        fprintf(stderr, "shardlm serve: internal error: flag table too small\n");
+        return 1;
+    }
+    n += m;
+
+    const char *model = NULL;
+    int n_pos = 0, help = 0;
+    sl_err err = {0};
+    if (sl_flags_parse(flags, n, argc, argv, &model, 1, &n_pos, &help, &err)) {
+        fprintf(stderr, "shardlm serve: %s\n", err.msg);
+        return 2;
+    }
+    if (help) {
+        sl_flags_print_help(stdout, "shardlm serve [MODEL] [flags]\n\nServes MODEL (a Hugging Face folder or hub id; "
+                                    "default SmolLM2-135M-Instruct) over an OpenAI-compatible HTTP API.",
+                            flags, n);
+        return 0;
+    }
+    if (sl_engine_flags_finish(&eo, &ev, &err)) {
+        fprintf(stderr, "shardlm serve: %s\n", err.msg);
+        return 2;
+    }
+    if (log_level) {
+        int level = sl_log_parse_level(log_level);
+        if (level < 0) {
+            fprintf(stderr, "shardlm serve: --log-level must be debug, info, warning, error or critical, got \"%s\"\n",
+                    log_level);
+            return 2;
+        }
+        sl_log_set_level((sl_log_level)level);
+    }
+    if (so.port < 0 || so.port > 65535) {
+        fprintf(stderr, "shardlm serve: --port must be in 0..65535, got %d\n", so.port);
+        return 2;
+    }
+    so.api_key = api_key ? api_key : getenv("SHARDLM_API_KEY");
+    so.max_body_bytes = max_body > 0 ? (size_t)max_body : 0;
+    eo.model = n_pos ? model : NULL;
+
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    sl_engine *engine = NULL;
+    char msg[1024];
+    if (sl_engine_open(&eo, &engine, msg, sizeof msg)) {
+        fprintf(stderr, "shardlm serve: %s\n", msg);
+        return 1;
+    }
+    sl_server *server = NULL;
+    if (sl_server_start(engine, &so, &server, &err)) {
+        fprintf(stderr, "shardlm serve: %s\n", err.msg);
+        sl_engine_close(engine);
+        return 1;
+    }
+    sl_engine_info info;
+    sl_engine_get_info(engine, &info);
+    SL_INFO("serving %s on http://%s:%d (max_model_len %d%s)", so.served_model_name ? so.served_model_name : info.model_name,
+            so.host, sl_server_port(server), info.max_model_len, so.api_key ? ", API key required" : "");
+    fflush(stderr);
+
+    /* wait for SIGINT/SIGTERM, checking every second that the engine (every rank) still works */
+    int sig = -1, healthy = 1;
+    while (sig < 0 && healthy) {
+        const struct timespec second = {1, 0};
+        sig = sigtimedwait(&stop_signals, NULL, &second);
+        sl_engine_stats st;
+        sl_engine_get_stats(engine, &st);
+        healthy = st.healthy;
+    }
+    if (healthy) SL_INFO("received signal %d: shutting down", sig);
+    else SL_ERROR("the engine failed (see above); shutting down with exit status 1");
+    sl_server_stop(server);
+    sl_engine_close(engine);
+    sl_server_free(server);
+    SL_INFO("stopped");
+    return healthy ? 0 : 1;
+}

@@ -1,0 +1,366 @@
+/* params.c -- the sampling fields of /v1/completions and
+ * /v1/chat/completions, checked before anything reaches the engine.
+ *
+ * Field names are OpenAI's plus vLLM's extras (top_k, min_p,
+ * repetition_penalty, ignore_eos, stop_token_ids, min_tokens, seed,
+ * skip_special_tokens, add_special_tokens). A wrong type or an out-of-range
+ * value is a 400 naming the field, with vLLM's wording where vLLM has one.
+ * Unknown fields are ignored, as vLLM ignores them; fields that would change
+ * the answer but that the engine cannot honour (suffix, logit_bias,
+ * response_format other than text, best_of > n, tool_choice that forces a
+ * call) are refused clearly rather than ignored. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/server_internal.h"
+
+#define MAX_LOGPROBS 20
+#define MAX_STOP 64
+
+/* ---- typed field readers: 1 when present, 0 absent/null, <0 error ---------- */
+
+static int get_bool(const json_t *body, const char *key, int *out, sl_err *err, const char **param) {
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_boolean(v)) {
+        *param = key;
+        return sl_err_set(err, SL_EINVAL, "%s: Input should be a valid boolean", key);
+    }
+    *out = json_is_true(v);
+    return 1;
+}
+
+static int get_int(const json_t *body, const char *key, int64_t *out, sl_err *err, const char **param) {
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) && fabs(json_real_value(v)) < 9e15) {
+        *out = (int64_t)json_real_value(v);
+        return 1;
+    }
+    if (!json_is_integer(v)) {
+        *param = key;
+        return sl_err_set(err, SL_EINVAL, "%s: Input should be a valid integer", key);
+    }
+    *out = json_integer_value(v);
+    return 1;
+}
+
+static int get_number(const json_t *body, const char *key, double *out, sl_err *err, const char **param) {
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v)) {
+        *param = key;
+        return sl_err_set(err, SL_EINVAL, "%s: Input should be a valid number", key);
+    }
+    *out = json_number_value(v);
+    return 1;
+}
+
+static int bad(sl_err *err, const char **param, const char *key, const char *fmt, double got) {
+    *param = key;
+    return sl_err_set(err, SL_EINVAL, fmt, got);
+}
+
+/* ---- the model ----------------------------------------------------------------- */
+
+int sl_server_check_model(const sl_server *s, const json_t *body, sl_err *err) {
+    json_t *m = json_object_get(body, "model");
+    if (!m || json_is_null(m)) return SL_OK;
+    if (!json_is_string(m)) return sl_err_set(err, SL_EINVAL, "model: Input should be a valid string");
+    const char *name = json_string_value(m);
+    if (strcmp(name, s->model_name) == 0 || (s->info.model_name && strcmp(name, s->info.model_name) == 0) ||
+        (s->info.model_path && strcmp(name, s->info.model_path) == 0))
+        return SL_OK;
+    return sl_err_set(err, SL_ENOTFOUND, "The model `%s` does not exist.", name);
+}
+
+/* ---- stop strings and ids ------------------------------------------------------------ */
+
+static int parse_stop(const json_t *body, sl_server_params *p, sl_err *err, const char **param) {
+    json_t *v = json_object_get(body, "stop");
+    if (v && !json_is_null(v)) {
+        size_t n = json_is_array(v) ? json_array_size(v) : 1;
+        if (!json_is_string(v) && !json_is_array(v)) {
+            *param = "stop";
+            return sl_err_set(err, SL_EINVAL, "stop: Input should be a valid string or a list of strings");
+        }
+        if (n > MAX_STOP) {
+            *param = "stop";
+            return sl_err_set(err, SL_EINVAL, "stop: at most %d stop strings are allowed, got %zu", MAX_STOP, n);
+        }
+        p->stop = calloc(n ? n : 1, sizeof *p->stop);
+        if (!p->stop) return sl_err_set(err, SL_ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
+            if (!json_is_string(e)) {
+                *param = "stop";
+                return sl_err_set(err, SL_EINVAL, "stop[%zu]: Input should be a valid string", i);
+            }
+            if (json_string_length(e) == 0) {
+                *param = "stop";
+                return sl_err_set(err, SL_EINVAL, "stop[%zu]: stop strings must not be empty", i);
+            }
+            p->stop[i] = json_string_value(e);
+        }
+        p->sampling.stop = p->stop;
+        p->sampling.n_stop = (int)n;
+    }
+    v = json_object_get(body, "stop_token_ids");
+    if (v && !json_is_null(v)) {
+        if (!json_is_array(v) || json_array_size(v) > 4096) {
+            *param = "stop_token_ids";
+            return sl_err_set(err, SL_EINVAL, "stop_token_ids: Input should be a valid list of integers");
+        }
+        size_t n = json_array_size(v);
+        p->stop_ids = calloc(n ? n : 1, sizeof *p->stop_ids);
+        if (!p->stop_ids) return sl_err_set(err, SL_ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_array_get(v, i);
+            if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= INT32_MAX) {
+                *param = "stop_token_ids";
+                return sl_err_set(err, SL_EINVAL, "stop_token_ids[%zu]: Input should be a non-negative token id", i);
+            }
+            p->stop_ids[i] = (int32_t)json_integer_value(e);
+        }
+        p->sampling.stop_token_ids = p->stop_ids;
+        p->sampling.n_stop_token_ids = (int)n;
+    }
+    return SL_OK;
+}
+
+/* ---- fields the engine cannot honour -------------------------------------------------- */
+
+static int refuse_unsupported(const json_t *body, sl_gen_kind kind, sl_err *err, const char **param) {
+    json_t *v;
+    if (kind == SL_GEN_COMPLETION && (v = json_object_get(body, "suffix")) && !json_is_null(v)) {
+        *param = "suffix";
+        return sl_err_set(err, SL_EINVAL, "suffix is not currently supported");
+    }
+    if ((v = json_object_get(body, "logit_bias")) && !json_is_null(v) &&
+        !(json_is_object(v) && json_object_size(v) == 0)) {
+        *param = "logit_bias";
+        return sl_err_set(err, SL_EINVAL, "logit_bias is not currently supported");
+    }
+    if ((v = json_object_get(body, "response_format")) && !json_is_null(v)) {
+        json_t *t = json_object_get(v, "type");
+        if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0) {
+            *param = "response_format";
+            return sl_err_set(err, SL_EINVAL, "response_format: only {\"type\": \"text\"} is supported "
+                                              "(structured output is not implemented)");
+        }
+    }
+    if ((v = json_object_get(body, "tool_choice")) && !json_is_null(v)) {
+        if (!json_is_string(v) || strcmp(json_string_value(v), "none") != 0) {
+            *param = "tool_choice";
+            return sl_err_set(err, SL_EINVAL, "tool_choice: only \"none\" is supported (tools are passed to the chat "
+                                              "template, but tool calls are not parsed from the output)");
+        }
+    }
+    if ((v = json_object_get(body, "include_stop_str_in_output")) && json_is_true(v)) {
+        *param = "include_stop_str_in_output";
+        return sl_err_set(err, SL_EINVAL, "include_stop_str_in_output is not currently supported");
+    }
+    if ((v = json_object_get(body, "prompt_logprobs")) && !json_is_null(v)) {
+        *param = "prompt_logprobs";
+        return sl_err_set(err, SL_EINVAL, "prompt_logprobs is not currently supported");
+    }
+    return SL_OK;
+}
+
+/* ---- logprobs --------------------------------------------------------------------------- */
+
+static int parse_logprobs(const json_t *body, sl_gen_kind kind, sl_server_params *p, sl_err *err,
+                          const char **param) {
+    int64_t k = 0;
+    int r;
+    if (kind == SL_GEN_COMPLETION) {
+        if ((r = get_int(body, "logprobs", &k, err, param)) < 0) return r;
+        if (r) {
+            if (k < 0) return bad(err, param, "logprobs", "logprobs must be non-negative, got %.0f.", (double)k);
+            if (k > MAX_LOGPROBS) {
+                *param = "logprobs";
+                return sl_err_set(err, SL_EINVAL,
+                                  "Requested sample logprobs of %lld, which is greater than max allowed: %d",
+                                  (long long)k, MAX_LOGPROBS);
+            }
+            p->logprobs = (int)k;
+        }
+        return SL_OK;
+    }
+    int want = 0;
+    if ((r = get_bool(body, "logprobs", &want, err, param)) < 0) return r;
+    int has_top = get_int(body, "top_logprobs", &k, err, param);
+    if (has_top < 0) return has_top;
+    if (has_top) {
+        if (k < 0) return bad(err, param, "top_logprobs", "top_logprobs must be non-negative, got %.0f.", (double)k);
+        if (k > MAX_LOGPROBS) {
+            *param = "top_logprobs";
+            return sl_err_set(err, SL_EINVAL, "Requested sample logprobs of %lld, which is greater than max allowed: %d",
+                              (long long)k, MAX_LOGPROBS);
+        }
+        if (!want && k > 0) {
+            *param = "top_logprobs";
+            return sl_err_set(err, SL_EINVAL, "when using `top_logprobs`, `logprobs` must be set to true.");
+        }
+    }
+    if (want) p->logprobs = has_top ? (int)k : 0;
+    return SL_OK;
+}
+
+/* ---- stream options -------------------------------------------------------------------------- */
+
+static int parse_stream(const json_t *body, sl_server_params *p, sl_err *err, const char **param) {
+    int r = get_bool(body, "stream", &p->stream, err, param);
+    if (r < 0) return r;
+    json_t *so = json_object_get(body, "stream_options");
+    if (!so || json_is_null(so)) return SL_OK;
+    if (!json_is_object(so)) {
+        *param = "stream_options";
+        return sl_err_set(err, SL_EINVAL, "stream_options: Input should be a valid dictionary");
+    }
+    if (!p->stream) {
+        *param = "stream_options";
+        return sl_err_set(err, SL_EINVAL, "Stream options can only be defined when `stream=True`.");
+    }
+    if ((r = get_bool(so, "include_usage", &p->include_usage, err, param)) < 0) return r;
+    if ((r = get_bool(so, "continuous_usage_stats", &p->continuous_usage, err, param)) < 0) return r;
+    return SL_OK;
+}
+
+/* ---- everything -------------------------------------------------------------------------------- */
+
+static int parse_floats(const json_t *body, sl_sampling *sp, sl_err *err, const char **param) {
+    double v = 0;
+    int r;
+    if ((r = get_number(body, "temperature", &v, err, param)) < 0) return r;
+    if (r) {
+        if (!(v >= 0)) return bad(err, param, "temperature", "temperature must be non-negative, got %g.", v);
+        sp->temperature = (float)v;
+    }
+    if ((r = get_number(body, "top_p", &v, err, param)) < 0) return r;
+    if (r) {
+        if (!(v > 0 && v <= 1)) return bad(err, param, "top_p", "top_p must be in (0, 1], got %g.", v);
+        sp->top_p = (float)v;
+    }
+    if ((r = get_number(body, "min_p", &v, err, param)) < 0) return r;
+    if (r) {
+        if (!(v >= 0 && v <= 1)) return bad(err, param, "min_p", "min_p must be in [0, 1], got %g.", v);
+        sp->min_p = (float)v;
+    }
+    if ((r = get_number(body, "presence_penalty", &v, err, param)) < 0) return r;
+    if (r) {
+        if (!(v >= -2 && v <= 2))
+            return bad(err, param, "presence_penalty", "presence_penalty must be in [-2, 2], got %g.", v);
+        sp->presence_penalty = (float)v;
+    }
+    if ((r = get_number(body, "frequency_penalty", &v, err, param)) < 0) return r;
+    if (r) {
+        if (!(v >= -2 && v <= 2))
+            return bad(err, param, "frequency_penalty", "frequency_penalty must be in [-2, 2], got %g.", v);
+        sp->frequency_penalty = (float)v;
+    }
+    if ((r = get_number(body, "repetition_penalty", &v, err, param)) < 0) return r;
+    if (r) {
+        if (!(v > 0 && v <= 100))
+            return bad(err, param, "repetition_penalty", "repetition_penalty must be in (0, 100], got %g.", v);
+        sp->repetition_penalty = (float)v;
+    }
+    return SL_OK;
+}
+
+static int parse_ints(const sl_server *s, const json_t *body, sl_server_params *p, sl_err *err, const char **param) {
+    sl_sampling *sp = &p->sampling;
+    int64_t v = 0;
+    int r;
+    if ((r = get_int(body, "n", &v, err, param)) < 0) return r;
+    if (r) {
+        if (v < 1) return bad(err, param, "n", "n must be at least 1, got %.0f.", (double)v);
+        if (v > s->max_n) {
+            *param = "n";
+            return sl_err_set(err, SL_EINVAL, "n must be at most %d, got %lld.", s->max_n, (long long)v);
+        }
+        sp->n = (int)v;
+    }
+    if ((r = get_int(body, "best_of", &v, err, param)) < 0) return r;
+    if (r && v != sp->n) {
+        *param = "best_of";
+        return sl_err_set(err, SL_EINVAL, "best_of must equal n (%d): ranking several samples is not supported", sp->n);
+    }
+    const char *max_key = json_object_get(body, "max_completion_tokens") &&
+                                  !json_is_null(json_object_get(body, "max_completion_tokens"))
+                              ? "max_completion_tokens"
+                              : "max_tokens";
+    if ((r = get_int(body, max_key, &v, err, param)) < 0) return r;
+    if (r) {
+        if (v < 1) return bad(err, param, max_key, "max_tokens must be at least 1, got %.0f.", (double)v);
+        sp->max_tokens = v > INT32_MAX / 2 ? INT32_MAX / 2 : (int)v;
+        p->max_tokens_given = 1;
+    }
+    if ((r = get_int(body, "min_tokens", &v, err, param)) < 0) return r;
+    if (r) {
+        if (v < 0)
+            return bad(err, param, "min_tokens", "min_tokens must be greater than or equal to 0, got %.0f.", (double)v);
+        if (p->max_tokens_given && v > sp->max_tokens) {
+            *param = "min_tokens";
+            return sl_err_set(err, SL_EINVAL, "min_tokens must be less than or equal to max_tokens=%d, got %lld.",
+                              sp->max_tokens, (long long)v);
+        }
+        sp->min_tokens = v > INT32_MAX / 2 ? INT32_MAX / 2 : (int)v;
+    }
+    if ((r = get_int(body, "top_k", &v, err, param)) < 0) return r;
+    if (r) {
+        if (v < -1 || v > INT32_MAX)
+            return bad(err, param, "top_k", "top_k must be -1 or 0 (disable), or at least 1, got %.0f.", (double)v);
+        sp->top_k = (int)v;
+    }
+    if ((r = get_int(body, "seed", &v, err, param)) < 0) return r;
+    if (r) sp->seed = v;
+    int b = 0;
+    if ((r = get_bool(body, "ignore_eos", &b, err, param)) < 0) return r;
+    if (r) sp->ignore_eos = b;
+    if ((r = get_bool(body, "skip_special_tokens", &b, err, param)) < 0) return r;
+    if (r) sp->skip_special_tokens = b;
+    if ((r = get_bool(body, "add_special_tokens", &b, err, param)) < 0) return r;
+    if (r) p->add_special_tokens = b;
+    if ((r = get_bool(body, "echo", &b, err, param)) < 0) return r;
+    if (r) p->echo = b;
+    return SL_OK;
+}
+
+int sl_server_params_parse(const sl_server *s, const json_t *body, sl_gen_kind kind, sl_server_params *p,
+                           sl_err *err, const char **param) {
+    memset(p, 0, sizeof *p);
+    sl_request r;
+    sl_request_init(&r);
+    p->sampling = r.params;
+    p->logprobs = -1;
+    p->add_special_tokens = -1;
+    *param = NULL;
+    int rc;
+    if ((rc = refuse_unsupported(body, kind, err, param))) return rc;
+    if ((rc = parse_stream(body, p, err, param))) return rc;
+    if ((rc = parse_floats(body, &p->sampling, err, param))) return rc;
+    if ((rc = parse_ints(s, body, p, err, param))) return rc;
+    if ((rc = parse_logprobs(body, kind, p, err, param))) return rc;
+    if ((rc = parse_stop(body, p, err, param))) return rc;
+    if (kind == SL_GEN_CHAT && p->echo) {
+        *param = "echo";
+        return sl_err_set(err, SL_EINVAL, "echo is not currently supported for chat completions");
+    }
+    if (p->echo && p->logprobs >= 0) {
+        *param = "echo";
+        return sl_err_set(err, SL_EINVAL, "echo together with logprobs needs prompt logprobs, "
+                                          "which are not currently supported");
+    }
+    p->sampling.logprobs = p->logprobs;
+    p->n = p->sampling.n;
+    return SL_OK;
+}
+
+void sl_server_params_free(sl_server_params *p) {
+    free(p->stop);
+    free(p->stop_ids);
+    p->stop = NULL;
+    p->stop_ids = NULL;
+}

@@ -1,0 +1,50 @@
+/* server.h -- the OpenAI-compatible HTTP server over one engine.
+ *
+ * sl_server_start binds the socket and serves on libmicrohttpd's threads
+ * until sl_server_stop; the engine stays the caller's: open it first, stop
+ * the server, close the engine, then free the server.
+ *
+ *     sl_server *s;
+ *     if (sl_server_start(engine, &opts, &s, &err)) ...;
+ *     ... wait for SIGINT/SIGTERM ...
+ *     sl_server_stop(s);      -- stops accepting, aborts in-flight requests
+ *     sl_engine_close(engine);
+ *     sl_server_free(s);
+ *
+ * Routes (vLLM's): GET /v1/models, POST /v1/completions,
+ * POST /v1/chat/completions, POST /tokenize, POST /detokenize, GET /health,
+ * GET /version, GET /metrics. With an API key set, every /v1 route needs
+ * `Authorization: Bearer KEY`. */
+#ifndef SL_SERVER_SERVER_H
+#define SL_SERVER_SERVER_H
+
+#include <stddef.h>
+
+#include "shardlm.h"
+#include "util/error.h"
+
+typedef struct sl_server sl_server;
+
+typedef struct sl_server_options {
+    const char *host;              /* address to bind; "0.0.0.0" */
+    int port;                      /* 8000; 0: any free port (see sl_server_port) */
+    const char *api_key;           /* NULL: no authentication */
+    const char *served_model_name; /* NULL: the engine's model name */
+    size_t max_body_bytes;         /* larger request bodies get 413; 0: 32 MiB */
+    int max_connections;           /* open connections at once; 0: 4096 */
+    int http_threads;              /* HTTP worker threads; 0: one per core, at least 2 */
+    int idle_timeout_s;            /* idle (not generating) connections close after it; 0: 60 */
+    int max_n;                     /* largest `n` a request may ask; 0: 128 */
+} sl_server_options;
+
+void sl_server_options_init(sl_server_options *o);
+int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **out, sl_err *err);
+/* The port actually bound (useful with port 0). */
+int sl_server_port(const sl_server *s);
+/* Stops accepting, aborts in-flight requests, closes every connection.
+ * Safe to call once; the engine keeps running. */
+void sl_server_stop(sl_server *s);
+/* Frees what is left; call after sl_engine_close. */
+void sl_server_free(sl_server *s);
+
+#endif
