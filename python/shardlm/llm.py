@@ -82,14 +82,13 @@ def _unknown_arg(name):
 
 def _find_worker_exe():
     """Ranks other than this process run the `shardlm` executable (this process is python, which cannot
-    serve as one): SHARDLM_WORKER_EXE names it, else it is looked up on PATH."""
+    serve as one): SHARDLM_WORKER_EXE names it; else `shardlm` on PATH; else the library uses the shardlm
+    built beside it (and says so if there is none)."""
     if os.environ.get("SHARDLM_WORKER_EXE"):
         return
     exe = shutil.which("shardlm")
-    if not exe:
-        raise RuntimeError("tensor_parallel_size x pipeline_parallel_size > 1 starts worker ranks from the shardlm "
-                           "executable: put it on PATH or set SHARDLM_WORKER_EXE to its path")
-    os.environ["SHARDLM_WORKER_EXE"] = exe
+    if exe:
+        os.environ["SHARDLM_WORKER_EXE"] = exe
 
 
 def _normalize_prompts(prompts):

@@ -117,8 +117,9 @@ static int mpi_barrier(void *ctx, sl_err *err) {
 
 static void mpi_destroy(void *ctx) {
     mpi_ctx *c = ctx;
-    /* disconnect, not free: a group joined by spawn must be cut before MPI_Finalize */
-    if (c->comm != MPI_COMM_NULL) MPI_Comm_disconnect(&c->comm);
+    /* free, not disconnect: Open MPI 4's disconnect of a spawned group can wait forever on its
+       PMIx fence; finished workers instead wait in MPI_Finalize until this process exits */
+    if (c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
     free(c);
 }
 

@@ -179,6 +179,6 @@ void sl_dist_abort(sl_dist *d, int code) {
 void sl_dist_destroy(sl_dist *d) {
     if (!d) return;
     sl_comm_destroy(&d->tp);
-    sl_comm_destroy(&d->world); /* disconnects spawned workers, so that MPI can finalize at exit */
+    sl_comm_destroy(&d->world); /* MPI itself stays up until the process exits (finalize_mpi) */
     free(d);
 }

@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include "backend/cpu/kernels.h"
+
+static cpu_scratch g_scratch; /* reused by every call */
 #include "test.h"
 #include "util/half.h"
 
@@ -38,7 +40,7 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
         }
     }
     sl_weight w = {.data = dtype == SL_DTYPE_F32 ? (void *)wf : (void *)wh, .dtype = dtype, .rows = rows, .cols = cols};
-    cpu_matmul(&(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n);
+    cpu_matmul(&(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n, &g_scratch);
     double worst = 0;
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) {
@@ -71,9 +73,9 @@ static void test_matmul_batch_invariant(void) {
     fill(x, N * COLS);
     fill(w, ROWS * COLS);
     sl_weight wt = {.data = w, .dtype = SL_DTYPE_F32, .rows = ROWS, .cols = COLS};
-    cpu_matmul(&(sl_proj){batched, &wt, NULL}, 1, x, N);
+    cpu_matmul(&(sl_proj){batched, &wt, NULL}, 1, x, N, &g_scratch);
     for (int t = 0; t < N; t++) {
-        cpu_matmul(&(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1);
+        cpu_matmul(&(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1, &g_scratch);
         CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
     }
 }
@@ -161,5 +163,6 @@ int main(void) {
     TEST_RUN(test_matmul_batch_invariant);
     TEST_RUN(test_attention_paged);
     TEST_RUN(test_rmsnorm_rope_swiglu);
+    free(g_scratch.floats);
     TEST_EXIT();
 }

@@ -14,9 +14,13 @@
 
 typedef struct cpu_ctx {
     int n_threads;
+    cpu_scratch scratch; /* the matmul's rearranged activations */
 } cpu_ctx;
 
-static void cpu_destroy(void *ctx) { free(ctx); }
+static void cpu_destroy(void *ctx) {
+    free(((cpu_ctx *)ctx)->scratch.floats);
+    free(ctx);
+}
 
 static int cpu_alloc(void *ctx, size_t n_bytes, void **out, sl_err *err) {
     (void)ctx;
@@ -63,8 +67,7 @@ static void op_embed(void *ctx, float *out, const sl_weight *t, const int32_t *i
     cpu_embed(out, t, ids, n, off);
 }
 static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n) {
-    (void)ctx;
-    cpu_matmul(proj, n_proj, x, n);
+    cpu_matmul(proj, n_proj, x, n, &((cpu_ctx *)ctx)->scratch);
 }
 static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
     (void)ctx;

@@ -9,7 +9,13 @@
 
 #include "backend/backend.h"
 
-void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n);
+/* Working memory a kernel may grow and reuse; owned by the backend context. */
+typedef struct cpu_scratch {
+    float *floats;
+    size_t n_floats;
+} cpu_scratch;
+
+void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch);
 void cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
                    const sl_attn_batch *batch, const sl_attn_shape *shape);
 void cpu_embed(float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);

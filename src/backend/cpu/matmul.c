@@ -167,29 +167,26 @@ static void arrange_for_bf16(float *dst, const float *x, int n, int64_t k_n) {
     }
 }
 
-/* Grows once to the largest input seen, then is reused: nothing is
- * allocated in steady state. One per calling thread (the engine thread). */
-static __thread float *t_arranged;
-static __thread size_t t_arranged_n;
-
-static const float *arranged_input(const sl_proj *proj, int n_proj, const float *x, int n) {
+/* x rearranged for bf16 weights, in the caller's scratch (grown to the
+ * largest input seen, then reused: nothing is allocated in steady state). */
+static const float *arranged_input(const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch) {
     bool any_bf16 = false;
     for (int i = 0; i < n_proj; i++) any_bf16 |= proj[i].w->dtype == SL_DTYPE_BF16;
     if (!any_bf16) return x;
     size_t need = (size_t)n * (size_t)proj[0].w->cols;
-    if (need > t_arranged_n) {
-        free(t_arranged);
-        t_arranged = malloc(sizeof(float) * need);
-        t_arranged_n = t_arranged ? need : 0;
-        if (!t_arranged) return NULL;
+    if (need > scratch->n_floats) {
+        free(scratch->floats);
+        scratch->floats = malloc(sizeof(float) * need);
+        scratch->n_floats = scratch->floats ? need : 0;
+        if (!scratch->floats) return NULL;
     }
-    arrange_for_bf16(t_arranged, x, n, proj[0].w->cols);
-    return t_arranged;
+    arrange_for_bf16(scratch->floats, x, n, proj[0].w->cols);
+    return scratch->floats;
 }
 
 /* The row tiles of every projection form one pool of work for the threads:
  * one parallel region (one barrier) however many projections share x. */
-void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n) {
+void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch) {
     int64_t first_tile[SL_MAX_PROJ + 1], n_tiles = 0;
     if (n_proj > SL_MAX_PROJ) n_proj = SL_MAX_PROJ;
     for (int i = 0; i < n_proj; i++) {
@@ -197,7 +194,7 @@ void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n) {
         n_tiles += (proj[i].w->rows + TILE - 1) / TILE;
     }
     first_tile[n_proj] = n_tiles;
-    const float *x_bf16 = arranged_input(proj, n_proj, x, n);
+    const float *x_bf16 = arranged_input(proj, n_proj, x, n, scratch);
     if (!x_bf16) return; /* out of memory: the caller's buffers stay as they were */
 #pragma omp parallel for schedule(static)
     for (int64_t tile = 0; tile < n_tiles; tile++) {
