@@ -90,7 +90,6 @@ def test_missing_library_is_an_import_error():
 
 
 def test_parallel_needs_the_worker_executable(monkeypatch):
-    monkeypatch.delenv("SHARDLM_WORKER_EXE", raising=False)
-    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("SHARDLM_WORKER_EXE", "/nonexistent/shardlm")
     with pytest.raises(RuntimeError, match="SHARDLM_WORKER_EXE"):
         LLM(model=GQA, tensor_parallel_size=2)

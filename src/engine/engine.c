@@ -251,7 +251,11 @@ static int open_rank(sl_engine *e, sl_err *err) {
         (rc = sl_shard_plan_make(&cfg, 0, setup.tp, 0, setup.pp, &plan, err)))
         return rc;
     if (setup.tp * setup.pp > 1 || sl_dist_launched_by_launcher()) {
-        if ((rc = sl_dist_init_root(setup.tp, setup.pp, worker_exe(), sl_comm_timeout_s(), &dist, err))) return rc;
+        const char *exe = worker_exe();
+        if (exe && strchr(exe, '/') && !sl_path_exists(exe))
+            return sl_err_set(err, SL_ENOTFOUND, "the worker executable %s does not exist: set SHARDLM_WORKER_EXE to the "
+                              "shardlm program (tensor x pipeline parallel size > 1 starts workers from it)", exe);
+        if ((rc = sl_dist_init_root(setup.tp, setup.pp, exe, sl_comm_timeout_s(), &dist, err))) return rc;
         if ((rc = sl_rank_share_setup(dist, &setup, err)) || (rc = sl_dist_set_layout(dist, setup.tp, setup.pp, err))) {
             sl_dist_destroy(dist);
             return rc;
