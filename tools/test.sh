@@ -12,7 +12,7 @@ tools/install-deps.sh
 tools/venv.sh
 tools/get-default-model.sh
 
-build() { # build DIR TYPE
+build() { # build DIR TYPE (the compiler is $CC, gcc by default)
   cmake -S . -B "$1" -DCMAKE_BUILD_TYPE="$2" -DSHARDLM_CUDA=OFF \
         -DSHARDLM_TEST_PYTHON="$root/build/venv/bin/python" >/dev/null
   cmake --build "$1" -j "$jobs"
@@ -20,6 +20,8 @@ build() { # build DIR TYPE
 
 build build/sanitize Sanitize
 build build/release Release
+# clang must compile the tree warning-free too (-Werror); its binaries are not run again
+CC=clang build build/clang Release
 
 # Tests start many processes (servers, MPI ranks, clients) on few cores: OpenMP
 # threads that spin between parallel regions would starve them, so tests let

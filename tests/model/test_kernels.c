@@ -20,6 +20,22 @@ static float frand(void) { /* xorshift64, uniform in [-1, 1) */
 
 static void fill(float *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = frand(); }
 
+/* IEEE half of a float in [-1, 1], rounded to nearest even (normal and subnormal). */
+static uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    float a = fabsf(f);
+    if (a < 6.103515625e-05f) /* subnormal half: a multiple of 2^-24 */
+        return (uint16_t)(sign | (uint16_t)nearbyintf(a * 16777216.0f));
+    int e;
+    float m = frexpf(a, &e);                                   /* a = m * 2^e, m in [0.5, 1) */
+    uint32_t mant = (uint32_t)nearbyintf((m * 2.0f - 1.0f) * 1024.0f); /* 10 bits, may round up to 1024 */
+    uint32_t exp = (uint32_t)(e - 1 + 15);
+    if (mant == 1024) mant = 0, exp++;
+    return (uint16_t)(sign | (exp << 10) | mant);
+}
+
 static double rel_err(double got, double want) { return fabs(got - want) / (1.0 + fabs(want)); }
 
 static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bias) {
@@ -34,8 +50,7 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
             wh[i] = sl_f32_to_bf16(wf[i]);
             wf[i] = sl_bf16_to_f32(wh[i]);
         } else if (dtype == SL_DTYPE_F16) {
-            _Float16 h = (_Float16)wf[i];
-            memcpy(&wh[i], &h, 2);
+            wh[i] = f32_to_f16(wf[i]);
             wf[i] = sl_f16_to_f32(wh[i]);
         }
     }

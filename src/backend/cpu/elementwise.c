@@ -77,7 +77,7 @@ void cpu_kv_store(float *k_cache, float *v_cache, const float *k, const float *v
 }
 
 void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n_elems) {
-#pragma omp parallel for simd schedule(static) if (n_elems >= PARALLEL_MIN_ELEMS)
+#pragma omp parallel for schedule(static) if (n_elems >= PARALLEL_MIN_ELEMS)
     for (int64_t i = 0; i < n_elems; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 

@@ -15,8 +15,8 @@
  * so a step is one load, a shift, an and and two FMAs per row.
  *
  * Tiles: 4 weight rows x 4 tokens (16 accumulators: each weight loaded once
- * for 4 tokens, each activation once for 4 rows) and 4 x 1 for decode, which
- * reads each weight once and is bound by memory bandwidth. Threads split the
+ * for 4 tokens, each activation once for 4 rows) and rows one by one for
+ * decode, which reads each weight once and is bound by memory bandwidth. Threads split the
  * row tiles of all the projections of one input in one parallel region. */
 #include <stdbool.h>
 #include <stdint.h>
@@ -104,12 +104,12 @@ static inline float finish(vf acc, float tail) {
         const int64_t k_vec = k_n / STEP_##SUFFIX * STEP_##SUFFIX;                                     \
         vf acc[TILE];                                                                                  \
         memset(acc, 0, sizeof acc);                                                                    \
-        for (int64_t k = 0; k < k_vec; k += STEP_##SUFFIX) {                                           \
-            /* the tile 4 tiles ahead (~18 KB for 576 bf16 columns): 4 interleaved row streams are */ \
-            /* more than the hardware prefetcher follows well; this measured 13 -> 19 GB/s */         \
-            __builtin_prefetch(w + 4 * TILE * row_bytes + (size_t)k * (row_bytes / (size_t)k_n) * TILE, 0, 0); \
-            for (int r = 0; r < n_rows; r++) acc[r] = step_##SUFFIX(acc[r], w + r * row_bytes, k, x);  \
-        }                                                                                              \
+        /* row after row, one memory stream per thread, prefetching 8 rows ahead: 13 -> 20 GB/s */    \
+        for (int r = 0; r < n_rows; r++)                                                               \
+            for (int64_t k = 0; k < k_vec; k += STEP_##SUFFIX) {                                       \
+                __builtin_prefetch(w + (size_t)(r + 8) * row_bytes + (size_t)k * (row_bytes / (size_t)k_n), 0, 0); \
+                acc[r] = step_##SUFFIX(acc[r], w + r * row_bytes, k, x);                               \
+            }                                                                                          \
         for (int r = 0; r < n_rows; r++) {                                                             \
             float tail = 0.0f;                                                                         \
             for (int64_t k = k_vec; k < k_n; k++) tail += scalar_##SUFFIX(w + r * row_bytes, k) * x[k]; \
