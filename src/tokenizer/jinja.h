@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/utf8.h"
+
 #include "util/error.h"
 
 /* ---- arena and byte buffer ---- */
@@ -263,7 +265,6 @@ void jv_write_json(jinja_render *r, jinja_buf *b, jv v, bool ensure_ascii, const
 /* UTF-8 helpers (code point semantics as Python str). */
 size_t jinja_utf8_len(const char *p, size_t n);
 size_t jinja_utf8_decode(const char *p, size_t n, uint32_t *cp); /* bytes used (>=1) */
-size_t jinja_utf8_encode(uint32_t cp, char out[4]);
 bool jinja_is_space(uint32_t cp); /* str.isspace */
 
 /* ---- builtins (jinja_builtins.c) ---- */

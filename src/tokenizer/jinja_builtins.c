@@ -158,7 +158,7 @@ static jv change_case(jinja_render *r, jv s, case_kind k, int mode) {
             continue;
         }
         char enc[4];
-        sb_put(&b, enc, jinja_utf8_encode(map_case(c, kind), enc));
+        sb_put(&b, enc, sl_utf8_encode(map_case(c, kind), enc));
     }
     return sb_done(&b);
 }
@@ -648,7 +648,7 @@ FILTER(title) {
         word_start = boundary;
         char enc[4];
         if (expanded) sb_put(&b, expanded, strlen(expanded));
-        else sb_put(&b, enc, jinja_utf8_encode(m, enc));
+        else sb_put(&b, enc, sl_utf8_encode(m, enc));
     }
     return sb_done(&b);
 }

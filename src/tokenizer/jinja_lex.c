@@ -146,7 +146,7 @@ static void decode_string(lexer *lx, size_t at, const char *p, size_t n, jinja_t
             cp = 0;
             size_t j = i + 1;
             while (j < n && j < i + 4 && p[j] >= '0' && p[j] <= '7') cp = cp * 8 + (uint32_t)(p[j++] - '0');
-            k += jinja_utf8_encode(cp, o + k);
+            k += sl_utf8_encode(cp, o + k);
             i = j;
             continue;
         }
@@ -168,7 +168,7 @@ static void decode_string(lexer *lx, size_t at, const char *p, size_t n, jinja_t
             cp = cp * 16 + (uint32_t)v;
         }
         if (cp > 0x10FFFF) lex_fail(lx, at, "illegal Unicode character in a string literal");
-        k += jinja_utf8_encode(cp, o + k);
+        k += sl_utf8_encode(cp, o + k);
         i += 2 + (size_t)digits;
     }
     o[k] = 0;

@@ -129,7 +129,7 @@ static int lowercase(const char *s, size_t len, sl_tok_buf *out) {
             memcpy(enc, "i\xCC\x87", 3);
             m = 3;
         } else {
-            m = sl_tok_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
+            m = sl_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
         }
         if (sl_tok_buf_append(out, enc, (size_t)m)) return SL_ENOMEM;
     }

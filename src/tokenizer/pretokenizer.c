@@ -70,7 +70,7 @@ static int parse_body(const json_t *j, const char *where, sl_tok_pretokenizer *p
         if (!*s || (size_t)sl_tok_utf8_len((unsigned char)*s) != strlen(s))
             return sl_err_set(err, SL_EFORMAT, "%s.replacement: expected exactly one character", where);
         sl_tok_utf8_next(s, strlen(s), &p->replacement);
-        p->rep_len = sl_tok_utf8_encode(p->replacement, p->rep_utf8);
+        p->rep_len = sl_utf8_encode(p->replacement, p->rep_utf8);
         if ((rc = sl_tok_json_bool(j, "split", where, &p->split, err))) return rc;
         return sl_tok_prepend_scheme_parse(j, where, &p->prepend_scheme, err);
     default:

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/utf8.h"
+
 #include "util/error.h"
 
 /* ---- growable arrays ---------------------------------------------------- */
@@ -98,7 +100,6 @@ uint64_t sl_tok_hash(const void *p, size_t n);
 
 /* Decodes one code point of valid UTF-8 at s (len > 0); returns its length. */
 int sl_tok_utf8_next(const char *s, size_t len, uint32_t *cp);
-int sl_tok_utf8_encode(uint32_t cp, char out[4]);
 bool sl_tok_utf8_valid(const char *s, size_t len);
 /* Length of the first char (1 when s[0] is not a valid lead byte). */
 int sl_tok_utf8_len(unsigned char lead);

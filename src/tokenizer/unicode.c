@@ -35,29 +35,6 @@ int sl_tok_utf8_next(const char *s, size_t len, uint32_t *cp) {
     return n;
 }
 
-int sl_tok_utf8_encode(uint32_t cp, char out[4]) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Length of the valid sequence at s[i], or -(bytes of the invalid subpart). */
 static int utf8_step(const unsigned char *s, size_t len, size_t i) {
     unsigned char b = s[i];
@@ -154,7 +131,7 @@ static void bytelevel_build(void) {
     int extra = 0;
     for (int b = 0; b < 256; b++) {
         uint32_t cp = printable_byte(b) ? (uint32_t)b : (uint32_t)(256 + extra++);
-        bytelevel.enc_len[b] = (uint8_t)sl_tok_utf8_encode(cp, bytelevel.enc[b]);
+        bytelevel.enc_len[b] = (uint8_t)sl_utf8_encode(cp, bytelevel.enc[b]);
         bytelevel.dec[cp] = (int16_t)b;
     }
 }
