@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config python3 python3-venv python3-pip git curl
       libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev libcurl4-openssl-dev
-      libopenmpi-dev openmpi-bin clang libclang-rt-14-dev libomp-dev valgrind)
+      libopenmpi-dev openmpi-bin clang libclang-rt-14-dev libomp-dev valgrind iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
