@@ -14,10 +14,10 @@ from .llm import LLM, Tokenizer
 from .outputs import CompletionOutput, Logprob, RequestOutput
 from .sampling_params import SamplingParams
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "Tokenizer", "library_version"]
+__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "Tokenizer", "lib_version"]
 __version__ = "0.1.0"
 
 
-def library_version():
+def lib_version():
     """The version string of the loaded libshardlm."""
     return _lib_handle().sl_version().decode()

@@ -83,7 +83,7 @@ def test_kv_cache_memory_sizes():
 
 def test_missing_library_is_an_import_error():
     env = dict(os.environ, SHARDLM_LIBRARY=os.path.join(ROOT, "no-such-libshardlm.so"))
-    run = subprocess.run([sys.executable, "-c", "import shardlm; shardlm.library_version()"], env=env,
+    run = subprocess.run([sys.executable, "-c", "import shardlm; shardlm.lib_version()"], env=env,
                          capture_output=True, text=True)
     assert run.returncode != 0 and "ImportError: cannot load libshardlm" in run.stderr
     assert "SHARDLM_LIBRARY" in run.stderr
