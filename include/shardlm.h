@@ -165,6 +165,8 @@ typedef struct sl_engine_stats {
     int64_t n_preemptions, n_steps;
     int64_t requests_finished;
     int healthy;                      /* 0 once a step or a rank failed: requests are refused */
+    double comm_seconds;              /* rank 0's time in communication with the other ranks */
+    double step_seconds;              /* time in forward steps (communication included) */
 } sl_engine_stats;
 SL_API void sl_engine_get_stats(sl_engine *e, sl_engine_stats *s);
 

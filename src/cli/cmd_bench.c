@@ -151,6 +151,12 @@ static int bench_latency(sl_engine *e, const bench_flags *f) {
         printf("decode:  %.1f tokens/s (median of %d)\n", d, iters);
         printf("bandwidth limit: %.2f GB of weights per step / %.1f GB/s measured read bandwidth = %.1f tokens/s; "
                "decode reaches %.0f%%\n", step_gb, bw, limit, 100 * d / limit);
+        sl_engine_stats st;
+        sl_engine_get_stats(e, &st);
+        if (info.tensor_parallel_size * info.pipeline_parallel_size > 1 && st.n_steps > 0)
+            printf("communication: %.3f ms per step on rank 0, %.0f%% of step time (%lld steps, %d x %d ranks)\n",
+                   1e3 * st.comm_seconds / (double)st.n_steps, 100 * st.comm_seconds / st.step_seconds,
+                   (long long)st.n_steps, info.tensor_parallel_size, info.pipeline_parallel_size);
         if (f->output_json) {
             FILE *out = fopen(f->output_json, "w");
             if (out) {

@@ -23,13 +23,23 @@ typedef struct mpi_ctx {
     const char *name;
 } mpi_ctx;
 
+/* Seconds this process has spent waiting for communication (all groups).
+ * One thread per process communicates (rank 0's engine loop, a worker's
+ * main thread), and it is also the one that reads this. */
+static double g_comm_seconds;
+
+double sl_comm_mpi_seconds(void) { return g_comm_seconds; }
+
 static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_err *err) {
     double start = sl_now_s();
     for (long spins = 0;; spins++) {
         int done = 0;
         if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return sl_err_set(err, SL_EIO, "%s over the %s group failed in MPI", op, c->name);
-        if (done) return SL_OK;
+        if (done) {
+            g_comm_seconds += sl_now_s() - start;
+            return SL_OK;
+        }
         if (spins > 100) sched_yield(); /* let a peer on the same core run */
         if (spins > 1000 && (spins & 1023) == 0) {
             double waited = sl_now_s() - start;

@@ -19,10 +19,12 @@
 #include <unistd.h>
 
 #include "engine/engine_impl.h"
+#include "dist/comm_mpi.h"
 #include "model/hub.h"
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 #ifndef SHARDLM_DEFAULT_MODEL_DIR
 #define SHARDLM_DEFAULT_MODEL_DIR "models/SmolLM2-135M-Instruct"
@@ -776,6 +778,7 @@ static void die(sl_engine *e, const sl_err *err) {
 
 static void publish_stats(sl_engine *e) {
     pthread_mutex_lock(&e->mu);
+    e->stats.comm_seconds = e->rank.dist ? sl_comm_mpi_seconds() : 0.0;
     e->stats.n_running = e->n_running;
     e->stats.n_waiting = e->n_waiting;
     e->stats.n_kv_blocks_used = sl_block_pool_n_blocks(e->pool) - sl_block_pool_n_free(e->pool);
@@ -793,7 +796,10 @@ static void *engine_loop(void *arg) {
         sl_err err = {0};
         if (idle && sl_executor_ping(&e->rank.exec, &err)) die(e, &err);
         if (!e->dead && sl_sched_build_step(e)) {
-            if ((e->opts.debug_checks && sl_sched_check(e, &err)) || run_step(e, &err)) die(e, &err);
+            double t0 = sl_now_s();
+            int rc = (e->opts.debug_checks && sl_sched_check(e, &err)) || run_step(e, &err);
+            e->stats.step_seconds += sl_now_s() - t0;
+            if (rc) die(e, &err);
             else sl_output_process_step(e);
             e->stats.n_steps++;
         } else if (e->n_waiting > 0 && e->n_running == 0) {
