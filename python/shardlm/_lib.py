@@ -138,6 +138,8 @@ class EngineStats(ctypes.Structure):
         ("n_steps", ctypes.c_int64),
         ("requests_finished", ctypes.c_int64),
         ("healthy", c_int),
+        ("comm_seconds", ctypes.c_double),
+        ("step_seconds", ctypes.c_double),
     ]
 
 
