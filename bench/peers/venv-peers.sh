@@ -5,12 +5,6 @@
 # takes a while on 2 cores. Idempotent.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-venv="$root/build/venv-peers"
-req="$root/bench/requirements-peers.txt"
-stamp="$venv/.requirements"
-if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then exit 0; fi
-python3 -m venv "$venv"
-echo "venv-peers: installing $(grep -c '==' "$req") pinned packages; llama.cpp compiles from source"
+echo "venv-peers: installing the pinned peers (llama.cpp compiles from source the first time)"
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" \
-  "$venv/bin/pip" install --disable-pip-version-check --no-input -r "$req"
-cp "$req" "$stamp"
+  "$root/tools/venv.sh" "$root/build/venv-peers" "$root/bench/requirements-peers.txt"

@@ -1036,6 +1036,18 @@ static void merge_sort(jinja_render *r, jv *items, jv *keys, size_t n, jv *tmp_i
     memcpy(keys, tmp_k, n * sizeof *keys);
 }
 
+/* Stable sort of items[0..n) by keys (Python's sorted), then reversed when asked. */
+static void sort_by_keys(jinja_render *r, jv *items, jv *keys, size_t n, bool reverse) {
+    jv *ti = jinja_alloc(r, (n ? n : 1) * sizeof *ti), *tk = jinja_alloc(r, (n ? n : 1) * sizeof *tk);
+    merge_sort(r, items, keys, n, ti, tk);
+    if (reverse)
+        for (size_t i = 0; i < n / 2; i++) {
+            jv t = items[i];
+            items[i] = items[n - 1 - i];
+            items[n - 1 - i] = t;
+        }
+}
+
 static jv sorted(jinja_render *r, jv items, const jv *attr, bool case_sensitive, bool reverse, bool by_value) {
     size_t n = items.u.l->n;
     jv out = jv_list_new(r, n, JL_LIST);
@@ -1052,12 +1064,7 @@ static jv sorted(jinja_render *r, jv items, const jv *attr, bool case_sensitive,
             t = keys[i]; keys[i] = keys[n - 1 - i]; keys[n - 1 - i] = t;
         }
     }
-    jv *ti = jinja_alloc(r, (n ? n : 1) * sizeof *ti), *tk = jinja_alloc(r, (n ? n : 1) * sizeof *tk);
-    merge_sort(r, out.u.l->items, keys, n, ti, tk);
-    if (reverse)
-        for (size_t i = 0; i < n / 2; i++) {
-            jv t = out.u.l->items[i]; out.u.l->items[i] = out.u.l->items[n - 1 - i]; out.u.l->items[n - 1 - i] = t;
-        }
+    sort_by_keys(r, out.u.l->items, keys, n, reverse);
     return out;
 }
 
@@ -1086,12 +1093,7 @@ FILTER(dictsort) {
         out.u.l->items[out.u.l->n++] = items.u.l->items[i];
         keys[i] = sort_key(r, items.u.l->items[i].u.l->items[by_value ? 1 : 0], NULL, cs);
     }
-    jv *ti = jinja_alloc(r, (n ? n : 1) * sizeof *ti), *tk = jinja_alloc(r, (n ? n : 1) * sizeof *tk);
-    merge_sort(r, out.u.l->items, keys, n, ti, tk);
-    if (reverse)
-        for (size_t i = 0; i < n / 2; i++) {
-            jv t = out.u.l->items[i]; out.u.l->items[i] = out.u.l->items[n - 1 - i]; out.u.l->items[n - 1 - i] = t;
-        }
+    sort_by_keys(r, out.u.l->items, keys, n, reverse);
     return out;
 }
 

@@ -748,6 +748,17 @@ static void parse_signature(parser *ps, jinja_node *n) {
     n->defaults = vec_done(&defaults);
 }
 
+/* A macro's or call block's body up to its end tag (consumed): `loop` and
+ * break/continue of an enclosing for do not reach inside it. */
+static jinja_nodes parse_body_outside_loops(parser *ps, const char *const *ends, const jinja_token *at) {
+    int saved = ps->loop_depth;
+    ps->loop_depth = 0;
+    jinja_nodes body = parse_statements(ps, ends, at);
+    ps->loop_depth = saved;
+    ps->pos++;
+    return body;
+}
+
 static jinja_node *parse_macro(parser *ps, const jinja_token *at) {
     static const char *const ends[] = {"endmacro", NULL};
     jinja_node *n = new_node(ps, JN_MACRO, at);
@@ -757,11 +768,7 @@ static jinja_node *parse_macro(parser *ps, const jinja_token *at) {
     n->str = tok_text(ps, name);
     n->str_n = name->n;
     parse_signature(ps, n);
-    int saved = ps->loop_depth;
-    ps->loop_depth = 0;
-    n->body = parse_statements(ps, ends, at);
-    ps->loop_depth = saved;
-    ps->pos++;
+    n->body = parse_body_outside_loops(ps, ends, at);
     return n;
 }
 
@@ -772,11 +779,7 @@ static jinja_node *parse_call_block(parser *ps, const jinja_token *at) {
     const jinja_token *t = cur(ps);
     n->a = parse_expression(ps);
     if (n->a->kind != JN_CALL) parse_fail(ps, t, "expected a call after 'call'");
-    int saved = ps->loop_depth;
-    ps->loop_depth = 0;
-    n->body = parse_statements(ps, ends, at);
-    ps->loop_depth = saved;
-    ps->pos++;
+    n->body = parse_body_outside_loops(ps, ends, at);
     return n;
 }
 
