@@ -120,10 +120,10 @@ static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *e
     /* rank r's block holds [n_logits][slice_r]; rows are rebuilt from the blocks */
     const sl_dist *d = m->dist;
     int64_t counts[64];
-    sl_shard_plan other;
+    int begin[64], end[64];
     for (int r = 0; r < d->tp_size && r < 64; r++) {
-        sl_shard_plan_make(c, r, d->tp_size, m->plan.pp_rank, d->pp_size, &other, err);
-        counts[r] = (int64_t)b->n_logits * (other.vocab_end - other.vocab_begin);
+        sl_shard_plan_vocab_slice(c->vocab_size, d->tp_size, r, &begin[r], &end[r]);
+        counts[r] = (int64_t)b->n_logits * (end[r] - begin[r]);
     }
     int rc = d->tp.iface->all_gather_v(d->tp.ctx, m->logits, (int64_t)b->n_logits * slice, m->gathered, counts, err);
     if (rc || d->tp_rank != 0) return rc;
@@ -131,10 +131,9 @@ static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *e
     if ((rc = be->download(ctx, m->host_gather, m->gathered, total * sizeof(float), err))) return rc;
     const float *block = m->host_gather;
     for (int r = 0; r < d->tp_size; r++) {
-        sl_shard_plan_make(c, r, d->tp_size, m->plan.pp_rank, d->pp_size, &other, err);
-        const int64_t w = other.vocab_end - other.vocab_begin;
+        const int64_t w = end[r] - begin[r];
         for (int i = 0; i < b->n_logits; i++)
-            memcpy(logits + (size_t)i * (size_t)c->vocab_size + other.vocab_begin, block + (size_t)i * (size_t)w,
+            memcpy(logits + (size_t)i * (size_t)c->vocab_size + begin[r], block + (size_t)i * (size_t)w,
                    (size_t)w * sizeof(float));
         block += (size_t)b->n_logits * (size_t)w;
     }

@@ -18,6 +18,10 @@ static void deal(int n, int parts, int i, int *begin, int *end) {
     *end = *begin + base + (i < extra ? 1 : 0);
 }
 
+void sl_shard_plan_vocab_slice(int vocab_size, int tp_size, int tp_rank, int *begin, int *end) {
+    deal(vocab_size, tp_size, tp_rank, begin, end);
+}
+
 static int plan_heads(const sl_model_config *c, int rank, int tp, sl_shard_plan *p, sl_err *err) {
     int group = c->n_heads / c->n_kv_heads;
     if (tp <= c->n_kv_heads) {
@@ -124,6 +128,7 @@ int sl_shard_plan_make(const sl_model_config *c, int tp_rank, int tp_size, int p
                        sl_shard_plan *p, sl_err *err) {
     if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size || pp_size < 1 || pp_rank < 0 || pp_rank >= pp_size)
         return sl_err_set(err, SL_EINVAL, "invalid rank %d/%d (tp) x %d/%d (pp)", tp_rank, tp_size, pp_rank, pp_size);
+    if (tp_size > 64) return sl_err_set(err, SL_ENOTSUP, "--tensor-parallel-size is at most 64");
     if (pp_size > c->n_layers)
         return sl_err_set(err, SL_EINVAL, "--pipeline-parallel-size %d exceeds the model's %d layers", pp_size, c->n_layers);
     *p = (sl_shard_plan){.tp_rank = tp_rank, .tp_size = tp_size, .pp_rank = pp_rank, .pp_size = pp_size};
@@ -133,6 +138,6 @@ int sl_shard_plan_make(const sl_model_config *c, int tp_rank, int tp_size, int p
     int64_t ffn = c->intermediate_size;
     p->ffn_begin = (int)(ffn * p->q_head_begin / c->n_heads);
     p->ffn_end = (int)(ffn * p->q_head_end / c->n_heads);
-    deal(c->vocab_size, tp_size, tp_rank, &p->vocab_begin, &p->vocab_end);
+    sl_shard_plan_vocab_slice(c->vocab_size, tp_size, tp_rank, &p->vocab_begin, &p->vocab_end);
     return plan_layers(c, pp_rank, pp_size, p, err);
 }

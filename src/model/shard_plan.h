@@ -26,6 +26,10 @@ typedef struct sl_shard_plan {
 int sl_shard_plan_make(const sl_model_config *cfg, int tp_rank, int tp_size, int pp_rank, int pp_size,
                        sl_shard_plan *plan, sl_err *err);
 
+/* The vocabulary rows [begin, end) of tensor-parallel rank tp_rank (an even deal,
+ * the first ranks one row more): what every rank's plan holds, without making one. */
+void sl_shard_plan_vocab_slice(int vocab_size, int tp_size, int tp_rank, int *begin, int *end);
+
 static inline int sl_shard_plan_n_layers(const sl_shard_plan *p) { return p->layer_end - p->layer_begin; }
 static inline int sl_shard_plan_n_heads(const sl_shard_plan *p) { return p->q_head_end - p->q_head_begin; }
 static inline int sl_shard_plan_n_kv_heads(const sl_shard_plan *p) { return p->kv_head_end - p->kv_head_begin; }
