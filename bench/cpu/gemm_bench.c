@@ -3,7 +3,6 @@
  * bf16 weights: GB/s of weights streamed for decode (one token) and GFLOP/s
  * for prefill (512 tokens). Run peak_flops beside it for the ceiling.
  * Usage: gemm_bench [ROWS COLS TOKENS] */
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "backend/cpu/kernels.h"
 
 static cpu_scratch g_scratch; /* reused by every call */
+static cpu_pool *g_pool;      /* OMP_NUM_THREADS threads, else all cores */
 #include "util/progress.h"
 
 static void run(int rows, int cols, int n) {
@@ -22,21 +22,27 @@ static void run(int rows, int cols, int n) {
     for (int i = 0; i < cols * n; i++) x[i] = 0.01f * (float)(i % 13);
     sl_weight wt = {.data = w, .dtype = SL_DTYPE_BF16, .rows = rows, .cols = cols};
     sl_proj p = {out, &wt, NULL};
-    cpu_matmul(&p, 1, x, n, &g_scratch);
+    cpu_matmul(g_pool, &p, 1, x, n, &g_scratch);
     int reps = (int)(4e9 / (2.0 * nw * n + 1e6)) + 3;
     double t0 = sl_now_s();
-    for (int r = 0; r < reps; r++) cpu_matmul(&p, 1, x, n, &g_scratch);
+    for (int r = 0; r < reps; r++) cpu_matmul(g_pool, &p, 1, x, n, &g_scratch);
     double dt = (sl_now_s() - t0) / reps;
     printf("%6d x %5d, %3d tokens: %8.3f ms  %6.1f GB/s of weights  %6.1f GFLOP/s  (%d threads)\n", rows, cols, n,
-           dt * 1e3, (double)nw * 2 / dt / 1e9, 2.0 * (double)nw * n / dt / 1e9, omp_get_max_threads());
+           dt * 1e3, (double)nw * 2 / dt / 1e9, 2.0 * (double)nw * n / dt / 1e9, cpu_pool_n_threads(g_pool));
     free(w);
     free(x);
     free(out);
 }
 
 int main(int argc, char **argv) {
+    sl_err err = {0};
+    if (cpu_pool_create(0, &g_pool, &err)) {
+        fprintf(stderr, "gemm_bench: %s\n", err.msg);
+        return 1;
+    }
     if (argc == 4) {
         run(atoi(argv[1]), atoi(argv[2]), atoi(argv[3]));
+        cpu_pool_destroy(g_pool);
         return 0;
     }
     run(1536, 576, 1);    /* gate/up: fits in cache */
@@ -44,5 +50,6 @@ int main(int argc, char **argv) {
     run(1536, 576, 512);  /* prefill */
     run(49152, 576, 64);  /* LM head, 64 sequences */
     free(g_scratch.floats);
+    cpu_pool_destroy(g_pool);
     return 0;
 }

@@ -19,8 +19,10 @@
 #include "util/dtype.h"
 #include "util/error.h"
 
-/* A matrix of `rows` x `cols` as torch.nn.Linear stores it (out x in),
- * row-major, in backend memory. */
+/* A matrix of `rows` x `cols` as torch.nn.Linear stores it (out x in), in
+ * backend memory, laid out as the backend's kernels want it (weight_load
+ * decides: the CPU backend repacks into panels, dtype then being the packed
+ * one); only the backend reads `data`. */
 typedef struct sl_weight {
     const void *data;
     sl_dtype dtype;
@@ -72,7 +74,8 @@ typedef struct sl_backend_iface {
     int (*download)(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err);
     /* Makes a weight from host memory: `rows` rows of `cols` elements, row r
      * starting at src + r * src_row_stride elements. The backend may keep
-     * pointing at src (which outlives the weight) when that is possible. */
+     * pointing at src (which outlives the weight) or copy it into its own
+     * layout. The embedding table is such a weight too (embed reads it). */
     int (*weight_load)(void *ctx, sl_weight *dst, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
                        int64_t src_row_stride, sl_err *err);
     void (*weight_free)(void *ctx, sl_weight *w);

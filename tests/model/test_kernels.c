@@ -2,11 +2,13 @@
  * reference, over shapes that exercise the tiles' edges (rows and tokens not
  * multiples of 4) and every weight dtype. */
 #include <math.h>
-#include <omp.h>
+#include <stdatomic.h>
+#include <time.h>
 
 #include "backend/cpu/kernels.h"
 
 static cpu_scratch g_scratch; /* reused by every call */
+static cpu_pool *g_pool;      /* the kernels' threads; 1 or 3 of them */
 #include "test.h"
 #include "util/half.h"
 
@@ -36,6 +38,13 @@ static uint16_t f32_to_f16(float f) {
     return (uint16_t)(sign | (exp << 10) | mant);
 }
 
+/* The weight as the backend keeps it (packed at load); free the returned memory. */
+static void *packed(sl_weight *w, const void *src, sl_dtype dtype, int64_t rows, int64_t cols, int64_t stride) {
+    void *mem = malloc(cpu_packed_bytes(dtype, rows, cols));
+    cpu_weight_pack(mem, w, src, dtype, rows, cols, stride);
+    return mem;
+}
+
 static double rel_err(double got, double want) { return fabs(got - want) / (1.0 + fabs(want)); }
 
 static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bias) {
@@ -54,8 +63,10 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
             wf[i] = sl_f16_to_f32(wh[i]);
         }
     }
-    sl_weight w = {.data = dtype == SL_DTYPE_F32 ? (void *)wf : (void *)wh, .dtype = dtype, .rows = rows, .cols = cols};
-    cpu_matmul(&(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n, &g_scratch);
+    sl_weight w;
+    void *mem = packed(&w, dtype == SL_DTYPE_F32 ? (void *)wf : (void *)wh, dtype, rows, cols, cols);
+    cpu_matmul(g_pool, &(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n, &g_scratch);
+    free(mem);
     double worst = 0;
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) {
@@ -70,9 +81,10 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
 }
 
 static void test_matmul_shapes(void) {
-    const int shapes[][3] = {{48, 48, 8}, {80, 48, 92}, {7, 33, 1}, {13, 64, 5}, {64, 576, 3}, {5, 1536, 17}, {512, 64, 2}};
-    for (int threads = 1; threads <= 2; threads++) {
-        omp_set_num_threads(threads);
+    const int shapes[][3] = {{48, 48, 8}, {80, 48, 92}, {7, 33, 1}, {13, 64, 5}, {64, 576, 3}, {5, 1536, 17}, {512, 64, 2}, {130, 33, 6}};
+    for (int threads = 1; threads <= 3; threads += 2) {
+        cpu_pool_destroy(g_pool);
+        CHECK(cpu_pool_create(threads, &g_pool, &(sl_err){0}) == 0);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             for (int d = 0; d < 3; d++)
                 check_matmul((sl_dtype[]){SL_DTYPE_F32, SL_DTYPE_BF16, SL_DTYPE_F16}[d], shapes[i][0], shapes[i][1],
@@ -85,14 +97,43 @@ static void test_matmul_shapes(void) {
 static void test_matmul_batch_invariant(void) {
     enum { ROWS = 37, COLS = 200, N = 9 };
     float x[N * COLS], w[ROWS * COLS], batched[N * ROWS], alone[ROWS];
+    uint16_t wh[ROWS * COLS];
     fill(x, N * COLS);
     fill(w, ROWS * COLS);
-    sl_weight wt = {.data = w, .dtype = SL_DTYPE_F32, .rows = ROWS, .cols = COLS};
-    cpu_matmul(&(sl_proj){batched, &wt, NULL}, 1, x, N, &g_scratch);
-    for (int t = 0; t < N; t++) {
-        cpu_matmul(&(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1, &g_scratch);
-        CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
+    for (int i = 0; i < ROWS * COLS; i++) wh[i] = sl_f32_to_bf16(w[i]);
+    for (int d = 0; d < 2; d++) {
+        sl_weight wt;
+        void *mem = d ? packed(&wt, wh, SL_DTYPE_BF16, ROWS, COLS, COLS) : packed(&wt, w, SL_DTYPE_F32, ROWS, COLS, COLS);
+        cpu_matmul(g_pool, &(sl_proj){batched, &wt, NULL}, 1, x, N, &g_scratch);
+        for (int t = 0; t < N; t++) {
+            cpu_matmul(g_pool, &(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1, &g_scratch);
+            CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
+        }
+        free(mem);
     }
+}
+
+/* Packing a slice (rows of a wider matrix, as a row-parallel shard reads
+ * them) keeps every element where cpu_weight_at and the embedding find it. */
+static void test_pack_slice_and_embed(void) {
+    enum { ROWS = 70, FULL = 21, COLS = 13, OFF = 5 };
+    uint16_t src[ROWS * FULL];
+    float f[ROWS * FULL];
+    fill(f, ROWS * FULL);
+    for (int i = 0; i < ROWS * FULL; i++) src[i] = sl_f32_to_bf16(f[i]);
+    sl_weight w;
+    void *mem = packed(&w, src + OFF, SL_DTYPE_BF16, ROWS, COLS, FULL);
+    for (int r = 0; r < ROWS; r++)
+        for (int k = 0; k < COLS; k++) CHECK(cpu_weight_at(&w, r, k) == sl_bf16_to_f32(src[r * FULL + OFF + k]));
+    int32_t ids[3] = {69, 100, 3}; /* row 69, a row past this shard (zeros), row 3 */
+    float out[3 * COLS];
+    cpu_embed(g_pool, out, &w, ids, 3, 0);
+    for (int k = 0; k < COLS; k++) {
+        CHECK(out[k] == sl_bf16_to_f32(src[69 * FULL + OFF + k]));
+        CHECK(out[COLS + k] == 0.0f);
+        CHECK(out[2 * COLS + k] == sl_bf16_to_f32(src[3 * FULL + OFF + k]));
+    }
+    free(mem);
 }
 
 /* Attention over a scattered block table against dense causal softmax. */
@@ -109,7 +150,7 @@ static void test_attention_paged(void) {
     sl_attn_batch b = {.n_seqs = 2, .max_blocks = 4, .block_size = BS, .max_context_len = 9,
                        .query_start = qs, .context_len = ctx, .block_tables = tables};
     sl_attn_shape sh = {.n_heads = NH, .n_kv_heads = NKV, .head_dim = HD, .scale = 1.0f / sqrtf(HD)};
-    cpu_attention(out, q, k_cache, v_cache, &b, &sh);
+    cpu_attention(g_pool, out, q, k_cache, v_cache, &b, &sh);
     double worst = 0;
     for (int s = 0; s < 2; s++) {
         int n_q = qs[s + 1] - qs[s];
@@ -145,7 +186,7 @@ static void test_rmsnorm_rope_swiglu(void) {
     float x[N * D], w[D], out[N * D];
     fill(x, N * D);
     fill(w, D);
-    cpu_rmsnorm(out, x, w, N, D, 1e-5f);
+    cpu_rmsnorm(g_pool, out, x, w, N, D, 1e-5f);
     for (int t = 0; t < N; t++) {
         double ss = 0;
         for (int i = 0; i < D; i++) ss += (double)x[t * D + i] * x[t * D + i];
@@ -158,7 +199,7 @@ static void test_rmsnorm_rope_swiglu(void) {
     fill(r, N * 2 * D);
     memcpy(orig, r, sizeof r);
     for (int i = 0; i < D / 2; i++) inv_freq[i] = powf(10000.0f, -(float)(2 * i) / D);
-    cpu_rope(r, pos, inv_freq, N, 2, D);
+    cpu_rope(g_pool, r, pos, inv_freq, N, 2, D);
     for (int t = 0; t < N; t++)
         for (int h = 0; h < 2; h++)
             for (int i = 0; i < D / 2; i++) {
@@ -169,15 +210,47 @@ static void test_rmsnorm_rope_swiglu(void) {
     float g[D], u[D], o[D];
     fill(g, D);
     fill(u, D);
-    cpu_swiglu(o, g, u, D);
+    cpu_swiglu(g_pool, o, g, u, D);
     for (int i = 0; i < D; i++) CHECK(rel_err(o[i], g[i] / (1 + exp(-(double)g[i])) * u[i]) < 1e-6);
 }
 
+/* Every item of a loop is computed exactly once, by static and dynamic
+ * splits, for sizes around the thread count, including after the workers
+ * have gone to sleep. */
+typedef struct count_args {
+    atomic_int hits[1000];
+} count_args;
+
+static void count_range(void *varg, int64_t begin, int64_t end, int thread) {
+    count_args *a = varg;
+    CHECK(thread >= 0 && thread < 3);
+    for (int64_t i = begin; i < end; i++) atomic_fetch_add(&a->hits[i], 1);
+}
+
+static void test_thread_pool(void) {
+    static count_args a;
+    const int sizes[] = {1, 2, 3, 4, 7, 64, 999, 1000};
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+            for (int dynamic = 0; dynamic < 2; dynamic++) {
+                memset(&a, 0, sizeof a);
+                if (dynamic) cpu_pool_for_dynamic(g_pool, sizes[i], 3, 1, count_range, &a);
+                else cpu_pool_for(g_pool, sizes[i], 1, count_range, &a);
+                for (int k = 0; k < 1000; k++) CHECK_EQ_INT(atomic_load(&a.hits[k]), k < sizes[i] ? 1 : 0);
+            }
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* past the spin: workers sleep */
+    }
+}
+
 int main(void) {
+    CHECK(cpu_pool_create(3, &g_pool, &(sl_err){0}) == 0);
+    TEST_RUN(test_thread_pool);
     TEST_RUN(test_matmul_shapes);
     TEST_RUN(test_matmul_batch_invariant);
+    TEST_RUN(test_pack_slice_and_embed);
     TEST_RUN(test_attention_paged);
     TEST_RUN(test_rmsnorm_rope_swiglu);
     free(g_scratch.floats);
+    cpu_pool_destroy(g_pool);
     TEST_EXIT();
 }

@@ -62,22 +62,37 @@ static void attend_one(float *out, const float *q, const float *k_cache, const f
     for (int d = 0; d < head_dim; d++) out[d] = acc[d] * inv;
 }
 
-void cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
-                   const sl_attn_batch *b, const sl_attn_shape *sh) {
-    const int n_tokens = b->query_start[b->n_seqs];
+typedef struct attention_args {
+    float *out;
+    const float *q, *k_cache, *v_cache;
+    const sl_attn_batch *b;
+    const sl_attn_shape *sh;
+} attention_args;
+
+/* Items are (token, head) pairs, token-major. */
+static void attention_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const attention_args *a = varg;
+    const sl_attn_batch *b = a->b;
+    const sl_attn_shape *sh = a->sh;
     const int group = sh->n_heads / sh->n_kv_heads;
     const int q_dim = sh->n_heads * sh->head_dim, kv_dim = sh->n_kv_heads * sh->head_dim;
-    /* a short decode step is cheaper on one thread than waking the team */
-    const int64_t work = (int64_t)n_tokens * sh->n_heads * b->max_context_len * sh->head_dim;
-#pragma omp parallel for collapse(2) schedule(dynamic, 4) if (work >= 1 << 17)
-    for (int t = 0; t < n_tokens; t++) {
-        for (int h = 0; h < sh->n_heads; h++) {
-            int s = seq_of_token(b->query_start, b->n_seqs, t);
-            int n_query = b->query_start[s + 1] - b->query_start[s];
-            int pos = b->context_len[s] - n_query + (t - b->query_start[s]);
-            attend_one(out + (int64_t)t * q_dim + h * sh->head_dim, q + (int64_t)t * q_dim + h * sh->head_dim,
-                       k_cache, v_cache, b->block_tables + (int64_t)s * b->max_blocks, b->block_size, pos + 1,
-                       kv_dim, (h / group) * sh->head_dim, sh->head_dim, sh->scale);
-        }
+    for (int64_t item = begin; item < end; item++) {
+        int t = (int)(item / sh->n_heads), h = (int)(item % sh->n_heads);
+        int s = seq_of_token(b->query_start, b->n_seqs, t);
+        int n_query = b->query_start[s + 1] - b->query_start[s];
+        int pos = b->context_len[s] - n_query + (t - b->query_start[s]);
+        attend_one(a->out + (int64_t)t * q_dim + h * sh->head_dim, a->q + (int64_t)t * q_dim + h * sh->head_dim,
+                   a->k_cache, a->v_cache, b->block_tables + (int64_t)s * b->max_blocks, b->block_size, pos + 1,
+                   kv_dim, (h / group) * sh->head_dim, sh->head_dim, sh->scale);
     }
+}
+
+void cpu_attention(cpu_pool *pool, float *out, const float *q, const float *k_cache, const float *v_cache,
+                   const sl_attn_batch *b, const sl_attn_shape *sh) {
+    const int64_t n_items = (int64_t)b->query_start[b->n_seqs] * sh->n_heads;
+    /* an item reads up to max_context_len keys: split when the step has a few hundred thousand flops */
+    const int64_t item_work = (int64_t)b->max_context_len * sh->head_dim, min_work = 1 << 15;
+    attention_args a = {out, q, k_cache, v_cache, b, sh};
+    cpu_pool_for_dynamic(pool, n_items, 2, (min_work + item_work - 1) / item_work, attention_range, &a);
 }

@@ -1,25 +1,70 @@
-/* cpu_backend.c -- the CPU backend: host memory, OpenMP threads, and the
+/* cpu_backend.c -- the CPU backend: host memory, a thread pool, and the
  * reference kernels of kernels.h behind the backend interface.
  *
- * Weights whose rows are contiguous in the mapped safetensors file are used
- * in place (zero copy: the page cache is the only copy); slices with a row
- * stride (row-parallel shards) are copied once at load. */
-#include <omp.h>
+ * Matmul weights are repacked once at load into the kernels' panel layout
+ * (matmul.c), in chunks of anonymous memory that ask for transparent huge
+ * pages: streaming a few hundred MB per decode step through 4 KB pages costs
+ * a TLB miss per page, and the hardware prefetcher stops at each page edge.
+ * Small weights share a chunk; a chunk is unmapped when its last weight is
+ * freed. The mapped safetensors file is only read while packing (its pages
+ * stay as clean page cache the kernel may drop). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
 
+#define HUGE_PAGE ((size_t)2 << 20)
+#define CHUNK_BYTES ((size_t)64 << 20) /* weights above half of this get a chunk of their own */
+
+/* A mapping holding packed weights: [header | weights...]. */
+typedef struct weight_chunk {
+    struct weight_chunk *next;
+    size_t size, used;
+    int n_live;                    /* weights not yet freed */
+} weight_chunk;
+
 typedef struct cpu_ctx {
-    int n_threads;
-    cpu_scratch scratch; /* the matmul's rearranged activations */
+    cpu_pool *pool;
+    cpu_scratch scratch;           /* the matmul's padded activations */
+    weight_chunk *chunks;          /* the newest first; only it takes new small weights */
 } cpu_ctx;
 
 static void cpu_destroy(void *ctx) {
-    free(((cpu_ctx *)ctx)->scratch.floats);
-    free(ctx);
+    cpu_ctx *c = ctx;
+    cpu_pool_destroy(c->pool);
+    free(c->scratch.floats);
+    for (weight_chunk *k = c->chunks, *next; k; k = next) {
+        next = k->next;
+        munmap(k, k->size);
+    }
+    free(c);
+}
+
+static weight_chunk *new_chunk(cpu_ctx *c, size_t at_least) {
+    size_t size = (at_least + sizeof(weight_chunk) + 64 + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (size < CHUNK_BYTES && at_least <= CHUNK_BYTES / 2) size = CHUNK_BYTES;
+    weight_chunk *k = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (k == MAP_FAILED) return NULL;
+    madvise(k, size, MADV_HUGEPAGE); /* advice: without THP the weights still work, from 4 KB pages */
+    *k = (weight_chunk){.next = c->chunks, .size = size, .used = (sizeof *k + 63) & ~(size_t)63};
+    c->chunks = k;
+    return k;
+}
+
+/* 64-byte aligned memory for one packed weight; *chunk is its owner. */
+static void *weight_memory(cpu_ctx *c, size_t n_bytes, weight_chunk **chunk) {
+    n_bytes = (n_bytes + 63) & ~(size_t)63;
+    weight_chunk *k = c->chunks;
+    if (!k || k->size - k->used < n_bytes) k = new_chunk(c, n_bytes);
+    if (!k) return NULL;
+    void *p = (char *)k + k->used;
+    k->used += n_bytes;
+    k->n_live++;
+    *chunk = k;
+    return p;
 }
 
 static int cpu_alloc(void *ctx, size_t n_bytes, void **out, sl_err *err) {
@@ -45,37 +90,40 @@ static int cpu_copy(void *ctx, void *dst, const void *src, size_t n_bytes, sl_er
 
 static int cpu_weight_load(void *ctx, sl_weight *dst, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
                            int64_t src_row_stride, sl_err *err) {
-    *dst = (sl_weight){.data = src, .dtype = dtype, .rows = rows, .cols = cols};
-    if (src_row_stride == cols) return SL_OK;
-    size_t elem = sl_dtype_n_bytes(dtype), row_bytes = (size_t)cols * elem;
-    void *copy;
-    int rc = cpu_alloc(ctx, (size_t)rows * row_bytes, &copy, err);
-    if (rc) return rc;
-    for (int64_t r = 0; r < rows; r++)
-        memcpy((char *)copy + r * row_bytes, (const char *)src + (size_t)(r * src_row_stride) * elem, row_bytes);
-    dst->data = dst->owned = copy;
+    const size_t n_bytes = cpu_packed_bytes(dtype, rows, cols);
+    weight_chunk *chunk;
+    void *mem = weight_memory(ctx, n_bytes, &chunk);
+    if (!mem) return sl_err_set(err, SL_ENOMEM, "out of host memory for a %lld x %lld weight (%zu bytes)",
+                                (long long)rows, (long long)cols, n_bytes);
+    cpu_weight_pack(mem, dst, src, dtype, rows, cols, src_row_stride);
+    dst->owned = chunk;
     return SL_OK;
 }
 
 static void cpu_weight_free(void *ctx, sl_weight *w) {
-    cpu_free(ctx, w->owned);
+    cpu_ctx *c = ctx;
+    weight_chunk *chunk = w->owned;
     memset(w, 0, sizeof *w);
+    if (!chunk || --chunk->n_live > 0) return;
+    for (weight_chunk **p = &c->chunks; *p; p = &(*p)->next)
+        if (*p == chunk) {
+            *p = chunk->next;
+            break;
+        }
+    munmap(chunk, chunk->size);
 }
 
 static void op_embed(void *ctx, float *out, const sl_weight *t, const int32_t *ids, int n, int64_t off) {
-    (void)ctx;
-    cpu_embed(out, t, ids, n, off);
+    cpu_embed(((cpu_ctx *)ctx)->pool, out, t, ids, n, off);
 }
 static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n) {
-    cpu_matmul(proj, n_proj, x, n, &((cpu_ctx *)ctx)->scratch);
+    cpu_matmul(((cpu_ctx *)ctx)->pool, proj, n_proj, x, n, &((cpu_ctx *)ctx)->scratch);
 }
 static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
-    (void)ctx;
-    cpu_rmsnorm(out, x, w, n, dim, eps);
+    cpu_rmsnorm(((cpu_ctx *)ctx)->pool, out, x, w, n, dim, eps);
 }
 static void op_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int heads, int hd) {
-    (void)ctx;
-    cpu_rope(x, pos, inv_freq, n, heads, hd);
+    cpu_rope(((cpu_ctx *)ctx)->pool, x, pos, inv_freq, n, heads, hd);
 }
 static void op_kv_store(void *ctx, float *kc, float *vc, const float *k, const float *v, const int32_t *slots,
                         int n, int kv_dim) {
@@ -84,16 +132,13 @@ static void op_kv_store(void *ctx, float *kc, float *vc, const float *k, const f
 }
 static void op_attention(void *ctx, float *out, const float *q, const float *kc, const float *vc,
                          const sl_attn_batch *b, const sl_attn_shape *s) {
-    (void)ctx;
-    cpu_attention(out, q, kc, vc, b, s);
+    cpu_attention(((cpu_ctx *)ctx)->pool, out, q, kc, vc, b, s);
 }
 static void op_swiglu(void *ctx, float *out, const float *g, const float *u, int64_t n) {
-    (void)ctx;
-    cpu_swiglu(out, g, u, n);
+    cpu_swiglu(((cpu_ctx *)ctx)->pool, out, g, u, n);
 }
 static void op_add(void *ctx, float *x, const float *y, int64_t n) {
-    (void)ctx;
-    cpu_add(x, y, n);
+    cpu_add(((cpu_ctx *)ctx)->pool, x, y, n);
 }
 static void op_gather_rows(void *ctx, float *out, const float *x, const int32_t *rows, int n, int dim) {
     (void)ctx;
@@ -129,10 +174,13 @@ static const sl_backend_iface k_cpu_iface = {
 int sl_cpu_backend_create(int n_threads, sl_backend *out, sl_err *err) {
     cpu_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return sl_err_set(err, SL_ENOMEM, "out of memory");
-    if (n_threads > 0) omp_set_num_threads(n_threads);
-    ctx->n_threads = omp_get_max_threads();
+    int rc = cpu_pool_create(n_threads, &ctx->pool, err);
+    if (rc) {
+        free(ctx);
+        return rc;
+    }
     *out = (sl_backend){.iface = &k_cpu_iface, .ctx = ctx};
     return SL_OK;
 }
 
-int sl_cpu_backend_n_threads(const sl_backend *b) { return ((const cpu_ctx *)b->ctx)->n_threads; }
+int sl_cpu_backend_n_threads(const sl_backend *b) { return cpu_pool_n_threads(((const cpu_ctx *)b->ctx)->pool); }

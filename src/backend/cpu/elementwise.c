@@ -1,72 +1,117 @@
 /* elementwise.c -- the small per-token kernels: embedding lookup, RMSNorm,
  * rotary embedding, KV store, SwiGLU, residual add, row gather. Each is one
- * loop nest, vectorized inside and parallel over tokens (or elements) only
- * when there is enough work: for a decode step a thread team costs more
- * than the loop (the `if` clauses). */
+ * loop nest, vectorized inside and split over the pool's threads by tokens
+ * (or elements) only when there is enough work: for a decode step one
+ * thread finishes these before the others would have started. */
 #include <math.h>
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
-#include "util/half.h"
 
-#define PARALLEL_MIN_ELEMS 32768 /* below this, one thread is faster than waking a team */
+#define PARALLEL_MIN_ELEMS 32768 /* below this, one thread is faster than sharing the loop */
 
-void cpu_embed(float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset) {
-    const int64_t dim = table->cols;
-#pragma omp parallel for schedule(static) if ((int64_t)n_tokens * dim >= PARALLEL_MIN_ELEMS)
-    for (int t = 0; t < n_tokens; t++) {
-        float *o = out + t * dim;
-        int64_t r = (int64_t)ids[t] - row_offset;
-        if (r < 0 || r >= table->rows) {
+/* The smallest item count worth splitting, for items of `elems_per_item` floats. */
+static int64_t min_items(int64_t elems_per_item) {
+    return elems_per_item > 0 ? (PARALLEL_MIN_ELEMS + elems_per_item - 1) / elems_per_item : 1;
+}
+
+/* ---- embedding ---- */
+
+typedef struct embed_args {
+    float *out;
+    const sl_weight *table;
+    const int32_t *ids;
+    int64_t row_offset;
+} embed_args;
+
+static void embed_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const embed_args *a = varg;
+    const int64_t dim = a->table->cols;
+    for (int64_t t = begin; t < end; t++) {
+        float *o = a->out + t * dim;
+        int64_t r = (int64_t)a->ids[t] - a->row_offset;
+        if (r < 0 || r >= a->table->rows) {
             memset(o, 0, (size_t)dim * sizeof *o);
             continue;
         }
-        if (table->dtype == SL_DTYPE_F32) {
-            memcpy(o, (const float *)table->data + r * dim, (size_t)dim * sizeof *o);
-        } else {
-            const uint16_t *row = (const uint16_t *)table->data + r * dim;
-            if (table->dtype == SL_DTYPE_BF16)
-                for (int64_t i = 0; i < dim; i++) o[i] = sl_bf16_to_f32(row[i]);
-            else
-                for (int64_t i = 0; i < dim; i++) o[i] = sl_f16_to_f32(row[i]);
-        }
+        for (int64_t k = 0; k < dim; k++) o[k] = cpu_weight_at(a->table, r, k);
     }
 }
 
-void cpu_rmsnorm(float *out, const float *x, const float *weight, int n_tokens, int dim, float eps) {
-#pragma omp parallel for schedule(static) if ((int64_t)n_tokens * dim >= PARALLEL_MIN_ELEMS)
-    for (int t = 0; t < n_tokens; t++) {
-        const float *xt = x + (int64_t)t * dim;
-        float *ot = out + (int64_t)t * dim;
+void cpu_embed(cpu_pool *pool, float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset) {
+    embed_args a = {out, table, ids, row_offset};
+    cpu_pool_for(pool, n_tokens, min_items(table->cols), embed_range, &a);
+}
+
+/* ---- RMSNorm ---- */
+
+typedef struct rmsnorm_args {
+    float *out;
+    const float *x, *weight;
+    int dim;
+    float eps;
+} rmsnorm_args;
+
+static void rmsnorm_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const rmsnorm_args *a = varg;
+    const int dim = a->dim;
+    for (int64_t t = begin; t < end; t++) {
+        const float *xt = a->x + t * dim;
+        float *ot = a->out + t * dim;
         float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
         for (int i = 0; i < dim; i++) ss += xt[i] * xt[i];
-        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        float inv = 1.0f / sqrtf(ss / (float)dim + a->eps);
 #pragma omp simd
-        for (int i = 0; i < dim; i++) ot[i] = weight[i] * (xt[i] * inv);
+        for (int i = 0; i < dim; i++) ot[i] = a->weight[i] * (xt[i] * inv);
     }
 }
 
-void cpu_rope(float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim) {
-    const int half = head_dim / 2;
-#pragma omp parallel for schedule(static) if ((int64_t)n_tokens * n_heads * head_dim >= PARALLEL_MIN_ELEMS)
-    for (int t = 0; t < n_tokens; t++) {
+void cpu_rmsnorm(cpu_pool *pool, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps) {
+    rmsnorm_args a = {out, x, weight, dim, eps};
+    cpu_pool_for(pool, n_tokens, min_items(dim), rmsnorm_range, &a);
+}
+
+/* ---- rotary embedding ---- */
+
+typedef struct rope_args {
+    float *x;
+    const int32_t *pos;
+    const float *inv_freq;
+    int n_heads, head_dim;
+} rope_args;
+
+static void rope_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const rope_args *a = varg;
+    const int half = a->head_dim / 2;
+    for (int64_t t = begin; t < end; t++) {
         float c[256], s[256]; /* head_dim <= 512 */
         for (int i = 0; i < half; i++) {
-            float angle = (float)pos[t] * inv_freq[i];
+            float angle = (float)a->pos[t] * a->inv_freq[i];
             c[i] = cosf(angle);
             s[i] = sinf(angle);
         }
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + ((int64_t)t * n_heads + h) * head_dim;
+        for (int h = 0; h < a->n_heads; h++) {
+            float *v = a->x + (t * a->n_heads + h) * a->head_dim;
             for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * c[i] - b * s[i];
-                v[i + half] = b * c[i] + a * s[i];
+                float p = v[i], q = v[i + half];
+                v[i] = p * c[i] - q * s[i];
+                v[i + half] = q * c[i] + p * s[i];
             }
         }
     }
 }
+
+void cpu_rope(cpu_pool *pool, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads,
+              int head_dim) {
+    rope_args a = {x, pos, inv_freq, n_heads, head_dim};
+    cpu_pool_for(pool, n_tokens, min_items((int64_t)n_heads * head_dim), rope_range, &a);
+}
+
+/* ---- the rest: memory moves and one-line loops ---- */
 
 void cpu_kv_store(float *k_cache, float *v_cache, const float *k, const float *v, const int32_t *slots,
                   int n_tokens, int kv_dim) {
@@ -76,14 +121,32 @@ void cpu_kv_store(float *k_cache, float *v_cache, const float *k, const float *v
     }
 }
 
-void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n_elems) {
-#pragma omp parallel for schedule(static) if (n_elems >= PARALLEL_MIN_ELEMS)
-    for (int64_t i = 0; i < n_elems; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+typedef struct binary_args {
+    float *out;
+    const float *a, *b;
+} binary_args;
+
+static void swiglu_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const binary_args *a = varg;
+    for (int64_t i = begin; i < end; i++) a->out[i] = a->a[i] / (1.0f + expf(-a->a[i])) * a->b[i];
 }
 
-void cpu_add(float *x, const float *y, int64_t n_elems) {
-#pragma omp parallel for simd schedule(static) if (n_elems >= PARALLEL_MIN_ELEMS)
-    for (int64_t i = 0; i < n_elems; i++) x[i] += y[i];
+void cpu_swiglu(cpu_pool *pool, float *out, const float *gate, const float *up, int64_t n_elems) {
+    binary_args a = {out, gate, up};
+    cpu_pool_for(pool, n_elems, PARALLEL_MIN_ELEMS, swiglu_range, &a);
+}
+
+static void add_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const binary_args *a = varg;
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) a->out[i] += a->b[i];
+}
+
+void cpu_add(cpu_pool *pool, float *x, const float *y, int64_t n_elems) {
+    binary_args a = {x, NULL, y};
+    cpu_pool_for(pool, n_elems, PARALLEL_MIN_ELEMS, add_range, &a);
 }
 
 void cpu_gather_rows(float *out, const float *x, const int32_t *rows, int n_rows, int dim) {

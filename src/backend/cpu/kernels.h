@@ -2,12 +2,13 @@
  *
  * Plain C loops over float32 activations, written so that gcc and clang
  * vectorize them (`omp simd` reductions, unit-stride inner loops) and split
- * across cores with OpenMP. Each kernel computes exactly what the backend
+ * across cores by the backend's thread pool. Each kernel computes exactly what the backend
  * interface documents for its op (src/backend/backend.h). */
 #ifndef SL_BACKEND_CPU_KERNELS_H
 #define SL_BACKEND_CPU_KERNELS_H
 
 #include "backend/backend.h"
+#include "backend/cpu/thread_pool.h"
 
 /* Working memory a kernel may grow and reuse; owned by the backend context. */
 typedef struct cpu_scratch {
@@ -15,16 +16,25 @@ typedef struct cpu_scratch {
     size_t n_floats;
 } cpu_scratch;
 
-void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch);
-void cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
+/* Matmul weights are repacked at load into the kernel's layout (matmul.c):
+ * cpu_packed_bytes of memory, filled by cpu_weight_pack from rows of the
+ * file (row r at src + r * src_row_stride elements); f16 becomes f32. */
+size_t cpu_packed_bytes(sl_dtype file_dtype, int64_t rows, int64_t cols);
+void cpu_weight_pack(void *dst, sl_weight *w, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
+                     int64_t src_row_stride);
+/* Element (r, k) of a packed weight (the embedding reads its rows this way). */
+float cpu_weight_at(const sl_weight *w, int64_t r, int64_t k);
+
+void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch);
+void cpu_attention(cpu_pool *pool, float *out, const float *q, const float *k_cache, const float *v_cache,
                    const sl_attn_batch *batch, const sl_attn_shape *shape);
-void cpu_embed(float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);
-void cpu_rmsnorm(float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
-void cpu_rope(float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim);
+void cpu_embed(cpu_pool *pool, float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);
+void cpu_rmsnorm(cpu_pool *pool, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
+void cpu_rope(cpu_pool *pool, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim);
 void cpu_kv_store(float *k_cache, float *v_cache, const float *k, const float *v, const int32_t *slots,
                   int n_tokens, int kv_dim);
-void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n_elems);
-void cpu_add(float *x, const float *y, int64_t n_elems);
+void cpu_swiglu(cpu_pool *pool, float *out, const float *gate, const float *up, int64_t n_elems);
+void cpu_add(cpu_pool *pool, float *x, const float *y, int64_t n_elems);
 void cpu_gather_rows(float *out, const float *x, const int32_t *rows, int n_rows, int dim);
 
 #endif

@@ -1,23 +1,24 @@
-/* matmul.c -- out = x * W^T over bf16, f16 or f32 weights, float32 math.
+/* matmul.c -- out = x * W^T over packed bf16 or f32 weights, float32 math.
  *
- * W is [rows][cols] as torch.nn.Linear stores it, so each output is a dot
- * product of two unit-stride vectors. The kernels use 16-lane vectors (GCC
- * vector extensions; the compiler maps them to AVX-512, AVX2 or SSE) and
- * fused multiply-adds. Every output is reduced the same way whichever tile
- * computes it (lane sums in a fixed order, then the tail), so a token's
- * logits do not depend on what else is in the batch: batched and
- * one-at-a-time results are bit-identical.
+ * Weights are repacked once at load (cpu_weight_pack) into panels of 64
+ * rows: for each pair of columns (k, k+1), the panel holds 4 vectors of 16
+ * rows with both columns of each row side by side. A step of the kernel
+ * loads one such slice, turns it into the weights of column k and of column
+ * k+1 for 64 rows, and multiplies them by x[t][k] and x[t][k+1] broadcast,
+ * accumulating 64 outputs per token in 4 vector registers: no horizontal
+ * sums, and a decode step reads each panel as one contiguous stream.
  *
- * bf16 is the common case and is read without a conversion pass: 32 weights
- * are loaded as 16 32-bit words; `word << 16` is the even weights as
- * floats, `word & 0xffff0000` the odd ones. The activations are rearranged
- * once per call to match (each 32-chunk as its 16 even then 16 odd values),
- * so a step is one load, a shift, an and and two FMAs per row.
+ * bf16 is stored as 32-bit words holding (row r, column k+1) in the high
+ * half and (row r, column k) in the low half: `word << 16` is column k as
+ * floats, `word & 0xffff0000` column k+1, so a bf16 step is one load, a
+ * shift, an and and two FMAs per 16 rows. f16 weights are widened to f32 at
+ * packing (x86 has no cheap f16 arithmetic in C; they take twice the memory).
  *
- * Tiles: 4 weight rows x 4 tokens (16 accumulators: each weight loaded once
- * for 4 tokens, each activation once for 4 rows) and rows one by one for
- * decode, which reads each weight once and is bound by memory bandwidth. Threads split the
- * row tiles of all the projections of one input in one parallel region. */
+ * Each output is one chain of FMAs over k in order, whichever tile computes
+ * it (4 tokens, or the 1-3 left over), so a token's logits do not depend on
+ * what else is in the batch: batched and one-at-a-time results are
+ * bit-identical. Threads split the panels of all the projections of one
+ * input: one call to the pool however many projections share x. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,8 +27,10 @@
 #include "backend/cpu/kernels.h"
 #include "util/half.h"
 
-#define TILE 4
 #define LANES 16
+#define VECS 4                        /* vectors of 16 rows per panel */
+#define PANEL_ROWS (LANES * VECS)     /* 64 */
+#define TILE_TOKENS 4                 /* tokens per tile: 16 accumulators */
 
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
@@ -44,162 +47,177 @@ static inline vf as_float(vu u) {
     return f;
 }
 
-/* ---- one step of a dot product: STEP_<dtype> elements of k ---- */
+/* ---- the packed layout ---- */
 
-#define STEP_f32 16
-#define STEP_bf16 32
-#define STEP_f16 16
+static int64_t n_panels(int64_t rows) { return (rows + PANEL_ROWS - 1) / PANEL_ROWS; }
+static int64_t n_pairs(int64_t cols) { return (cols + 1) / 2; }
 
-static inline vf step_f32(vf acc, const void *w, int64_t k, const float *x) {
-    return acc + load_f((const float *)w + k) * load_f(x + k);
+/* Bytes of one column pair of one panel. */
+static size_t pair_bytes(sl_dtype packed) { return packed == SL_DTYPE_BF16 ? PANEL_ROWS * 4 : PANEL_ROWS * 8; }
+
+sl_dtype cpu_packed_dtype(sl_dtype file_dtype) { return file_dtype == SL_DTYPE_BF16 ? SL_DTYPE_BF16 : SL_DTYPE_F32; }
+
+size_t cpu_packed_bytes(sl_dtype file_dtype, int64_t rows, int64_t cols) {
+    return (size_t)n_panels(rows) * (size_t)n_pairs(cols) * pair_bytes(cpu_packed_dtype(file_dtype));
 }
 
-static inline vf step_bf16(vf acc, const void *w, int64_t k, const float *x) {
-    vu u;
-    memcpy(&u, (const uint16_t *)w + k, sizeof u);
-    const vu hi = {0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u,
-                   0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u};
-    acc += as_float(u << 16) * load_f(x + k);          /* even weights x even activations */
-    return acc + as_float(u & hi) * load_f(x + k + 16); /* odd weights x odd activations */
+/* Where (row r, column k) lives, in elements of the packed dtype from w->data. */
+static size_t packed_index(const sl_weight *w, int64_t r, int64_t k) {
+    const int64_t panel = r / PANEL_ROWS, v = r % PANEL_ROWS / LANES, lane = r % LANES;
+    const size_t pair = (size_t)(panel * n_pairs(w->cols) + k / 2) * (PANEL_ROWS * 2) + (size_t)v * LANES * 2;
+    if (w->dtype == SL_DTYPE_BF16) return pair + (size_t)lane * 2 + (size_t)(k % 2); /* word = (k+1) << 16 | k */
+    return pair + (size_t)(k % 2) * LANES + (size_t)lane;                          /* 16 of column k, then k+1 */
 }
 
-static inline vf step_f16(vf acc, const void *w, int64_t k, const float *x) {
-    float f[LANES];
-    for (int i = 0; i < LANES; i++) f[i] = sl_f16_to_f32(((const uint16_t *)w)[k + i]);
-    return acc + load_f(f) * load_f(x + k);
+float cpu_weight_at(const sl_weight *w, int64_t r, int64_t k) {
+    size_t i = packed_index(w, r, k);
+    return w->dtype == SL_DTYPE_BF16 ? sl_bf16_to_f32(((const uint16_t *)w->data)[i]) : ((const float *)w->data)[i];
 }
 
-static inline float scalar_f32(const void *w, int64_t k) { return ((const float *)w)[k]; }
-static inline float scalar_bf16(const void *w, int64_t k) { return sl_bf16_to_f32(((const uint16_t *)w)[k]); }
-static inline float scalar_f16(const void *w, int64_t k) { return sl_f16_to_f32(((const uint16_t *)w)[k]); }
-
-/* The fixed-order reduction every output goes through: lanes, then the tail. */
-static inline float finish(vf acc, float tail) {
-    float s = 0.0f;
-    for (int i = 0; i < LANES; i++) s += acc[i];
-    return s + tail;
-}
-
-#define DEFINE_MATMUL(SUFFIX)                                                                          \
-    /* 4 rows x 4 tokens: out[t][r] for t, r < 4 */                                                    \
-    static void tile4x4_##SUFFIX(float *out, int64_t ldo, const float *x, const char *w, int64_t k_n,   \
-                                 size_t row_bytes) {                                                   \
-        const int64_t k_vec = k_n / STEP_##SUFFIX * STEP_##SUFFIX;                                     \
-        vf acc[TILE][TILE];                                                                            \
-        memset(acc, 0, sizeof acc);                                                                    \
-        for (int64_t k = 0; k < k_vec; k += STEP_##SUFFIX)                                             \
-            for (int t = 0; t < TILE; t++)                                                             \
-                for (int r = 0; r < TILE; r++)                                                         \
-                    acc[t][r] = step_##SUFFIX(acc[t][r], w + r * row_bytes, k, x + t * k_n);           \
-        for (int t = 0; t < TILE; t++)                                                                 \
-            for (int r = 0; r < TILE; r++) {                                                           \
-                float tail = 0.0f;                                                                     \
-                for (int64_t k = k_vec; k < k_n; k++) tail += scalar_##SUFFIX(w + r * row_bytes, k) * x[t * k_n + k]; \
-                out[t * ldo + r] = finish(acc[t][r], tail);                                            \
-            }                                                                                          \
-    }                                                                                                  \
-    /* n_rows (<= 4) rows x 1 token; inlined with n_rows = 4 so the accumulators stay in registers */ \
-    static inline __attribute__((always_inline)) void tile_rows_##SUFFIX(                              \
-        float *out, const float *x, const char *w, int64_t k_n, size_t row_bytes, int n_rows) {        \
-        const int64_t k_vec = k_n / STEP_##SUFFIX * STEP_##SUFFIX;                                     \
-        vf acc[TILE];                                                                                  \
-        memset(acc, 0, sizeof acc);                                                                    \
-        /* row after row, one memory stream per thread, prefetching 8 rows ahead: 13 -> 20 GB/s */    \
-        for (int r = 0; r < n_rows; r++)                                                               \
-            for (int64_t k = 0; k < k_vec; k += STEP_##SUFFIX) {                                       \
-                __builtin_prefetch(w + (size_t)(r + 8) * row_bytes + (size_t)k * (row_bytes / (size_t)k_n), 0, 0); \
-                acc[r] = step_##SUFFIX(acc[r], w + r * row_bytes, k, x);                               \
-            }                                                                                          \
-        for (int r = 0; r < n_rows; r++) {                                                             \
-            float tail = 0.0f;                                                                         \
-            for (int64_t k = k_vec; k < k_n; k++) tail += scalar_##SUFFIX(w + r * row_bytes, k) * x[k]; \
-            out[r] = finish(acc[r], tail);                                                             \
-        }                                                                                              \
-    }                                                                                                  \
-    /* rows [r0, r0 + 4) of one weight (fewer at the end), every token */                            \
-    static void row_tile_##SUFFIX(float *out, const float *x, const void *w, size_t elem, int64_t rows,  \
-                                  int64_t k_n, int n, int64_t r0) {                                   \
-        const size_t row_bytes = (size_t)k_n * elem;                                                   \
-        const int n_rows = rows - r0 < TILE ? (int)(rows - r0) : TILE;                                 \
-        const char *wr = (const char *)w + (size_t)r0 * row_bytes;                                     \
-        int t = 0;                                                                                     \
-        if (n_rows == TILE) {                                                                          \
-            for (; t + TILE <= n; t += TILE)                                                           \
-                tile4x4_##SUFFIX(out + (int64_t)t * rows + r0, rows, x + (int64_t)t * k_n, wr, k_n, row_bytes); \
-            for (; t < n; t++)                                                                         \
-                tile_rows_##SUFFIX(out + (int64_t)t * rows + r0, x + (int64_t)t * k_n, wr, k_n, row_bytes, TILE); \
-        }                                                                                              \
-        for (; t < n; t++)                                                                             \
-            tile_rows_##SUFFIX(out + (int64_t)t * rows + r0, x + (int64_t)t * k_n, wr, k_n, row_bytes, n_rows); \
+static float file_elem(const void *src, sl_dtype dtype, size_t i) {
+    switch (dtype) {
+    case SL_DTYPE_BF16: return sl_bf16_to_f32(((const uint16_t *)src)[i]);
+    case SL_DTYPE_F16: return sl_f16_to_f32(((const uint16_t *)src)[i]);
+    default: return ((const float *)src)[i];
     }
-
-DEFINE_MATMUL(f32)
-DEFINE_MATMUL(bf16)
-DEFINE_MATMUL(f16)
-
-static void row_tile(const sl_proj *p, const float *x, const float *x_bf16, int n, int64_t r0) {
-    const sl_weight *w = p->w;
-    switch (w->dtype) {
-    case SL_DTYPE_F32: row_tile_f32(p->out, x, w->data, 4, w->rows, w->cols, n, r0); break;
-    case SL_DTYPE_BF16: row_tile_bf16(p->out, x_bf16, w->data, 2, w->rows, w->cols, n, r0); break;
-    case SL_DTYPE_F16: row_tile_f16(p->out, x, w->data, 2, w->rows, w->cols, n, r0); break;
-    default: return;
-    }
-    if (!p->bias) return;
-    const int64_t end = r0 + TILE < w->rows ? r0 + TILE : w->rows;
-    for (int t = 0; t < n; t++)
-        for (int64_t r = r0; r < end; r++) p->out[(int64_t)t * w->rows + r] += p->bias[r];
 }
 
-/* x with every full 32-chunk of each row as its even then its odd values
- * (step_bf16's order); the tail stays as it is. */
-static void arrange_for_bf16(float *dst, const float *x, int n, int64_t k_n) {
-    const int64_t k_vec = k_n / STEP_bf16 * STEP_bf16;
-    for (int t = 0; t < n; t++) {
-        const float *src = x + (int64_t)t * k_n;
-        float *d = dst + (int64_t)t * k_n;
-        for (int64_t k = 0; k < k_vec; k += STEP_bf16)
-            for (int i = 0; i < 16; i++) {
-                d[k + i] = src[k + 2 * i];
-                d[k + 16 + i] = src[k + 2 * i + 1];
+void cpu_weight_pack(void *dst, sl_weight *w, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
+                     int64_t src_row_stride) {
+    *w = (sl_weight){.data = dst, .dtype = cpu_packed_dtype(dtype), .rows = rows, .cols = cols};
+    memset(dst, 0, cpu_packed_bytes(dtype, rows, cols)); /* padding rows and column are zeros */
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < cols; k++) {
+            size_t from = (size_t)(r * src_row_stride + k), to = packed_index(w, r, k);
+            if (w->dtype == SL_DTYPE_BF16) ((uint16_t *)dst)[to] = ((const uint16_t *)src)[from];
+            else ((float *)dst)[to] = file_elem(src, dtype, from);
+        }
+}
+
+/* ---- the kernel ---- */
+
+/* Columns k and k+1 of a panel's 64 rows. */
+static inline void load_pair(const char *p, sl_dtype dtype, vf col_k[VECS], vf col_k1[VECS]) {
+    for (int v = 0; v < VECS; v++) {
+        if (dtype == SL_DTYPE_BF16) {
+            vu u;
+            memcpy(&u, p + v * LANES * 4, sizeof u);
+            col_k[v] = as_float(u << 16);
+            col_k1[v] = as_float(u & 0xffff0000u);
+        } else {
+            col_k[v] = load_f((const float *)p + v * LANES * 2);
+            col_k1[v] = load_f((const float *)p + v * LANES * 2 + LANES);
+        }
+    }
+}
+
+/* out[t][0..n_rows) for T tokens of x (rows ldx apart) against one panel;
+ * inlined with constant T and dtype so the accumulators live in registers. */
+static inline __attribute__((always_inline)) void panel_tile(float *out, int64_t ldo, int n_rows, const float *x,
+                                                             int64_t ldx, const char *panel, int64_t pairs,
+                                                             sl_dtype dtype, int T) {
+    const size_t step = pair_bytes(dtype);
+    vf acc[TILE_TOKENS][VECS];
+    memset(acc, 0, sizeof acc);
+    for (int64_t p = 0; p < pairs; p++) {
+        vf col_k[VECS], col_k1[VECS];
+        load_pair(panel + (size_t)p * step, dtype, col_k, col_k1);
+        for (int t = 0; t < T; t++) {
+            const float xk = x[t * ldx + 2 * p], xk1 = x[t * ldx + 2 * p + 1];
+            for (int v = 0; v < VECS; v++) {
+                acc[t][v] += col_k[v] * xk;
+                acc[t][v] += col_k1[v] * xk1;
             }
-        memcpy(d + k_vec, src + k_vec, sizeof(float) * (size_t)(k_n - k_vec));
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        if (n_rows == PANEL_ROWS) {
+            memcpy(out + t * ldo, acc[t], sizeof acc[t]);
+            continue;
+        }
+        float lanes[PANEL_ROWS];
+        memcpy(lanes, acc[t], sizeof lanes);
+        memcpy(out + t * ldo, lanes, sizeof(float) * (size_t)n_rows);
     }
 }
 
-/* x rearranged for bf16 weights, in the caller's scratch (grown to the
- * largest input seen, then reused: nothing is allocated in steady state). */
-static const float *arranged_input(const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch) {
-    bool any_bf16 = false;
-    for (int i = 0; i < n_proj; i++) any_bf16 |= proj[i].w->dtype == SL_DTYPE_BF16;
-    if (!any_bf16) return x;
-    size_t need = (size_t)n * (size_t)proj[0].w->cols;
+#define DEFINE_PANEL(SUFFIX, DTYPE)                                                                       \
+    static void panel_##SUFFIX(float *out, int64_t ldo, int n_rows, const float *x, int64_t ldx, int n,  \
+                               const char *panel, int64_t pairs) {                                    \
+        int t = 0;                                                                                     \
+        for (; t + TILE_TOKENS <= n; t += TILE_TOKENS)                                                 \
+            panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, TILE_TOKENS); \
+        switch (n - t) {                                                                               \
+        case 3: panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, 3); break; \
+        case 2: panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, 2); break; \
+        case 1: panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, 1); break; \
+        default: break;                                                                                \
+        }                                                                                              \
+    }
+
+DEFINE_PANEL(bf16, SL_DTYPE_BF16)
+DEFINE_PANEL(f32, SL_DTYPE_F32)
+
+/* Rows [64 * panel, +64) of one projection, every token. */
+static void project_panel(const sl_proj *pr, const float *x, int64_t ldx, int n, int64_t panel) {
+    const sl_weight *w = pr->w;
+    const int64_t r0 = panel * PANEL_ROWS, pairs = n_pairs(w->cols);
+    const int n_rows = w->rows - r0 < PANEL_ROWS ? (int)(w->rows - r0) : PANEL_ROWS;
+    const char *data = (const char *)w->data + (size_t)(panel * pairs) * pair_bytes(w->dtype);
+    if (w->dtype == SL_DTYPE_BF16) panel_bf16(pr->out + r0, w->rows, n_rows, x, ldx, n, data, pairs);
+    else panel_f32(pr->out + r0, w->rows, n_rows, x, ldx, n, data, pairs);
+    if (!pr->bias) return;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < n_rows; r++) pr->out[(int64_t)t * w->rows + r0 + r] += pr->bias[r0 + r];
+}
+
+typedef struct matmul_args {
+    const sl_proj *proj;
+    const int64_t *first_panel; /* [n_proj + 1]: projection i owns panels [first_panel[i], first_panel[i + 1]) */
+    const float *x;
+    int64_t ldx;
+    int n;
+} matmul_args;
+
+static void matmul_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const matmul_args *a = varg;
+    int i = 0;
+    for (int64_t panel = begin; panel < end; panel++) {
+        while (panel >= a->first_panel[i + 1]) i++;
+        project_panel(&a->proj[i], a->x, a->ldx, a->n, panel - a->first_panel[i]);
+    }
+}
+
+/* A kernel step reads x in column pairs: an odd width gets a zero column
+ * (in the caller's scratch, grown to the largest input seen and reused). */
+static const float *padded_input(const float *x, int n, int64_t cols, cpu_scratch *scratch) {
+    if (cols % 2 == 0) return x;
+    const size_t need = (size_t)n * (size_t)(cols + 1);
     if (need > scratch->n_floats) {
         free(scratch->floats);
         scratch->floats = malloc(sizeof(float) * need);
         scratch->n_floats = scratch->floats ? need : 0;
         if (!scratch->floats) return NULL;
     }
-    arrange_for_bf16(scratch->floats, x, n, proj[0].w->cols);
+    for (int t = 0; t < n; t++) {
+        memcpy(scratch->floats + (size_t)t * (size_t)(cols + 1), x + (size_t)t * (size_t)cols, sizeof(float) * (size_t)cols);
+        scratch->floats[(size_t)t * (size_t)(cols + 1) + (size_t)cols] = 0.0f;
+    }
     return scratch->floats;
 }
 
-/* The row tiles of every projection form one pool of work for the threads:
- * one parallel region (one barrier) however many projections share x. */
-void cpu_matmul(const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch) {
-    int64_t first_tile[SL_MAX_PROJ + 1], n_tiles = 0;
+void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch) {
+    int64_t first_panel[SL_MAX_PROJ + 1], total = 0;
     if (n_proj > SL_MAX_PROJ) n_proj = SL_MAX_PROJ;
     for (int i = 0; i < n_proj; i++) {
-        first_tile[i] = n_tiles;
-        n_tiles += (proj[i].w->rows + TILE - 1) / TILE;
+        first_panel[i] = total;
+        total += n_panels(proj[i].w->rows);
     }
-    first_tile[n_proj] = n_tiles;
-    const float *x_bf16 = arranged_input(proj, n_proj, x, n, scratch);
-    if (!x_bf16) return; /* out of memory: the caller's buffers stay as they were */
-#pragma omp parallel for schedule(static)
-    for (int64_t tile = 0; tile < n_tiles; tile++) {
-        int i = 0;
-        while (tile >= first_tile[i + 1]) i++;
-        row_tile(&proj[i], x, x_bf16, n, (tile - first_tile[i]) * TILE);
-    }
+    first_panel[n_proj] = total;
+    const int64_t cols = proj[0].w->cols;
+    const float *xp = padded_input(x, n, cols, scratch);
+    if (!xp) return; /* out of memory: the caller's buffers stay as they were */
+    matmul_args a = {proj, first_panel, xp, cols + cols % 2, n};
+    cpu_pool_for(pool, total, 2, matmul_range, &a);
 }
