@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "backend/cpu/kernels.h"
 
@@ -20,7 +21,13 @@ static void run(int rows, int cols, int n) {
     if (!w || !x || !out) return;
     for (size_t i = 0; i < nw; i++) w[i] = (uint16_t)(0x3f80 + (i & 7));
     for (int i = 0; i < cols * n; i++) x[i] = 0.01f * (float)(i % 13);
-    sl_weight wt = {.data = w, .dtype = SL_DTYPE_BF16, .rows = rows, .cols = cols};
+    sl_weight wt;
+    /* in huge pages, as the CPU backend keeps weights */
+    const size_t huge = (size_t)2 << 20, n_bytes = (cpu_packed_bytes(SL_DTYPE_BF16, rows, cols) + huge - 1) / huge * huge;
+    void *packed = NULL;
+    if (posix_memalign(&packed, huge, n_bytes)) return;
+    madvise(packed, n_bytes, MADV_HUGEPAGE);
+    cpu_weight_pack(packed, &wt, w, SL_DTYPE_BF16, rows, cols, cols);
     sl_proj p = {out, &wt, NULL};
     cpu_matmul(g_pool, &p, 1, x, n, &g_scratch);
     int reps = (int)(4e9 / (2.0 * nw * n + 1e6)) + 3;
@@ -29,6 +36,7 @@ static void run(int rows, int cols, int n) {
     double dt = (sl_now_s() - t0) / reps;
     printf("%6d x %5d, %3d tokens: %8.3f ms  %6.1f GB/s of weights  %6.1f GFLOP/s  (%d threads)\n", rows, cols, n,
            dt * 1e3, (double)nw * 2 / dt / 1e9, 2.0 * (double)nw * n / dt / 1e9, cpu_pool_n_threads(g_pool));
+    free(packed);
     free(w);
     free(x);
     free(out);
