@@ -15,6 +15,12 @@
 
 #include "util/error.h"
 
+/* A send or receive in progress (isend, irecv): finished by wait, or given
+ * up by cancel. Its buffer belongs to the operation until then. */
+typedef struct sl_comm_request {
+    void *impl;   /* NULL: no operation */
+} sl_comm_request;
+
 typedef struct sl_comm_iface {
     /* buf[0..n) = sum over ranks of buf[0..n), in place */
     int (*all_reduce_sum)(void *ctx, float *buf, int64_t n, sl_err *err);
@@ -24,6 +30,14 @@ typedef struct sl_comm_iface {
     int (*broadcast)(void *ctx, void *buf, size_t n_bytes, int root, sl_err *err);
     int (*send)(void *ctx, const void *buf, size_t n_bytes, int peer, int tag, sl_err *err);
     int (*recv)(void *ctx, void *buf, size_t n_bytes, int peer, int tag, sl_err *err);
+    /* send / recv started without waiting; messages of one peer and tag still match in the order they were
+       sent and receives were posted (MPI's non-overtaking rule) */
+    int (*isend)(void *ctx, const void *buf, size_t n_bytes, int peer, int tag, sl_comm_request *req, sl_err *err);
+    int (*irecv)(void *ctx, void *buf, size_t n_bytes, int peer, int tag, sl_comm_request *req, sl_err *err);
+    /* finishes *req within the deadline (then *req is empty either way; no-op on an empty one) */
+    int (*wait)(void *ctx, sl_comm_request *req, sl_err *err);
+    /* gives *req up without waiting (a failed job); its buffer must outlive the process's communication */
+    void (*cancel)(void *ctx, sl_comm_request *req);
     /* int64 minimum over ranks, in place (memory planning) */
     int (*all_reduce_min_i64)(void *ctx, int64_t *v, sl_err *err);
     int (*barrier)(void *ctx, sl_err *err);

@@ -3,9 +3,11 @@
  * Every operation is MPI's own non-blocking collective or point-to-point
  * call, completed by polling against a deadline, so a rank that died or
  * stalls turns into an SL_ETIMEDOUT error naming the operation and the group
- * instead of a hang. The poll spins briefly (a step's collectives follow
- * each other closely) and then sleeps in short naps, so an idle worker
- * waiting for the next step costs no CPU. No collective algorithm is written
+ * instead of a hang. isend/irecv hand the started request to the caller
+ * (a pipeline keeps several in flight) and wait completes it the same way,
+ * so time waiting on them is counted too. The poll spins briefly (a step's
+ * collectives follow each other closely) and then sleeps in short naps, so
+ * an idle worker waiting for the next step costs no CPU. No collective algorithm is written
  * here: MPI chooses and runs them. */
 #include <mpi.h>
 #include <sched.h>
@@ -111,6 +113,64 @@ static int mpi_recv(void *ctx, void *buf, size_t n_bytes, int peer, int tag, sl_
     return wait_for(c, &req, "receive", peer, err);
 }
 
+/* A started send or receive and what its messages name. */
+typedef struct mpi_pending {
+    MPI_Request req;
+    int peer;
+    const char *op;
+} mpi_pending;
+
+static int start(MPI_Request req, int peer, const char *op, sl_comm_request *out, sl_err *err) {
+    mpi_pending *p = malloc(sizeof *p);
+    if (!p) {
+        MPI_Cancel(&req);
+        MPI_Request_free(&req);
+        return sl_err_set(err, SL_ENOMEM, "out of memory");
+    }
+    *p = (mpi_pending){.req = req, .peer = peer, .op = op};
+    out->impl = p;
+    return SL_OK;
+}
+
+static int mpi_isend(void *ctx, const void *buf, size_t n_bytes, int peer, int tag, sl_comm_request *out, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Isend(buf, (int)n_bytes, MPI_BYTE, peer, tag, c->comm, &req);
+    return start(req, peer, "send", out, err);
+}
+
+static int mpi_irecv(void *ctx, void *buf, size_t n_bytes, int peer, int tag, sl_comm_request *out, sl_err *err) {
+    mpi_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Irecv(buf, (int)n_bytes, MPI_BYTE, peer, tag, c->comm, &req);
+    return start(req, peer, "receive", out, err);
+}
+
+static void mpi_cancel(void *ctx, sl_comm_request *r) {
+    (void)ctx;
+    mpi_pending *p = r->impl;
+    if (!p) return;
+    if (p->req != MPI_REQUEST_NULL) {
+        MPI_Cancel(&p->req);
+        MPI_Request_free(&p->req);
+    }
+    free(p);
+    r->impl = NULL;
+}
+
+static int mpi_wait(void *ctx, sl_comm_request *r, sl_err *err) {
+    mpi_pending *p = r->impl;
+    if (!p) return SL_OK;
+    int rc = wait_for(ctx, &p->req, p->op, p->peer, err);
+    if (rc) {
+        mpi_cancel(ctx, r);
+        return rc;
+    }
+    free(p);
+    r->impl = NULL;
+    return SL_OK;
+}
+
 static int mpi_all_reduce_min_i64(void *ctx, int64_t *v, sl_err *err) {
     mpi_ctx *c = ctx;
     MPI_Request req;
@@ -139,6 +199,10 @@ static const sl_comm_iface k_mpi_iface = {
     .broadcast = mpi_broadcast,
     .send = mpi_send,
     .recv = mpi_recv,
+    .isend = mpi_isend,
+    .irecv = mpi_irecv,
+    .wait = mpi_wait,
+    .cancel = mpi_cancel,
     .all_reduce_min_i64 = mpi_all_reduce_min_i64,
     .barrier = mpi_barrier,
     .destroy = mpi_destroy,

@@ -8,6 +8,9 @@
  * inbox (new requests, abort ids) and one condition variable, never by
  * touching its lists. Each turn it takes the inbox, builds a step
  * (scheduler.c), runs the model, and turns logits into outputs (output.c).
+ * With pipeline stages a turn starts a step (a micro-batch) in a free slot
+ * and completes the oldest one only when all pp slots are in flight or
+ * nothing new can start, so every stage works on a different micro-batch.
  * A failing step kills the engine loudly: every request gets an error, new
  * ones are refused, and sl_engine_get_stats shows it. */
 #include <errno.h>
@@ -165,23 +168,48 @@ static int load_text_side(sl_engine *e, sl_err *err) {
     return rc;
 }
 
-static int alloc_step_buffers(sl_engine *e, sl_err *err) {
+/* Micro-batch slots: pp of them (one per pipeline stage), else one. A
+ * one-process engine with debug checks takes $SHARDLM_DEBUG_MICROBATCHES
+ * slots: the pipelined scheduler, tested without ranks (the forward runs at
+ * submission, completion comes later). */
+static int n_step_slots(const sl_engine *e) {
+    const char *sim = getenv("SHARDLM_DEBUG_MICROBATCHES");
+    if (!e->rank.dist && e->opts.debug_checks && sim && atoi(sim) > 1) return atoi(sim) < 8 ? atoi(sim) : 8;
+    return e->rank.model.plan.pp_size > 1 ? e->rank.model.plan.pp_size : 1;
+}
+
+static int alloc_step(sl_engine *e, sl_step *st) {
     const size_t T = (size_t)e->opts.max_num_batched_tokens, S = (size_t)e->opts.max_num_seqs;
-    e->logits = malloc(sizeof(float) * S * (size_t)e->vocab);
+    st->logits = malloc(sizeof(float) * S * (size_t)e->vocab);
+    st->tokens = malloc(sizeof(int32_t) * T);
+    st->positions = malloc(sizeof(int32_t) * T);
+    st->slots = malloc(sizeof(int32_t) * T);
+    st->query_start = malloc(sizeof(int32_t) * (S + 1));
+    st->context_len = malloc(sizeof(int32_t) * S);
+    st->tables = malloc(sizeof(int32_t) * S * (size_t)e->max_blocks_per_seq);
+    st->logits_rows = malloc(sizeof(int32_t) * S);
+    st->seqs = malloc(sizeof(sl_seq *) * S);
+    st->n_new = malloc(sizeof(int) * S);
+    st->logit_seqs = malloc(sizeof(sl_seq *) * S);
+    return st->logits && st->tokens && st->positions && st->slots && st->query_start && st->context_len &&
+                   st->tables && st->logits_rows && st->seqs && st->n_new && st->logit_seqs
+               ? SL_OK
+               : SL_ENOMEM;
+}
+
+static void free_step(sl_step *st) {
+    void *bufs[] = {st->logits, st->tokens, st->positions, st->slots, st->query_start, st->context_len,
+                    st->tables, st->logits_rows, st->seqs, st->n_new, st->logit_seqs};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static int alloc_step_buffers(sl_engine *e, sl_err *err) {
+    e->n_slots = n_step_slots(e);
+    e->steps = calloc((size_t)e->n_slots, sizeof *e->steps);
     e->raw_row = malloc(sizeof(float) * (size_t)e->vocab);
-    e->b_tokens = malloc(sizeof(int32_t) * T);
-    e->b_positions = malloc(sizeof(int32_t) * T);
-    e->b_slots = malloc(sizeof(int32_t) * T);
-    e->b_query_start = malloc(sizeof(int32_t) * (S + 1));
-    e->b_context_len = malloc(sizeof(int32_t) * S);
-    e->b_tables = malloc(sizeof(int32_t) * S * (size_t)e->max_blocks_per_seq);
-    e->b_logits_rows = malloc(sizeof(int32_t) * S);
-    e->b_seqs = malloc(sizeof(sl_seq *) * S);
-    e->b_n_new = malloc(sizeof(int) * S);
-    e->b_logit_seqs = malloc(sizeof(sl_seq *) * S);
-    if (!e->logits || !e->raw_row || !e->b_tokens || !e->b_positions || !e->b_slots || !e->b_query_start ||
-        !e->b_context_len || !e->b_tables || !e->b_logits_rows || !e->b_seqs || !e->b_n_new || !e->b_logit_seqs)
-        return sl_err_set(err, SL_ENOMEM, "out of memory for step buffers");
+    if (!e->steps || !e->raw_row) return sl_err_set(err, SL_ENOMEM, "out of memory for step buffers");
+    for (int k = 0; k < e->n_slots; k++)
+        if (alloc_step(e, &e->steps[k])) return sl_err_set(err, SL_ENOMEM, "out of memory for step buffers");
     return sl_sampler_init(&e->sampler, e->vocab, err);
 }
 
@@ -373,9 +401,9 @@ void sl_engine_close(sl_engine *e) {
     sl_rank_close(&e->rank);
     sl_tokenizer_free(e->tok);
     sl_chat_template_free(e->chat_template);
-    void *bufs[] = {e->logits, e->raw_row, e->b_tokens, e->b_positions, e->b_slots, e->b_query_start, e->b_context_len,
-                    e->b_tables, e->b_logits_rows, e->b_seqs, e->b_n_new, e->b_logit_seqs, e->running, e->waiting,
-                    e->aborts, e->model_dir, e->model_name, e->bos_token, e->eos_token};
+    for (int k = 0; e->steps && k < e->n_slots; k++) free_step(&e->steps[k]);
+    void *bufs[] = {e->steps, e->raw_row, e->running, e->waiting, e->aborts, e->model_dir, e->model_name,
+                    e->bos_token, e->eos_token};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->wake);
@@ -702,7 +730,7 @@ int sl_engine_detokenize(sl_engine *e, const int32_t *ids, int n_ids, int skip_s
 static bool take_inbox(sl_engine *e, uint64_t **aborts, int *n_aborts, bool *idle) {
     pthread_mutex_lock(&e->mu);
     *idle = false;
-    while (!e->stopping && !e->incoming && !e->n_aborts && e->n_running + e->n_waiting == 0 && !*idle) {
+    while (!e->stopping && !e->incoming && !e->n_aborts && e->n_running + e->n_waiting + e->n_in_flight == 0 && !*idle) {
         struct timespec deadline;
         clock_gettime(CLOCK_REALTIME, &deadline);
         deadline.tv_sec += PING_INTERVAL_S;
@@ -735,33 +763,23 @@ static void apply_aborts(sl_engine *e, const uint64_t *ids, int n) {
             if (r->id == ids[i] && r->n_finished < r->params.n) sl_output_abort_request(e, r, NULL);
 }
 
+static bool req_in_flight(const sl_engine *e, const sl_req *r) {
+    for (int i = 0; e->n_in_flight && i < r->params.n; i++)
+        if (sl_sched_slot_of(e, &r->seqs[i]) >= 0) return true;
+    return false;
+}
+
+/* Frees finished requests; one with a sequence in an in-flight step waits for the step. */
 static void reap_finished(sl_engine *e) {
     for (sl_req **p = &e->active; *p;) {
         sl_req *r = *p;
-        if (r->n_finished == r->params.n) {
+        if (r->n_finished == r->params.n && !req_in_flight(e, r)) {
             *p = r->next;
             sl_req_free(e, r);
         } else {
             p = &r->next;
         }
     }
-}
-
-static int run_step(sl_engine *e, sl_err *err) {
-    sl_batch b = {
-        .n_tokens = e->b_n_tokens,
-        .tokens = e->b_tokens,
-        .positions = e->b_positions,
-        .slots = e->b_slots,
-        .n_seqs = e->b_n_seqs,
-        .max_blocks = e->max_blocks_per_seq,
-        .query_start = e->b_query_start,
-        .context_len = e->b_context_len,
-        .block_tables = e->b_tables,
-        .n_logits = e->b_n_logits,
-        .logits_rows = e->b_logits_rows,
-    };
-    return sl_executor_step(&e->rank.exec, &b, e->logits, err);
 }
 
 /* A step failed: nothing the engine computes can be trusted any more. */
@@ -772,6 +790,15 @@ static void die(sl_engine *e, const sl_err *err) {
     e->stats.healthy = 0;
     snprintf(e->dead_reason, sizeof e->dead_reason, "%s", err->msg);
     pthread_mutex_unlock(&e->mu);
+    for (int k = 0; k < e->n_slots; k++) { /* steps in flight never complete: their blocks go with their requests */
+        sl_step *st = &e->steps[k];
+        if (!st->in_flight) continue;
+        sl_executor_abandon(&e->rank.exec, &st->ticket);
+        st->in_flight = false;
+        for (int i = 0; i < st->n_seqs; i++)
+            if (st->seqs[i]->state == SL_SEQ_FINISHED) sl_sched_remove(e, st->seqs[i]); /* aborted earlier */
+    }
+    e->n_in_flight = 0;
     for (sl_req *r = e->active; r; r = r->next)
         if (r->n_finished < r->params.n) sl_output_abort_request(e, r, e->dead_reason);
 }
@@ -785,6 +812,75 @@ static void publish_stats(sl_engine *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
+static sl_step *free_slot(sl_engine *e) {
+    for (int k = 0; k < e->n_slots; k++)
+        if (!e->steps[k].in_flight) return &e->steps[k];
+    return NULL;
+}
+
+/* Starts the step built in st: this rank's stage runs, the rest follows on the other ranks. */
+static int submit(sl_engine *e, sl_step *st, sl_err *err) {
+    sl_batch b = {
+        .n_tokens = st->n_tokens,
+        .tokens = st->tokens,
+        .positions = st->positions,
+        .slots = st->slots,
+        .n_seqs = st->n_seqs,
+        .max_blocks = e->max_blocks_per_seq,
+        .query_start = st->query_start,
+        .context_len = st->context_len,
+        .block_tables = st->tables,
+        .n_logits = st->n_logits,
+        .logits_rows = st->logits_rows,
+    };
+    double t0 = sl_now_s();
+    int rc = sl_executor_submit(&e->rank.exec, &b, st->logits, &st->ticket, err);
+    e->stats.step_seconds += sl_now_s() - t0;
+    if (rc) return rc;
+    st->in_flight = true;
+    st->order = e->n_submitted++;
+    e->n_in_flight++;
+    return SL_OK;
+}
+
+/* Waits for the oldest step in flight and turns its logits into outputs. */
+static int complete_oldest(sl_engine *e, sl_err *err) {
+    sl_step *st = NULL;
+    for (int k = 0; k < e->n_slots; k++)
+        if (e->steps[k].in_flight && (!st || e->steps[k].order < st->order)) st = &e->steps[k];
+    double t0 = sl_now_s();
+    int rc = sl_executor_complete(&e->rank.exec, &st->ticket, err);
+    e->stats.step_seconds += sl_now_s() - t0;
+    if (rc) return rc;
+    st->in_flight = false;
+    e->n_in_flight--;
+    sl_output_process_step(e, st);
+    e->stats.n_steps++;
+    return SL_OK;
+}
+
+/* One turn: a new step into a free slot if there is work for it, then the
+ * oldest step completes when every slot is in flight or nothing new could
+ * start. With one slot that is build, run, outputs: nothing stays in flight. */
+static void advance(sl_engine *e) {
+    sl_err err = {0};
+    sl_step *st = free_slot(e);
+    bool started = false;
+    if (st && sl_sched_build_step(e, st)) {
+        if ((e->opts.debug_checks && sl_sched_check(e, st, &err)) || submit(e, st, &err)) {
+            die(e, &err);
+            return;
+        }
+        started = true;
+    }
+    if (e->n_in_flight > 0 && (e->n_in_flight == e->n_slots || !started)) {
+        if (complete_oldest(e, &err)) die(e, &err);
+    } else if (!started && e->n_waiting > 0 && e->n_running == 0) {
+        /* cannot happen while the pool holds a max_model_len sequence; never spin */
+        sl_output_abort_request(e, e->waiting[0]->req, "the request does not fit in the KV cache");
+    }
+}
+
 static void *engine_loop(void *arg) {
     sl_engine *e = arg;
     uint64_t *aborts;
@@ -795,20 +891,14 @@ static void *engine_loop(void *arg) {
         free(aborts);
         sl_err err = {0};
         if (idle && sl_executor_ping(&e->rank.exec, &err)) die(e, &err);
-        if (!e->dead && sl_sched_build_step(e)) {
-            double t0 = sl_now_s();
-            int rc = (e->opts.debug_checks && sl_sched_check(e, &err)) || run_step(e, &err);
-            e->stats.step_seconds += sl_now_s() - t0;
-            if (rc) die(e, &err);
-            else sl_output_process_step(e);
-            e->stats.n_steps++;
-        } else if (e->n_waiting > 0 && e->n_running == 0) {
-            /* cannot happen while the pool holds a max_model_len sequence; never spin */
-            sl_output_abort_request(e, e->waiting[0]->req, "the request does not fit in the KV cache");
-        }
+        if (!e->dead) advance(e);
         reap_finished(e);
         publish_stats(e);
     }
+    sl_err err = {0};
+    while (!e->dead && e->n_in_flight > 0) /* the workers finish what they hold before they are stopped */
+        if (complete_oldest(e, &err)) die(e, &err);
+    reap_finished(e);
     return NULL;
 }
 

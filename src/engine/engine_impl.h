@@ -31,6 +31,23 @@ typedef struct sl_stream {
     struct sl_stream *next;
 } sl_stream;
 
+/* One step (a micro-batch): the flattened arrays the model reads, which
+ * sequence each row and logits row belongs to, and its logits. A sequence
+ * in an in-flight step is in no other step, is never preempted, and keeps
+ * its KV blocks until the step completes, even when its request is aborted
+ * (the step is still writing them). */
+typedef struct sl_step {
+    int32_t *tokens, *positions, *slots, *query_start, *context_len, *tables, *logits_rows;
+    sl_seq **seqs;                   /* [max_num_seqs] sequence of each batch row */
+    int *n_new;                      /* [max_num_seqs] tokens each computes this step */
+    sl_seq **logit_seqs;             /* [max_num_seqs] sequence of each logits row */
+    int n_seqs, n_tokens, n_logits;
+    float *logits;                   /* [max_num_seqs][vocab] */
+    bool in_flight;                  /* submitted, not yet completed */
+    int64_t order;                   /* submission order (oldest completes first) */
+    sl_exec_ticket ticket;
+} sl_step;
+
 typedef struct sl_req {
     uint64_t id;
     int64_t arrival;                 /* submission order: FCFS and preemption victims */
@@ -66,14 +83,12 @@ struct sl_engine {
 
     sl_block_pool *pool;
     sl_sampler sampler;
-    float *logits;                   /* [max_num_seqs][vocab] */
     float *raw_row;                  /* [vocab] a logits row before sampling changes it, for logprobs */
-    /* the step being built (scheduler.c) */
-    int32_t *b_tokens, *b_positions, *b_slots, *b_query_start, *b_context_len, *b_tables, *b_logits_rows;
-    sl_seq **b_seqs;                 /* [max_num_seqs] sequence of each batch row */
-    int *b_n_new;                    /* [max_num_seqs] tokens each computes this step */
-    int b_n_seqs, b_n_tokens, b_n_logits;
-    sl_seq **b_logit_seqs;           /* [max_num_seqs] sequence of each logits row */
+    /* Micro-batch slots: one without pipeline parallelism (built, run and
+     * completed in one turn of the loop), pp with it (up to pp in flight). */
+    sl_step *steps;                  /* [n_slots] */
+    int n_slots, n_in_flight;
+    int64_t n_submitted;             /* steps submitted so far: their order */
 
     /* loop-owned */
     sl_req *active;                  /* requests with unfinished choices */
@@ -98,23 +113,30 @@ struct sl_engine {
     bool thread_started;
 };
 
-/* scheduler.c: choose this step's work and fill the batch arrays; returns
- * false when there is nothing to compute. */
-bool sl_sched_build_step(sl_engine *e);
+/* scheduler.c: choose a step's work and fill st's arrays; returns false
+ * when there is nothing to compute. With several slots a step takes its
+ * share of the work (1/n_slots of the sequences and of the token budget,
+ * rounded up) and leaves sequences of in-flight steps alone. */
+bool sl_sched_build_step(sl_engine *e, sl_step *st);
+/* The slot whose in-flight step holds s, or -1. */
+int sl_sched_slot_of(const sl_engine *e, const sl_seq *s);
 /* Frees a sequence's blocks and marks it waiting again (front of its arrival order). */
 void sl_sched_preempt(sl_engine *e, sl_seq *s);
-/* Takes a sequence out of the running/waiting lists and frees its blocks. */
+/* Takes a sequence out of the running/waiting lists and frees its blocks
+ * (once its in-flight step, if any, has completed: call it again then). */
 void sl_sched_remove(sl_engine *e, sl_seq *s);
 /* Adds a newly submitted request's sequences to the waiting list. */
 int sl_sched_add_request(sl_engine *e, sl_req *r);
-/* Checks the invariants of the step just built and of every block table
- * against the pool's reference counts. */
-int sl_sched_check(sl_engine *e, sl_err *err);
+/* Checks the invariants of the step st just built, of the in-flight steps,
+ * and of every block table against the pool's reference counts. */
+int sl_sched_check(sl_engine *e, const sl_step *st, sl_err *err);
 /* Publishes the sequence's newly completed full blocks for prefix reuse. */
 void sl_sched_publish_blocks(sl_engine *e, sl_seq *s);
 
-/* output.c: sample the step's logits rows, update sequences, deliver outputs. */
-void sl_output_process_step(sl_engine *e);
+/* output.c: a completed step (no longer in flight): update its sequences,
+ * free the blocks of those aborted meanwhile, sample its logits rows,
+ * deliver outputs. */
+void sl_output_process_step(sl_engine *e, sl_step *st);
 /* Finishes every choice of r with finish_reason ABORT (optionally an error). */
 void sl_output_abort_request(sl_engine *e, sl_req *r, const char *error);
 /* Frees a request whose choices have all finished. */

@@ -1,10 +1,27 @@
 /* executor.c -- the step plan on the wire, and the workers' loop.
  *
- * A command is a fixed header broadcast from rank 0 ({cmd, n_tokens,
- * n_seqs, max_blocks, n_logits}); a step is followed by one broadcast of
- * every int32 array of the batch packed end to end. Every rank then runs
- * sl_model_forward on the same batch; the model moves hidden states between
- * stages and reduces inside tensor-parallel groups. */
+ * A command is a fixed header ({cmd, n_tokens, n_seqs, max_blocks,
+ * n_logits}); a step's header is followed by every int32 array of the batch
+ * packed end to end (the plan). Commands travel the way hidden states do:
+ * rank 0 broadcasts them over stage 0's tensor-parallel group, and every
+ * rank of stage s > 0 receives them from its peer in stage s - 1 (the rank
+ * its hidden states come from) and passes them on to its peer in stage
+ * s + 1 before its hidden states, without waiting for that peer, which may
+ * still be computing the previous micro-batch. So stages work on different
+ * steps at once and nothing is broadcast over the whole job. With one stage
+ * this is the broadcast of old over the one group.
+ *
+ * Rank 0 keeps several steps in flight. Before sending a step it posts the
+ * receive of that step's logits from the last stage's root into the step's
+ * own buffer: the last stage, blocked sending logits, can then never wait on
+ * rank 0, which may be blocked sending it the next micro-batch. Logits of
+ * steps A then B come from the same rank with the same tag, so they match
+ * the receives in the order they were posted (MPI's non-overtaking rule):
+ * completion order is submission order.
+ *
+ * A ping goes down the same path; every stage checks its tensor-parallel
+ * group with a barrier and the last stage's root answers rank 0, which waits
+ * for the answer within the communication deadline. */
 #include "engine/executor.h"
 
 #include <stdlib.h>
@@ -13,8 +30,11 @@
 enum { CMD_STEP = 1, CMD_PING = 2, CMD_STOP = 3 };
 enum { HDR_CMD, HDR_TOKENS, HDR_SEQS, HDR_MAX_BLOCKS, HDR_LOGITS, HDR_LEN = 8 };
 #define TAG_LOGITS 12
+#define TAG_COMMAND 13 /* a header, then a step's plan, from the stage before */
+#define TAG_PING_ACK 14
 
 static size_t wire_len(const int32_t *h) {
+    if (h[HDR_CMD] != CMD_STEP) return 0;
     return (size_t)h[HDR_TOKENS] * 3 + (size_t)h[HDR_SEQS] * 2 + 1 + (size_t)h[HDR_SEQS] * (size_t)h[HDR_MAX_BLOCKS] +
            (size_t)h[HDR_LOGITS];
 }
@@ -54,9 +74,14 @@ static void pack(sl_executor *x, const int32_t *h, const sl_batch *in) {
     memcpy((void *)w.logits_rows, in->logits_rows, sizeof(int32_t) * (size_t)in->n_logits);
 }
 
-static int broadcast(sl_executor *x, void *buf, size_t n_bytes, sl_err *err) {
-    const sl_comm *w = &x->dist->world;
-    return w->iface->broadcast(w->ctx, buf, n_bytes, 0, err);
+/* n_bytes of buf reach this rank: stage 0 by broadcast from rank 0 over its
+ * tensor-parallel group (rank 0 is the root: it sends), a later stage from
+ * its peer one stage up. */
+static int take(sl_executor *x, void *buf, size_t n_bytes, sl_err *err) {
+    const sl_dist *d = x->dist;
+    if (d->prev_stage >= 0) return d->world.iface->recv(d->world.ctx, buf, n_bytes, d->prev_stage, TAG_COMMAND, err);
+    if (d->tp_size > 1) return d->tp.iface->broadcast(d->tp.ctx, buf, n_bytes, 0, err);
+    return SL_OK;
 }
 
 /* Every rank's part of a step whose header is h and plan is in x->wire. */
@@ -64,31 +89,87 @@ static int run_plan(sl_executor *x, const int32_t *h, float *logits, sl_err *err
     sl_batch b;
     layout(x, h, &b);
     int rc = sl_model_forward(x->model, &b, logits, err);
-    if (rc || b.n_logits == 0 || x->dist->last_stage_root == 0) return rc;
-    const sl_comm *w = &x->dist->world;
+    const sl_dist *d = x->dist;
+    if (rc || b.n_logits == 0 || d->last_stage_root == 0 || d->world.rank != d->last_stage_root) return rc;
     size_t n_bytes = (size_t)b.n_logits * (size_t)x->model->config.vocab_size * sizeof(float);
-    if (w->rank == x->dist->last_stage_root) return w->iface->send(w->ctx, logits, n_bytes, 0, TAG_LOGITS, err);
-    if (w->rank == 0) return w->iface->recv(w->ctx, logits, n_bytes, x->dist->last_stage_root, TAG_LOGITS, err);
-    return SL_OK;
+    return d->world.iface->send(d->world.ctx, logits, n_bytes, 0, TAG_LOGITS, err);
 }
 
-int sl_executor_step(sl_executor *x, const sl_batch *b, float *logits, sl_err *err) {
+/* A ping on this rank: its tensor-parallel group answers together, then the last stage's root tells rank 0. */
+static int answer_ping(sl_executor *x, sl_err *err) {
+    const sl_dist *d = x->dist;
+    int rc = d->tp_size > 1 ? d->tp.iface->barrier(d->tp.ctx, err) : SL_OK;
+    if (rc || d->last_stage_root == 0 || d->world.rank != d->last_stage_root) return rc;
+    int32_t ack = CMD_PING;
+    return d->world.iface->send(d->world.ctx, &ack, sizeof ack, 0, TAG_PING_ACK, err);
+}
+
+/* Every rank's part of a command whose header h it already holds: the plan
+ * reaches this stage, header and plan leave for the next stage while this
+ * one computes, then this stage's work. */
+static int follow(sl_executor *x, int32_t *h, float *logits, sl_err *err) {
+    const sl_dist *d = x->dist;
+    const sl_comm *w = &d->world;
+    const size_t plan_bytes = wire_len(h) * sizeof(int32_t);
+    int rc = reserve(x, wire_len(h), err);
+    if (!rc && plan_bytes) rc = take(x, x->wire, plan_bytes, err);
+    sl_comm_request onward[2] = {{0}, {0}};
+    if (!rc && d->next_stage >= 0) {
+        rc = w->iface->isend(w->ctx, h, HDR_LEN * sizeof(int32_t), d->next_stage, TAG_COMMAND, &onward[0], err);
+        if (!rc && plan_bytes) rc = w->iface->isend(w->ctx, x->wire, plan_bytes, d->next_stage, TAG_COMMAND, &onward[1], err);
+    }
+    if (!rc && h[HDR_CMD] == CMD_STEP) rc = run_plan(x, h, logits, err);
+    else if (!rc && h[HDR_CMD] == CMD_PING) rc = answer_ping(x, err);
+    for (int i = 0; i < 2; i++) {
+        if (rc) w->iface->cancel(w->ctx, &onward[i]);
+        else rc = w->iface->wait(w->ctx, &onward[i], err);
+    }
+    return rc;
+}
+
+int sl_executor_submit(sl_executor *x, const sl_batch *b, float *logits, sl_exec_ticket *t, sl_err *err) {
+    t->logits = (sl_comm_request){0};
     if (!x->dist) return sl_model_forward(x->model, b, logits, err);
     int32_t h[HDR_LEN] = {[HDR_CMD] = CMD_STEP, [HDR_TOKENS] = b->n_tokens, [HDR_SEQS] = b->n_seqs,
                           [HDR_MAX_BLOCKS] = b->max_blocks, [HDR_LOGITS] = b->n_logits};
     int rc = reserve(x, wire_len(h), err);
     if (rc) return rc;
     pack(x, h, b);
-    if ((rc = broadcast(x, h, sizeof h, err)) || (rc = broadcast(x, x->wire, wire_len(h) * sizeof(int32_t), err)))
-        return sl_err_wrap(err, rc, "sending a step to the workers: ");
-    return run_plan(x, h, logits, err);
+    const sl_dist *d = x->dist;
+    const sl_comm *w = &d->world;
+    if (b->n_logits > 0 && d->last_stage_root != 0) {
+        size_t n_bytes = (size_t)b->n_logits * (size_t)x->model->config.vocab_size * sizeof(float);
+        if ((rc = w->iface->irecv(w->ctx, logits, n_bytes, d->last_stage_root, TAG_LOGITS, &t->logits, err))) return rc;
+    }
+    if ((rc = take(x, h, sizeof h, err)) || (rc = follow(x, h, logits, err))) {
+        sl_executor_abandon(x, t);
+        return sl_err_wrap(err, rc, "running a step: ");
+    }
+    return SL_OK;
+}
+
+int sl_executor_complete(sl_executor *x, sl_exec_ticket *t, sl_err *err) {
+    if (!t->logits.impl) return SL_OK;
+    const sl_comm *w = &x->dist->world;
+    int rc = w->iface->wait(w->ctx, &t->logits, err);
+    return rc ? sl_err_wrap(err, rc, "waiting for a step's logits from the last pipeline stage: ") : SL_OK;
+}
+
+void sl_executor_abandon(sl_executor *x, sl_exec_ticket *t) {
+    if (x->dist) x->dist->world.iface->cancel(x->dist->world.ctx, &t->logits);
 }
 
 static int command(sl_executor *x, int cmd, sl_err *err) {
     if (!x->dist) return SL_OK;
     int32_t h[HDR_LEN] = {[HDR_CMD] = cmd};
-    int rc = broadcast(x, h, sizeof h, err);
-    if (!rc && cmd == CMD_PING) rc = x->dist->world.iface->barrier(x->dist->world.ctx, err);
+    const sl_dist *d = x->dist;
+    int rc = take(x, h, sizeof h, err);
+    if (!rc) rc = follow(x, h, NULL, err);
+    if (!rc && cmd == CMD_PING && d->last_stage_root != 0) {
+        int32_t ack;
+        rc = d->world.iface->recv(d->world.ctx, &ack, sizeof ack, d->last_stage_root, TAG_PING_ACK, err);
+        if (rc) sl_err_wrap(err, rc, "health check: no answer through the pipeline: ");
+    }
     return rc;
 }
 
@@ -104,18 +185,11 @@ int sl_executor_worker_loop(sl_executor *x, sl_err *err) {
     int rc = SL_OK;
     for (;;) {
         int32_t h[HDR_LEN];
-        if ((rc = broadcast(x, h, sizeof h, err))) {
-            sl_err_wrap(err, rc, "waiting for rank 0: ");
+        if ((rc = take(x, h, sizeof h, err))) {
+            sl_err_wrap(err, rc, "waiting for the next command: ");
             break;
         }
-        if (h[HDR_CMD] == CMD_STOP) break;
-        if (h[HDR_CMD] == CMD_PING) {
-            if ((rc = x->dist->world.iface->barrier(x->dist->world.ctx, err))) break;
-            continue;
-        }
-        if ((rc = reserve(x, wire_len(h), err)) || (rc = broadcast(x, x->wire, wire_len(h) * sizeof(int32_t), err)) ||
-            (rc = run_plan(x, h, logits, err)))
-            break;
+        if ((rc = follow(x, h, logits, err)) || h[HDR_CMD] == CMD_STOP) break;
     }
     free(logits);
     return rc;

@@ -244,15 +244,19 @@ static void process_logits_row(sl_engine *e, sl_seq *s, float *logits) {
     emit(e, s, tok, want_logprobs ? &lp : NULL, true);
 }
 
-void sl_output_process_step(sl_engine *e) {
-    for (int row = 0; row < e->b_n_seqs; row++) {
-        sl_seq *s = e->b_seqs[row];
-        s->n_computed += e->b_n_new[row];
+void sl_output_process_step(sl_engine *e, sl_step *st) {
+    for (int row = 0; row < st->n_seqs; row++) {
+        sl_seq *s = st->seqs[row];
+        if (s->state == SL_SEQ_FINISHED) { /* aborted while the step ran: its blocks are free to go now */
+            sl_sched_remove(e, s);
+            continue;
+        }
+        s->n_computed += st->n_new[row];
         sl_sched_publish_blocks(e, s);
     }
-    for (int i = 0; i < e->b_n_logits; i++) {
-        sl_seq *s = e->b_logit_seqs[i];
-        if (s->state == SL_SEQ_RUNNING && !s->req->abort) process_logits_row(e, s, e->logits + (size_t)i * (size_t)e->vocab);
+    for (int i = 0; i < st->n_logits; i++) {
+        sl_seq *s = st->logit_seqs[i];
+        if (s->state == SL_SEQ_RUNNING && !s->req->abort) process_logits_row(e, s, st->logits + (size_t)i * (size_t)e->vocab);
     }
 }
 

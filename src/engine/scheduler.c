@@ -11,7 +11,14 @@
  *      match its prompt (prefix caching), then computes the rest in chunks.
  * Choices 1..n-1 of a request wait until choice 0 has computed the prompt,
  * then share its full prompt blocks and compute only the tail.
- * The step is written into the flattened arrays the model reads (sl_batch). */
+ * The step is written into the flattened arrays the model reads (sl_batch).
+ * With pipeline parallelism up to pp steps (micro-batches) are in flight:
+ * a new one takes only sequences that are in none of them, never preempts
+ * them, and takes a 1/pp share (rounded up) of the running and admissible
+ * sequences and of the token budget, so consecutive micro-batches carry
+ * similar work. A
+ * sequence removed while its step is in flight keeps its blocks until that
+ * step completes. */
 #include <string.h>
 
 #include "engine/engine_impl.h"
@@ -99,44 +106,65 @@ void sl_sched_preempt(sl_engine *e, sl_seq *s) {
     e->stats.n_preemptions++;
 }
 
+int sl_sched_slot_of(const sl_engine *e, const sl_seq *s) {
+    for (int k = 0; k < e->n_slots; k++) {
+        const sl_step *st = &e->steps[k];
+        for (int i = 0; st->in_flight && i < st->n_seqs; i++)
+            if (st->seqs[i] == s) return k;
+    }
+    return -1;
+}
+
 void sl_sched_remove(sl_engine *e, sl_seq *s) {
     if (!list_remove(e->running, &e->n_running, s)) list_remove(e->waiting, &e->n_waiting, s);
-    release_blocks(e, s);
+    if (sl_sched_slot_of(e, s) < 0) release_blocks(e, s); /* else the step in flight still writes them */
 }
 
 /* ---- the step ---- */
 
-static void add_to_step(sl_engine *e, sl_seq *s, int n) {
-    const int row = e->b_n_seqs++, bs = e->block_size;
-    e->b_seqs[row] = s;
-    e->b_n_new[row] = n;
-    e->b_query_start[row] = e->b_n_tokens;
+static void add_to_step(sl_engine *e, sl_step *st, sl_seq *s, int n) {
+    const int row = st->n_seqs++, bs = e->block_size;
+    st->seqs[row] = s;
+    st->n_new[row] = n;
+    st->query_start[row] = st->n_tokens;
     for (int j = s->n_computed; j < s->n_computed + n; j++) {
-        int t = e->b_n_tokens++;
-        e->b_tokens[t] = s->tokens[j];
-        e->b_positions[t] = j;
-        e->b_slots[t] = s->blocks[j / bs] * bs + j % bs;
+        int t = st->n_tokens++;
+        st->tokens[t] = s->tokens[j];
+        st->positions[t] = j;
+        st->slots[t] = s->blocks[j / bs] * bs + j % bs;
     }
-    e->b_context_len[row] = s->n_computed + n;
-    int32_t *table = e->b_tables + (size_t)row * (size_t)e->max_blocks_per_seq;
+    st->context_len[row] = s->n_computed + n;
+    int32_t *table = st->tables + (size_t)row * (size_t)e->max_blocks_per_seq;
     memcpy(table, s->blocks, sizeof *table * (size_t)s->n_blocks);
     memset(table + s->n_blocks, 0, sizeof *table * (size_t)(e->max_blocks_per_seq - s->n_blocks));
     if (s->n_computed + n == s->n_tokens) {
-        e->b_logits_rows[e->b_n_logits] = e->b_n_tokens - 1;
-        e->b_logit_seqs[e->b_n_logits++] = s;
+        st->logits_rows[st->n_logits] = st->n_tokens - 1;
+        st->logit_seqs[st->n_logits++] = s;
     }
 }
 
+/* The newest running sequence that no in-flight step holds; running[0] when
+ * every newer one is in flight (it is then the one being scheduled). */
+static sl_seq *preemption_victim(sl_engine *e) {
+    for (int i = e->n_running - 1; i > 0; i--)
+        if (sl_sched_slot_of(e, e->running[i]) < 0) return e->running[i];
+    return e->running[0];
+}
+
 /* Schedules running sequences; returns false if one had to be preempted. */
-static bool schedule_running(sl_engine *e, int *budget) {
+static bool schedule_running(sl_engine *e, sl_step *st, int *budget, int max_seqs) {
     bool preempted = false;
-    for (int i = 0; i < e->n_running && *budget > 0;) {
+    for (int i = 0; i < e->n_running && *budget > 0 && st->n_seqs < max_seqs;) {
         sl_seq *s = e->running[i];
+        if (e->n_in_flight > 0 && sl_sched_slot_of(e, s) >= 0) {
+            i++;
+            continue;
+        }
         int n = s->n_tokens - s->n_computed;
         if (n > *budget) n = *budget;
         bool self_preempted = false;
         while (!ensure_blocks(e, s, s->n_computed + n)) {
-            sl_seq *victim = e->running[e->n_running - 1];
+            sl_seq *victim = preemption_victim(e); /* s itself at worst: it is in no step */
             sl_sched_preempt(e, victim);
             preempted = true;
             if (victim == s) {
@@ -145,7 +173,7 @@ static bool schedule_running(sl_engine *e, int *budget) {
             }
         }
         if (self_preempted) continue; /* running[i] is now the next sequence */
-        add_to_step(e, s, n);
+        add_to_step(e, st, s, n);
         *budget -= n;
         i++;
     }
@@ -186,8 +214,8 @@ static void claim_prefix(sl_engine *e, sl_seq *s) {
     }
 }
 
-static void schedule_waiting(sl_engine *e, int *budget) {
-    for (int i = 0; i < e->n_waiting && *budget > 0 && e->n_running < e->opts.max_num_seqs;) {
+static void schedule_waiting(sl_engine *e, sl_step *st, int *budget, int max_seqs) {
+    for (int i = 0; i < e->n_waiting && *budget > 0 && e->n_running < e->opts.max_num_seqs && st->n_seqs < max_seqs;) {
         sl_seq *s = e->waiting[i];
         if (s->fork_pending && !fork_ready(e, s)) {
             i++;
@@ -203,35 +231,79 @@ static void schedule_waiting(sl_engine *e, int *budget) {
         list_remove(e->waiting, &e->n_waiting, s);
         s->state = SL_SEQ_RUNNING;
         list_insert(e->running, &e->n_running, s);
-        add_to_step(e, s, n);
+        add_to_step(e, st, s, n);
         *budget -= n;
     }
 }
 
-bool sl_sched_build_step(sl_engine *e) {
-    e->b_n_seqs = e->b_n_tokens = e->b_n_logits = 0;
-    int budget = e->opts.max_num_batched_tokens;
-    if (schedule_running(e, &budget)) schedule_waiting(e, &budget);
-    e->b_query_start[e->b_n_seqs] = e->b_n_tokens;
-    return e->b_n_seqs > 0;
+bool sl_sched_build_step(sl_engine *e, sl_step *st) {
+    st->n_seqs = st->n_tokens = st->n_logits = 0;
+    int budget = e->opts.max_num_batched_tokens, max_seqs = e->opts.max_num_seqs;
+    if (e->n_slots > 1) { /* a micro-batch's share: with 8 sequences and 2 slots, two of 4 alternate */
+        int n = e->n_running + e->n_waiting < max_seqs ? e->n_running + e->n_waiting : max_seqs;
+        max_seqs = (n + e->n_slots - 1) / e->n_slots;
+        budget = (budget + e->n_slots - 1) / e->n_slots;
+    }
+    if (schedule_running(e, st, &budget, max_seqs)) schedule_waiting(e, st, &budget, max_seqs);
+    st->query_start[st->n_seqs] = st->n_tokens;
+    return st->n_seqs > 0;
 }
 
 /* ---- invariants (debug_checks) ---- */
 
-static int count_holders(sl_seq **list, int n, int32_t block) {
+static int count_holders(sl_seq *const *list, int n, int32_t block) {
     int c = 0;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < list[i]->n_blocks; j++) c += list[i]->blocks[j] == block;
     return c;
 }
 
-int sl_sched_check(sl_engine *e, sl_err *err) {
+/* In-flight steps: each sequence in exactly one of them (once), running or
+ * finished (an abort waiting for the step), none of its blocks free. */
+static int check_in_flight(sl_engine *e, sl_err *err) {
+    int n = 0;
+    for (int k = 0; k < e->n_slots; k++) {
+        const sl_step *st = &e->steps[k];
+        if (!st->in_flight) continue;
+        n++;
+        for (int i = 0; i < st->n_seqs; i++) {
+            const sl_seq *s = st->seqs[i];
+            int copies = 0;
+            for (int k2 = 0; k2 < e->n_slots; k2++)
+                for (int j = 0; e->steps[k2].in_flight && j < e->steps[k2].n_seqs; j++) copies += e->steps[k2].seqs[j] == s;
+            if (copies != 1 || s->state == SL_SEQ_WAITING)
+                return sl_err_set(err, SL_EINTERNAL, "sequence of request %llu is in %d in-flight steps (state %d)",
+                                  (unsigned long long)s->req->id, copies, (int)s->state);
+            for (int j = 0; j < s->n_blocks; j++)
+                if (sl_block_pool_refcount(e->pool, s->blocks[j]) < 1)
+                    return sl_err_set(err, SL_EINTERNAL, "block %d of an in-flight sequence of request %llu is free",
+                                      s->blocks[j], (unsigned long long)s->req->id);
+        }
+    }
+    if (n != e->n_in_flight) return sl_err_set(err, SL_EINTERNAL, "%d steps in flight, counted %d", n, e->n_in_flight);
+    return SL_OK;
+}
+
+/* Holders of a block outside the running list: finished sequences whose step is still in flight. */
+static int count_deferred_holders(const sl_engine *e, int32_t block) {
+    int c = 0;
+    for (int k = 0; k < e->n_slots; k++)
+        for (int i = 0; e->steps[k].in_flight && i < e->steps[k].n_seqs; i++)
+            if (e->steps[k].seqs[i]->state == SL_SEQ_FINISHED) c += count_holders(&e->steps[k].seqs[i], 1, block);
+    return c;
+}
+
+int sl_sched_check(sl_engine *e, const sl_step *st, sl_err *err) {
     int rc = sl_block_pool_check(e->pool, err);
-    if (rc) return rc;
-    if (e->b_n_tokens > e->opts.max_num_batched_tokens || e->b_n_seqs > e->opts.max_num_seqs ||
+    if (rc || (rc = check_in_flight(e, err))) return rc;
+    if (st->n_tokens > e->opts.max_num_batched_tokens || st->n_seqs > e->opts.max_num_seqs ||
         e->n_running > e->opts.max_num_seqs)
-        return sl_err_set(err, SL_EINTERNAL, "step over budget: %d tokens, %d seqs, %d running", e->b_n_tokens,
-                          e->b_n_seqs, e->n_running);
+        return sl_err_set(err, SL_EINTERNAL, "step over budget: %d tokens, %d seqs, %d running", st->n_tokens,
+                          st->n_seqs, e->n_running);
+    for (int i = 0; i < st->n_seqs; i++)
+        if (sl_sched_slot_of(e, st->seqs[i]) >= 0)
+            return sl_err_set(err, SL_EINTERNAL, "a sequence of request %llu is in two steps at once",
+                              (unsigned long long)st->seqs[i]->req->id);
     for (int i = 0; i < e->n_running; i++) {
         sl_seq *s = e->running[i];
         if (s->state != SL_SEQ_RUNNING || s->n_computed > s->n_tokens ||
@@ -243,7 +315,7 @@ int sl_sched_check(sl_engine *e, sl_err *err) {
         if (e->waiting[i]->state != SL_SEQ_WAITING || e->waiting[i]->n_blocks != 0)
             return sl_err_set(err, SL_EINTERNAL, "a waiting sequence holds blocks");
     for (int32_t b = 0; b < sl_block_pool_n_blocks(e->pool); b++) {
-        int holders = count_holders(e->running, e->n_running, b);
+        int holders = count_holders(e->running, e->n_running, b) + (e->n_in_flight ? count_deferred_holders(e, b) : 0);
         if (holders != sl_block_pool_refcount(e->pool, b))
             return sl_err_set(err, SL_EINTERNAL, "block %d: %d holders, refcount %d", b, holders,
                               sl_block_pool_refcount(e->pool, b));

@@ -4,7 +4,9 @@
  * own one-request-at-a-time results: batching, preemption under a tiny KV
  * cache, prefix-cache hits and n > 1 must change nothing. A randomized run
  * drives the scheduler with arrivals, aborts and lengths, with the engine's
- * invariant checks on after every step.
+ * invariant checks on after every step. Both also run with 2 and 3
+ * micro-batch slots in flight (the pipeline-parallel scheduler, simulated
+ * in one process): the same tokens, the same invariants.
  * Usage: test_engine FIXTURE_DIR */
 #include <jansson.h>
 #include <pthread.h>
@@ -15,6 +17,7 @@
 #include "test.h"
 
 static const char *g_model;
+static int g_slots = 1; /* micro-batch slots the engines opened here keep in flight */
 /* one KV block of llama_gqa: K and V, 3 layers, 2 KV heads of 16, 16 tokens, f32 */
 #define BLOCK_BYTES (2 * 3 * 2 * 16 * 16 * 4)
 
@@ -29,6 +32,9 @@ static sl_engine *open_engine(int64_t kv_bytes, int prefix_caching, int max_seqs
     o.max_num_seqs = max_seqs;
     o.max_num_batched_tokens = max_tokens;
     o.max_model_len = 128;
+    char slots[16];
+    snprintf(slots, sizeof slots, "%d", g_slots);
+    setenv("SHARDLM_DEBUG_MICROBATCHES", slots, 1);
     sl_engine *e;
     char err[512];
     if (sl_engine_open(&o, &e, err, sizeof err)) {
@@ -157,9 +163,12 @@ static sl_sampling request_params(int i) {
     return p;
 }
 
-/* Results of each request alone on a roomy engine. */
+/* Results of each request alone on a roomy engine, one step at a time. */
 static void run_alone(result *out) {
+    const int slots = g_slots;
+    g_slots = 1;
     sl_engine *e = open_engine(0, 0, 8, 256);
+    g_slots = slots;
     if (!e) return;
     for (int i = 0; i < N_REQ; i++) {
         sl_sampling p = request_params(i);
@@ -328,6 +337,8 @@ static void test_randomized_scheduler(void) {
                         choices_done++;
                         finished += o->finish_reason != SL_FINISH_ABORT;
                         aborted += o->finish_reason == SL_FINISH_ABORT;
+                    } else if (rnd(24) == 0) { /* running now, perhaps in a step in flight */
+                        sl_engine_abort(e, ids[k]);
                     }
                     sl_output_free(o);
                 }
@@ -350,6 +361,17 @@ static void test_randomized_scheduler(void) {
     sl_engine_close(e);
 }
 
+/* The scheduler with steps in flight: sequences in one step at a time,
+ * aborts of in-flight sequences, preemption around them. */
+static void test_micro_batches(void) {
+    for (g_slots = 2; g_slots <= 3; g_slots++) {
+        fprintf(stderr, "%d micro-batch slots:\n", g_slots);
+        test_batched_and_preempted_equal_alone();
+        test_randomized_scheduler();
+    }
+    g_slots = 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     g_model = argv[1];
@@ -359,5 +381,6 @@ int main(int argc, char **argv) {
     TEST_RUN(test_n_choices);
     TEST_RUN(test_stops_and_validation);
     TEST_RUN(test_randomized_scheduler);
+    TEST_RUN(test_micro_batches);
     TEST_EXIT();
 }
