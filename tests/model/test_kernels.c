@@ -137,15 +137,16 @@ static void test_pack_slice_and_embed(void) {
 }
 
 /* Attention over a scattered block table against dense causal softmax. */
-static void test_attention_paged(void) {
-    enum { BS = 4, N_BLOCKS = 16, HD = 8, NH = 6, NKV = 3, KVD = NKV * HD, QD = NH * HD };
-    float k_cache[N_BLOCKS * BS * KVD], v_cache[N_BLOCKS * BS * KVD];
+static void check_attention(const int NH, const int NKV) {
+    enum { BS = 4, N_BLOCKS = 16, HD = 8 };
+    const int KVD = NKV * HD, QD = NH * HD;
+    float *k_cache = malloc(sizeof(float) * N_BLOCKS * BS * KVD), *v_cache = malloc(sizeof(float) * N_BLOCKS * BS * KVD);
+    float *q = malloc(sizeof(float) * 9 * QD), *out = malloc(sizeof(float) * 9 * QD);
     fill(k_cache, N_BLOCKS * BS * KVD);
     fill(v_cache, N_BLOCKS * BS * KVD);
     /* two sequences: 9 tokens of context with 3 new, 6 tokens all new */
     int32_t qs[3] = {0, 3, 9}, ctx[2] = {9, 6};
     int32_t tables[2 * 4] = {5, 2, 11, 0, 7, 3, 0, 0};
-    float q[9 * QD], out[9 * QD];
     fill(q, 9 * QD);
     sl_attn_batch b = {.n_seqs = 2, .max_blocks = 4, .block_size = BS, .max_context_len = 9,
                        .query_start = qs, .context_len = ctx, .block_tables = tables};
@@ -178,7 +179,15 @@ static void test_attention_paged(void) {
             }
         }
     }
+    if (worst >= 1e-5) fprintf(stderr, "attention %d heads / %d KV heads: rel err %g\n", NH, NKV, worst);
     CHECK(worst < 1e-5);
+    free(k_cache), free(v_cache), free(q), free(out);
+}
+
+/* Groups of 2 query heads per KV head, and of 10 (more than one pass of MAX_GROUP). */
+static void test_attention_paged(void) {
+    check_attention(6, 3);
+    check_attention(20, 2);
 }
 
 static void test_rmsnorm_rope_swiglu(void) {

@@ -1,10 +1,16 @@
 /* attention.c -- causal attention of a step's queries over the paged KV cache.
  *
- * One (query token, head) pair per work item. Keys are visited in chunks of
- * ATTN_CHUNK with an online softmax (running max and sum, as flash attention
- * does), so no buffer grows with the context and nothing is allocated.
- * Token j of a sequence is read from its block table, which is how every
- * backend sees the cache: the engine owns which blocks a sequence holds. */
+ * A work item is one query token and one KV head with all the query heads
+ * that share it (grouped-query attention): each key and value row is read
+ * once for the whole group, not once per query head. At 64 sequences a
+ * decode step reads more KV cache than weights, so this is the difference
+ * between streaming the cache once and three times.
+ *
+ * Keys are visited in chunks of ATTN_CHUNK with an online softmax (running
+ * max and sum, as flash attention does), so no buffer grows with the context
+ * and nothing is allocated. Token j of a sequence is read from its block
+ * table, which is how every backend sees the cache: the engine owns which
+ * blocks a sequence holds. */
 #include <float.h>
 #include <math.h>
 
@@ -12,6 +18,8 @@
 
 #define ATTN_CHUNK 64
 #define MAX_HEAD_DIM 512
+#define PREFETCH_ROWS 6 /* keys ahead */
+#define MAX_GROUP 8 /* query heads computed together; larger groups go in several passes */
 
 /* The sequence that owns step token t: the last s with query_start[s] <= t. */
 static int seq_of_token(const int32_t *query_start, int n_seqs, int t) {
@@ -24,42 +32,82 @@ static int seq_of_token(const int32_t *query_start, int n_seqs, int t) {
     return lo;
 }
 
-static inline const float *kv_row(const float *cache, const int32_t *table, int block_size, int j, int kv_dim) {
-    int64_t slot = (int64_t)table[j / block_size] * block_size + j % block_size;
-    return cache + slot * kv_dim;
+/* One query token, `g` query heads over one KV head. */
+typedef struct attn_group {
+    float *out;               /* g rows of head_dim, head_dim apart */
+    const float *q;           /* likewise */
+    int g;
+    const float *k_cache, *v_cache;
+    const int32_t *table;
+    int block_size, n_keys, kv_dim, kv_off, head_dim;
+    float scale;
+} attn_group;
+
+/* Offsets (in floats) of keys [j0, j0 + n) of the sequence in the cache. */
+static void row_offsets(const attn_group *a, int j0, int n, int64_t *off) {
+    int block = j0 / a->block_size, within = j0 % a->block_size;
+    for (int j = 0; j < n; j++) {
+        off[j] = ((int64_t)a->table[block] * a->block_size + within) * a->kv_dim + a->kv_off;
+        if (++within == a->block_size) within = 0, block++;
+    }
 }
 
-static void attend_one(float *out, const float *q, const float *k_cache, const float *v_cache, const int32_t *table,
-                       int block_size, int n_keys, int kv_dim, int kv_off, int head_dim, float scale) {
-    float acc[MAX_HEAD_DIM];
-    for (int d = 0; d < head_dim; d++) acc[d] = 0.0f;
-    float running_max = -FLT_MAX, running_sum = 0.0f;
-    for (int j0 = 0; j0 < n_keys; j0 += ATTN_CHUNK) {
-        int n = n_keys - j0 < ATTN_CHUNK ? n_keys - j0 : ATTN_CHUNK;
-        float scores[ATTN_CHUNK], chunk_max = -FLT_MAX;
-        for (int j = 0; j < n; j++) {
-            const float *k = kv_row(k_cache, table, block_size, j0 + j, kv_dim) + kv_off;
-            float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-            for (int d = 0; d < head_dim; d++) s += q[d] * k[d];
-            scores[j] = s * scale;
-            if (scores[j] > chunk_max) chunk_max = scores[j];
-        }
-        float new_max = chunk_max > running_max ? chunk_max : running_max;
-        float rescale = expf(running_max - new_max);
-        running_sum *= rescale;
-        for (int d = 0; d < head_dim; d++) acc[d] *= rescale;
-        for (int j = 0; j < n; j++) {
-            float p = expf(scores[j] - new_max);
-            running_sum += p;
-            const float *v = kv_row(v_cache, table, block_size, j0 + j, kv_dim) + kv_off;
-#pragma omp simd
-            for (int d = 0; d < head_dim; d++) acc[d] += p * v[d];
-        }
-        running_max = new_max;
+/* Rows of a block are kv_dim apart, blocks anywhere: ask for a row's cache lines ahead of use. */
+static inline void prefetch_row(const float *row, int head_dim) {
+    for (int d = 0; d < head_dim; d += 16) __builtin_prefetch(row + d, 0, 1);
+}
+
+static void attend_group(const attn_group *a) {
+    const int hd = a->head_dim, g = a->g;
+    float acc[MAX_GROUP][MAX_HEAD_DIM];
+    float running_max[MAX_GROUP], running_sum[MAX_GROUP];
+    for (int h = 0; h < g; h++) {
+        running_max[h] = -FLT_MAX, running_sum[h] = 0.0f;
+        for (int d = 0; d < hd; d++) acc[h][d] = 0.0f;
     }
-    float inv = 1.0f / running_sum;
-    for (int d = 0; d < head_dim; d++) out[d] = acc[d] * inv;
+    for (int j0 = 0; j0 < a->n_keys; j0 += ATTN_CHUNK) {
+        const int n = a->n_keys - j0 < ATTN_CHUNK ? a->n_keys - j0 : ATTN_CHUNK;
+        int64_t off[ATTN_CHUNK];
+        float scores[MAX_GROUP][ATTN_CHUNK];
+        row_offsets(a, j0, n, off);
+        for (int j = 0; j < n; j++) {
+            const float *k = a->k_cache + off[j];
+            if (j + PREFETCH_ROWS < n) prefetch_row(a->k_cache + off[j + PREFETCH_ROWS], hd);
+            prefetch_row(a->v_cache + off[j], hd); /* used after the chunk's scores */
+            for (int h = 0; h < g; h++) {
+                const float *q = a->q + h * hd;
+                float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                for (int d = 0; d < hd; d++) s += q[d] * k[d];
+                scores[h][j] = s * a->scale;
+            }
+        }
+        for (int h = 0; h < g; h++) {
+            float chunk_max = -FLT_MAX;
+            for (int j = 0; j < n; j++) chunk_max = scores[h][j] > chunk_max ? scores[h][j] : chunk_max;
+            const float new_max = chunk_max > running_max[h] ? chunk_max : running_max[h];
+            const float rescale = expf(running_max[h] - new_max);
+            running_sum[h] *= rescale;
+            for (int d = 0; d < hd; d++) acc[h][d] *= rescale;
+            for (int j = 0; j < n; j++) {
+                scores[h][j] = expf(scores[h][j] - new_max);
+                running_sum[h] += scores[h][j];
+            }
+            running_max[h] = new_max;
+        }
+        for (int j = 0; j < n; j++) {
+            const float *v = a->v_cache + off[j];
+            for (int h = 0; h < g; h++) {
+                const float p = scores[h][j];
+#pragma omp simd
+                for (int d = 0; d < hd; d++) acc[h][d] += p * v[d];
+            }
+        }
+    }
+    for (int h = 0; h < g; h++) {
+        const float inv = 1.0f / running_sum[h];
+        for (int d = 0; d < hd; d++) a->out[h * hd + d] = acc[h][d] * inv;
+    }
 }
 
 typedef struct attention_args {
@@ -67,32 +115,48 @@ typedef struct attention_args {
     const float *q, *k_cache, *v_cache;
     const sl_attn_batch *b;
     const sl_attn_shape *sh;
+    int passes;               /* per KV head: ceil(group / MAX_GROUP) */
 } attention_args;
 
-/* Items are (token, head) pairs, token-major. */
+/* Items are (token, KV head, pass), token-major. */
 static void attention_range(void *varg, int64_t begin, int64_t end, int thread) {
     (void)thread;
     const attention_args *a = varg;
     const sl_attn_batch *b = a->b;
     const sl_attn_shape *sh = a->sh;
-    const int group = sh->n_heads / sh->n_kv_heads;
+    const int group = sh->n_heads / sh->n_kv_heads, per_token = sh->n_kv_heads * a->passes;
     const int q_dim = sh->n_heads * sh->head_dim, kv_dim = sh->n_kv_heads * sh->head_dim;
     for (int64_t item = begin; item < end; item++) {
-        int t = (int)(item / sh->n_heads), h = (int)(item % sh->n_heads);
-        int s = seq_of_token(b->query_start, b->n_seqs, t);
-        int n_query = b->query_start[s + 1] - b->query_start[s];
-        int pos = b->context_len[s] - n_query + (t - b->query_start[s]);
-        attend_one(a->out + (int64_t)t * q_dim + h * sh->head_dim, a->q + (int64_t)t * q_dim + h * sh->head_dim,
-                   a->k_cache, a->v_cache, b->block_tables + (int64_t)s * b->max_blocks, b->block_size, pos + 1,
-                   kv_dim, (h / group) * sh->head_dim, sh->head_dim, sh->scale);
+        const int t = (int)(item / per_token), kvh = (int)(item % per_token) / a->passes;
+        const int pass = (int)(item % a->passes), h0 = kvh * group + pass * MAX_GROUP;
+        const int s = seq_of_token(b->query_start, b->n_seqs, t);
+        const int n_query = b->query_start[s + 1] - b->query_start[s];
+        const int pos = b->context_len[s] - n_query + (t - b->query_start[s]);
+        const int64_t row = (int64_t)t * q_dim + (int64_t)h0 * sh->head_dim;
+        attn_group g = {
+            .out = a->out + row,
+            .q = a->q + row,
+            .g = group - pass * MAX_GROUP < MAX_GROUP ? group - pass * MAX_GROUP : MAX_GROUP,
+            .k_cache = a->k_cache,
+            .v_cache = a->v_cache,
+            .table = b->block_tables + (int64_t)s * b->max_blocks,
+            .block_size = b->block_size,
+            .n_keys = pos + 1,
+            .kv_dim = kv_dim,
+            .kv_off = kvh * sh->head_dim,
+            .head_dim = sh->head_dim,
+            .scale = sh->scale,
+        };
+        attend_group(&g);
     }
 }
 
 void cpu_attention(cpu_pool *pool, float *out, const float *q, const float *k_cache, const float *v_cache,
                    const sl_attn_batch *b, const sl_attn_shape *sh) {
-    const int64_t n_items = (int64_t)b->query_start[b->n_seqs] * sh->n_heads;
+    const int group = sh->n_heads / sh->n_kv_heads, passes = (group + MAX_GROUP - 1) / MAX_GROUP;
+    const int64_t n_items = (int64_t)b->query_start[b->n_seqs] * sh->n_kv_heads * passes;
     /* an item reads up to max_context_len keys: split when the step has a few hundred thousand flops */
-    const int64_t item_work = (int64_t)b->max_context_len * sh->head_dim, min_work = 1 << 15;
-    attention_args a = {out, q, k_cache, v_cache, b, sh};
-    cpu_pool_for_dynamic(pool, n_items, 2, (min_work + item_work - 1) / item_work, attention_range, &a);
+    const int64_t item_work = (int64_t)b->max_context_len * sh->head_dim * group, min_work = 1 << 15;
+    attention_args a = {out, q, k_cache, v_cache, b, sh, passes};
+    cpu_pool_for_dynamic(pool, n_items, 1, (min_work + item_work - 1) / item_work, attention_range, &a);
 }
