@@ -85,6 +85,7 @@ typedef struct sl_engine_info {
     int max_concurrency;              /* sequences of max_model_len that fit at once */
     int tensor_parallel_size, pipeline_parallel_size;
     int64_t weight_bytes, kv_cache_bytes;
+    int n_threads;                    /* CPU threads per rank */
 } sl_engine_info;
 SL_API void sl_engine_get_info(const sl_engine *e, sl_engine_info *info);
 

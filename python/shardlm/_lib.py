@@ -65,6 +65,7 @@ class EngineInfo(ctypes.Structure):
         ("pipeline_parallel_size", c_int),
         ("weight_bytes", ctypes.c_int64),
         ("kv_cache_bytes", ctypes.c_int64),
+        ("n_threads", c_int),
     ]
 
 

@@ -653,6 +653,7 @@ void sl_engine_get_info(const sl_engine *e, sl_engine_info *info) {
         .pipeline_parallel_size = e->rank.model.plan.pp_size,
         .weight_bytes = (int64_t)e->rank.model.weight_bytes,
         .kv_cache_bytes = (int64_t)e->rank.model.kv_bytes,
+        .n_threads = e->rank.n_threads,
     };
 }
 

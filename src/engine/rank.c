@@ -6,6 +6,7 @@
  * these calls, so the others learn of it instead of waiting forever. */
 #include "engine/rank.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,11 +75,13 @@ static int settle_limits(sl_rank *r, const sl_rank_setup *s, int64_t blocks, sl_
 
 static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     int threads = s->n_threads;
-    if (threads <= 0) { /* share the node's cores between its ranks */
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0) { /* share the cores this process may use between the node's ranks */
+        cpu_set_t set;
+        int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
         int per_node = r->dist ? r->dist->world.size : 1;
-        threads = cores / per_node > 0 ? (int)(cores / per_node) : 1;
+        threads = cores / per_node > 0 ? cores / per_node : 1;
     }
+    r->n_threads = threads;
     sl_model_limits limits = {.max_tokens = s->max_num_batched_tokens, .max_seqs = s->max_num_seqs,
                               .max_model_len = r->max_model_len, .block_size = s->block_size, .n_blocks = r->n_blocks};
     int rc = sl_backend_create(s->backend, threads, &r->backend, err);

@@ -36,6 +36,7 @@ typedef struct sl_rank {
     sl_model_config config;
     sl_shard_plan plan;
     int max_model_len, n_blocks;  /* as agreed by all ranks */
+    int n_threads;                /* CPU threads this rank computes with */
 } sl_rank;
 
 /* Opens this rank's shard. With dist (owned by r from here on), every rank
