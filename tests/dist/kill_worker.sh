@@ -6,7 +6,7 @@
 set -uo pipefail
 shardlm=$1 model=$2 layout=${3:-2x1}
 tp=${layout%x*} pp=${layout#*x}
-export SHARDLM_COMM_TIMEOUT=10 OMP_WAIT_POLICY=passive
+export SHARDLM_COMM_TIMEOUT=10
 log=$(mktemp) prompts=$(mktemp)
 for i in $(seq 400); do echo '{"prompt_token_ids": [5, 6, 7], "max_tokens": 250}'; done > "$prompts"
 start=$(date +%s)

@@ -73,7 +73,7 @@ def main():
     tp, pp = (int(x) for x in layout.split("x"))
     vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
     port = free_port()
-    env = dict(os.environ, OMP_WAIT_POLICY="passive", SHARDLM_COMM_TIMEOUT="60")
+    env = dict(os.environ, SHARDLM_COMM_TIMEOUT="60")
     server = subprocess.Popen([shardlm, "serve", model, "--host", "127.0.0.1", "--port", str(port),
                                "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp),
                                "--kv-cache-memory", "64M", "--max-num-batched-tokens", "32",

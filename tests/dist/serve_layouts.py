@@ -34,7 +34,7 @@ def post(port, body):
 
 def answers(shardlm, model, tp, pp):
     port = free_port()
-    env = dict(os.environ, OMP_WAIT_POLICY="passive", SHARDLM_COMM_TIMEOUT="60")
+    env = dict(os.environ, SHARDLM_COMM_TIMEOUT="60")
     server = subprocess.Popen([shardlm, "serve", model, "--host", "127.0.0.1", "--port", str(port),
                                "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp),
                                "--kv-cache-memory", "256M", "--log-level", "warning"],

@@ -41,7 +41,7 @@ def run(shardlm, model_dir, prompts, tp, pp):
         for p in prompts:
             f.write(json.dumps(p) + "\n")
         path = f.name
-    env = dict(os.environ, SHARDLM_COMM_TIMEOUT="60", OMP_WAIT_POLICY="passive")
+    env = dict(os.environ, SHARDLM_COMM_TIMEOUT="60")
     cmd = [shardlm, "generate", model_dir, "--prompts-file", path, "--temperature", "0", "--ignore-eos",
            "--max-num-batched-tokens", "32", "--kv-cache-memory", "256M",
            "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp)]

@@ -14,7 +14,7 @@ port=$((18000 + RANDOM % 1000))
 tag=sl$$
 ns_a=${tag}a ns_b=${tag}b ip_a=10.231.$((RANDOM % 200)).1
 ip_b=${ip_a%.1}.2
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SHARDLM_COMM_TIMEOUT=30 OMP_WAIT_POLICY=passive
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SHARDLM_COMM_TIMEOUT=30
 question='{"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 12, "temperature": 0}'
 
 cleanup() {
@@ -59,7 +59,7 @@ else
   echo "network namespaces cannot be made here: running the same layout (2 ranks over TCP) on loopback"
 fi
 
-"${in_ns[@]}" mpirun -np 2 -H "$hosts" "${mca[@]}" -x SHARDLM_COMM_TIMEOUT -x OMP_WAIT_POLICY \
+"${in_ns[@]}" mpirun -np 2 -H "$hosts" "${mca[@]}" -x SHARDLM_COMM_TIMEOUT \
   "$shardlm" serve "$model" --pipeline-parallel-size 2 --host "$host_ip" --port "$port" --log-level warning &
 server=$!
 for _ in $(seq 150); do
