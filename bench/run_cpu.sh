@@ -3,7 +3,8 @@
 # llama.cpp peer on the same weights (BF16 GGUF written from the converted
 # model), same thread count: batch-1 prefill/decode with the memory-bandwidth
 # limit, then throughput at 1, 8 and 64 concurrent requests, each level
-# shardlm then llama.cpp's batched mode (n_seq_max = N) back to back.
+# shardlm (both --matmul-precision values) then llama.cpp's batched mode
+# (n_seq_max = N) back to back.
 # Usage: bench/run_cpu.sh [BUILD_DIR] [THREADS]   (one line per measurement)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,13 +16,19 @@ mkdir -p "$out"
 export OMP_NUM_THREADS=$threads  # llama.cpp's threads; shardlm takes --threads
 
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ); commit: $(git -C "$root" rev-parse --short HEAD); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads"
-"$shardlm" bench latency --threads "$threads" --input-len 128 --output-len 128 --num-iters 5 \
-  --output-json "$out/latency.json" 2>/dev/null | sed "s/^/[shardlm] /"
+# shardlm at both matmul precisions: float32 activations (the default) and bf16 ones (as llama.cpp)
+for p in highest medium; do
+  "$shardlm" bench latency --threads "$threads" --matmul-precision "$p" --input-len 128 --output-len 128 \
+    --num-iters 5 --output-json "$out/latency_$p.json" 2>/dev/null | sed "s/^/[shardlm, $p] /"
+done
 "$root/bench/peers/run-llamacpp.sh" "$threads" > "$out/llamacpp.json" 2>/dev/null || echo "llama.cpp peer failed"
 echo "[llama.cpp] $(cat "$out/llamacpp.json" 2>/dev/null)"
 for c in 1 8 64; do
-  "$shardlm" bench throughput --threads "$threads" --input-len 128 --output-len 128 --num-prompts "$c" \
-    --max-num-seqs "$c" --output-json "$out/throughput_$c.json" 2>/dev/null | head -1 | sed "s/^/[shardlm, $c concurrent] /"
+  for p in highest medium; do
+    "$shardlm" bench throughput --threads "$threads" --matmul-precision "$p" --input-len 128 --output-len 128 \
+      --num-prompts "$c" --max-num-seqs "$c" --output-json "$out/throughput_${p}_$c.json" 2>/dev/null | head -1 |
+      sed "s/^/[shardlm, $p, $c concurrent] /"
+  done
   if "$root/bench/peers/run-llamacpp.sh" "$threads" throughput "$c" > "$out/llamacpp_throughput_$c.json" 2>/dev/null; then
     "$root/build/venv-peers/bin/python" -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("[llama.cpp, %s concurrent] Throughput: %.2f requests/s, %.2f total tokens/s, %.2f output tokens/s"

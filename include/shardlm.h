@@ -68,6 +68,11 @@ typedef struct sl_engine_options {
     const char *download_dir;         /* hub cache folder, or NULL */
     int quiet;                        /* 1: no load progress or summary on stderr */
     int debug_checks;                 /* 1: verify scheduler and KV invariants after every step (tests) */
+    /* Inputs of matmuls over bf16 weights, as torch.set_float32_matmul_precision names them:
+     * "highest" (default): float32 activations; "medium": activations rounded to bfloat16,
+     * products summed in float32 (as llama.cpp computes bf16 models; about twice the
+     * arithmetic rate on CPUs with AVX512_BF16, logprobs then differ by ~1e-2). */
+    const char *matmul_precision;
 } sl_engine_options;
 
 SL_API void sl_engine_options_init(sl_engine_options *o);

@@ -2,16 +2,18 @@
  * default model (SmolLM2-135M: hidden 576, MLP 1536, vocabulary 49152),
  * bf16 weights: GB/s of weights streamed for decode (one token) and GFLOP/s
  * for prefill (512 tokens). Run peak_flops beside it for the ceiling.
- * Usage: gemm_bench [ROWS COLS TOKENS] */
+ * Usage: [SHARDLM_MATMUL_PRECISION=medium] gemm_bench [ROWS COLS TOKENS] */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "backend/cpu/kernels.h"
 
 static cpu_scratch g_scratch; /* reused by every call */
 static cpu_pool *g_pool;      /* OMP_NUM_THREADS threads, else all cores */
+static int g_bf16_inputs;     /* SHARDLM_MATMUL_PRECISION=medium: x rounded to bf16 */
 #include "util/progress.h"
 
 static void run(int rows, int cols, int n) {
@@ -29,13 +31,13 @@ static void run(int rows, int cols, int n) {
     madvise(packed, n_bytes, MADV_HUGEPAGE);
     cpu_weight_pack(packed, &wt, w, SL_DTYPE_BF16, rows, cols, cols);
     sl_proj p = {out, &wt, NULL};
-    cpu_matmul(g_pool, &p, 1, x, n, &g_scratch);
+    cpu_matmul(g_pool, &p, 1, x, n, g_bf16_inputs, &g_scratch);
     int reps = (int)(4e9 / (2.0 * nw * n + 1e6)) + 3;
     double t0 = sl_now_s();
-    for (int r = 0; r < reps; r++) cpu_matmul(g_pool, &p, 1, x, n, &g_scratch);
+    for (int r = 0; r < reps; r++) cpu_matmul(g_pool, &p, 1, x, n, g_bf16_inputs, &g_scratch);
     double dt = (sl_now_s() - t0) / reps;
-    printf("%6d x %5d, %3d tokens: %8.3f ms  %6.1f GB/s of weights  %6.1f GFLOP/s  (%d threads)\n", rows, cols, n,
-           dt * 1e3, (double)nw * 2 / dt / 1e9, 2.0 * (double)nw * n / dt / 1e9, cpu_pool_n_threads(g_pool));
+    printf("%6d x %5d, %3d tokens: %8.3f ms  %6.1f GB/s of weights  %6.1f GFLOP/s  (%d threads%s)\n", rows, cols, n,
+           dt * 1e3, (double)nw * 2 / dt / 1e9, 2.0 * (double)nw * n / dt / 1e9, cpu_pool_n_threads(g_pool), g_bf16_inputs ? ", bf16 inputs" : "");
     free(packed);
     free(w);
     free(x);
@@ -44,6 +46,8 @@ static void run(int rows, int cols, int n) {
 
 int main(int argc, char **argv) {
     sl_err err = {0};
+    const char *precision = getenv("SHARDLM_MATMUL_PRECISION");
+    g_bf16_inputs = precision && strcmp(precision, "medium") == 0;
     if (cpu_pool_create(0, &g_pool, &err)) {
         fprintf(stderr, "gemm_bench: %s\n", err.msg);
         return 1;

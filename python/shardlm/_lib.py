@@ -48,6 +48,7 @@ class EngineOptions(ctypes.Structure):
         ("download_dir", c_char_p),
         ("quiet", c_int),
         ("debug_checks", c_int),
+        ("matmul_precision", c_char_p),
     ]
 
 

@@ -68,6 +68,7 @@ _ENGINE_ARGS = {
     "generation_config": _setter("generation_config", lambda v, k: k(v)),
     "revision": _setter("revision", lambda v, k: k(v)),
     "download_dir": _setter("download_dir", lambda v, k: k(v)),
+    "matmul_precision": _setter("matmul_precision", lambda v, k: k(v)),
     "device": _set_device,
     "quiet": _setter("quiet", lambda v, k: int(bool(v))),
 }

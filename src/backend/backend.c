@@ -6,8 +6,8 @@
 
 #include "backend/cpu/cpu_backend.h"
 
-int sl_backend_create(const char *name, int n_threads, sl_backend *out, sl_err *err) {
-    if (!name || strcmp(name, "cpu") == 0) return sl_cpu_backend_create(n_threads, out, err);
+int sl_backend_create(const char *name, const sl_backend_options *o, sl_backend *out, sl_err *err) {
+    if (!name || strcmp(name, "cpu") == 0) return sl_cpu_backend_create(o, out, err);
     return sl_err_set(err, SL_ENOTSUP, "backend \"%s\" is not available in this build (available: cpu)", name);
 }
 

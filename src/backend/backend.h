@@ -113,8 +113,13 @@ typedef struct sl_backend {
     void *ctx;
 } sl_backend;
 
-/* Creates a backend by name ("cpu", "cuda"); n_threads 0 = all cores. */
-int sl_backend_create(const char *name, int n_threads, sl_backend *out, sl_err *err);
+typedef struct sl_backend_options {
+    int n_threads;            /* CPU threads; 0: the cores this process may use */
+    int matmul_bf16_inputs;   /* matmuls over bf16 weights round their inputs to bf16 (sums stay float32) */
+} sl_backend_options;
+
+/* Creates a backend by name ("cpu", "cuda"). */
+int sl_backend_create(const char *name, const sl_backend_options *o, sl_backend *out, sl_err *err);
 void sl_backend_destroy(sl_backend *b);
 
 #endif

@@ -26,6 +26,9 @@ int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out
         {"--max-num-batched-tokens", SL_FLAG_INT, &o->max_num_batched_tokens, "SchedulerConfig", "tokens per step; long prompts are prefilled in chunks (2048)", NULL},
         {"--device", SL_FLAG_STRING, &v->device, "DeviceConfig", "cpu or cuda (default: cpu)", "DEV"},
         {"--threads", SL_FLAG_INT, &o->n_threads, "DeviceConfig", "CPU threads per rank (the node's cores / its ranks)", NULL},
+        {"--matmul-precision", SL_FLAG_STRING, &o->matmul_precision, "DeviceConfig",
+         "highest (float32 activations) or medium (bfloat16 activations, float32 sums: faster on AVX512_BF16 CPUs)",
+         "P"},
         {"--device-memory", SL_FLAG_BYTES, &o->device_memory, "DeviceConfig",
          "memory of one device, e.g. 48G (GPU: detected; CPU: available RAM / ranks)", NULL},
     };

@@ -237,6 +237,7 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     s->tp = o->tensor_parallel_size;
     s->pp = o->pipeline_parallel_size;
     s->n_threads = o->n_threads;
+    s->matmul_bf16_inputs = strcmp(o->matmul_precision, "medium") == 0;
     s->max_model_len = o->max_model_len;
     s->max_model_len_explicit = o->max_model_len > 0;
     s->block_size = o->block_size;
@@ -330,6 +331,10 @@ static int copy_options(sl_engine *e, const sl_engine_options *o, sl_err *err) {
     if (c->tensor_parallel_size <= 0) c->tensor_parallel_size = 1;
     if (c->pipeline_parallel_size <= 0) c->pipeline_parallel_size = 1;
     if (c->block_size > 1024) return sl_err_set(err, SL_EINVAL, "--block-size must be at most 1024");
+    if (!c->matmul_precision) c->matmul_precision = "highest";
+    if (strcmp(c->matmul_precision, "highest") != 0 && strcmp(c->matmul_precision, "medium") != 0)
+        return sl_err_set(err, SL_EINVAL, "--matmul-precision must be \"highest\" or \"medium\", not \"%s\"",
+                          c->matmul_precision);
     return SL_OK;
 }
 

@@ -84,7 +84,8 @@ static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     r->n_threads = threads;
     sl_model_limits limits = {.max_tokens = s->max_num_batched_tokens, .max_seqs = s->max_num_seqs,
                               .max_model_len = r->max_model_len, .block_size = s->block_size, .n_blocks = r->n_blocks};
-    int rc = sl_backend_create(s->backend, threads, &r->backend, err);
+    sl_backend_options bo = {.n_threads = threads, .matmul_bf16_inputs = s->matmul_bf16_inputs};
+    int rc = sl_backend_create(s->backend, &bo, &r->backend, err);
     if (!rc) rc = sl_model_open(&r->model, s->model_dir, &r->backend, &r->plan, &limits, r->dist, err);
     r->exec = (sl_executor){.model = &r->model, .dist = r->dist};
     return rc;

@@ -47,7 +47,8 @@ static void *packed(sl_weight *w, const void *src, sl_dtype dtype, int64_t rows,
 
 static double rel_err(double got, double want) { return fabs(got - want) / (1.0 + fabs(want)); }
 
-static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bias) {
+/* bf16_inputs: the reference rounds x to bf16 too (--matmul-precision medium). */
+static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bias, int bf16_inputs) {
     float *x = malloc(sizeof(float) * (size_t)(n * cols)), *wf = malloc(sizeof(float) * (size_t)(rows * cols));
     float *bias = malloc(sizeof(float) * (size_t)rows), *out = malloc(sizeof(float) * (size_t)(n * rows));
     uint16_t *wh = malloc(2 * (size_t)(rows * cols));
@@ -65,8 +66,10 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
     }
     sl_weight w;
     void *mem = packed(&w, dtype == SL_DTYPE_F32 ? (void *)wf : (void *)wh, dtype, rows, cols, cols);
-    cpu_matmul(g_pool, &(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n, &g_scratch);
+    cpu_matmul(g_pool, &(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n, bf16_inputs, &g_scratch);
     free(mem);
+    if (bf16_inputs && dtype == SL_DTYPE_BF16)
+        for (int i = 0; i < n * cols; i++) x[i] = sl_bf16_to_f32(sl_f32_to_bf16(x[i]));
     double worst = 0;
     for (int t = 0; t < n; t++)
         for (int r = 0; r < rows; r++) {
@@ -75,7 +78,9 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
             double e = rel_err(out[t * rows + r], ref);
             if (e > worst) worst = e;
         }
-    if (worst > 1e-5) fprintf(stderr, "matmul %s %dx%d n=%d: rel err %g\n", sl_dtype_name(dtype), rows, cols, n, worst);
+    if (worst > 1e-5)
+        fprintf(stderr, "matmul %s%s %dx%d n=%d: rel err %g\n", sl_dtype_name(dtype), bf16_inputs ? " (bf16 inputs)" : "",
+                rows, cols, n, worst);
     CHECK(worst <= 1e-5);
     free(x), free(wf), free(bias), free(out), free(wh);
 }
@@ -87,8 +92,9 @@ static void test_matmul_shapes(void) {
         CHECK(cpu_pool_create(threads, &g_pool, &(sl_err){0}) == 0);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             for (int d = 0; d < 3; d++)
-                check_matmul((sl_dtype[]){SL_DTYPE_F32, SL_DTYPE_BF16, SL_DTYPE_F16}[d], shapes[i][0], shapes[i][1],
-                             shapes[i][2], (int)(i % 2));
+                for (int bf16_inputs = 0; bf16_inputs < 2; bf16_inputs++)
+                    check_matmul((sl_dtype[]){SL_DTYPE_F32, SL_DTYPE_BF16, SL_DTYPE_F16}[d], shapes[i][0], shapes[i][1],
+                                 shapes[i][2], (int)(i % 2), bf16_inputs);
     }
 }
 
@@ -104,10 +110,12 @@ static void test_matmul_batch_invariant(void) {
     for (int d = 0; d < 2; d++) {
         sl_weight wt;
         void *mem = d ? packed(&wt, wh, SL_DTYPE_BF16, ROWS, COLS, COLS) : packed(&wt, w, SL_DTYPE_F32, ROWS, COLS, COLS);
-        cpu_matmul(g_pool, &(sl_proj){batched, &wt, NULL}, 1, x, N, &g_scratch);
-        for (int t = 0; t < N; t++) {
-            cpu_matmul(g_pool, &(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1, &g_scratch);
-            CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
+        for (int bf16_inputs = 0; bf16_inputs < 2; bf16_inputs++) {
+            cpu_matmul(g_pool, &(sl_proj){batched, &wt, NULL}, 1, x, N, bf16_inputs, &g_scratch);
+            for (int t = 0; t < N; t++) {
+                cpu_matmul(g_pool, &(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1, bf16_inputs, &g_scratch);
+                CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
+            }
         }
         free(mem);
     }

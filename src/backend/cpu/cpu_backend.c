@@ -28,7 +28,8 @@ typedef struct weight_chunk {
 
 typedef struct cpu_ctx {
     cpu_pool *pool;
-    cpu_scratch scratch;           /* the matmul's padded activations */
+    cpu_scratch scratch;           /* the matmul's padded or bf16 activations */
+    int bf16_inputs;               /* sl_backend_options.matmul_bf16_inputs */
     weight_chunk *chunks;          /* the newest first; only it takes new small weights */
 } cpu_ctx;
 
@@ -117,7 +118,8 @@ static void op_embed(void *ctx, float *out, const sl_weight *t, const int32_t *i
     cpu_embed(((cpu_ctx *)ctx)->pool, out, t, ids, n, off);
 }
 static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n) {
-    cpu_matmul(((cpu_ctx *)ctx)->pool, proj, n_proj, x, n, &((cpu_ctx *)ctx)->scratch);
+    cpu_ctx *c = ctx;
+    cpu_matmul(c->pool, proj, n_proj, x, n, c->bf16_inputs, &c->scratch);
 }
 static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
     cpu_rmsnorm(((cpu_ctx *)ctx)->pool, out, x, w, n, dim, eps);
@@ -171,10 +173,11 @@ static const sl_backend_iface k_cpu_iface = {
     .synchronize = cpu_synchronize,
 };
 
-int sl_cpu_backend_create(int n_threads, sl_backend *out, sl_err *err) {
+int sl_cpu_backend_create(const sl_backend_options *o, sl_backend *out, sl_err *err) {
     cpu_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return sl_err_set(err, SL_ENOMEM, "out of memory");
-    int rc = cpu_pool_create(n_threads, &ctx->pool, err);
+    ctx->bf16_inputs = o->matmul_bf16_inputs;
+    int rc = cpu_pool_create(o->n_threads, &ctx->pool, err);
     if (rc) {
         free(ctx);
         return rc;

@@ -4,8 +4,8 @@
 
 #include "backend/backend.h"
 
-/* n_threads 0: OpenMP's default (OMP_NUM_THREADS, else all cores). */
-int sl_cpu_backend_create(int n_threads, sl_backend *out, sl_err *err);
+/* o->n_threads 0: OMP_NUM_THREADS when set, else the cores this process may use. */
+int sl_cpu_backend_create(const sl_backend_options *o, sl_backend *out, sl_err *err);
 int sl_cpu_backend_n_threads(const sl_backend *b);
 
 #endif

@@ -25,7 +25,9 @@ void cpu_weight_pack(void *dst, sl_weight *w, const void *src, sl_dtype dtype, i
 /* Element (r, k) of a packed weight (the embedding reads its rows this way). */
 float cpu_weight_at(const sl_weight *w, int64_t r, int64_t k);
 
-void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch);
+/* bf16_inputs: over bf16 weights, x is rounded to bf16 first (products summed in float32). */
+void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, int bf16_inputs,
+                cpu_scratch *scratch);
 void cpu_attention(cpu_pool *pool, float *out, const float *q, const float *k_cache, const float *v_cache,
                    const sl_attn_batch *batch, const sl_attn_shape *shape);
 void cpu_embed(cpu_pool *pool, float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);

@@ -14,6 +14,11 @@
  * shift, an and and two FMAs per 16 rows. f16 weights are widened to f32 at
  * packing (x86 has no cheap f16 arithmetic in C; they take twice the memory).
  *
+ * With bf16 inputs (--matmul-precision medium) x is rounded to bf16 pairs
+ * once per call, and a step is one `vdpbf16ps` per 16 rows: both products
+ * of a pair, summed in float32, at twice the FMA rate (AVX512_BF16; other
+ * builds compute the same products with the shift and the and).
+ *
  * Each output is one chain of FMAs over k in order, whichever tile computes
  * it (4 tokens, or the 1-3 left over), so a token's logits do not depend on
  * what else is in the batch: batched and one-at-a-time results are
@@ -26,6 +31,11 @@
 
 #include "backend/cpu/kernels.h"
 #include "util/half.h"
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_DPBF16 1
+#endif
 
 #define LANES 16
 #define VECS 4                        /* vectors of 16 rows per panel */
@@ -141,6 +151,59 @@ static inline __attribute__((always_inline)) void panel_tile(float *out, int64_t
     }
 }
 
+/* The same over bf16 weights with x as bf16 pairs (xw: one 32-bit word per column pair). */
+static inline __attribute__((always_inline)) void panel_tile_bf16_inputs(float *out, int64_t ldo, int n_rows,
+                                                                         const uint32_t *xw, int64_t ldx,
+                                                                         const char *panel, int64_t pairs, int T) {
+    const size_t step = pair_bytes(SL_DTYPE_BF16);
+#ifdef HAVE_DPBF16
+    __m512 acc[TILE_TOKENS][VECS];
+    for (int t = 0; t < T; t++)
+        for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < pairs; p++) {
+        __m512bh w[VECS];
+        for (int v = 0; v < VECS; v++) w[v] = (__m512bh)_mm512_loadu_si512(panel + (size_t)p * step + v * LANES * 4);
+        for (int t = 0; t < T; t++) {
+            const __m512bh xb = (__m512bh)_mm512_set1_epi32((int)xw[t * ldx + p]);
+            for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_dpbf16_ps(acc[t][v], w[v], xb);
+        }
+    }
+#else
+    vf acc[TILE_TOKENS][VECS];
+    memset(acc, 0, sizeof acc);
+    for (int64_t p = 0; p < pairs; p++) {
+        vf col_k[VECS], col_k1[VECS];
+        load_pair(panel + (size_t)p * step, SL_DTYPE_BF16, col_k, col_k1);
+        for (int t = 0; t < T; t++) {
+            const uint32_t pair = xw[t * ldx + p];
+            const float xk = sl_bf16_to_f32((uint16_t)pair), xk1 = sl_bf16_to_f32((uint16_t)(pair >> 16));
+            for (int v = 0; v < VECS; v++) {
+                acc[t][v] += col_k[v] * xk;
+                acc[t][v] += col_k1[v] * xk1;
+            }
+        }
+    }
+#endif
+    for (int t = 0; t < T; t++) {
+        float lanes[PANEL_ROWS];
+        memcpy(lanes, acc[t], sizeof lanes);
+        memcpy(out + t * ldo, lanes, sizeof(float) * (size_t)n_rows);
+    }
+}
+
+static void panel_bf16_inputs(float *out, int64_t ldo, int n_rows, const uint32_t *xw, int64_t ldx, int n,
+                              const char *panel, int64_t pairs) {
+    int t = 0;
+    for (; t + TILE_TOKENS <= n; t += TILE_TOKENS)
+        panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, TILE_TOKENS);
+    switch (n - t) {
+    case 3: panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, 3); break;
+    case 2: panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, 2); break;
+    case 1: panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, 1); break;
+    default: break;
+    }
+}
+
 #define DEFINE_PANEL(SUFFIX, DTYPE)                                                                       \
     static void panel_##SUFFIX(float *out, int64_t ldo, int n_rows, const float *x, int64_t ldx, int n,  \
                                const char *panel, int64_t pairs) {                                    \
@@ -158,26 +221,28 @@ static inline __attribute__((always_inline)) void panel_tile(float *out, int64_t
 DEFINE_PANEL(bf16, SL_DTYPE_BF16)
 DEFINE_PANEL(f32, SL_DTYPE_F32)
 
-/* Rows [64 * panel, +64) of one projection, every token. */
-static void project_panel(const sl_proj *pr, const float *x, int64_t ldx, int n, int64_t panel) {
-    const sl_weight *w = pr->w;
-    const int64_t r0 = panel * PANEL_ROWS, pairs = n_pairs(w->cols);
-    const int n_rows = w->rows - r0 < PANEL_ROWS ? (int)(w->rows - r0) : PANEL_ROWS;
-    const char *data = (const char *)w->data + (size_t)(panel * pairs) * pair_bytes(w->dtype);
-    if (w->dtype == SL_DTYPE_BF16) panel_bf16(pr->out + r0, w->rows, n_rows, x, ldx, n, data, pairs);
-    else panel_f32(pr->out + r0, w->rows, n_rows, x, ldx, n, data, pairs);
-    if (!pr->bias) return;
-    for (int t = 0; t < n; t++)
-        for (int r = 0; r < n_rows; r++) pr->out[(int64_t)t * w->rows + r0 + r] += pr->bias[r0 + r];
-}
-
 typedef struct matmul_args {
     const sl_proj *proj;
     const int64_t *first_panel; /* [n_proj + 1]: projection i owns panels [first_panel[i], first_panel[i + 1]) */
     const float *x;
-    int64_t ldx;
+    int64_t ldx;                /* floats per token of x */
+    const uint32_t *xw;         /* x as bf16 pairs ([n][pairs]) for bf16 weights, or NULL */
     int n;
 } matmul_args;
+
+/* Rows [64 * panel, +64) of one projection, every token. */
+static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel) {
+    const sl_weight *w = pr->w;
+    const int64_t r0 = panel * PANEL_ROWS, pairs = n_pairs(w->cols);
+    const int n = a->n, n_rows = w->rows - r0 < PANEL_ROWS ? (int)(w->rows - r0) : PANEL_ROWS;
+    const char *data = (const char *)w->data + (size_t)(panel * pairs) * pair_bytes(w->dtype);
+    if (w->dtype == SL_DTYPE_BF16 && a->xw) panel_bf16_inputs(pr->out + r0, w->rows, n_rows, a->xw, pairs, n, data, pairs);
+    else if (w->dtype == SL_DTYPE_BF16) panel_bf16(pr->out + r0, w->rows, n_rows, a->x, a->ldx, n, data, pairs);
+    else panel_f32(pr->out + r0, w->rows, n_rows, a->x, a->ldx, n, data, pairs);
+    if (!pr->bias) return;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < n_rows; r++) pr->out[(int64_t)t * w->rows + r0 + r] += pr->bias[r0 + r];
+}
 
 static void matmul_range(void *varg, int64_t begin, int64_t end, int thread) {
     (void)thread;
@@ -185,21 +250,25 @@ static void matmul_range(void *varg, int64_t begin, int64_t end, int thread) {
     int i = 0;
     for (int64_t panel = begin; panel < end; panel++) {
         while (panel >= a->first_panel[i + 1]) i++;
-        project_panel(&a->proj[i], a->x, a->ldx, a->n, panel - a->first_panel[i]);
+        project_panel(&a->proj[i], a, panel - a->first_panel[i]);
     }
 }
 
-/* A kernel step reads x in column pairs: an odd width gets a zero column
- * (in the caller's scratch, grown to the largest input seen and reused). */
+/* The caller's scratch holds at least n_floats (grown to the largest input
+ * seen, then reused: nothing is allocated in steady state). */
+static float *scratch_floats(cpu_scratch *scratch, size_t n_floats) {
+    if (n_floats > scratch->n_floats) {
+        free(scratch->floats);
+        scratch->floats = malloc(sizeof(float) * n_floats);
+        scratch->n_floats = scratch->floats ? n_floats : 0;
+    }
+    return scratch->floats;
+}
+
+/* A kernel step reads x in column pairs: an odd width gets a zero column. */
 static const float *padded_input(const float *x, int n, int64_t cols, cpu_scratch *scratch) {
     if (cols % 2 == 0) return x;
-    const size_t need = (size_t)n * (size_t)(cols + 1);
-    if (need > scratch->n_floats) {
-        free(scratch->floats);
-        scratch->floats = malloc(sizeof(float) * need);
-        scratch->n_floats = scratch->floats ? need : 0;
-        if (!scratch->floats) return NULL;
-    }
+    if (!scratch_floats(scratch, (size_t)n * (size_t)(cols + 1))) return NULL;
     for (int t = 0; t < n; t++) {
         memcpy(scratch->floats + (size_t)t * (size_t)(cols + 1), x + (size_t)t * (size_t)cols, sizeof(float) * (size_t)cols);
         scratch->floats[(size_t)t * (size_t)(cols + 1) + (size_t)cols] = 0.0f;
@@ -207,7 +276,35 @@ static const float *padded_input(const float *x, int n, int64_t cols, cpu_scratc
     return scratch->floats;
 }
 
-void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, cpu_scratch *scratch) {
+/* x rounded to bf16, a 32-bit word per column pair: (x[k+1] << 16) | x[k], a zero past an odd width. */
+typedef struct pairs_args {
+    uint32_t *xw;
+    const float *x;
+    int64_t cols;
+} pairs_args;
+
+static void bf16_pairs_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const pairs_args *a = varg;
+    const int64_t cols = a->cols, pairs = n_pairs(cols);
+    for (int64_t t = begin; t < end; t++) {
+        const float *xt = a->x + t * cols;
+        uint32_t *w = a->xw + t * pairs;
+        for (int64_t p = 0; p < pairs; p++) {
+            uint32_t hi = 2 * p + 1 < cols ? sl_f32_to_bf16(xt[2 * p + 1]) : 0;
+            w[p] = hi << 16 | sl_f32_to_bf16(xt[2 * p]);
+        }
+    }
+}
+
+static const uint32_t *bf16_pairs(cpu_pool *pool, const float *x, int n, int64_t cols, cpu_scratch *scratch) {
+    pairs_args a = {(uint32_t *)scratch_floats(scratch, (size_t)n * (size_t)n_pairs(cols)), x, cols};
+    if (a.xw) cpu_pool_for(pool, n, 16, bf16_pairs_range, &a);
+    return a.xw;
+}
+
+void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, int bf16_inputs,
+                cpu_scratch *scratch) {
     int64_t first_panel[SL_MAX_PROJ + 1], total = 0;
     if (n_proj > SL_MAX_PROJ) n_proj = SL_MAX_PROJ;
     for (int i = 0; i < n_proj; i++) {
@@ -216,8 +313,11 @@ void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x,
     }
     first_panel[n_proj] = total;
     const int64_t cols = proj[0].w->cols;
-    const float *xp = padded_input(x, n, cols, scratch);
-    if (!xp) return; /* out of memory: the caller's buffers stay as they were */
-    matmul_args a = {proj, first_panel, xp, cols + cols % 2, n};
+    bool bf16_weights = false;
+    for (int i = 0; i < n_proj; i++) bf16_weights |= proj[i].w->dtype == SL_DTYPE_BF16;
+    matmul_args a = {proj, first_panel, x, cols + cols % 2, NULL, n};
+    if (bf16_inputs && bf16_weights) a.xw = bf16_pairs(pool, x, n, cols, scratch);
+    else a.x = padded_input(x, n, cols, scratch);
+    if (!a.x || (bf16_inputs && bf16_weights && !a.xw)) return; /* out of memory: the outputs stay as they were */
     cpu_pool_for(pool, total, 2, matmul_range, &a);
 }
