@@ -25,8 +25,8 @@ case "$mode" in
   *) echo "usage: run-llamacpp.sh [THREADS] | run-llamacpp.sh THREADS throughput N" >&2; exit 2 ;;
 esac
 
-"$root/tools/get-default-model.sh"
-"$root/bench/peers/venv-peers.sh"
+"$root/tools/get-default-model.sh" >&2
+"$root/bench/peers/venv-peers.sh" >&2
 if [ ! -s "$gguf" ] || [ "$model/model.safetensors" -nt "$gguf" ]; then
   mkdir -p "$(dirname "$gguf")"
   "$root/build/venv/bin/python" "$root/tools/hf_to_gguf.py" "$model" "$gguf.tmp" --outtype bf16
