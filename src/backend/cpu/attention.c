@@ -13,6 +13,7 @@
  * blocks a sequence holds. */
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 #include "backend/cpu/kernels.h"
 
@@ -52,6 +53,53 @@ static void row_offsets(const attn_group *a, int j0, int n, int64_t *off) {
     }
 }
 
+typedef float vf __attribute__((vector_size(16 * sizeof(float))));
+
+static inline vf load_v(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Sum of the 16 lanes as a tree (4 shuffles and adds, not 15 dependent adds). */
+static inline float lane_sum(vf v) {
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
+}
+
+/* q . k over head_dim floats: 16 lanes at a time, then the tail. */
+static inline float dot(const float *q, const float *k, int head_dim) {
+    const int vec = head_dim / 16 * 16;
+    vf acc = {0};
+    for (int d = 0; d < vec; d += 16) acc += load_v(q + d) * load_v(k + d);
+    float s = lane_sum(acc);
+    for (int d = vec; d < head_dim; d++) s += q[d] * k[d];
+    return s;
+}
+
+/* acc[0..head_dim) += sum over the chunk's keys j of p[j] * v_j, 64 features
+ * at a time held in registers across the keys. */
+static void accumulate_values(float *acc, const float *p, const float *v_cache, const int64_t *off, int n,
+                              int head_dim) {
+    int d0 = 0;
+    for (; d0 + 64 <= head_dim; d0 += 64) {
+        vf a0 = load_v(acc + d0), a1 = load_v(acc + d0 + 16), a2 = load_v(acc + d0 + 32), a3 = load_v(acc + d0 + 48);
+        for (int j = 0; j < n; j++) {
+            const float *v = v_cache + off[j] + d0;
+            a0 += p[j] * load_v(v), a1 += p[j] * load_v(v + 16), a2 += p[j] * load_v(v + 32), a3 += p[j] * load_v(v + 48);
+        }
+        memcpy(acc + d0, &a0, sizeof a0), memcpy(acc + d0 + 16, &a1, sizeof a1);
+        memcpy(acc + d0 + 32, &a2, sizeof a2), memcpy(acc + d0 + 48, &a3, sizeof a3);
+    }
+    for (int j = 0; j < n; j++) {
+        const float *v = v_cache + off[j];
+        for (int d = d0; d < head_dim; d++) acc[d] += p[j] * v[d];
+    }
+}
+
 /* Rows of a block are kv_dim apart, blocks anywhere: ask for a row's cache lines ahead of use. */
 static inline void prefetch_row(const float *row, int head_dim) {
     for (int d = 0; d < head_dim; d += 16) __builtin_prefetch(row + d, 0, 1);
@@ -74,13 +122,7 @@ static void attend_group(const attn_group *a) {
             const float *k = a->k_cache + off[j];
             if (j + PREFETCH_ROWS < n) prefetch_row(a->k_cache + off[j + PREFETCH_ROWS], hd);
             prefetch_row(a->v_cache + off[j], hd); /* used after the chunk's scores */
-            for (int h = 0; h < g; h++) {
-                const float *q = a->q + h * hd;
-                float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                for (int d = 0; d < hd; d++) s += q[d] * k[d];
-                scores[h][j] = s * a->scale;
-            }
+            for (int h = 0; h < g; h++) scores[h][j] = dot(a->q + h * hd, k, hd) * a->scale;
         }
         for (int h = 0; h < g; h++) {
             float chunk_max = -FLT_MAX;
@@ -95,14 +137,7 @@ static void attend_group(const attn_group *a) {
             }
             running_max[h] = new_max;
         }
-        for (int j = 0; j < n; j++) {
-            const float *v = a->v_cache + off[j];
-            for (int h = 0; h < g; h++) {
-                const float p = scores[h][j];
-#pragma omp simd
-                for (int d = 0; d < hd; d++) acc[h][d] += p * v[d];
-            }
-        }
+        for (int h = 0; h < g; h++) accumulate_values(acc[h], scores[h], a->v_cache, off, n, hd);
     }
     for (int h = 0; h < g; h++) {
         const float inv = 1.0f / running_sum[h];
