@@ -472,6 +472,7 @@ static int init_seq(sl_engine *e, sl_req *r, int i, const int32_t *ids, int n_pr
     s->tokens = malloc(sizeof(int32_t) * (size_t)s->cap);
     s->blocks = malloc(sizeof(int32_t) * (size_t)e->max_blocks_per_seq);
     s->stop_token = -1;
+    s->step_slot = -1;
     s->fork_pending = i > 0;
     bool penalties = r->sp.repetition_penalty != 1.0f || r->sp.presence_penalty != 0.0f || r->sp.frequency_penalty != 0.0f;
     if (penalties) s->output_counts = calloc((size_t)e->vocab, sizeof(int32_t));
@@ -771,7 +772,7 @@ static void apply_aborts(sl_engine *e, const uint64_t *ids, int n) {
 
 static bool req_in_flight(const sl_engine *e, const sl_req *r) {
     for (int i = 0; e->n_in_flight && i < r->params.n; i++)
-        if (sl_sched_slot_of(e, &r->seqs[i]) >= 0) return true;
+        if (r->seqs[i].step_slot >= 0) return true;
     return false;
 }
 
@@ -788,6 +789,12 @@ static void reap_finished(sl_engine *e) {
     }
 }
 
+/* A step and its sequences enter or leave flight together. */
+static void set_in_flight(sl_engine *e, sl_step *st, bool in_flight) {
+    st->in_flight = in_flight;
+    for (int i = 0; i < st->n_seqs; i++) st->seqs[i]->step_slot = in_flight ? (int)(st - e->steps) : -1;
+}
+
 /* A step failed: nothing the engine computes can be trusted any more. */
 static void die(sl_engine *e, const sl_err *err) {
     SL_ERROR("engine step failed: %s; aborting every request", err->msg);
@@ -800,7 +807,7 @@ static void die(sl_engine *e, const sl_err *err) {
         sl_step *st = &e->steps[k];
         if (!st->in_flight) continue;
         sl_executor_abandon(&e->rank.exec, &st->ticket);
-        st->in_flight = false;
+        set_in_flight(e, st, false);
         for (int i = 0; i < st->n_seqs; i++)
             if (st->seqs[i]->state == SL_SEQ_FINISHED) sl_sched_remove(e, st->seqs[i]); /* aborted earlier */
     }
@@ -843,7 +850,7 @@ static int submit(sl_engine *e, sl_step *st, sl_err *err) {
     int rc = sl_executor_submit(&e->rank.exec, &b, st->logits, &st->ticket, err);
     e->stats.step_seconds += sl_now_s() - t0;
     if (rc) return rc;
-    st->in_flight = true;
+    set_in_flight(e, st, true);
     st->order = e->n_submitted++;
     e->n_in_flight++;
     return SL_OK;
@@ -858,7 +865,7 @@ static int complete_oldest(sl_engine *e, sl_err *err) {
     int rc = sl_executor_complete(&e->rank.exec, &st->ticket, err);
     e->stats.step_seconds += sl_now_s() - t0;
     if (rc) return rc;
-    st->in_flight = false;
+    set_in_flight(e, st, false);
     e->n_in_flight--;
     sl_output_process_step(e, st);
     e->stats.n_steps++;

@@ -118,8 +118,6 @@ struct sl_engine {
  * share of the work (1/n_slots of the sequences and of the token budget,
  * rounded up) and leaves sequences of in-flight steps alone. */
 bool sl_sched_build_step(sl_engine *e, sl_step *st);
-/* The slot whose in-flight step holds s, or -1. */
-int sl_sched_slot_of(const sl_engine *e, const sl_seq *s);
 /* Frees a sequence's blocks and marks it waiting again (front of its arrival order). */
 void sl_sched_preempt(sl_engine *e, sl_seq *s);
 /* Takes a sequence out of the running/waiting lists and frees its blocks

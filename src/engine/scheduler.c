@@ -106,18 +106,9 @@ void sl_sched_preempt(sl_engine *e, sl_seq *s) {
     e->stats.n_preemptions++;
 }
 
-int sl_sched_slot_of(const sl_engine *e, const sl_seq *s) {
-    for (int k = 0; k < e->n_slots; k++) {
-        const sl_step *st = &e->steps[k];
-        for (int i = 0; st->in_flight && i < st->n_seqs; i++)
-            if (st->seqs[i] == s) return k;
-    }
-    return -1;
-}
-
 void sl_sched_remove(sl_engine *e, sl_seq *s) {
     if (!list_remove(e->running, &e->n_running, s)) list_remove(e->waiting, &e->n_waiting, s);
-    if (sl_sched_slot_of(e, s) < 0) release_blocks(e, s); /* else the step in flight still writes them */
+    if (s->step_slot < 0) release_blocks(e, s); /* else the step in flight still writes them */
 }
 
 /* ---- the step ---- */
@@ -147,7 +138,7 @@ static void add_to_step(sl_engine *e, sl_step *st, sl_seq *s, int n) {
  * every newer one is in flight (it is then the one being scheduled). */
 static sl_seq *preemption_victim(sl_engine *e) {
     for (int i = e->n_running - 1; i > 0; i--)
-        if (sl_sched_slot_of(e, e->running[i]) < 0) return e->running[i];
+        if (e->running[i]->step_slot < 0) return e->running[i];
     return e->running[0];
 }
 
@@ -156,7 +147,7 @@ static bool schedule_running(sl_engine *e, sl_step *st, int *budget, int max_seq
     bool preempted = false;
     for (int i = 0; i < e->n_running && *budget > 0 && st->n_seqs < max_seqs;) {
         sl_seq *s = e->running[i];
-        if (e->n_in_flight > 0 && sl_sched_slot_of(e, s) >= 0) {
+        if (e->n_in_flight > 0 && s->step_slot >= 0) {
             i++;
             continue;
         }
@@ -271,7 +262,7 @@ static int check_in_flight(sl_engine *e, sl_err *err) {
             int copies = 0;
             for (int k2 = 0; k2 < e->n_slots; k2++)
                 for (int j = 0; e->steps[k2].in_flight && j < e->steps[k2].n_seqs; j++) copies += e->steps[k2].seqs[j] == s;
-            if (copies != 1 || s->state == SL_SEQ_WAITING)
+            if (copies != 1 || s->step_slot != k || s->state == SL_SEQ_WAITING)
                 return sl_err_set(err, SL_EINTERNAL, "sequence of request %llu is in %d in-flight steps (state %d)",
                                   (unsigned long long)s->req->id, copies, (int)s->state);
             for (int j = 0; j < s->n_blocks; j++)
@@ -301,7 +292,7 @@ int sl_sched_check(sl_engine *e, const sl_step *st, sl_err *err) {
         return sl_err_set(err, SL_EINTERNAL, "step over budget: %d tokens, %d seqs, %d running", st->n_tokens,
                           st->n_seqs, e->n_running);
     for (int i = 0; i < st->n_seqs; i++)
-        if (sl_sched_slot_of(e, st->seqs[i]) >= 0)
+        if (st->seqs[i]->step_slot >= 0)
             return sl_err_set(err, SL_EINTERNAL, "a sequence of request %llu is in two steps at once",
                               (unsigned long long)st->seqs[i]->req->id);
     for (int i = 0; i < e->n_running; i++) {

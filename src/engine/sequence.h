@@ -38,12 +38,11 @@ typedef struct sl_seq {
     sl_detokenizer *detok;       /* NULL without a tokenizer */
     char *text;                  /* decoded output not yet sent (held back while it may start a stop string) */
     size_t text_len, text_cap;
-    int n_sent_tokens;           /* output tokens already delivered */
     bool fork_pending;           /* a later choice waiting for choice 0's prompt to be computed */
     sl_finish_reason finish;
     const char *stop_reason;     /* points into the request's stop strings */
     int32_t stop_token;
-    struct sl_seq *next_running; /* scheduler list links (arrival order) */
+    int step_slot;               /* the in-flight step computing it (engine.steps index), or -1 */
 } sl_seq;
 
 #endif
