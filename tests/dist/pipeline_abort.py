@@ -17,17 +17,12 @@ import os
 import random
 import re
 import socket
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from layout_check import serving
 
 
 def metrics(port):
@@ -72,22 +67,8 @@ def main():
         sys.exit(77)
     tp, pp = (int(x) for x in layout.split("x"))
     vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
-    port = free_port()
-    env = dict(os.environ, SHARDLM_COMM_TIMEOUT="60")
-    server = subprocess.Popen([shardlm, "serve", model, "--host", "127.0.0.1", "--port", str(port),
-                               "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp),
-                               "--kv-cache-memory", "64M", "--max-num-batched-tokens", "32",
-                               "--max-model-len", "256", "--log-level", "warning"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    sys.exit(f"the server exited: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.2)
+    extra = ("--kv-cache-memory", "64M", "--max-num-batched-tokens", "32", "--max-model-len", "256")
+    with serving(shardlm, model, tp, pp, extra) as port:
         rng = random.Random(7)
         n = 16
         results = [None] * n
@@ -116,9 +97,6 @@ def main():
         if last[0] != "done after 5 events":
             sys.exit(f"the server did not answer a last request normally: {last[0]}")
         print(f"tp={tp} pp={pp}: ok, no KV block leaked, {sum(r == 'hung up' for r in results)} requests cancelled")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -9,20 +9,13 @@ usage: serve_layouts.py SHARDLM MODEL_DIR LAYOUT...   (LAYOUT: TPxPP)
 """
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
+
+from layout_check import serving
 
 TOL = 1e-4
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time " * 10]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(port, body):
@@ -33,30 +26,13 @@ def post(port, body):
 
 
 def answers(shardlm, model, tp, pp):
-    port = free_port()
-    env = dict(os.environ, SHARDLM_COMM_TIMEOUT="60")
-    server = subprocess.Popen([shardlm, "serve", model, "--host", "127.0.0.1", "--port", str(port),
-                               "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp),
-                               "--kv-cache-memory", "256M", "--log-level", "warning"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    sys.exit(f"tp={tp} pp={pp}: the server exited: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.2)
+    with serving(shardlm, model, tp, pp, ("--kv-cache-memory", "256M")) as port:
         out = []
         for p in PROMPTS:
             r = post(port, {"prompt": p, "max_tokens": 12, "temperature": 0, "logprobs": 5})
             lp = r["choices"][0]["logprobs"]
             out.append((lp["tokens"], lp["top_logprobs"]))
         return out
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 def main():
