@@ -41,7 +41,7 @@ static uint16_t f32_to_f16(float f) {
 /* The weight as the backend keeps it (packed at load); free the returned memory. */
 static void *packed(sl_weight *w, const void *src, sl_dtype dtype, int64_t rows, int64_t cols, int64_t stride) {
     void *mem = malloc(cpu_packed_bytes(dtype, rows, cols));
-    cpu_weight_pack(mem, w, src, dtype, rows, cols, stride);
+    cpu_weight_pack(g_pool, mem, w, src, dtype, rows, cols, stride);
     return mem;
 }
 

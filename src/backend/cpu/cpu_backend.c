@@ -96,7 +96,7 @@ static int cpu_weight_load(void *ctx, sl_weight *dst, const void *src, sl_dtype 
     void *mem = weight_memory(ctx, n_bytes, &chunk);
     if (!mem) return sl_err_set(err, SL_ENOMEM, "out of host memory for a %lld x %lld weight (%zu bytes)",
                                 (long long)rows, (long long)cols, n_bytes);
-    cpu_weight_pack(mem, dst, src, dtype, rows, cols, src_row_stride);
+    cpu_weight_pack(((cpu_ctx *)ctx)->pool, mem, dst, src, dtype, rows, cols, src_row_stride);
     dst->owned = chunk;
     return SL_OK;
 }

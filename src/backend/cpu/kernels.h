@@ -20,8 +20,8 @@ typedef struct cpu_scratch {
  * cpu_packed_bytes of memory, filled by cpu_weight_pack from rows of the
  * file (row r at src + r * src_row_stride elements); f16 becomes f32. */
 size_t cpu_packed_bytes(sl_dtype file_dtype, int64_t rows, int64_t cols);
-void cpu_weight_pack(void *dst, sl_weight *w, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
-                     int64_t src_row_stride);
+void cpu_weight_pack(cpu_pool *pool, void *dst, sl_weight *w, const void *src, sl_dtype dtype, int64_t rows,
+                     int64_t cols, int64_t src_row_stride);
 /* Element (r, k) of a packed weight (the embedding reads its rows this way). */
 float cpu_weight_at(const sl_weight *w, int64_t r, int64_t k);
 

@@ -92,19 +92,43 @@ static float file_elem(const void *src, sl_dtype dtype, size_t i) {
     }
 }
 
-void cpu_weight_pack(void *dst, sl_weight *w, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
-                     int64_t src_row_stride) {
-    *w = (sl_weight){.data = dst, .dtype = cpu_packed_dtype(dtype), .rows = rows, .cols = cols};
-    memset(dst, 0, cpu_packed_bytes(dtype, rows, cols)); /* padding rows and column are zeros */
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t k = 0; k < cols; k++) {
-            size_t from = (size_t)(r * src_row_stride + k), to = packed_index(w, r, k);
-            if (w->dtype == SL_DTYPE_BF16) ((uint16_t *)dst)[to] = ((const uint16_t *)src)[from];
-            else ((float *)dst)[to] = file_elem(src, dtype, from);
+typedef struct pack_args {
+    const sl_weight *w;
+    const void *src;
+    sl_dtype file_dtype;
+    int64_t src_row_stride;
+} pack_args;
+
+/* Panels [begin, end): zeros first (padding rows and column), then the file's rows. */
+static void pack_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const pack_args *a = varg;
+    const sl_weight *w = a->w;
+    const size_t panel_bytes = (size_t)n_pairs(w->cols) * pair_bytes(w->dtype);
+    memset((char *)w->data + (size_t)begin * panel_bytes, 0, (size_t)(end - begin) * panel_bytes);
+    const int64_t r_end = end * PANEL_ROWS < w->rows ? end * PANEL_ROWS : w->rows;
+    for (int64_t r = begin * PANEL_ROWS; r < r_end; r++)
+        for (int64_t k = 0; k < w->cols; k++) {
+            size_t from = (size_t)(r * a->src_row_stride + k), to = packed_index(w, r, k);
+            if (w->dtype == SL_DTYPE_BF16) ((uint16_t *)w->data)[to] = ((const uint16_t *)a->src)[from];
+            else ((float *)w->data)[to] = file_elem(a->src, a->file_dtype, from);
         }
 }
 
+void cpu_weight_pack(cpu_pool *pool, void *dst, sl_weight *w, const void *src, sl_dtype dtype, int64_t rows,
+                     int64_t cols, int64_t src_row_stride) {
+    *w = (sl_weight){.data = dst, .dtype = cpu_packed_dtype(dtype), .rows = rows, .cols = cols};
+    pack_args a = {w, src, dtype, src_row_stride};
+    cpu_pool_for(pool, n_panels(rows), 1, pack_range, &a);
+}
+
 /* ---- the kernel ---- */
+
+/* T tokens' accumulators (64 floats each, as vectors) to out[t][0..n_rows). */
+static inline void store_tile(float *out, int64_t ldo, const void *acc, int T, int n_rows) {
+    for (int t = 0; t < T; t++)
+        memcpy(out + t * ldo, (const char *)acc + (size_t)t * PANEL_ROWS * sizeof(float), sizeof(float) * (size_t)n_rows);
+}
 
 /* Columns k and k+1 of a panel's 64 rows. */
 static inline void load_pair(const char *p, sl_dtype dtype, vf col_k[VECS], vf col_k1[VECS]) {
@@ -140,15 +164,7 @@ static inline __attribute__((always_inline)) void panel_tile(float *out, int64_t
             }
         }
     }
-    for (int t = 0; t < T; t++) {
-        if (n_rows == PANEL_ROWS) {
-            memcpy(out + t * ldo, acc[t], sizeof acc[t]);
-            continue;
-        }
-        float lanes[PANEL_ROWS];
-        memcpy(lanes, acc[t], sizeof lanes);
-        memcpy(out + t * ldo, lanes, sizeof(float) * (size_t)n_rows);
-    }
+    store_tile(out, ldo, acc, T, n_rows);
 }
 
 /* The same over bf16 weights with x as bf16 pairs (xw: one 32-bit word per column pair). */
@@ -184,11 +200,7 @@ static inline __attribute__((always_inline)) void panel_tile_bf16_inputs(float *
         }
     }
 #endif
-    for (int t = 0; t < T; t++) {
-        float lanes[PANEL_ROWS];
-        memcpy(lanes, acc[t], sizeof lanes);
-        memcpy(out + t * ldo, lanes, sizeof(float) * (size_t)n_rows);
-    }
+    store_tile(out, ldo, acc, T, n_rows);
 }
 
 static void panel_bf16_inputs(float *out, int64_t ldo, int n_rows, const uint32_t *xw, int64_t ldx, int n,
