@@ -8,6 +8,7 @@
  * Small weights share a chunk; a chunk is unmapped when its last weight is
  * freed. The mapped safetensors file is only read while packing (its pages
  * stay as clean page cache the kernel may drop). */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -44,14 +45,19 @@ static void cpu_destroy(void *ctx) {
     free(c);
 }
 
+/* A chunk for at least at_least bytes: a shared one becomes the newest; one
+ * of its own (a large weight) goes behind it, so the shared chunk keeps
+ * taking the small weights that follow. */
 static weight_chunk *new_chunk(cpu_ctx *c, size_t at_least) {
-    size_t size = (at_least + sizeof(weight_chunk) + 64 + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    if (size < CHUNK_BYTES && at_least <= CHUNK_BYTES / 2) size = CHUNK_BYTES;
+    const bool own = at_least > CHUNK_BYTES / 2;
+    size_t size = own ? (at_least + sizeof(weight_chunk) + 64 + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE : CHUNK_BYTES;
     weight_chunk *k = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (k == MAP_FAILED) return NULL;
     madvise(k, size, MADV_HUGEPAGE); /* advice: without THP the weights still work, from 4 KB pages */
-    *k = (weight_chunk){.next = c->chunks, .size = size, .used = (sizeof *k + 63) & ~(size_t)63};
-    c->chunks = k;
+    *k = (weight_chunk){.size = size, .used = (sizeof *k + 63) & ~(size_t)63};
+    weight_chunk **link = own && c->chunks ? &c->chunks->next : &c->chunks;
+    k->next = *link;
+    *link = k;
     return k;
 }
 
@@ -59,7 +65,7 @@ static weight_chunk *new_chunk(cpu_ctx *c, size_t at_least) {
 static void *weight_memory(cpu_ctx *c, size_t n_bytes, weight_chunk **chunk) {
     n_bytes = (n_bytes + 63) & ~(size_t)63;
     weight_chunk *k = c->chunks;
-    if (!k || k->size - k->used < n_bytes) k = new_chunk(c, n_bytes);
+    if (!k || n_bytes > CHUNK_BYTES / 2 || k->size - k->used < n_bytes) k = new_chunk(c, n_bytes);
     if (!k) return NULL;
     void *p = (char *)k + k->used;
     k->used += n_bytes;
@@ -186,4 +192,3 @@ int sl_cpu_backend_create(const sl_backend_options *o, sl_backend *out, sl_err *
     return SL_OK;
 }
 
-int sl_cpu_backend_n_threads(const sl_backend *b) { return cpu_pool_n_threads(((const cpu_ctx *)b->ctx)->pool); }

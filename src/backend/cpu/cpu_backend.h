@@ -6,6 +6,5 @@
 
 /* o->n_threads 0: OMP_NUM_THREADS when set, else the cores this process may use. */
 int sl_cpu_backend_create(const sl_backend_options *o, sl_backend *out, sl_err *err);
-int sl_cpu_backend_n_threads(const sl_backend *b);
 
 #endif

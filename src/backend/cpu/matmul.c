@@ -17,7 +17,7 @@
  * With bf16 inputs (--matmul-precision medium) x is rounded to bf16 pairs
  * once per call, and a step is one `vdpbf16ps` per 16 rows: both products
  * of a pair, summed in float32, at twice the FMA rate (AVX512_BF16; other
- * builds compute the same products with the shift and the and).
+ * builds round x to bf16 values and compute the same products with FMAs).
  *
  * Each output is one chain of FMAs over k in order, whichever tile computes
  * it (4 tokens, or the 1-3 left over), so a token's logits do not depend on
@@ -145,100 +145,75 @@ static inline void load_pair(const char *p, sl_dtype dtype, vf col_k[VECS], vf c
     }
 }
 
-/* out[t][0..n_rows) for T tokens of x (rows ldx apart) against one panel;
- * inlined with constant T and dtype so the accumulators live in registers. */
-static inline __attribute__((always_inline)) void panel_tile(float *out, int64_t ldo, int n_rows, const float *x,
-                                                             int64_t ldx, const char *panel, int64_t pairs,
-                                                             sl_dtype dtype, int T) {
-    const size_t step = pair_bytes(dtype);
-    vf acc[TILE_TOKENS][VECS];
-    memset(acc, 0, sizeof acc);
-    for (int64_t p = 0; p < pairs; p++) {
-        vf col_k[VECS], col_k1[VECS];
-        load_pair(panel + (size_t)p * step, dtype, col_k, col_k1);
-        for (int t = 0; t < T; t++) {
-            const float xk = x[t * ldx + 2 * p], xk1 = x[t * ldx + 2 * p + 1];
-            for (int v = 0; v < VECS; v++) {
-                acc[t][v] += col_k[v] * xk;
-                acc[t][v] += col_k1[v] * xk1;
-            }
-        }
-    }
-    store_tile(out, ldo, acc, T, n_rows);
-}
+/* What a panel step computes: float32 x against f32 or bf16 weights, or
+ * (AVX512_BF16 builds) x as bf16 pairs against bf16 weights. */
+typedef enum { KERNEL_F32, KERNEL_BF16, KERNEL_BF16_PAIRS } kernel_kind;
 
-/* The same over bf16 weights with x as bf16 pairs (xw: one 32-bit word per column pair). */
-static inline __attribute__((always_inline)) void panel_tile_bf16_inputs(float *out, int64_t ldo, int n_rows,
-                                                                         const uint32_t *xw, int64_t ldx,
-                                                                         const char *panel, int64_t pairs, int T) {
-    const size_t step = pair_bytes(SL_DTYPE_BF16);
+/* out[t][0..n_rows) for T tokens of x (rows x_row_bytes apart) against one
+ * panel; inlined with constant kind and T so the accumulators live in registers. */
+static inline __attribute__((always_inline)) void panel_tile(kernel_kind kind, float *out, int64_t ldo, int n_rows,
+                                                             const char *x, size_t x_row_bytes, const char *panel,
+                                                             int64_t pairs, int T) {
 #ifdef HAVE_DPBF16
-    __m512 acc[TILE_TOKENS][VECS];
-    for (int t = 0; t < T; t++)
-        for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < pairs; p++) {
-        __m512bh w[VECS];
-        for (int v = 0; v < VECS; v++) w[v] = (__m512bh)_mm512_loadu_si512(panel + (size_t)p * step + v * LANES * 4);
-        for (int t = 0; t < T; t++) {
-            const __m512bh xb = (__m512bh)_mm512_set1_epi32((int)xw[t * ldx + p]);
-            for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_dpbf16_ps(acc[t][v], w[v], xb);
-        }
-    }
-#else
-    vf acc[TILE_TOKENS][VECS];
-    memset(acc, 0, sizeof acc);
-    for (int64_t p = 0; p < pairs; p++) {
-        vf col_k[VECS], col_k1[VECS];
-        load_pair(panel + (size_t)p * step, SL_DTYPE_BF16, col_k, col_k1);
-        for (int t = 0; t < T; t++) {
-            const uint32_t pair = xw[t * ldx + p];
-            const float xk = sl_bf16_to_f32((uint16_t)pair), xk1 = sl_bf16_to_f32((uint16_t)(pair >> 16));
-            for (int v = 0; v < VECS; v++) {
-                acc[t][v] += col_k[v] * xk;
-                acc[t][v] += col_k1[v] * xk1;
+    if (kind == KERNEL_BF16_PAIRS) {
+        __m512 acc[TILE_TOKENS][VECS];
+        for (int t = 0; t < T; t++)
+            for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_setzero_ps();
+        for (int64_t p = 0; p < pairs; p++) {
+            __m512bh w[VECS];
+            for (int v = 0; v < VECS; v++)
+                w[v] = (__m512bh)_mm512_loadu_si512(panel + (size_t)p * pair_bytes(SL_DTYPE_BF16) + v * LANES * 4);
+            for (int t = 0; t < T; t++) {
+                uint32_t pair;
+                memcpy(&pair, x + t * x_row_bytes + (size_t)p * sizeof pair, sizeof pair);
+                const __m512bh xb = (__m512bh)_mm512_set1_epi32((int)pair);
+                for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_dpbf16_ps(acc[t][v], w[v], xb);
             }
         }
+        store_tile(out, ldo, acc, T, n_rows);
+        return;
     }
 #endif
+    const sl_dtype dtype = kind == KERNEL_F32 ? SL_DTYPE_F32 : SL_DTYPE_BF16;
+    vf acc[TILE_TOKENS][VECS];
+    memset(acc, 0, sizeof acc);
+    for (int64_t p = 0; p < pairs; p++) {
+        vf col_k[VECS], col_k1[VECS];
+        load_pair(panel + (size_t)p * pair_bytes(dtype), dtype, col_k, col_k1);
+        for (int t = 0; t < T; t++) {
+            const float *xt = (const float *)(x + t * x_row_bytes);
+            const float xk = xt[2 * p], xk1 = xt[2 * p + 1];
+            for (int v = 0; v < VECS; v++) {
+                acc[t][v] += col_k[v] * xk;
+                acc[t][v] += col_k1[v] * xk1;
+            }
+        }
+    }
     store_tile(out, ldo, acc, T, n_rows);
 }
 
-static void panel_bf16_inputs(float *out, int64_t ldo, int n_rows, const uint32_t *xw, int64_t ldx, int n,
-                              const char *panel, int64_t pairs) {
+/* Every token against one panel: tiles of TILE_TOKENS, then the 1-3 left over. */
+static inline __attribute__((always_inline)) void panel_all_tokens(kernel_kind kind, float *out, int64_t ldo,
+                                                                   int n_rows, const char *x, size_t x_row_bytes,
+                                                                   int n, const char *panel, int64_t pairs) {
     int t = 0;
     for (; t + TILE_TOKENS <= n; t += TILE_TOKENS)
-        panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, TILE_TOKENS);
+        panel_tile(kind, out + t * ldo, ldo, n_rows, x + t * x_row_bytes, x_row_bytes, panel, pairs, TILE_TOKENS);
+    const char *xt = x + t * x_row_bytes;
     switch (n - t) {
-    case 3: panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, 3); break;
-    case 2: panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, 2); break;
-    case 1: panel_tile_bf16_inputs(out + t * ldo, ldo, n_rows, xw + t * ldx, ldx, panel, pairs, 1); break;
+    case 3: panel_tile(kind, out + t * ldo, ldo, n_rows, xt, x_row_bytes, panel, pairs, 3); break;
+    case 2: panel_tile(kind, out + t * ldo, ldo, n_rows, xt, x_row_bytes, panel, pairs, 2); break;
+    case 1: panel_tile(kind, out + t * ldo, ldo, n_rows, xt, x_row_bytes, panel, pairs, 1); break;
     default: break;
     }
 }
 
-#define DEFINE_PANEL(SUFFIX, DTYPE)                                                                       \
-    static void panel_##SUFFIX(float *out, int64_t ldo, int n_rows, const float *x, int64_t ldx, int n,  \
-                               const char *panel, int64_t pairs) {                                    \
-        int t = 0;                                                                                     \
-        for (; t + TILE_TOKENS <= n; t += TILE_TOKENS)                                                 \
-            panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, TILE_TOKENS); \
-        switch (n - t) {                                                                               \
-        case 3: panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, 3); break; \
-        case 2: panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, 2); break; \
-        case 1: panel_tile(out + t * ldo, ldo, n_rows, x + t * ldx, ldx, panel, pairs, DTYPE, 1); break; \
-        default: break;                                                                                \
-        }                                                                                              \
-    }
-
-DEFINE_PANEL(bf16, SL_DTYPE_BF16)
-DEFINE_PANEL(f32, SL_DTYPE_F32)
-
 typedef struct matmul_args {
     const sl_proj *proj;
     const int64_t *first_panel; /* [n_proj + 1]: projection i owns panels [first_panel[i], first_panel[i + 1]) */
-    const float *x;
-    int64_t ldx;                /* floats per token of x */
-    const uint32_t *xw;         /* x as bf16 pairs ([n][pairs]) for bf16 weights, or NULL */
+    const char *x;              /* the input as the kernel reads it (input_for) */
+    size_t x_row_bytes;
+    bool bf16_pairs;            /* x is bf16 pairs: bf16 weights use KERNEL_BF16_PAIRS */
     int n;
 } matmul_args;
 
@@ -248,9 +223,13 @@ static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel
     const int64_t r0 = panel * PANEL_ROWS, pairs = n_pairs(w->cols);
     const int n = a->n, n_rows = w->rows - r0 < PANEL_ROWS ? (int)(w->rows - r0) : PANEL_ROWS;
     const char *data = (const char *)w->data + (size_t)(panel * pairs) * pair_bytes(w->dtype);
-    if (w->dtype == SL_DTYPE_BF16 && a->xw) panel_bf16_inputs(pr->out + r0, w->rows, n_rows, a->xw, pairs, n, data, pairs);
-    else if (w->dtype == SL_DTYPE_BF16) panel_bf16(pr->out + r0, w->rows, n_rows, a->x, a->ldx, n, data, pairs);
-    else panel_f32(pr->out + r0, w->rows, n_rows, a->x, a->ldx, n, data, pairs);
+    float *out = pr->out + r0;
+    if (w->dtype == SL_DTYPE_F32) panel_all_tokens(KERNEL_F32, out, w->rows, n_rows, a->x, a->x_row_bytes, n, data, pairs);
+#ifdef HAVE_DPBF16
+    else if (a->bf16_pairs)
+        panel_all_tokens(KERNEL_BF16_PAIRS, out, w->rows, n_rows, a->x, a->x_row_bytes, n, data, pairs);
+#endif
+    else panel_all_tokens(KERNEL_BF16, out, w->rows, n_rows, a->x, a->x_row_bytes, n, data, pairs);
     if (!pr->bias) return;
     for (int t = 0; t < n; t++)
         for (int r = 0; r < n_rows; r++) pr->out[(int64_t)t * w->rows + r0 + r] += pr->bias[r0 + r];
@@ -277,42 +256,57 @@ static float *scratch_floats(cpu_scratch *scratch, size_t n_floats) {
     return scratch->floats;
 }
 
-/* A kernel step reads x in column pairs: an odd width gets a zero column. */
-static const float *padded_input(const float *x, int n, int64_t cols, cpu_scratch *scratch) {
-    if (cols % 2 == 0) return x;
-    if (!scratch_floats(scratch, (size_t)n * (size_t)(cols + 1))) return NULL;
-    for (int t = 0; t < n; t++) {
-        memcpy(scratch->floats + (size_t)t * (size_t)(cols + 1), x + (size_t)t * (size_t)cols, sizeof(float) * (size_t)cols);
-        scratch->floats[(size_t)t * (size_t)(cols + 1) + (size_t)cols] = 0.0f;
-    }
-    return scratch->floats;
-}
-
-/* x rounded to bf16, a 32-bit word per column pair: (x[k+1] << 16) | x[k], a zero past an odd width. */
-typedef struct pairs_args {
-    uint32_t *xw;
+/* x as the kernel reads it, in column pairs with a zero past an odd width:
+ * the caller's floats when nothing changes, else rows in the scratch, made by
+ * the threads: padded floats, bf16 values as floats (bf16 inputs without
+ * AVX512_BF16: the same products), or bf16 pairs, one 32-bit word
+ * (x[k+1] << 16) | x[k] per pair (bf16 inputs with it). */
+typedef struct input_args {
+    char *dst;
+    size_t dst_row_bytes;
     const float *x;
     int64_t cols;
-} pairs_args;
+    bool round_to_bf16, pairs;
+} input_args;
 
-static void bf16_pairs_range(void *varg, int64_t begin, int64_t end, int thread) {
+static void input_range(void *varg, int64_t begin, int64_t end, int thread) {
     (void)thread;
-    const pairs_args *a = varg;
-    const int64_t cols = a->cols, pairs = n_pairs(cols);
+    const input_args *a = varg;
+    const int64_t cols = a->cols, n_padded = cols + cols % 2;
     for (int64_t t = begin; t < end; t++) {
         const float *xt = a->x + t * cols;
-        uint32_t *w = a->xw + t * pairs;
-        for (int64_t p = 0; p < pairs; p++) {
-            uint32_t hi = 2 * p + 1 < cols ? sl_f32_to_bf16(xt[2 * p + 1]) : 0;
-            w[p] = hi << 16 | sl_f32_to_bf16(xt[2 * p]);
+        char *row = a->dst + (size_t)t * a->dst_row_bytes;
+        for (int64_t k = 0; k < n_padded; k += 2) {
+            const float x0 = xt[k], x1 = k + 1 < cols ? xt[k + 1] : 0.0f;
+            if (a->pairs) {
+                uint32_t word = (uint32_t)sl_f32_to_bf16(x1) << 16 | sl_f32_to_bf16(x0);
+                memcpy(row + (size_t)k / 2 * sizeof word, &word, sizeof word);
+            } else {
+                float two[2] = {x0, x1};
+                if (a->round_to_bf16) two[0] = sl_bf16_to_f32(sl_f32_to_bf16(x0)), two[1] = sl_bf16_to_f32(sl_f32_to_bf16(x1));
+                memcpy(row + (size_t)k * sizeof(float), two, sizeof two);
+            }
         }
     }
 }
 
-static const uint32_t *bf16_pairs(cpu_pool *pool, const float *x, int n, int64_t cols, cpu_scratch *scratch) {
-    pairs_args a = {(uint32_t *)scratch_floats(scratch, (size_t)n * (size_t)n_pairs(cols)), x, cols};
-    if (a.xw) cpu_pool_for(pool, n, 16, bf16_pairs_range, &a);
-    return a.xw;
+static bool input_for(cpu_pool *pool, matmul_args *m, const float *x, int64_t cols, bool bf16_inputs,
+                      cpu_scratch *scratch) {
+#ifdef HAVE_DPBF16
+    const bool pairs = bf16_inputs;
+#else
+    const bool pairs = false;
+#endif
+    input_args a = {.x = x, .cols = cols, .round_to_bf16 = bf16_inputs && !pairs, .pairs = pairs};
+    a.dst_row_bytes = pairs ? (size_t)n_pairs(cols) * sizeof(uint32_t) : (size_t)(cols + cols % 2) * sizeof(float);
+    m->x = (const char *)x;
+    m->x_row_bytes = a.dst_row_bytes;
+    m->bf16_pairs = pairs;
+    if (cols % 2 == 0 && !bf16_inputs) return true;
+    if (!(a.dst = (char *)scratch_floats(scratch, (size_t)m->n * a.dst_row_bytes / sizeof(float)))) return false;
+    cpu_pool_for(pool, m->n, 16, input_range, &a);
+    m->x = a.dst;
+    return true;
 }
 
 void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, int bf16_inputs,
@@ -324,12 +318,9 @@ void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x,
         total += n_panels(proj[i].w->rows);
     }
     first_panel[n_proj] = total;
-    const int64_t cols = proj[0].w->cols;
-    bool bf16_weights = false;
-    for (int i = 0; i < n_proj; i++) bf16_weights |= proj[i].w->dtype == SL_DTYPE_BF16;
-    matmul_args a = {proj, first_panel, x, cols + cols % 2, NULL, n};
-    if (bf16_inputs && bf16_weights) a.xw = bf16_pairs(pool, x, n, cols, scratch);
-    else a.x = padded_input(x, n, cols, scratch);
-    if (!a.x || (bf16_inputs && bf16_weights && !a.xw)) return; /* out of memory: the outputs stay as they were */
+    /* bf16 inputs apply to bf16 weights; the projections of one input share a dtype (one file) */
+    const bool bf16_x = bf16_inputs && proj[0].w->dtype == SL_DTYPE_BF16;
+    matmul_args a = {.proj = proj, .first_panel = first_panel, .n = n};
+    if (!input_for(pool, &a, x, proj[0].w->cols, bf16_x, scratch)) return; /* out of memory: outputs unchanged */
     cpu_pool_for(pool, total, 2, matmul_range, &a);
 }
