@@ -73,6 +73,11 @@ typedef struct sl_engine_options {
      * products summed in float32 (as llama.cpp computes bf16 models; about twice the
      * arithmetic rate on CPUs with AVX512_BF16, logprobs then differ by ~1e-2). */
     const char *matmul_precision;
+    /* Element type of the KV cache, as vLLM's --kv-cache-dtype: "auto" (default: the
+     * activations' float32 on the CPU), "float32", "bfloat16" or "float16". 16-bit
+     * caches hold twice the tokens and halve what attention reads (as llama.cpp's
+     * default f16 cache); K and V are rounded once, when stored. */
+    const char *kv_cache_dtype;
 } sl_engine_options;
 
 SL_API void sl_engine_options_init(sl_engine_options *o);
@@ -91,6 +96,7 @@ typedef struct sl_engine_info {
     int tensor_parallel_size, pipeline_parallel_size;
     int64_t weight_bytes, kv_cache_bytes;
     int n_threads;                    /* CPU threads per rank */
+    const char *kv_cache_dtype;       /* "float32", "bfloat16" or "float16" */
 } sl_engine_info;
 SL_API void sl_engine_get_info(const sl_engine *e, sl_engine_info *info);
 

@@ -49,6 +49,7 @@ class EngineOptions(ctypes.Structure):
         ("quiet", c_int),
         ("debug_checks", c_int),
         ("matmul_precision", c_char_p),
+        ("kv_cache_dtype", c_char_p),
     ]
 
 
@@ -67,6 +68,7 @@ class EngineInfo(ctypes.Structure):
         ("weight_bytes", ctypes.c_int64),
         ("kv_cache_bytes", ctypes.c_int64),
         ("n_threads", c_int),
+        ("kv_cache_dtype", c_char_p),
     ]
 
 

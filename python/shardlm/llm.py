@@ -69,6 +69,7 @@ _ENGINE_ARGS = {
     "revision": _setter("revision", lambda v, k: k(v)),
     "download_dir": _setter("download_dir", lambda v, k: k(v)),
     "matmul_precision": _setter("matmul_precision", lambda v, k: k(v)),
+    "kv_cache_dtype": _setter("kv_cache_dtype", lambda v, k: k(v)),
     "device": _set_device,
     "quiet": _setter("quiet", lambda v, k: int(bool(v))),
 }

@@ -27,10 +27,13 @@ def test_readme_example_on_default_model():
     prompts = ["Hello, my name is", "The president of the United States is", "The capital of France is",
                "The future of AI is"]
     assert len(lines) == 4
+    texts = []
     for line, prompt in zip(lines, prompts):
         m = re.fullmatch(r"Prompt: (.*), Generated text: (.*)", line)
         assert m and m.group(1) == repr(prompt)
-        assert len(eval(m.group(2))) > 10  # max_tokens=16 tokens of text
+        texts.append(eval(m.group(2)))
+    # up to max_tokens=16 tokens each, sampled without a seed: one may end early at EOS, not all four
+    assert sum(len(t) for t in texts) > 40, texts
 
 
 def test_example_shape_on_fixtures(fixture_model):

@@ -1,10 +1,12 @@
 """Greedy tokens and logprobs equal transformers' (golden.json), batched
 and one request at a time, on SmolLM2 (text prompts) and on every fixture
-model (prompt token ids)."""
+model (prompt token ids); SmolLM2's greedy tokens also with a float16 KV cache."""
 
 import pytest
 
-from shardlm import SamplingParams
+from conftest import DEFAULT_MODEL, need_default_model
+
+from shardlm import LLM, SamplingParams
 
 LOGPROB_TOL = 2e-3
 
@@ -66,3 +68,12 @@ def test_fixture_logprobs(fixture_model):
                        use_tqdm=False)[0].outputs[0]
     check_top5(out.logprobs, s["steps"])
     assert all(lp.decoded_token is None for entry in out.logprobs for lp in entry.values())
+
+
+def test_smollm2_float16_kv_cache_keeps_greedy_tokens(smol_golden):
+    need_default_model()
+    cases = text_cases(smol_golden)
+    with LLM(model=DEFAULT_MODEL, quiet=True, max_model_len=1024, kv_cache_dtype="float16") as llm:
+        outs = llm.generate([c["text"] for c in cases], greedy(smol_golden["max_new_tokens"]), use_tqdm=False)
+    for case, out in zip(cases, outs):
+        assert out.outputs[0].token_ids == case["greedy_ids"]

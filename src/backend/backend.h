@@ -30,16 +30,32 @@ typedef struct sl_weight {
     void *owned; /* backend allocation to free, or NULL when data points into a mapping */
 } sl_weight;
 
+/* One layer's paged KV cache on this rank: K and V of n_blocks blocks, each
+ * of block_size tokens x n_kv_heads heads x head_dim elements of `dtype`,
+ * sl_kv_block_bytes apart. Where a token's features sit inside a block is
+ * the backend's choice: only its kv_store writes the cache and only its
+ * attention reads it (the CPU backend keeps keys transposed, see
+ * src/backend/cpu/attention.c); the engine owns which blocks a sequence holds. */
+typedef struct sl_kv_cache {
+    void *k, *v;
+    sl_dtype dtype;           /* float32, float16 or bfloat16 */
+    int block_size, n_kv_heads, head_dim;
+} sl_kv_cache;
+
+/* Bytes of one block of K (or of V). */
+static inline size_t sl_kv_block_bytes(const sl_kv_cache *kv) {
+    return (size_t)kv->block_size * (size_t)kv->n_kv_heads * (size_t)kv->head_dim * sl_dtype_n_bytes(kv->dtype);
+}
+
 /* Where attention reads K/V: the flattened batch layout of one step.
  * Sequence s owns query tokens [query_start[s], query_start[s+1]) of the
  * step; after the step its KV holds context_len[s] tokens, the step's
- * tokens being the last ones. Token j of sequence s lives in KV slot
- * block_tables[s * max_blocks + j / block_size] * block_size + j % block_size.
+ * tokens being the last ones. Token j of sequence s lives in slot
+ * j % block_size of block block_tables[s * max_blocks + j / block_size].
  * All arrays are in backend memory. */
 typedef struct sl_attn_batch {
     int n_seqs;
     int max_blocks;           /* row length of block_tables */
-    int block_size;           /* tokens per KV block */
     int max_context_len;      /* max over context_len, for scratch sizing */
     const int32_t *query_start;  /* [n_seqs + 1] */
     const int32_t *context_len;  /* [n_seqs] */
@@ -54,19 +70,13 @@ typedef struct sl_proj {
     const float *bias;   /* [w->rows] or NULL */
 } sl_proj;
 
-/* Shapes of one attention call on this rank. */
-typedef struct sl_attn_shape {
-    int n_heads;      /* query heads on this rank */
-    int n_kv_heads;   /* KV heads on this rank; n_heads % n_kv_heads == 0 */
-    int head_dim;
-    float scale;      /* 1/sqrt(head_dim) */
-} sl_attn_shape;
 
 typedef struct sl_backend_iface {
     const char *name;
     void (*destroy)(void *ctx);
 
     /* ---- memory ---- */
+    /* Zero-filled backend memory. */
     int (*alloc)(void *ctx, size_t n_bytes, void **out, sl_err *err);
     void (*free)(void *ctx, void *ptr);
     /* host -> backend and back; synchronous. */
@@ -92,12 +102,14 @@ typedef struct sl_backend_iface {
     /* Rotates the first 2*half of each head's features in place, transformers' rotate_half layout:
      * x is [n_tokens][n_heads * head_dim]; angle = pos[t] * inv_freq[i]. */
     void (*rope)(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim);
-    /* Writes the step's K and V rows ([n_tokens][kv_dim]) into the cache at slots[t]. */
-    void (*kv_store)(void *ctx, float *k_cache, float *v_cache, const float *k, const float *v, const int32_t *slots,
-                     int n_tokens, int kv_dim);
-    /* Causal attention over the paged cache: out, q are [n_tokens][n_heads * head_dim]. */
-    void (*attention)(void *ctx, float *out, const float *q, const float *k_cache, const float *v_cache,
-                      const sl_attn_batch *batch, const sl_attn_shape *shape);
+    /* Writes the step's K and V rows ([n_tokens][n_kv_heads * head_dim]) into the
+     * cache, token t at slot slots[t] (block slots[t] / block_size), rounded to its dtype. */
+    void (*kv_store)(void *ctx, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
+                     int n_tokens);
+    /* Causal attention over the paged cache: out, q are [n_tokens][n_heads * head_dim],
+     * n_heads a multiple of kv->n_kv_heads; scores are scaled by `scale`. */
+    void (*attention)(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *batch,
+                      int n_heads, float scale);
     /* out[i] = silu(gate[i]) * up[i]; gate and up are [n_tokens][dim]. */
     void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, int64_t n_elems);
     /* x[i] += y[i] */

@@ -21,6 +21,8 @@ int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out
         {"--gpu-memory-utilization", SL_FLAG_FLOAT, &v->gpu_memory_utilization, "CacheConfig",
          "share of GPU memory for weights, activations and KV cache (0.9)", NULL},
         {"--kv-cache-memory", SL_FLAG_BYTES, &o->kv_cache_memory, "CacheConfig", "bytes for the KV cache, e.g. 2G (CPU default 1GiB)", NULL},
+        {"--kv-cache-dtype", SL_FLAG_STRING, &o->kv_cache_dtype, "CacheConfig",
+         "KV cache elements: auto (float32 on the CPU), float32, bfloat16 or float16 (half the memory and reads)", "DTYPE"},
         {"--enable-prefix-caching", SL_FLAG_BOOL, &v->enable_prefix_caching, "CacheConfig", "reuse KV blocks of shared prompt prefixes (on)", NULL},
         {"--max-num-seqs", SL_FLAG_INT, &o->max_num_seqs, "SchedulerConfig", "sequences per step (256)", NULL},
         {"--max-num-batched-tokens", SL_FLAG_INT, &o->max_num_batched_tokens, "SchedulerConfig", "tokens per step; long prompts are prefilled in chunks (2048)", NULL},

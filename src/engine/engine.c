@@ -219,13 +219,21 @@ static void print_summary(const sl_engine *e) {
     int64_t tokens = (int64_t)sl_block_pool_n_blocks(e->pool) * e->block_size;
     fprintf(stderr, "shardlm: %s (%s) on %s, tp=%d pp=%d: %.1f MB of weights\n", e->model_name, m->config.arch_name,
             e->rank.backend.iface->name, m->plan.tp_size, m->plan.pp_size, m->weight_bytes / 1e6);
-    fprintf(stderr, "shardlm: KV cache %.2f GiB = %d blocks of %d tokens = %lld tokens; max_model_len %d; "
+    fprintf(stderr, "shardlm: KV cache %.2f GiB of %s = %d blocks of %d tokens = %lld tokens; max_model_len %d; "
             "maximum concurrency at %d tokens per request: %.2fx\n",
-            m->kv_bytes / 1073741824.0, sl_block_pool_n_blocks(e->pool), e->block_size, (long long)tokens,
+            m->kv_bytes / 1073741824.0, e->opts.kv_cache_dtype, sl_block_pool_n_blocks(e->pool), e->block_size, (long long)tokens,
             e->max_model_len, e->max_model_len, (double)tokens / e->max_model_len);
 }
 
 static void *engine_loop(void *arg);
+
+/* The KV cache element type named by --kv-cache-dtype, or SL_DTYPE_OTHER. */
+static sl_dtype kv_dtype(const char *name) {
+    const sl_dtype known[] = {SL_DTYPE_F32, SL_DTYPE_BF16, SL_DTYPE_F16};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(name, sl_dtype_name(known[i])) == 0) return known[i];
+    return SL_DTYPE_OTHER;
+}
 
 static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     const sl_engine_options *o = &e->opts;
@@ -238,6 +246,7 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     s->pp = o->pipeline_parallel_size;
     s->n_threads = o->n_threads;
     s->matmul_bf16_inputs = strcmp(o->matmul_precision, "medium") == 0;
+    s->kv_dtype = kv_dtype(o->kv_cache_dtype);
     s->max_model_len = o->max_model_len;
     s->max_model_len_explicit = o->max_model_len > 0;
     s->block_size = o->block_size;
@@ -335,6 +344,10 @@ static int copy_options(sl_engine *e, const sl_engine_options *o, sl_err *err) {
     if (strcmp(c->matmul_precision, "highest") != 0 && strcmp(c->matmul_precision, "medium") != 0)
         return sl_err_set(err, SL_EINVAL, "--matmul-precision must be \"highest\" or \"medium\", not \"%s\"",
                           c->matmul_precision);
+    if (!c->kv_cache_dtype || strcmp(c->kv_cache_dtype, "auto") == 0) c->kv_cache_dtype = "float32";
+    if (kv_dtype(c->kv_cache_dtype) == SL_DTYPE_OTHER)
+        return sl_err_set(err, SL_EINVAL, "--kv-cache-dtype must be auto, float32, bfloat16 or float16, not \"%s\"",
+                          c->kv_cache_dtype);
     return SL_OK;
 }
 
@@ -659,6 +672,7 @@ void sl_engine_get_info(const sl_engine *e, sl_engine_info *info) {
         .pipeline_parallel_size = e->rank.model.plan.pp_size,
         .weight_bytes = (int64_t)e->rank.model.weight_bytes,
         .kv_cache_bytes = (int64_t)e->rank.model.kv_bytes,
+        .kv_cache_dtype = e->opts.kv_cache_dtype,
         .n_threads = e->rank.n_threads,
     };
 }

@@ -38,7 +38,8 @@ static double device_bytes(const sl_rank *r, const sl_rank_setup *s) {
  * If not, one sentence with the numbers and the layout that would fit. */
 static int check_memory(const sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     const sl_mem_limits lim = {.max_model_len = r->max_model_len, .max_num_batched_tokens = s->max_num_batched_tokens,
-                               .max_num_seqs = s->max_num_seqs, .kv_bytes_per_elem = 4};
+                               .max_num_seqs = s->max_num_seqs,
+                               .kv_bytes_per_elem = (int)sl_dtype_n_bytes(s->kv_dtype)};
     sl_mem_layout l;
     sl_mem_layout_eval(&r->config, s->tp, s->pp, &lim, &l);
     const double usable = device_bytes(r, s) * s->memory_utilization;
@@ -57,7 +58,7 @@ static int settle_limits(sl_rank *r, const sl_rank_setup *s, int64_t blocks, sl_
     int rc = check_memory(r, s, err);
     if (rc) return rc;
     int need = (r->max_model_len + bs - 1) / bs;
-    size_t block_bytes = sl_model_kv_block_bytes(&r->config, &r->plan, bs);
+    size_t block_bytes = sl_model_kv_block_bytes(&r->config, &r->plan, bs, s->kv_dtype);
     if (blocks < need) {
         if (s->max_model_len_explicit)
             return sl_err_set(err, SL_ENOSPACE, "a KV cache of %.2f GiB per rank holds %lld tokens, fewer than "
@@ -83,7 +84,8 @@ static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     }
     r->n_threads = threads;
     sl_model_limits limits = {.max_tokens = s->max_num_batched_tokens, .max_seqs = s->max_num_seqs,
-                              .max_model_len = r->max_model_len, .block_size = s->block_size, .n_blocks = r->n_blocks};
+                              .max_model_len = r->max_model_len, .block_size = s->block_size, .n_blocks = r->n_blocks,
+                              .kv_dtype = s->kv_dtype};
     sl_backend_options bo = {.n_threads = threads, .matmul_bf16_inputs = s->matmul_bf16_inputs};
     int rc = sl_backend_create(s->backend, &bo, &r->backend, err);
     if (!rc) rc = sl_model_open(&r->model, s->model_dir, &r->backend, &r->plan, &limits, r->dist, err);
@@ -98,7 +100,7 @@ int sl_rank_open(sl_rank *r, const sl_rank_setup *s, sl_dist *dist, sl_err *err)
     int rc = sl_model_config_load(s->model_dir, &r->config, err);
     if (!rc) rc = sl_shard_plan_make(&r->config, tp_rank, s->tp, pp_rank, s->pp, &r->plan, err);
     /* 1. the KV pool: as many blocks as the smallest rank holds */
-    int64_t blocks = rc ? 0 : s->kv_cache_memory / (int64_t)sl_model_kv_block_bytes(&r->config, &r->plan, s->block_size);
+    int64_t blocks = rc ? 0 : s->kv_cache_memory / (int64_t)sl_model_kv_block_bytes(&r->config, &r->plan, s->block_size, s->kv_dtype);
     int arc = agree_min(dist, &blocks, err);
     if (!rc) rc = arc;
     /* 2. rank 0 settles the limits and tells the others (0 blocks: give up) */

@@ -61,19 +61,14 @@ static int attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, 
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
     const int n = b->n_tokens;
-    const sl_attn_shape shape = {
-        .n_heads = sl_shard_plan_n_heads(&m->plan),
-        .n_kv_heads = sl_shard_plan_n_kv_heads(&m->plan),
-        .head_dim = c->head_dim,
-        .scale = 1.0f / sqrtf((float)c->head_dim),
-    };
+    const int n_heads = sl_shard_plan_n_heads(&m->plan);
     be->rmsnorm(ctx, m->xb, m->x, L->attn_norm, n, c->hidden_size, c->rms_norm_eps);
     const sl_proj qkv[3] = {{m->q, &L->wq, L->bq}, {m->k, &L->wk, L->bk}, {m->v, &L->wv, L->bv}};
     be->matmul(ctx, qkv, 3, m->xb, n);
-    be->rope(ctx, m->q, m->d_positions, m->inv_freq, n, shape.n_heads, c->head_dim);
-    be->rope(ctx, m->k, m->d_positions, m->inv_freq, n, shape.n_kv_heads, c->head_dim);
-    be->kv_store(ctx, L->k_cache, L->v_cache, m->k, m->v, m->d_slots, n, m->kv_dim);
-    be->attention(ctx, m->att, m->q, L->k_cache, L->v_cache, ab, &shape);
+    be->rope(ctx, m->q, m->d_positions, m->inv_freq, n, n_heads, c->head_dim);
+    be->rope(ctx, m->k, m->d_positions, m->inv_freq, n, L->kv.n_kv_heads, c->head_dim);
+    be->kv_store(ctx, &L->kv, m->k, m->v, m->d_slots, n);
+    be->attention(ctx, m->att, m->q, &L->kv, ab, n_heads, 1.0f / sqrtf((float)c->head_dim));
     be->matmul(ctx, &(sl_proj){m->xb, &L->wo, L->bo}, 1, m->att, n);
     int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, err);
     if (!rc) be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
@@ -153,7 +148,6 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
     const sl_attn_batch ab = {
         .n_seqs = b->n_seqs,
         .max_blocks = b->max_blocks,
-        .block_size = m->limits.block_size,
         .max_context_len = max_context,
         .query_start = m->d_query_start,
         .context_len = m->d_context_len,

@@ -18,7 +18,7 @@ typedef struct sl_mem_limits {
     int max_model_len;            /* 0: the model's max_position_embeddings */
     int max_num_batched_tokens;   /* 0: 2048 */
     int max_num_seqs;             /* 0: 256 */
-    int kv_bytes_per_elem;        /* 2 on GPUs (bf16 KV), 4 on the CPU backend (f32 KV) */
+    int kv_bytes_per_elem;        /* of --kv-cache-dtype; 0: 2 (bf16 or f16) */
 } sl_mem_limits;
 
 typedef struct sl_mem_layout {

@@ -133,9 +133,10 @@ static int count_unused_tensors(const sl_model *m) {
     return n;
 }
 
-size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size) {
-    size_t kv_dim = (size_t)sl_shard_plan_n_kv_heads(plan) * (size_t)cfg->head_dim;
-    return 2 * kv_dim * (size_t)block_size * sizeof(float) * (size_t)sl_shard_plan_n_layers(plan);
+size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size, sl_dtype kv_dtype) {
+    const sl_kv_cache kv = {.dtype = kv_dtype, .block_size = block_size, .n_kv_heads = sl_shard_plan_n_kv_heads(plan),
+                            .head_dim = cfg->head_dim};
+    return 2 * sl_kv_block_bytes(&kv) * (size_t)sl_shard_plan_n_layers(plan);
 }
 
 static int alloc_run_state(sl_model *m, sl_err *err) {
@@ -166,10 +167,13 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         if (rc) return rc;
         if (!(m->host_gather = malloc(full))) return sl_err_set(err, SL_ENOMEM, "out of memory for the logits gather");
     }
-    const size_t per_layer = (size_t)lim->n_blocks * (size_t)lim->block_size * (size_t)m->kv_dim * f;
     for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
-        int rc = alloc_buf(m, per_layer, (void **)&m->layers[l].k_cache, err);
-        if (!rc) rc = alloc_buf(m, per_layer, (void **)&m->layers[l].v_cache, err);
+        sl_kv_cache *kv = &m->layers[l].kv;
+        *kv = (sl_kv_cache){.dtype = lim->kv_dtype, .block_size = lim->block_size,
+                            .n_kv_heads = sl_shard_plan_n_kv_heads(&m->plan), .head_dim = m->config.head_dim};
+        const size_t per_layer = (size_t)lim->n_blocks * sl_kv_block_bytes(kv);
+        int rc = alloc_buf(m, per_layer, &kv->k, err);
+        if (!rc) rc = alloc_buf(m, per_layer, &kv->v, err);
         if (rc) return sl_err_wrap(err, rc, "KV cache of %d blocks: ", lim->n_blocks);
         m->kv_bytes += 2 * per_layer;
     }
@@ -224,8 +228,8 @@ void sl_model_close(sl_model *m) {
             sl_layer_weights *L = &m->layers[l];
             sl_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
             for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) b->weight_free(ctx, ws[i]);
-            float *vs[] = {L->attn_norm, L->mlp_norm, L->bq, L->bk, L->bv, L->bo, L->b_gate, L->b_up, L->b_down,
-                           L->k_cache, L->v_cache};
+            void *vs[] = {L->attn_norm, L->mlp_norm, L->bq, L->bk, L->bv, L->bo, L->b_gate, L->b_up, L->b_down,
+                          L->kv.k, L->kv.v};
             for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) b->free(ctx, vs[i]);
         }
         free(m->layers);

@@ -27,7 +27,7 @@ typedef struct sl_layer_weights {
     float *b_gate, *b_up;        /* [ffn] or NULL (mlp_bias) */
     sl_weight w_down;            /* [hidden][ffn] */
     float *b_down;               /* [hidden] or NULL; added on tp rank 0 only */
-    float *k_cache, *v_cache;    /* [n_blocks * block_size][kv_dim] */
+    sl_kv_cache kv;              /* this layer's paged K and V, this rank's KV heads */
 } sl_layer_weights;
 
 /* One forward step's input, in host memory: the flattened batch. Step token
@@ -52,6 +52,7 @@ typedef struct sl_model_limits {
     int max_model_len;   /* tokens per sequence */
     int block_size;      /* tokens per KV block */
     int n_blocks;        /* KV blocks in the pool */
+    sl_dtype kv_dtype;   /* element type of the KV cache */
 } sl_model_limits;
 
 typedef struct sl_model {
@@ -89,7 +90,7 @@ int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend,
 void sl_model_close(sl_model *m);
 
 /* Bytes of one KV block on this rank (all layers, K and V). */
-size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size);
+size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size, sl_dtype kv_dtype);
 
 /* Runs this rank's part of one step. Every rank of the job calls it with
  * the same batch. The last pipeline stage's tensor-parallel rank 0 writes

@@ -50,4 +50,30 @@ static inline float sl_f16_to_f32(uint16_t h) {
 #endif
 }
 
+/* Rounded to nearest even; beyond 65504 (after rounding) becomes inf. */
+static inline uint16_t sl_f32_to_f16(float f) {
+#if defined(__F16C__)
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#else
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    const uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00u;             /* NaN */
+    if (a >= 0x477ff000u) return sign | 0x7c00u;            /* rounds to 65520 or more: inf */
+    if (a < 0x38800000u) {                                  /* below 2^-14: a subnormal half, m * 2^-24 */
+        float v;
+        memcpy(&v, &a, 4);
+        v *= 16777216.0f;                                   /* exact; now round m to nearest even */
+        uint32_t m = (uint32_t)v;
+        const float frac = v - (float)m;
+        if (frac > 0.5f || (frac == 0.5f && (m & 1u))) m++;
+        return (uint16_t)(sign | m);
+    }
+    uint32_t r = a - 0x38000000u;                           /* exponent rebiased from 127 to 15 */
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+#endif
+}
+
 #endif

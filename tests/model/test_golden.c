@@ -198,7 +198,7 @@ static void test_batched(void) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium] [float32|float16|bfloat16]\n", argv[0]);
         return 2;
     }
     if (argc > 3) g_tol = atof(argv[3]);
@@ -227,7 +227,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     sl_model_limits limits = {.max_tokens = MAX_LEN * MAX_SEQS, .max_seqs = MAX_SEQS, .max_model_len = MAX_LEN,
-                              .block_size = BLOCK, .n_blocks = MAX_SEQS * (MAX_LEN / BLOCK)};
+                              .block_size = BLOCK, .n_blocks = MAX_SEQS * (MAX_LEN / BLOCK), .kv_dtype = SL_DTYPE_F32};
+    if (argc > 5) limits.kv_dtype = strcmp(argv[5], "float16") == 0 ? SL_DTYPE_F16 : SL_DTYPE_BF16;
     if (sl_model_open(&g_model, argv[1], &backend, &plan, &limits, NULL, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/vec.h"
 
 static cpu_scratch g_scratch; /* reused by every call */
 static cpu_pool *g_pool;      /* the kernels' threads; 1 or 3 of them */
@@ -21,22 +22,6 @@ static float frand(void) { /* xorshift64, uniform in [-1, 1) */
 }
 
 static void fill(float *x, int64_t n) { for (int64_t i = 0; i < n; i++) x[i] = frand(); }
-
-/* IEEE half of a float in [-1, 1], rounded to nearest even (normal and subnormal). */
-static uint16_t f32_to_f16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    float a = fabsf(f);
-    if (a < 6.103515625e-05f) /* subnormal half: a multiple of 2^-24 */
-        return (uint16_t)(sign | (uint16_t)nearbyintf(a * 16777216.0f));
-    int e;
-    float m = frexpf(a, &e);                                   /* a = m * 2^e, m in [0.5, 1) */
-    uint32_t mant = (uint32_t)nearbyintf((m * 2.0f - 1.0f) * 1024.0f); /* 10 bits, may round up to 1024 */
-    uint32_t exp = (uint32_t)(e - 1 + 15);
-    if (mant == 1024) mant = 0, exp++;
-    return (uint16_t)(sign | (exp << 10) | mant);
-}
 
 /* The weight as the backend keeps it (packed at load); free the returned memory. */
 static void *packed(sl_weight *w, const void *src, sl_dtype dtype, int64_t rows, int64_t cols, int64_t stride) {
@@ -60,7 +45,7 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
             wh[i] = sl_f32_to_bf16(wf[i]);
             wf[i] = sl_bf16_to_f32(wh[i]);
         } else if (dtype == SL_DTYPE_F16) {
-            wh[i] = f32_to_f16(wf[i]);
+            wh[i] = sl_f32_to_f16(wf[i]);
             wf[i] = sl_f16_to_f32(wh[i]);
         }
     }
@@ -144,58 +129,142 @@ static void test_pack_slice_and_embed(void) {
     free(mem);
 }
 
-/* Attention over a scattered block table against dense causal softmax. */
-static void check_attention(const int NH, const int NKV) {
-    enum { BS = 4, N_BLOCKS = 16, HD = 8 };
-    const int KVD = NKV * HD, QD = NH * HD;
-    float *k_cache = malloc(sizeof(float) * N_BLOCKS * BS * KVD), *v_cache = malloc(sizeof(float) * N_BLOCKS * BS * KVD);
-    float *q = malloc(sizeof(float) * 9 * QD), *out = malloc(sizeof(float) * 9 * QD);
-    fill(k_cache, N_BLOCKS * BS * KVD);
-    fill(v_cache, N_BLOCKS * BS * KVD);
-    /* two sequences: 9 tokens of context with 3 new, 6 tokens all new */
-    int32_t qs[3] = {0, 3, 9}, ctx[2] = {9, 6};
-    int32_t tables[2 * 4] = {5, 2, 11, 0, 7, 3, 0, 0};
-    fill(q, 9 * QD);
-    sl_attn_batch b = {.n_seqs = 2, .max_blocks = 4, .block_size = BS, .max_context_len = 9,
-                       .query_start = qs, .context_len = ctx, .block_tables = tables};
-    sl_attn_shape sh = {.n_heads = NH, .n_kv_heads = NKV, .head_dim = HD, .scale = 1.0f / sqrtf(HD)};
-    cpu_attention(g_pool, out, q, k_cache, v_cache, &b, &sh);
-    double worst = 0;
+/* Attention through kv_store and the paged cache against dense causal softmax
+ * in double over the same K/V as the cache's dtype rounds them. Two sequences
+ * of more than one chunk of keys: 20 new tokens of 150 (a prompt's later
+ * chunk: tiles of several tokens) and 70 of 70, blocks scattered. Then one
+ * token alone must give bit for bit what it gave among the others. */
+enum { CTX0 = 150, NEW0 = 20, CTX1 = 70 };
+
+static float rounded(sl_dtype dtype, float x) {
+    if (dtype == SL_DTYPE_F16) return sl_f16_to_f32(sl_f32_to_f16(x));
+    if (dtype == SL_DTYPE_BF16) return sl_bf16_to_f32(sl_f32_to_bf16(x));
+    return x;
+}
+
+static void check_attention(int NH, int NKV, int HD, int BS, sl_dtype dtype) {
+    const int KVD = NKV * HD, QD = NH * HD, n_tok = NEW0 + CTX1;
+    const int max_blocks = (CTX0 + BS - 1) / BS, n_blocks = 2 * max_blocks;
+    int32_t *tables = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    for (int i = 0; i < n_blocks; i++) tables[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) { /* scatter the blocks */
+        int j = (int)(g_rng % (uint64_t)(i + 1)), t = tables[i];
+        g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+        tables[i] = tables[j], tables[j] = t;
+    }
+    sl_kv_cache kv = {.dtype = dtype, .block_size = BS, .n_kv_heads = NKV, .head_dim = HD};
+    kv.k = calloc((size_t)n_blocks, sl_kv_block_bytes(&kv));
+    kv.v = calloc((size_t)n_blocks, sl_kv_block_bytes(&kv));
+    /* every context token's K/V, stored through the kernel; keys[s][j] as the cache rounds them */
+    const int ctx[2] = {CTX0, CTX1};
+    float *keys[2], *vals[2];
     for (int s = 0; s < 2; s++) {
-        int n_q = qs[s + 1] - qs[s];
+        keys[s] = malloc(sizeof(float) * (size_t)ctx[s] * KVD), vals[s] = malloc(sizeof(float) * (size_t)ctx[s] * KVD);
+        fill(keys[s], (int64_t)ctx[s] * KVD);
+        fill(vals[s], (int64_t)ctx[s] * KVD);
+        int32_t *slots = malloc(sizeof(int32_t) * (size_t)ctx[s]);
+        for (int j = 0; j < ctx[s]; j++) slots[j] = tables[s * max_blocks + j / BS] * BS + j % BS;
+        cpu_kv_store(g_pool, &kv, keys[s], vals[s], slots, ctx[s]);
+        for (int i = 0; i < ctx[s] * KVD; i++) keys[s][i] = rounded(dtype, keys[s][i]), vals[s][i] = rounded(dtype, vals[s][i]);
+        free(slots);
+    }
+    float *q = malloc(sizeof(float) * (size_t)n_tok * QD), *out = malloc(sizeof(float) * (size_t)n_tok * QD);
+    fill(q, (int64_t)n_tok * QD);
+    int32_t qs[3] = {0, NEW0, n_tok}, ctx_len[2] = {CTX0, CTX1};
+    sl_attn_batch b = {.n_seqs = 2, .max_blocks = max_blocks, .max_context_len = CTX0, .query_start = qs,
+                       .context_len = ctx_len, .block_tables = tables};
+    const float scale = 1.0f / sqrtf((float)HD);
+    cpu_attention(g_pool, out, q, &kv, &b, NH, scale);
+    double worst = 0;
+    double *scores = malloc(sizeof(double) * CTX0);
+    for (int s = 0; s < 2; s++) {
+        const int n_q = qs[s + 1] - qs[s];
         for (int i = 0; i < n_q; i++) {
-            int t = qs[s] + i, pos = ctx[s] - n_q + i;
+            const int t = qs[s] + i, pos = ctx[s] - n_q + i;
             for (int h = 0; h < NH; h++) {
-                int kvh = h / (NH / NKV);
-                double scores[16], mx = -1e30, sum = 0;
+                const int kvh = h / (NH / NKV);
+                double mx = -1e30, sum = 0;
                 for (int j = 0; j <= pos; j++) {
-                    const float *k = k_cache + (tables[s * 4 + j / BS] * BS + j % BS) * KVD + kvh * HD;
                     double d = 0;
-                    for (int e = 0; e < HD; e++) d += (double)q[t * QD + h * HD + e] * k[e];
-                    scores[j] = d / sqrt(HD);
+                    for (int e = 0; e < HD; e++) d += (double)q[t * QD + h * HD + e] * keys[s][j * KVD + kvh * HD + e];
+                    scores[j] = d * scale;
                     if (scores[j] > mx) mx = scores[j];
                 }
                 for (int j = 0; j <= pos; j++) sum += exp(scores[j] - mx);
                 for (int e = 0; e < HD; e++) {
                     double acc = 0;
-                    for (int j = 0; j <= pos; j++)
-                        acc += exp(scores[j] - mx) / sum *
-                               v_cache[(tables[s * 4 + j / BS] * BS + j % BS) * KVD + kvh * HD + e];
+                    for (int j = 0; j <= pos; j++) acc += exp(scores[j] - mx) / sum * vals[s][j * KVD + kvh * HD + e];
                     double err = rel_err(out[t * QD + h * HD + e], acc);
                     if (err > worst) worst = err;
                 }
             }
         }
     }
-    if (worst >= 1e-5) fprintf(stderr, "attention %d heads / %d KV heads: rel err %g\n", NH, NKV, worst);
+    if (worst >= 1e-5)
+        fprintf(stderr, "attention %d/%d heads, head_dim %d, block %d, %s: rel err %g\n", NH, NKV, HD, BS,
+                sl_dtype_name(dtype), worst);
     CHECK(worst < 1e-5);
-    free(k_cache), free(v_cache), free(q), free(out);
+    /* token 7 of sequence 0 (position 137) alone: the same bits */
+    float *alone = malloc(sizeof(float) * QD);
+    int32_t qs1[2] = {0, 1}, ctx1[1] = {CTX0 - NEW0 + 8};
+    sl_attn_batch b1 = {.n_seqs = 1, .max_blocks = max_blocks, .max_context_len = ctx1[0], .query_start = qs1,
+                        .context_len = ctx1, .block_tables = tables};
+    cpu_attention(g_pool, alone, q + 7 * QD, &kv, &b1, NH, scale);
+    CHECK(memcmp(alone, out + 7 * QD, sizeof(float) * QD) == 0);
+    free(alone), free(scores), free(q), free(out), free(tables), free(kv.k), free(kv.v);
+    for (int s = 0; s < 2; s++) free(keys[s]), free(vals[s]);
 }
 
-/* Groups of 2 query heads per KV head, and of 10 (more than one pass of MAX_GROUP). */
+/* Query groups of 3 (SmolLM2's), 10 (more than one tile's rows) and 1; head
+ * dims of whole and part vectors; blocks of 16, 4 and 48 slots; each dtype. */
 static void test_attention_paged(void) {
-    check_attention(6, 3);
-    check_attention(20, 2);
+    const sl_dtype dtypes[] = {SL_DTYPE_F32, SL_DTYPE_F16, SL_DTYPE_BF16};
+    for (int i = 0; i < 3; i++) {
+        check_attention(9, 3, 64, 16, dtypes[i]);
+        check_attention(20, 2, 8, 4, dtypes[i]);
+        check_attention(4, 4, 24, 48, dtypes[i]);
+    }
+}
+
+/* vec.h and half.h against the definitions: every half widens as the
+ * scalar conversion does and rounds back to itself, a midpoint between two
+ * halves rounds to the even one; bf16 narrowing as the scalar rounding; exp
+ * within 3 ulp over its range, 0 / inf / NaN at the ends. */
+static void test_vector_math(void) {
+    int bad_widen = 0, bad_round = 0, bad_mid = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        vu16 v = {0};
+        v[h % LANES] = (uint16_t)h;
+        const float want = sl_f16_to_f32((uint16_t)h), got = widen_f16(v)[h % LANES];
+        if (isnan(want) ? !isnan(got) : memcmp(&want, &got, 4) != 0) bad_widen++;
+        if (!isnan(want) && sl_f32_to_f16(want) != h) bad_round++;
+        const uint32_t next = h + 1;
+        if ((h & 0x7fffu) < 0x7bffu && (h & 0x7fffu) != 0x7fffu) { /* finite neighbours of one sign */
+            const float mid = (float)(((double)want + (double)sl_f16_to_f32((uint16_t)next)) / 2);
+            if (sl_f32_to_f16(mid) != ((h & 1u) ? next : h)) bad_mid++;
+        }
+    }
+    CHECK(bad_widen == 0);
+    CHECK(bad_round == 0);
+    CHECK(bad_mid == 0);
+    CHECK(sl_f32_to_f16(65520.0f) == 0x7c00 && sl_f32_to_f16(65519.0f) == 0x7bff && sl_f32_to_f16(-1e9f) == 0xfc00);
+    const float specials[] = {0.0f, -0.0f, 1.0f, 1.00390625f, 1.005859375f, 3.0e38f, INFINITY, -INFINITY, NAN, 1e-40f};
+    for (int i = 0; i < 200; i++) {
+        vf x;
+        for (int l = 0; l < LANES; l++) x[l] = i < 10 && l == 0 ? specials[i] : frand() * powf(2.0f, (float)(i % 40 - 20));
+        const vu16 h = narrow_bf16(x);
+        for (int l = 0; l < LANES; l++) CHECK(h[l] == sl_f32_to_bf16(x[l]));
+    }
+    double worst = 0;
+    for (int i = 0; i <= 20000; i++) {
+        const float x = -86.0f + 174.0f * (float)i / 20000.0f;
+        const double want = exp((double)x), err = fabs(vexp(splat(x))[0] - want) / want;
+        if (err > worst) worst = err;
+    }
+    if (worst >= 3.6e-7) fprintf(stderr, "vexp: relative error %g\n", worst);
+    CHECK(worst < 3.6e-7);
+    const vf ends = vexp((vf){-INFINITY, -1000.0f, 1000.0f, INFINITY, NAN, 0.0f});
+    CHECK(ends[0] == 0.0f && ends[1] == 0.0f && isinf(ends[2]) && isinf(ends[3]) && isnan(ends[4]) && ends[5] == 1.0f);
 }
 
 static void test_rmsnorm_rope_swiglu(void) {
@@ -266,6 +335,7 @@ int main(void) {
     TEST_RUN(test_matmul_batch_invariant);
     TEST_RUN(test_pack_slice_and_embed);
     TEST_RUN(test_attention_paged);
+    TEST_RUN(test_vector_math);
     TEST_RUN(test_rmsnorm_rope_swiglu);
     free(g_scratch.floats);
     cpu_pool_destroy(g_pool);

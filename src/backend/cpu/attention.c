@@ -1,26 +1,246 @@
-/* attention.c -- causal attention of a step's queries over the paged KV cache.
+/* attention.c -- the CPU backend's KV cache: its layout, kv_store, and
+ * causal attention of a step's queries over it.
  *
- * A work item is one query token and one KV head with all the query heads
- * that share it (grouped-query attention): each key and value row is read
- * once for the whole group, not once per query head. At 64 sequences a
- * decode step reads more KV cache than weights, so this is the difference
- * between streaming the cache once and three times.
+ * Inside a block, for each KV head, keys are stored transposed and values
+ * as rows:
+ *     K: [head][head_dim][block_size]   feature d of the block's tokens side by side
+ *     V: [head][block_size][head_dim]   one row per token
+ * so 16 keys are scored against a query by head_dim FMAs of 16 lanes (q[d]
+ * broadcast times feature d of the 16 keys), with no horizontal sums, and
+ * one head's share of a block is one contiguous run for the prefetcher.
+ * Elements are float32, float16 or bfloat16 (--kv-cache-dtype), widened to
+ * float32 as loaded: at 64 sequences a decode step reads more KV cache than
+ * weights, and 16-bit elements halve it.
  *
- * Keys are visited in chunks of ATTN_CHUNK with an online softmax (running
- * max and sum, as flash attention does), so no buffer grows with the context
- * and nothing is allocated. Token j of a sequence is read from its block
- * table, which is how every backend sees the cache: the engine owns which
- * blocks a sequence holds. */
-#include <float.h>
+ * A work item is a tile of up to MAX_ROWS query rows sharing one KV head:
+ * the query heads of its group for consecutive tokens of one sequence (one
+ * token in decode, several of a prompt in prefill). Each key and value
+ * vector is loaded and widened once for all the tile's rows. Keys go by
+ * chunks of CHUNK with an online softmax (running max and sum, as flash
+ * attention does); nothing is allocated.
+ *
+ * A row's arithmetic does not depend on its tile: chunks start at fixed key
+ * positions, and keys past a row's position score -inf and weigh exactly 0,
+ * so a token's output is the same decoded alone, batched, or prefilled
+ * beside other tokens (the engine's batched = one-at-a-time guarantee). */
 #include <math.h>
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/vec.h"
+#include "util/half.h"
 
-#define ATTN_CHUNK 64
+#define CHUNK 64           /* keys per online-softmax step */
+#define MAX_ROWS 16        /* query rows per tile: accumulators kept in registers */
 #define MAX_HEAD_DIM 512
-#define PREFETCH_ROWS 6 /* keys ahead */
-#define MAX_GROUP 8 /* query heads computed together; larger groups go in several passes */
+
+/* ---- the layout ---- */
+
+/* Element index of feature d of the key in slot i of block `block`, head h. */
+static inline int64_t k_index(const sl_kv_cache *kv, int64_t block, int h, int d, int i) {
+    return ((block * kv->n_kv_heads + h) * kv->head_dim + d) * kv->block_size + i;
+}
+
+/* Element index of the value row in slot i of block `block`, head h. */
+static inline int64_t v_index(const sl_kv_cache *kv, int64_t block, int h, int i) {
+    return ((block * kv->n_kv_heads + h) * kv->block_size + i) * kv->head_dim;
+}
+
+static inline void store_as(sl_dtype dtype, void *base, int64_t i, float x) {
+    if (dtype == SL_DTYPE_F16) ((uint16_t *)base)[i] = sl_f32_to_f16(x);
+    else if (dtype == SL_DTYPE_BF16) ((uint16_t *)base)[i] = sl_f32_to_bf16(x);
+    else ((float *)base)[i] = x;
+}
+
+typedef struct kv_store_args {
+    const sl_kv_cache *kv;
+    const float *k, *v;
+    const int32_t *slots;
+} kv_store_args;
+
+static void kv_store_range(void *varg, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    const kv_store_args *a = varg;
+    const sl_kv_cache *kv = a->kv;
+    const int hd = kv->head_dim, kv_dim = kv->n_kv_heads * hd;
+    for (int64_t t = begin; t < end; t++) {
+        const int64_t block = a->slots[t] / kv->block_size;
+        const int i = a->slots[t] % kv->block_size;
+        const float *k = a->k + t * kv_dim, *v = a->v + t * kv_dim;
+        for (int h = 0; h < kv->n_kv_heads; h++)
+            for (int d = 0; d < hd; d++) {
+                store_as(kv->dtype, kv->k, k_index(kv, block, h, d, i), k[h * hd + d]);
+                store_as(kv->dtype, kv->v, v_index(kv, block, h, i) + d, v[h * hd + d]);
+            }
+    }
+}
+
+void cpu_kv_store(cpu_pool *pool, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
+                  int n_tokens) {
+    kv_store_args a = {kv, k, v, slots};
+    cpu_pool_for(pool, n_tokens, 16, kv_store_range, &a);
+}
+
+/* ---- one tile ---- */
+
+/* Query rows sharing one KV head of one sequence. */
+typedef struct tile {
+    const sl_kv_cache *kv;
+    const int32_t *table;        /* the sequence's block table */
+    const float *q[MAX_ROWS];    /* row r's query */
+    float *out[MAX_ROWS];
+    int pos[MAX_ROWS];           /* row r attends to keys [0, pos[r]] */
+    int n_rows, kv_head, max_pos;
+    float scale;
+} tile;
+
+typedef float score_rows[MAX_ROWS][CHUNK + LANES]; /* a chunk's scores, then weights; room for a last full vector */
+
+/* Scores of the 16 keys from slot i of one block (feature rows `kt`, block_size
+ * apart), columns [j, j + 16) of s; `width` < 16 when the block ends first
+ * (then the other lanes are junk that the next piece or the mask replaces). */
+static inline __attribute__((always_inline)) void score_piece(sl_dtype dt, const int R, const tile *a,
+                                                              const void *kt, int width, score_rows s, int j) {
+    const int hd = a->kv->head_dim, bs = a->kv->block_size;
+    vf acc[MAX_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = splat(0.0f);
+    if (width == LANES) {
+        for (int d = 0; d < hd; d++) {
+            const vf k = load_as_f(dt, kt, (int64_t)d * bs);
+            for (int r = 0; r < R; r++) acc[r] += a->q[r][d] * k;
+        }
+    } else {
+        for (int d = 0; d < hd; d++) {
+            const vf k = load_part_as_f(dt, kt, (int64_t)d * bs, width);
+            for (int r = 0; r < R; r++) acc[r] += a->q[r][d] * k;
+        }
+    }
+    for (int r = 0; r < R; r++) store_f(s[r] + j, acc[r] * a->scale);
+}
+
+/* acc[r] = acc[r] * rescale[r] + sum over the chunk's n keys of w[r][j] * v_j. */
+static inline __attribute__((always_inline)) void add_values(sl_dtype dt, const int R, const tile *a,
+                                                             float (*acc)[MAX_HEAD_DIM + LANES],
+                                                             const float *rescale, score_rows w,
+                                                             const int64_t *v_at, int n) {
+    const int hd = a->kv->head_dim;
+    for (int d0 = 0; d0 < hd; d0 += LANES) {
+        const int width = hd - d0 < LANES ? hd - d0 : LANES;
+        vf sum[MAX_ROWS];
+        for (int r = 0; r < R; r++) sum[r] = load_f(acc[r] + d0) * rescale[r];
+        for (int j = 0; j < n; j++) {
+            const vf v = width == LANES ? load_as_f(dt, a->kv->v, v_at[j] + d0)
+                                        : load_part_as_f(dt, a->kv->v, v_at[j] + d0, width);
+            for (int r = 0; r < R; r++) sum[r] += w[r][j] * v;
+        }
+        for (int r = 0; r < R; r++) store_f(acc[r] + d0, sum[r]);
+    }
+}
+
+#define ROW_CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
+
+static inline __attribute__((always_inline)) void score_piece_rows(sl_dtype dt, const tile *a, const void *kt,
+                                                                   int width, score_rows s, int j) {
+    switch (a->n_rows) {
+#define CASE(R) case R: score_piece(dt, R, a, kt, width, s, j); break;
+        ROW_CASES(CASE)
+#undef CASE
+    default: break;
+    }
+}
+
+static inline __attribute__((always_inline)) void add_values_rows(sl_dtype dt, const tile *a,
+                                                                  float (*acc)[MAX_HEAD_DIM + LANES],
+                                                                  const float *rescale, score_rows w,
+                                                                  const int64_t *v_at, int n) {
+    switch (a->n_rows) {
+#define CASE(R) case R: add_values(dt, R, a, acc, rescale, w, v_at, n); break;
+        ROW_CASES(CASE)
+#undef CASE
+    default: break;
+    }
+}
+
+/* Scores of keys [j0, j0 + n) to weights e^(s - max), updating each row's
+ * running max and sum; rescale[r] is what the row's earlier sums are worth now. */
+static void softmax_chunk(const tile *a, score_rows s, int j0, int n, float *run_max, float *run_sum,
+                          float *rescale) {
+    const vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const int n_vec = (n + LANES - 1) / LANES;
+    for (int r = 0; r < a->n_rows; r++) {
+        vf chunk_max = splat(-INFINITY);
+        for (int g = 0; g < n_vec; g++) {
+            const vi key = lane + (j0 + g * LANES);
+            const vf x = select_f(key <= a->pos[r], load_f(s[r] + g * LANES), splat(-INFINITY));
+            store_f(s[r] + g * LANES, x);
+            chunk_max = vmax(chunk_max, x);
+        }
+        const float m = lane_max(chunk_max), new_max = m > run_max[r] ? m : run_max[r];
+        rescale[r] = vexp(splat(run_max[r] - new_max))[0];
+        vf sum = splat(0.0f);
+        for (int g = 0; g < n_vec; g++) {
+            const vf w = vexp(load_f(s[r] + g * LANES) - new_max);
+            store_f(s[r] + g * LANES, w);
+            sum += w;
+        }
+        run_sum[r] = run_sum[r] * rescale[r] + lane_sum(sum);
+        run_max[r] = new_max;
+    }
+}
+
+/* Asks for a head's share of a block (keys from slot i on, their values) ahead of use. */
+static void prefetch_piece(const tile *a, int64_t block, int i, int width) {
+    const sl_kv_cache *kv = a->kv;
+    const size_t elem = sl_dtype_n_bytes(kv->dtype);
+    const char *k = (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem;
+    const char *v = (const char *)kv->v + (size_t)v_index(kv, block, a->kv_head, i) * elem;
+    const size_t k_stride = (size_t)kv->block_size * elem, v_bytes = (size_t)width * kv->head_dim * elem;
+    for (int d = 0; d < kv->head_dim; d += k_stride >= 64 ? 1 : (int)(64 / k_stride))
+        __builtin_prefetch(k + d * k_stride, 0, 1);
+    for (size_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(v + b, 0, 1);
+}
+
+static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, const tile *a) {
+    const sl_kv_cache *kv = a->kv;
+    const int hd = kv->head_dim, bs = kv->block_size, R = a->n_rows;
+    const size_t elem = sl_dtype_n_bytes(dt);
+    float acc[MAX_ROWS][MAX_HEAD_DIM + LANES];
+    score_rows s;
+    float run_max[MAX_ROWS], run_sum[MAX_ROWS], rescale[MAX_ROWS];
+    int64_t v_at[CHUNK];
+    for (int r = 0; r < R; r++) {
+        run_max[r] = -INFINITY, run_sum[r] = 0.0f;
+        memset(acc[r], 0, sizeof(float) * (size_t)((hd + LANES - 1) / LANES * LANES));
+    }
+    for (int j0 = 0; j0 <= a->max_pos; j0 += CHUNK) {
+        const int n = a->max_pos + 1 - j0 < CHUNK ? a->max_pos + 1 - j0 : CHUNK;
+        for (int j = 0; j < n;) {
+            const int64_t block = a->table[(j0 + j) / bs];
+            const int i = (j0 + j) % bs, width = bs - i < LANES ? bs - i : LANES;
+            const int next = j0 + j + CHUNK; /* the same piece of the next chunk */
+            if (next <= a->max_pos) prefetch_piece(a, a->table[next / bs], next % bs, width);
+            score_piece_rows(dt, a, (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem, width,
+                             s, j);
+            for (int u = 0; u < width && j < n; u++, j++) v_at[j] = v_index(kv, block, a->kv_head, i + u);
+        }
+        softmax_chunk(a, s, j0, n, run_max, run_sum, rescale);
+        add_values_rows(dt, a, acc, rescale, s, v_at, n);
+    }
+    for (int r = 0; r < R; r++) {
+        const float inv = 1.0f / run_sum[r];
+        for (int d = 0; d < hd; d++) a->out[r][d] = acc[r][d] * inv;
+    }
+}
+
+static void attend_tile(const tile *a) {
+    switch (a->kv->dtype) {
+    case SL_DTYPE_F16: attend_tile_as(SL_DTYPE_F16, a); break;
+    case SL_DTYPE_BF16: attend_tile_as(SL_DTYPE_BF16, a); break;
+    default: attend_tile_as(SL_DTYPE_F32, a); break;
+    }
+}
+
+/* ---- the step ---- */
 
 /* The sequence that owns step token t: the last s with query_start[s] <= t. */
 static int seq_of_token(const int32_t *query_start, int n_seqs, int t) {
@@ -33,165 +253,56 @@ static int seq_of_token(const int32_t *query_start, int n_seqs, int t) {
     return lo;
 }
 
-/* One query token, `g` query heads over one KV head. */
-typedef struct attn_group {
-    float *out;               /* g rows of head_dim, head_dim apart */
-    const float *q;           /* likewise */
-    int g;
-    const float *k_cache, *v_cache;
-    const int32_t *table;
-    int block_size, n_keys, kv_dim, kv_off, head_dim;
-    float scale;
-} attn_group;
-
-/* Offsets (in floats) of keys [j0, j0 + n) of the sequence in the cache. */
-static void row_offsets(const attn_group *a, int j0, int n, int64_t *off) {
-    int block = j0 / a->block_size, within = j0 % a->block_size;
-    for (int j = 0; j < n; j++) {
-        off[j] = ((int64_t)a->table[block] * a->block_size + within) * a->kv_dim + a->kv_off;
-        if (++within == a->block_size) within = 0, block++;
-    }
-}
-
-typedef float vf __attribute__((vector_size(16 * sizeof(float))));
-
-static inline vf load_v(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* Sum of the 16 lanes as a tree (4 shuffles and adds, not 15 dependent adds). */
-static inline float lane_sum(vf v) {
-    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    return v[0];
-}
-
-/* q . k over head_dim floats: 16 lanes at a time, then the tail. */
-static inline float dot(const float *q, const float *k, int head_dim) {
-    const int vec = head_dim / 16 * 16;
-    vf acc = {0};
-    for (int d = 0; d < vec; d += 16) acc += load_v(q + d) * load_v(k + d);
-    float s = lane_sum(acc);
-    for (int d = vec; d < head_dim; d++) s += q[d] * k[d];
-    return s;
-}
-
-/* acc[0..head_dim) += sum over the chunk's keys j of p[j] * v_j, 64 features
- * at a time held in registers across the keys. */
-static void accumulate_values(float *acc, const float *p, const float *v_cache, const int64_t *off, int n,
-                              int head_dim) {
-    int d0 = 0;
-    for (; d0 + 64 <= head_dim; d0 += 64) {
-        vf a0 = load_v(acc + d0), a1 = load_v(acc + d0 + 16), a2 = load_v(acc + d0 + 32), a3 = load_v(acc + d0 + 48);
-        for (int j = 0; j < n; j++) {
-            const float *v = v_cache + off[j] + d0;
-            a0 += p[j] * load_v(v), a1 += p[j] * load_v(v + 16), a2 += p[j] * load_v(v + 32), a3 += p[j] * load_v(v + 48);
-        }
-        memcpy(acc + d0, &a0, sizeof a0), memcpy(acc + d0 + 16, &a1, sizeof a1);
-        memcpy(acc + d0 + 32, &a2, sizeof a2), memcpy(acc + d0 + 48, &a3, sizeof a3);
-    }
-    for (int j = 0; j < n; j++) {
-        const float *v = v_cache + off[j];
-        for (int d = d0; d < head_dim; d++) acc[d] += p[j] * v[d];
-    }
-}
-
-/* Rows of a block are kv_dim apart, blocks anywhere: ask for a row's cache lines ahead of use. */
-static inline void prefetch_row(const float *row, int head_dim) {
-    for (int d = 0; d < head_dim; d += 16) __builtin_prefetch(row + d, 0, 1);
-}
-
-static void attend_group(const attn_group *a) {
-    const int hd = a->head_dim, g = a->g;
-    float acc[MAX_GROUP][MAX_HEAD_DIM];
-    float running_max[MAX_GROUP], running_sum[MAX_GROUP];
-    for (int h = 0; h < g; h++) {
-        running_max[h] = -FLT_MAX, running_sum[h] = 0.0f;
-        for (int d = 0; d < hd; d++) acc[h][d] = 0.0f;
-    }
-    for (int j0 = 0; j0 < a->n_keys; j0 += ATTN_CHUNK) {
-        const int n = a->n_keys - j0 < ATTN_CHUNK ? a->n_keys - j0 : ATTN_CHUNK;
-        int64_t off[ATTN_CHUNK];
-        float scores[MAX_GROUP][ATTN_CHUNK];
-        row_offsets(a, j0, n, off);
-        for (int j = 0; j < n; j++) {
-            const float *k = a->k_cache + off[j];
-            if (j + PREFETCH_ROWS < n) prefetch_row(a->k_cache + off[j + PREFETCH_ROWS], hd);
-            prefetch_row(a->v_cache + off[j], hd); /* used after the chunk's scores */
-            for (int h = 0; h < g; h++) scores[h][j] = dot(a->q + h * hd, k, hd) * a->scale;
-        }
-        for (int h = 0; h < g; h++) {
-            float chunk_max = -FLT_MAX;
-            for (int j = 0; j < n; j++) chunk_max = scores[h][j] > chunk_max ? scores[h][j] : chunk_max;
-            const float new_max = chunk_max > running_max[h] ? chunk_max : running_max[h];
-            const float rescale = expf(running_max[h] - new_max);
-            running_sum[h] *= rescale;
-            for (int d = 0; d < hd; d++) acc[h][d] *= rescale;
-            for (int j = 0; j < n; j++) {
-                scores[h][j] = expf(scores[h][j] - new_max);
-                running_sum[h] += scores[h][j];
-            }
-            running_max[h] = new_max;
-        }
-        for (int h = 0; h < g; h++) accumulate_values(acc[h], scores[h], a->v_cache, off, n, hd);
-    }
-    for (int h = 0; h < g; h++) {
-        const float inv = 1.0f / running_sum[h];
-        for (int d = 0; d < hd; d++) a->out[h * hd + d] = acc[h][d] * inv;
-    }
-}
-
 typedef struct attention_args {
     float *out;
-    const float *q, *k_cache, *v_cache;
+    const float *q;
+    const sl_kv_cache *kv;
     const sl_attn_batch *b;
-    const sl_attn_shape *sh;
-    int passes;               /* per KV head: ceil(group / MAX_GROUP) */
+    int n_heads, heads_per_pass, passes, tile_tokens;
+    float scale;
 } attention_args;
 
-/* Items are (token, KV head, pass), token-major. */
+/* Items are (step tokens [i * tile_tokens, ...), KV head, pass of heads); the
+ * tokens of an item that belong to different sequences are separate tiles. */
 static void attention_range(void *varg, int64_t begin, int64_t end, int thread) {
     (void)thread;
     const attention_args *a = varg;
     const sl_attn_batch *b = a->b;
-    const sl_attn_shape *sh = a->sh;
-    const int group = sh->n_heads / sh->n_kv_heads, per_token = sh->n_kv_heads * a->passes;
-    const int q_dim = sh->n_heads * sh->head_dim, kv_dim = sh->n_kv_heads * sh->head_dim;
+    const int n_kv = a->kv->n_kv_heads, hd = a->kv->head_dim, group = a->n_heads / n_kv;
+    const int q_dim = a->n_heads * hd, n_tokens = b->query_start[b->n_seqs];
     for (int64_t item = begin; item < end; item++) {
-        const int t = (int)(item / per_token), kvh = (int)(item % per_token) / a->passes;
-        const int pass = (int)(item % a->passes), h0 = kvh * group + pass * MAX_GROUP;
-        const int s = seq_of_token(b->query_start, b->n_seqs, t);
-        const int n_query = b->query_start[s + 1] - b->query_start[s];
-        const int pos = b->context_len[s] - n_query + (t - b->query_start[s]);
-        const int64_t row = (int64_t)t * q_dim + (int64_t)h0 * sh->head_dim;
-        attn_group g = {
-            .out = a->out + row,
-            .q = a->q + row,
-            .g = group - pass * MAX_GROUP < MAX_GROUP ? group - pass * MAX_GROUP : MAX_GROUP,
-            .k_cache = a->k_cache,
-            .v_cache = a->v_cache,
-            .table = b->block_tables + (int64_t)s * b->max_blocks,
-            .block_size = b->block_size,
-            .n_keys = pos + 1,
-            .kv_dim = kv_dim,
-            .kv_off = kvh * sh->head_dim,
-            .head_dim = sh->head_dim,
-            .scale = sh->scale,
-        };
-        attend_group(&g);
+        const int pass = (int)(item % a->passes), kvh = (int)(item / a->passes % n_kv);
+        const int first = (int)(item / a->passes / n_kv) * a->tile_tokens;
+        const int last = first + a->tile_tokens < n_tokens ? first + a->tile_tokens : n_tokens;
+        const int h0 = kvh * group + pass * a->heads_per_pass;
+        const int heads = group - pass * a->heads_per_pass < a->heads_per_pass ? group - pass * a->heads_per_pass
+                                                                                : a->heads_per_pass;
+        for (int t = first; t < last;) {
+            const int s = seq_of_token(b->query_start, b->n_seqs, t);
+            const int stop = b->query_start[s + 1] < last ? b->query_start[s + 1] : last;
+            const int pos0 = b->context_len[s] - (b->query_start[s + 1] - b->query_start[s]) + (t - b->query_start[s]);
+            tile tl = {.kv = a->kv, .table = b->block_tables + (int64_t)s * b->max_blocks, .n_rows = 0,
+                       .kv_head = kvh, .max_pos = pos0 + (stop - t) - 1, .scale = a->scale};
+            for (int u = t; u < stop; u++)
+                for (int h = h0; h < h0 + heads; h++, tl.n_rows++) {
+                    tl.q[tl.n_rows] = a->q + (int64_t)u * q_dim + (int64_t)h * hd;
+                    tl.out[tl.n_rows] = a->out + (int64_t)u * q_dim + (int64_t)h * hd;
+                    tl.pos[tl.n_rows] = pos0 + (u - t);
+                }
+            attend_tile(&tl);
+            t = stop;
+        }
     }
 }
 
-void cpu_attention(cpu_pool *pool, float *out, const float *q, const float *k_cache, const float *v_cache,
-                   const sl_attn_batch *b, const sl_attn_shape *sh) {
-    const int group = sh->n_heads / sh->n_kv_heads, passes = (group + MAX_GROUP - 1) / MAX_GROUP;
-    const int64_t n_items = (int64_t)b->query_start[b->n_seqs] * sh->n_kv_heads * passes;
+void cpu_attention(cpu_pool *pool, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                   int n_heads, float scale) {
+    const int group = n_heads / kv->n_kv_heads, passes = (group + MAX_ROWS - 1) / MAX_ROWS;
+    const int heads_per_pass = (group + passes - 1) / passes;
+    attention_args a = {out, q, kv, b, n_heads, heads_per_pass, passes, MAX_ROWS / heads_per_pass, scale};
+    const int n_tokens = b->query_start[b->n_seqs];
+    const int64_t n_items = (int64_t)(n_tokens + a.tile_tokens - 1) / a.tile_tokens * kv->n_kv_heads * passes;
     /* an item reads up to max_context_len keys: split when the step has a few hundred thousand flops */
-    const int64_t item_work = (int64_t)b->max_context_len * sh->head_dim * group, min_work = 1 << 15;
-    attention_args a = {out, q, k_cache, v_cache, b, sh, passes};
+    const int64_t item_work = (int64_t)b->max_context_len * kv->head_dim * MAX_ROWS, min_work = 1 << 15;
     cpu_pool_for_dynamic(pool, n_items, 1, (min_work + item_work - 1) / item_work, attention_range, &a);
 }

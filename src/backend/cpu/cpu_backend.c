@@ -74,18 +74,45 @@ static void *weight_memory(cpu_ctx *c, size_t n_bytes, weight_chunk **chunk) {
     return p;
 }
 
+/* What alloc hands out: this header, then the caller's 64-byte aligned,
+ * zero-filled bytes. Buffers of MAPPED_ALLOC or more (the KV cache above all)
+ * are mappings of their own in huge pages: a decode step reads blocks all
+ * over the cache, and with 4 KB pages each block would cost a TLB miss. The
+ * rest comes from the heap, where the sanitizers watch it. */
+#define MAPPED_ALLOC ((size_t)1 << 20)
+typedef struct alloc_header {
+    size_t mapped_bytes;          /* the mapping's size, or 0 for heap memory */
+    char pad[64 - sizeof(size_t)];
+} alloc_header;
+
 static int cpu_alloc(void *ctx, size_t n_bytes, void **out, sl_err *err) {
     (void)ctx;
     *out = NULL;
-    if (n_bytes == 0) n_bytes = 64;
-    if (posix_memalign(out, 64, (n_bytes + 63) & ~(size_t)63) != 0)
-        return sl_err_set(err, SL_ENOMEM, "out of host memory allocating %zu bytes", n_bytes);
+    const size_t total = sizeof(alloc_header) + ((n_bytes + 63) & ~(size_t)63);
+    alloc_header *h = NULL;
+    if (total >= MAPPED_ALLOC) {
+        void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED) {
+            madvise(m, total, MADV_HUGEPAGE); /* advice only */
+            h = m;
+            h->mapped_bytes = total;
+        }
+    } else if (posix_memalign((void **)&h, 64, total) == 0) {
+        memset(h, 0, total);
+    } else {
+        h = NULL;
+    }
+    if (!h) return sl_err_set(err, SL_ENOMEM, "out of host memory allocating %zu bytes", n_bytes);
+    *out = h + 1;
     return SL_OK;
 }
 
 static void cpu_free(void *ctx, void *ptr) {
     (void)ctx;
-    free(ptr);
+    if (!ptr) return;
+    alloc_header *h = (alloc_header *)ptr - 1;
+    if (h->mapped_bytes) munmap(h, h->mapped_bytes);
+    else free(h);
 }
 
 static int cpu_copy(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err) {
@@ -133,14 +160,13 @@ static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, in
 static void op_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int heads, int hd) {
     cpu_rope(((cpu_ctx *)ctx)->pool, x, pos, inv_freq, n, heads, hd);
 }
-static void op_kv_store(void *ctx, float *kc, float *vc, const float *k, const float *v, const int32_t *slots,
-                        int n, int kv_dim) {
-    (void)ctx;
-    cpu_kv_store(kc, vc, k, v, slots, n, kv_dim);
+static void op_kv_store(void *ctx, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
+                        int n) {
+    cpu_kv_store(((cpu_ctx *)ctx)->pool, kv, k, v, slots, n);
 }
-static void op_attention(void *ctx, float *out, const float *q, const float *kc, const float *vc,
-                         const sl_attn_batch *b, const sl_attn_shape *s) {
-    cpu_attention(((cpu_ctx *)ctx)->pool, out, q, kc, vc, b, s);
+static void op_attention(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                         int n_heads, float scale) {
+    cpu_attention(((cpu_ctx *)ctx)->pool, out, q, kv, b, n_heads, scale);
 }
 static void op_swiglu(void *ctx, float *out, const float *g, const float *u, int64_t n) {
     cpu_swiglu(((cpu_ctx *)ctx)->pool, out, g, u, n);

@@ -1,5 +1,5 @@
 /* elementwise.c -- the small per-token kernels: embedding lookup, RMSNorm,
- * rotary embedding, KV store, SwiGLU, residual add, row gather. Each is one
+ * rotary embedding, SwiGLU, residual add, row gather. Each is one
  * loop nest, vectorized inside and split over the pool's threads by tokens
  * (or elements) only when there is enough work: for a decode step one
  * thread finishes these before the others would have started. */
@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/vec.h"
 
 #define PARALLEL_MIN_ELEMS 32768 /* below this, one thread is faster than sharing the loop */
 
@@ -113,23 +114,27 @@ void cpu_rope(cpu_pool *pool, float *x, const int32_t *pos, const float *inv_fre
 
 /* ---- the rest: memory moves and one-line loops ---- */
 
-void cpu_kv_store(float *k_cache, float *v_cache, const float *k, const float *v, const int32_t *slots,
-                  int n_tokens, int kv_dim) {
-    for (int t = 0; t < n_tokens; t++) {
-        memcpy(k_cache + (int64_t)slots[t] * kv_dim, k + (int64_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
-        memcpy(v_cache + (int64_t)slots[t] * kv_dim, v + (int64_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
-    }
-}
-
 typedef struct binary_args {
     float *out;
     const float *a, *b;
 } binary_args;
 
+static inline vf silu_times(vf g, vf u) { return g / (1.0f + vexp(-g)) * u; }
+
+/* Whole vectors, then the tail through the same vector code (an element's
+ * value must not depend on where the range split the loop). */
 static void swiglu_range(void *varg, int64_t begin, int64_t end, int thread) {
     (void)thread;
     const binary_args *a = varg;
-    for (int64_t i = begin; i < end; i++) a->out[i] = a->a[i] / (1.0f + expf(-a->a[i])) * a->b[i];
+    int64_t i = begin;
+    for (; i + LANES <= end; i += LANES) store_f(a->out + i, silu_times(load_f(a->a + i), load_f(a->b + i)));
+    if (i < end) {
+        float g[LANES] = {0}, u[LANES] = {0}, o[LANES];
+        memcpy(g, a->a + i, sizeof(float) * (size_t)(end - i));
+        memcpy(u, a->b + i, sizeof(float) * (size_t)(end - i));
+        store_f(o, silu_times(load_f(g), load_f(u)));
+        memcpy(a->out + i, o, sizeof(float) * (size_t)(end - i));
+    }
 }
 
 void cpu_swiglu(cpu_pool *pool, float *out, const float *gate, const float *up, int64_t n_elems) {

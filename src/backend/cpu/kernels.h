@@ -28,13 +28,14 @@ float cpu_weight_at(const sl_weight *w, int64_t r, int64_t k);
 /* bf16_inputs: over bf16 weights, x is rounded to bf16 first (products summed in float32). */
 void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, int bf16_inputs,
                 cpu_scratch *scratch);
-void cpu_attention(cpu_pool *pool, float *out, const float *q, const float *k_cache, const float *v_cache,
-                   const sl_attn_batch *batch, const sl_attn_shape *shape);
+/* The KV cache's layout inside a block is attention.c's: these two are all that touch it. */
+void cpu_kv_store(cpu_pool *pool, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
+                  int n_tokens);
+void cpu_attention(cpu_pool *pool, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *batch,
+                   int n_heads, float scale);
 void cpu_embed(cpu_pool *pool, float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);
 void cpu_rmsnorm(cpu_pool *pool, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
 void cpu_rope(cpu_pool *pool, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim);
-void cpu_kv_store(float *k_cache, float *v_cache, const float *k, const float *v, const int32_t *slots,
-                  int n_tokens, int kv_dim);
 void cpu_swiglu(cpu_pool *pool, float *out, const float *gate, const float *up, int64_t n_elems);
 void cpu_add(cpu_pool *pool, float *x, const float *y, int64_t n_elems);
 void cpu_gather_rows(float *out, const float *x, const int32_t *rows, int n_rows, int dim);

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/vec.h"
 #include "util/half.h"
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
@@ -37,25 +38,9 @@
 #define HAVE_DPBF16 1
 #endif
 
-#define LANES 16
 #define VECS 4                        /* vectors of 16 rows per panel */
 #define PANEL_ROWS (LANES * VECS)     /* 64 */
 #define TILE_TOKENS 4                 /* tokens per tile: 16 accumulators */
-
-typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
-typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
-
-static inline vf load_f(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline vf as_float(vu u) {
-    vf f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* ---- the packed layout ---- */
 
@@ -269,6 +254,17 @@ typedef struct input_args {
     bool round_to_bf16, pairs;
 } input_args;
 
+/* 16 inputs [k, k + 16) of a row as the kernel reads them. */
+static inline void convert_inputs(const input_args *a, char *row, int64_t k, vf x) {
+    if (a->pairs) {
+        const vu16 h = narrow_bf16(x);
+        memcpy(row + (size_t)k * sizeof(uint16_t), &h, sizeof h);
+    } else {
+        if (a->round_to_bf16) x = widen_bf16(narrow_bf16(x));
+        memcpy(row + (size_t)k * sizeof(float), &x, sizeof x);
+    }
+}
+
 static void input_range(void *varg, int64_t begin, int64_t end, int thread) {
     (void)thread;
     const input_args *a = varg;
@@ -276,16 +272,15 @@ static void input_range(void *varg, int64_t begin, int64_t end, int thread) {
     for (int64_t t = begin; t < end; t++) {
         const float *xt = a->x + t * cols;
         char *row = a->dst + (size_t)t * a->dst_row_bytes;
-        for (int64_t k = 0; k < n_padded; k += 2) {
-            const float x0 = xt[k], x1 = k + 1 < cols ? xt[k + 1] : 0.0f;
-            if (a->pairs) {
-                uint32_t word = (uint32_t)sl_f32_to_bf16(x1) << 16 | sl_f32_to_bf16(x0);
-                memcpy(row + (size_t)k / 2 * sizeof word, &word, sizeof word);
-            } else {
-                float two[2] = {x0, x1};
-                if (a->round_to_bf16) two[0] = sl_bf16_to_f32(sl_f32_to_bf16(x0)), two[1] = sl_bf16_to_f32(sl_f32_to_bf16(x1));
-                memcpy(row + (size_t)k * sizeof(float), two, sizeof two);
-            }
+        int64_t k = 0;
+        for (; k + LANES <= cols; k += LANES) convert_inputs(a, row, k, load_f(xt + k));
+        if (k < n_padded) { /* the tail, zero-padded, through the same code */
+            float tail[LANES] = {0};
+            unsigned char out[LANES * sizeof(float)];
+            memcpy(tail, xt + k, sizeof(float) * (size_t)(cols - k));
+            convert_inputs(a, (char *)out, 0, load_f(tail));
+            memcpy(row + (size_t)k * (a->pairs ? sizeof(uint16_t) : sizeof(float)), out,
+                   (size_t)(n_padded - k) * (a->pairs ? sizeof(uint16_t) : sizeof(float)));
         }
     }
 }
