@@ -86,7 +86,7 @@ static void test_matmul_shapes(void) {
 /* A token's outputs are bit-identical whether it is computed alone or in a
  * batch (the engine's batched == one-at-a-time guarantee rests on this). */
 static void test_matmul_batch_invariant(void) {
-    enum { ROWS = 37, COLS = 200, N = 9 };
+    enum { ROWS = 37, COLS = 200, N = 30 }; /* 30 tokens: split into token groups on 3 threads */
     float x[N * COLS], w[ROWS * COLS], batched[N * ROWS], alone[ROWS];
     uint16_t wh[ROWS * COLS];
     fill(x, N * COLS);

@@ -188,12 +188,11 @@ static void softmax_chunk(const tile *a, score_rows s, int j0, int n, float *run
     }
 }
 
-/* Asks for a head's share of a block (keys from slot i on, their values) ahead of use. */
-static void prefetch_piece(const tile *a, int64_t block, int i, int width) {
-    const sl_kv_cache *kv = a->kv;
+/* Asks for head h's share of a block (keys from slot i on, their values) ahead of use. */
+static void prefetch_piece(const sl_kv_cache *kv, int h, int64_t block, int i, int width) {
     const size_t elem = sl_dtype_n_bytes(kv->dtype);
-    const char *k = (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem;
-    const char *v = (const char *)kv->v + (size_t)v_index(kv, block, a->kv_head, i) * elem;
+    const char *k = (const char *)kv->k + (size_t)k_index(kv, block, h, 0, i) * elem;
+    const char *v = (const char *)kv->v + (size_t)v_index(kv, block, h, i) * elem;
     const size_t k_stride = (size_t)kv->block_size * elem, v_bytes = (size_t)width * kv->head_dim * elem;
     for (int d = 0; d < kv->head_dim; d += k_stride >= 64 ? 1 : (int)(64 / k_stride))
         __builtin_prefetch(k + d * k_stride, 0, 1);
@@ -218,7 +217,7 @@ static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, co
             const int64_t block = a->table[(j0 + j) / bs];
             const int i = (j0 + j) % bs, width = bs - i < LANES ? bs - i : LANES;
             const int next = j0 + j + CHUNK; /* the same piece of the next chunk */
-            if (next <= a->max_pos) prefetch_piece(a, a->table[next / bs], next % bs, width);
+            if (next <= a->max_pos) prefetch_piece(kv, a->kv_head, a->table[next / bs], next % bs, width);
             score_piece_rows(dt, a, (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem, width,
                              s, j);
             for (int u = 0; u < width && j < n; u++, j++) v_at[j] = v_index(kv, block, a->kv_head, i + u);
@@ -230,6 +229,13 @@ static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, co
         const float inv = 1.0f / run_sum[r];
         for (int d = 0; d < hd; d++) a->out[r][d] = acc[r][d] * inv;
     }
+}
+
+/* The first chunk of a tile that comes next, while this one computes. */
+static void prefetch_first_chunk(const sl_kv_cache *kv, int h, const int32_t *table, int n_keys) {
+    const int bs = kv->block_size, n = n_keys < CHUNK ? n_keys : CHUNK;
+    for (int j = 0; j < n; j += bs < LANES ? bs : LANES)
+        prefetch_piece(kv, h, table[j / bs], j % bs, bs - j % bs < LANES ? bs - j % bs : LANES);
 }
 
 static void attend_tile(const tile *a) {
@@ -280,6 +286,10 @@ static void attention_range(void *varg, int64_t begin, int64_t end, int thread) 
         for (int t = first; t < last;) {
             const int s = seq_of_token(b->query_start, b->n_seqs, t);
             const int stop = b->query_start[s + 1] < last ? b->query_start[s + 1] : last;
+            if (stop < last) { /* the next sequence of this item */
+                const int s1 = s + 1;
+                prefetch_first_chunk(a->kv, kvh, b->block_tables + (int64_t)s1 * b->max_blocks, b->context_len[s1]);
+            }
             const int pos0 = b->context_len[s] - (b->query_start[s + 1] - b->query_start[s]) + (t - b->query_start[s]);
             tile tl = {.kv = a->kv, .table = b->block_tables + (int64_t)s * b->max_blocks, .n_rows = 0,
                        .kv_head = kvh, .max_pos = pos0 + (stop - t) - 1, .scale = a->scale};

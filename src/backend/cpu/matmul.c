@@ -200,33 +200,43 @@ typedef struct matmul_args {
     size_t x_row_bytes;
     bool bf16_pairs;            /* x is bf16 pairs: bf16 weights use KERNEL_BF16_PAIRS */
     int n;
+    int token_groups;           /* items are (panel, group of tokens), panel-major */
 } matmul_args;
 
-/* Rows [64 * panel, +64) of one projection, every token. */
-static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel) {
+/* Rows [64 * panel, +64) of one projection, tokens [t0, t1). */
+static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel, int t0, int t1) {
     const sl_weight *w = pr->w;
     const int64_t r0 = panel * PANEL_ROWS, pairs = n_pairs(w->cols);
-    const int n = a->n, n_rows = w->rows - r0 < PANEL_ROWS ? (int)(w->rows - r0) : PANEL_ROWS;
+    const int n = t1 - t0, n_rows = w->rows - r0 < PANEL_ROWS ? (int)(w->rows - r0) : PANEL_ROWS;
     const char *data = (const char *)w->data + (size_t)(panel * pairs) * pair_bytes(w->dtype);
-    float *out = pr->out + r0;
-    if (w->dtype == SL_DTYPE_F32) panel_all_tokens(KERNEL_F32, out, w->rows, n_rows, a->x, a->x_row_bytes, n, data, pairs);
+    const char *x = a->x + (size_t)t0 * a->x_row_bytes;
+    float *out = pr->out + (int64_t)t0 * w->rows + r0;
+    if (w->dtype == SL_DTYPE_F32) panel_all_tokens(KERNEL_F32, out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
 #ifdef HAVE_DPBF16
     else if (a->bf16_pairs)
-        panel_all_tokens(KERNEL_BF16_PAIRS, out, w->rows, n_rows, a->x, a->x_row_bytes, n, data, pairs);
+        panel_all_tokens(KERNEL_BF16_PAIRS, out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
 #endif
-    else panel_all_tokens(KERNEL_BF16, out, w->rows, n_rows, a->x, a->x_row_bytes, n, data, pairs);
+    else panel_all_tokens(KERNEL_BF16, out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
     if (!pr->bias) return;
-    for (int t = 0; t < n; t++)
+    for (int t = t0; t < t1; t++)
         for (int r = 0; r < n_rows; r++) pr->out[(int64_t)t * w->rows + r0 + r] += pr->bias[r0 + r];
+}
+
+/* First token of group g: group boundaries fall on whole tiles. */
+static int group_start(const matmul_args *a, int g) {
+    const int t = (int)(((int64_t)a->n * g / a->token_groups + TILE_TOKENS - 1) / TILE_TOKENS * TILE_TOKENS);
+    return t < a->n ? t : a->n;
 }
 
 static void matmul_range(void *varg, int64_t begin, int64_t end, int thread) {
     (void)thread;
     const matmul_args *a = varg;
     int i = 0;
-    for (int64_t panel = begin; panel < end; panel++) {
+    for (int64_t item = begin; item < end; item++) {
+        const int64_t panel = item / a->token_groups;
+        const int g = (int)(item % a->token_groups);
         while (panel >= a->first_panel[i + 1]) i++;
-        project_panel(&a->proj[i], a, panel - a->first_panel[i]);
+        project_panel(&a->proj[i], a, panel - a->first_panel[i], group_start(a, g), group_start(a, g + 1));
     }
 }
 
@@ -315,7 +325,14 @@ void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x,
     first_panel[n_proj] = total;
     /* bf16 inputs apply to bf16 weights; the projections of one input share a dtype (one file) */
     const bool bf16_x = bf16_inputs && proj[0].w->dtype == SL_DTYPE_BF16;
-    matmul_args a = {.proj = proj, .first_panel = first_panel, .n = n};
+    /* Panels that do not split evenly between the threads (9 of them for a 576-wide
+     * output on 2 threads) leave one waiting for a whole panel: with enough tokens,
+     * each panel is split into token groups too, one per thread, so every thread
+     * gets the same share. A thread takes a panel's groups in turn while it sits in
+     * its cache, and each output is the same FMA chain whichever tile computes it. */
+    const int threads = cpu_pool_n_threads(pool);
+    const bool uneven = total % threads != 0 && n >= 2 * TILE_TOKENS * threads;
+    matmul_args a = {.proj = proj, .first_panel = first_panel, .n = n, .token_groups = uneven ? threads : 1};
     if (!input_for(pool, &a, x, proj[0].w->cols, bf16_x, scratch)) return; /* out of memory: outputs unchanged */
-    cpu_pool_for(pool, total, 2, matmul_range, &a);
+    cpu_pool_for(pool, total * a.token_groups, 2, matmul_range, &a);
 }
