@@ -3,8 +3,10 @@
 # llama.cpp peer on the same weights (BF16 GGUF written from the converted
 # model), same thread count: batch-1 prefill/decode with the memory-bandwidth
 # limit, then throughput at 1, 8 and 64 concurrent requests, each level
-# shardlm (both --matmul-precision values) then llama.cpp's batched mode
-# (n_seq_max = N) back to back.
+# shardlm in three settings, then llama.cpp's batched mode (n_seq_max = N)
+# back to back. The settings: `highest` (float32 activations and KV cache, the
+# default), `medium` (bf16 matmul inputs) and `medium-f16kv` (bf16 matmul
+# inputs and a float16 KV cache: what llama.cpp computes by default).
 # Usage: bench/run_cpu.sh [BUILD_DIR] [THREADS]   (one line per measurement)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,16 +18,25 @@ mkdir -p "$out"
 export OMP_NUM_THREADS=$threads  # llama.cpp's threads; shardlm takes --threads
 
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ); commit: $(git -C "$root" rev-parse --short HEAD); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads"
-# shardlm at both matmul precisions: float32 activations (the default) and bf16 ones (as llama.cpp)
-for p in highest medium; do
-  "$shardlm" bench latency --threads "$threads" --matmul-precision "$p" --input-len 128 --output-len 128 \
+settings=(highest medium medium-f16kv)
+flags() { # the engine flags of one setting
+  case $1 in
+    highest) echo --matmul-precision highest ;;
+    medium) echo --matmul-precision medium ;;
+    medium-f16kv) echo --matmul-precision medium --kv-cache-dtype float16 ;;
+  esac
+}
+for p in "${settings[@]}"; do
+  # shellcheck disable=SC2046
+  "$shardlm" bench latency --threads "$threads" $(flags "$p") --input-len 128 --output-len 128 \
     --num-iters 5 --output-json "$out/latency_$p.json" 2>/dev/null | sed "s/^/[shardlm, $p] /"
 done
 "$root/bench/peers/run-llamacpp.sh" "$threads" > "$out/llamacpp.json" 2>/dev/null || echo "llama.cpp peer failed"
 echo "[llama.cpp] $(cat "$out/llamacpp.json" 2>/dev/null)"
 for c in 1 8 64; do
-  for p in highest medium; do
-    "$shardlm" bench throughput --threads "$threads" --matmul-precision "$p" --input-len 128 --output-len 128 \
+  for p in "${settings[@]}"; do
+    # shellcheck disable=SC2046
+    "$shardlm" bench throughput --threads "$threads" $(flags "$p") --input-len 128 --output-len 128 \
       --num-prompts "$c" --max-num-seqs "$c" --output-json "$out/throughput_${p}_$c.json" 2>/dev/null | head -1 |
       sed "s/^/[shardlm, $p, $c concurrent] /"
   done

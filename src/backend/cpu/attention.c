@@ -95,24 +95,28 @@ typedef struct tile {
 } tile;
 
 typedef float score_rows[MAX_ROWS][CHUNK + LANES]; /* a chunk's scores, then weights; room for a last full vector */
+typedef float query_cols[MAX_HEAD_DIM][MAX_ROWS];  /* the tile's queries transposed: q[r][d] at [d][r] */
 
 /* Scores of the 16 keys from slot i of one block (feature rows `kt`, block_size
  * apart), columns [j, j + 16) of s; `width` < 16 when the block ends first
- * (then the other lanes are junk that the next piece or the mask replaces). */
+ * (then the other lanes are junk that the next piece or the mask replaces).
+ * The queries come from one transposed array, so each broadcast is an FMA
+ * operand at a fixed offset instead of one pointer register per row. */
 static inline __attribute__((always_inline)) void score_piece(sl_dtype dt, const int R, const tile *a,
-                                                              const void *kt, int width, score_rows s, int j) {
+                                                              const query_cols qt, const void *kt, int width,
+                                                              score_rows s, int j) {
     const int hd = a->kv->head_dim, bs = a->kv->block_size;
     vf acc[MAX_ROWS];
     for (int r = 0; r < R; r++) acc[r] = splat(0.0f);
     if (width == LANES) {
         for (int d = 0; d < hd; d++) {
             const vf k = load_as_f(dt, kt, (int64_t)d * bs);
-            for (int r = 0; r < R; r++) acc[r] += a->q[r][d] * k;
+            for (int r = 0; r < R; r++) acc[r] += qt[d][r] * k;
         }
     } else {
         for (int d = 0; d < hd; d++) {
             const vf k = load_part_as_f(dt, kt, (int64_t)d * bs, width);
-            for (int r = 0; r < R; r++) acc[r] += a->q[r][d] * k;
+            for (int r = 0; r < R; r++) acc[r] += qt[d][r] * k;
         }
     }
     for (int r = 0; r < R; r++) store_f(s[r] + j, acc[r] * a->scale);
@@ -139,10 +143,10 @@ static inline __attribute__((always_inline)) void add_values(sl_dtype dt, const 
 
 #define ROW_CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
 
-static inline __attribute__((always_inline)) void score_piece_rows(sl_dtype dt, const tile *a, const void *kt,
-                                                                   int width, score_rows s, int j) {
+static inline __attribute__((always_inline)) void score_piece_rows(sl_dtype dt, const tile *a, const query_cols qt,
+                                                                   const void *kt, int width, score_rows s, int j) {
     switch (a->n_rows) {
-#define CASE(R) case R: score_piece(dt, R, a, kt, width, s, j); break;
+#define CASE(R) case R: score_piece(dt, R, a, qt, kt, width, s, j); break;
         ROW_CASES(CASE)
 #undef CASE
     default: break;
@@ -204,12 +208,14 @@ static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, co
     const int hd = kv->head_dim, bs = kv->block_size, R = a->n_rows;
     const size_t elem = sl_dtype_n_bytes(dt);
     float acc[MAX_ROWS][MAX_HEAD_DIM + LANES];
+    query_cols qt;
     score_rows s;
     float run_max[MAX_ROWS], run_sum[MAX_ROWS], rescale[MAX_ROWS];
     int64_t v_at[CHUNK];
     for (int r = 0; r < R; r++) {
         run_max[r] = -INFINITY, run_sum[r] = 0.0f;
         memset(acc[r], 0, sizeof(float) * (size_t)((hd + LANES - 1) / LANES * LANES));
+        for (int d = 0; d < hd; d++) qt[d][r] = a->q[r][d];
     }
     for (int j0 = 0; j0 <= a->max_pos; j0 += CHUNK) {
         const int n = a->max_pos + 1 - j0 < CHUNK ? a->max_pos + 1 - j0 : CHUNK;
@@ -218,7 +224,7 @@ static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, co
             const int i = (j0 + j) % bs, width = bs - i < LANES ? bs - i : LANES;
             const int next = j0 + j + CHUNK; /* the same piece of the next chunk */
             if (next <= a->max_pos) prefetch_piece(kv, a->kv_head, a->table[next / bs], next % bs, width);
-            score_piece_rows(dt, a, (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem, width,
+            score_piece_rows(dt, a, qt, (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem, width,
                              s, j);
             for (int u = 0; u < width && j < n; u++, j++) v_at[j] = v_index(kv, block, a->kv_head, i + u);
         }
