@@ -9,9 +9,9 @@
  * freed. The mapped safetensors file is only read while packing (its pages
  * stay as clean page cache the kernel may drop). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 
