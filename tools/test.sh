@@ -34,8 +34,9 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/sanitize -L c -LE slow -j "$jobs" --output-on-failure || status=1
 # Under valgrind, leave out what takes minutes there and is covered above: the
 # randomized scheduler run, the 135M-parameter default model (the fixtures take its paths)
-# and the 16-bit KV cache goldens (test_kernels takes those kernels' paths under valgrind).
-ctest --test-dir build/valgrind -L c -LE slow -E '^(test_engine|golden_smollm2.*|golden_.*_kv_.*)$' -j "$jobs" \
+# the 16-bit KV cache goldens (test_kernels takes those kernels' paths under valgrind) and
+# the sampler's 190 000 draws.
+ctest --test-dir build/valgrind -L c -LE slow -E '^(test_engine|test_sampler|golden_smollm2.*|golden_.*_kv_.*)$' -j "$jobs" \
   --output-on-failure || status=1
 ctest --test-dir build/release -LE slow -j "$jobs" --output-on-failure || status=1
 exit $status

@@ -2,11 +2,14 @@
  * row, and the per-request random stream (xoshiro256**, seeded through
  * splitmix64, as its authors recommend).
  *
- * The filters work on probabilities sorted once in descending order: top-k
+ * The filters work on probabilities in descending order (ties by id): top-k
  * keeps a prefix, top-p the shortest prefix whose mass reaches p, min-p the
- * prefix whose probability is at least min_p times the largest. Only the
- * candidates that survive are drawn from, after renormalising. When top-k is
- * small a partial selection replaces the full sort. */
+ * prefix whose probability is at least min_p times the largest, and the draw
+ * walks the survivors. Nothing sorts the whole vocabulary: the descending
+ * order is built a block at a time (a linear-time selection of the next most
+ * probable ids, then a sort of just those), only as far as the filters and
+ * the draw look, which for a peaked distribution is a few hundred ids of
+ * 49152. The exponentials are computed 16 at a time. */
 #include "engine/sampler.h"
 
 #include <math.h>
@@ -15,6 +18,8 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+
+#include "util/simd.h"
 
 /* ---- random stream ---- */
 
@@ -113,23 +118,27 @@ void sl_sampler_apply_penalties(const sl_sampling_params *p, const sl_token_hist
     }
 }
 
-/* Descending by probability, ties by id (a deterministic order). */
-static int cmp_desc(const void *a, const void *b, void *probs) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    float px = ((const float *)probs)[x], py = ((const float *)probs)[y];
-    if (px != py) return px > py ? -1 : 1;
-    return (x > y) - (x < y);
+/* Descending by probability, ties by id: a total order, so the descending
+ * order is the same however it is built. */
+static inline bool before(const float *probs, int32_t x, int32_t y) {
+    return probs[x] > probs[y] || (probs[x] == probs[y] && x < y);
 }
 
-/* Moves the k most probable ids to order[0..k) (unsorted) in O(vocab). */
-static void select_top_k(int32_t *order, int n, int k, const float *probs) {
+static int cmp_desc(const void *a, const void *b, void *probs) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return before(probs, x, y) ? -1 : before(probs, y, x) ? 1 : 0;
+}
+
+/* Moves the k ids of order[0..n) that come first in the total order to
+ * order[0..k) (unsorted), in O(n): quickselect. */
+static void select_first_k(int32_t *order, int n, int k, const float *probs) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
-        float pivot = probs[order[(lo + hi) / 2]];
+        const int32_t pivot = order[(lo + hi) / 2];
         int i = lo, j = hi;
         while (i <= j) {
-            while (probs[order[i]] > pivot) i++;
-            while (probs[order[j]] < pivot) j--;
+            while (before(probs, order[i], pivot)) i++;
+            while (before(probs, pivot, order[j])) j--;
             if (i <= j) {
                 int32_t t = order[i];
                 order[i++] = order[j];
@@ -142,44 +151,78 @@ static void select_top_k(int32_t *order, int n, int k, const float *probs) {
     }
 }
 
+/* The candidates order[0..n) with a sorted prefix order[0..sorted). */
+typedef struct ranking {
+    int32_t *order;
+    const float *probs;
+    int n, sorted;
+} ranking;
+
+/* The id at rank i (< n), sorting the next block first when the prefix ends before it. */
+static int32_t rank_at(ranking *r, int i) {
+    if (i >= r->sorted) {
+        int want = r->sorted * 8 > i + 1 ? r->sorted * 8 : i + 1;
+        if (want < 64) want = 64;
+        if (want > r->n) want = r->n;
+        select_first_k(r->order + r->sorted, r->n - r->sorted, want - r->sorted, r->probs);
+        qsort_r(r->order + r->sorted, (size_t)(want - r->sorted), sizeof *r->order, cmp_desc, (void *)r->probs);
+        r->sorted = want;
+    }
+    return r->order[i];
+}
+
+/* probs[i] = e^((logits[i] - max) / temperature), 16 at a time; returns their sum. */
+static double scaled_exp(float *probs, const float *logits, int vocab, float max, float temperature) {
+    const float inv_t = 1.0f / temperature;
+    double sum = 0;
+    int i = 0;
+    for (; i + LANES <= vocab; i += LANES) {
+        const vf e = vexp((load_f(logits + i) - max) * inv_t);
+        store_f(probs + i, e);
+        sum += lane_sum(e);
+    }
+    for (; i < vocab; i++) { /* the tail through the same code */
+        const vf e = vexp(splat((logits[i] - max) * inv_t));
+        probs[i] = e[0];
+        sum += e[0];
+    }
+    return sum;
+}
+
 int32_t sl_sampler_sample(sl_sampler *s, const sl_sampling_params *p, float *logits, sl_rng *rng) {
     const int vocab = s->vocab;
     if (p->temperature < 1e-5f) return sl_argmax(logits, vocab);
-    float mx = logits[sl_argmax(logits, vocab)];
-    double sum = 0;
-    for (int i = 0; i < vocab; i++) {
-        s->probs[i] = expf((logits[i] - mx) / p->temperature);
-        sum += s->probs[i];
-    }
+    const double sum = scaled_exp(s->probs, logits, vocab, logits[sl_argmax(logits, vocab)], p->temperature);
     for (int i = 0; i < vocab; i++) {
         s->probs[i] = (float)(s->probs[i] / sum);
         s->order[i] = i;
     }
-    int n = vocab;
+    ranking r = {s->order, s->probs, vocab, 0};
     if (p->top_k > 0 && p->top_k < vocab) {
-        select_top_k(s->order, vocab, p->top_k, s->probs);
-        n = p->top_k;
+        select_first_k(s->order, vocab, p->top_k, s->probs);
+        r.n = p->top_k;
     }
-    qsort_r(s->order, (size_t)n, sizeof *s->order, cmp_desc, s->probs);
+    int n = r.n;
     if (p->top_p < 1.0f) { /* shortest prefix with mass >= top_p, renormalised over the top-k survivors */
         double mass = 0, total = 0;
         for (int i = 0; i < n; i++) total += s->probs[s->order[i]];
         int keep = 0;
-        while (keep < n && mass < p->top_p * total) mass += s->probs[s->order[keep++]];
+        while (keep < n && mass < p->top_p * total) mass += s->probs[rank_at(&r, keep++)];
         n = keep > 0 ? keep : 1;
     }
     if (p->min_p > 0.0f) {
-        float floor_p = p->min_p * s->probs[s->order[0]];
+        const float floor_p = p->min_p * s->probs[rank_at(&r, 0)];
         int keep = 1;
-        while (keep < n && s->probs[s->order[keep]] >= floor_p) keep++;
+        while (keep < n && s->probs[rank_at(&r, keep)] >= floor_p) keep++;
         n = keep;
     }
     double total = 0;
     for (int i = 0; i < n; i++) total += s->probs[s->order[i]];
-    double u = sl_rng_uniform(rng) * total, acc = 0;
+    const double u = sl_rng_uniform(rng) * total;
+    double acc = 0;
     for (int i = 0; i < n; i++) {
-        acc += s->probs[s->order[i]];
+        acc += s->probs[rank_at(&r, i)];
         if (u < acc) return s->order[i];
     }
-    return s->order[n - 1];
+    return rank_at(&r, n - 1);
 }
