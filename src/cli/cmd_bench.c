@@ -22,6 +22,7 @@
 typedef struct bench_flags {
     int input_len, output_len, batch_size, num_iters, num_iters_warmup, num_prompts;
     int64_t seed;
+    double temperature;      /* 0: greedy, as the peers are run; > 0: seeded sampling, request i with seed + i */
     const char *output_json;
 } bench_flags;
 
@@ -106,7 +107,8 @@ static void random_prompt(int32_t *ids, int n, int vocab, uint64_t *state) {
 }
 
 /* Submits n requests at once and waits for all; timings per request. */
-static int run_batch(sl_engine *e, int n, int input_len, int output_len, uint64_t *rng, timing *t, char *msg, size_t len) {
+static int run_batch(sl_engine *e, int n, const bench_flags *f, uint64_t *rng, timing *t, char *msg, size_t len) {
+    const int input_len = f->input_len, output_len = f->output_len;
     sl_engine_info info;
     sl_engine_get_info(e, &info);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)input_len);
@@ -120,7 +122,8 @@ static int run_batch(sl_engine *e, int n, int input_len, int output_len, uint64_
         sl_request_init(&r);
         r.prompt_ids = ids;
         r.n_prompt_ids = input_len;
-        r.params.temperature = 0;
+        r.params.temperature = (float)f->temperature;
+        if (f->temperature > 0) r.params.seed = f->seed + i;
         r.params.max_tokens = output_len;
         r.params.ignore_eos = 1;
         t[i] = (timing){.t_submit = sl_now_s(), .done = &done};
@@ -145,7 +148,7 @@ static int bench_latency(sl_engine *e, const bench_flags *f) {
     char msg[1024];
     int rc = 0;
     for (int it = -f->num_iters_warmup; it < iters && !rc; it++) {
-        rc = run_batch(e, f->batch_size, f->input_len, f->output_len, &rng, t, msg, sizeof msg);
+        rc = run_batch(e, f->batch_size, f, &rng, t, msg, sizeof msg);
         if (rc || it < 0) continue;
         double first = 0, last = 0, submit = t[0].t_submit;
         for (int i = 0; i < f->batch_size; i++) {
@@ -199,7 +202,7 @@ static int bench_throughput(sl_engine *e, const bench_flags *f) {
     uint64_t rng = (uint64_t)f->seed;
     char msg[1024];
     double t0 = sl_now_s();
-    int rc = run_batch(e, n, f->input_len, f->output_len, &rng, t, msg, sizeof msg);
+    int rc = run_batch(e, n, f, &rng, t, msg, sizeof msg);
     double elapsed = sl_now_s() - t0;
     if (rc) {
         fprintf(stderr, "shardlm bench throughput: %s\n", msg);
@@ -247,6 +250,8 @@ int sl_cmd_bench(int argc, char **argv) {
         {"--num-iters-warmup", SL_FLAG_INT, &f.num_iters_warmup, "Benchmark", "latency: warm-up iterations (1)", NULL},
         {"--num-prompts", SL_FLAG_INT, &f.num_prompts, "Benchmark", "throughput: requests (100)", NULL},
         {"--seed", SL_FLAG_BYTES, &f.seed, "Benchmark", "seed of the random prompts", NULL},
+        {"--temperature", SL_FLAG_FLOAT, &f.temperature, "Benchmark",
+         "0: greedy (default, as the peers); vLLM's benchmark_throughput samples at 1.0", NULL},
         {"--output-json", SL_FLAG_STRING, &f.output_json, "Benchmark", "also write the figures as JSON", "FILE"},
     };
     memcpy(flags + n, mine, sizeof mine);

@@ -9,7 +9,8 @@
  * order is built a block at a time (a linear-time selection of the next most
  * probable ids, then a sort of just those), only as far as the filters and
  * the draw look, which for a peaked distribution is a few hundred ids of
- * 49152. The exponentials are computed 16 at a time. */
+ * 49152; with no filter on, the draw walks the ids in turn and nothing is
+ * ordered. The exponentials are computed 16 at a time. */
 #include "engine/sampler.h"
 
 #include <math.h>
@@ -193,6 +194,14 @@ int32_t sl_sampler_sample(sl_sampler *s, const sl_sampling_params *p, float *log
     const int vocab = s->vocab;
     if (p->temperature < 1e-5f) return sl_argmax(logits, vocab);
     const double sum = scaled_exp(s->probs, logits, vocab, logits[sl_argmax(logits, vocab)], p->temperature);
+    if ((p->top_k <= 0 || p->top_k >= vocab) && p->top_p >= 1.0f && p->min_p <= 0.0f) {
+        /* nothing filtered: the draw needs no order, ids in turn will do */
+        const double u = sl_rng_uniform(rng) * sum;
+        double acc = 0;
+        for (int i = 0; i < vocab; i++)
+            if (u < (acc += s->probs[i])) return i;
+        return sl_argmax(s->probs, vocab);
+    }
     for (int i = 0; i < vocab; i++) {
         s->probs[i] = (float)(s->probs[i] / sum);
         s->order[i] = i;
