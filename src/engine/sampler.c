@@ -2,15 +2,14 @@
  * row, and the per-request random stream (xoshiro256**, seeded through
  * splitmix64, as its authors recommend).
  *
- * The filters work on probabilities in descending order (ties by id): top-k
- * keeps a prefix, top-p the shortest prefix whose mass reaches p, min-p the
- * prefix whose probability is at least min_p times the largest, and the draw
- * walks the survivors. Nothing sorts the whole vocabulary: the descending
- * order is built a block at a time (a linear-time selection of the next most
- * probable ids, then a sort of just those), only as far as the filters and
- * the draw look, which for a peaked distribution is a few hundred ids of
- * 49152; with no filter on, the draw walks the ids in turn and nothing is
- * ordered. The exponentials are computed 16 at a time. */
+ * The filters are defined on probabilities in descending order (ties by id):
+ * top-k keeps a prefix, top-p the shortest prefix whose mass reaches p, min-p
+ * the prefix whose probability is at least min_p times the largest; the draw
+ * is over the survivors, renormalised. Nothing is sorted: top-k and top-p are
+ * linear-time selections (by count, then by mass), min-p a threshold, and the
+ * draw walks the survivors in whatever order the selections left them (the
+ * same order for the same logits, so seeded draws repeat). The exponentials
+ * are computed 16 at a time. */
 #include "engine/sampler.h"
 
 #include <math.h>
@@ -125,11 +124,6 @@ static inline bool before(const float *probs, int32_t x, int32_t y) {
     return probs[x] > probs[y] || (probs[x] == probs[y] && x < y);
 }
 
-static int cmp_desc(const void *a, const void *b, void *probs) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return before(probs, x, y) ? -1 : before(probs, y, x) ? 1 : 0;
-}
-
 /* Moves the k ids of order[0..n) that come first in the total order to
  * order[0..k) (unsorted), in O(n): quickselect. */
 static void select_first_k(int32_t *order, int n, int k, const float *probs) {
@@ -152,24 +146,35 @@ static void select_first_k(int32_t *order, int n, int k, const float *probs) {
     }
 }
 
-/* The candidates order[0..n) with a sorted prefix order[0..sorted). */
-typedef struct ranking {
-    int32_t *order;
-    const float *probs;
-    int n, sorted;
-} ranking;
-
-/* The id at rank i (< n), sorting the next block first when the prefix ends before it. */
-static int32_t rank_at(ranking *r, int i) {
-    if (i >= r->sorted) {
-        int want = r->sorted * 8 > i + 1 ? r->sorted * 8 : i + 1;
-        if (want < 64) want = 64;
-        if (want > r->n) want = r->n;
-        select_first_k(r->order + r->sorted, r->n - r->sorted, want - r->sorted, r->probs);
-        qsort_r(r->order + r->sorted, (size_t)(want - r->sorted), sizeof *r->order, cmp_desc, (void *)r->probs);
-        r->sorted = want;
+/* Moves to order[0..m) the ids of the shortest prefix of order[0..n)'s
+ * descending order whose mass reaches `target`, unsorted, and returns m: a
+ * quickselect that follows the mass instead of a count, O(n). */
+static int select_mass(int32_t *order, int n, double target, const float *probs) {
+    int lo = 0, hi = n; /* the last id kept lies in [lo, hi); order[0..lo) is kept, with mass `kept` */
+    double kept = 0;
+    while (hi - lo > 1) {
+        const int mid = lo + (hi - lo) / 2;
+        const int32_t pivot = order[mid];
+        order[mid] = order[hi - 1], order[hi - 1] = pivot;
+        int i = lo;
+        double mass_before = 0;
+        for (int k = lo; k < hi - 1; k++)
+            if (before(probs, order[k], pivot)) {
+                const int32_t t = order[i];
+                order[i++] = order[k], order[k] = t;
+                mass_before += probs[order[i - 1]];
+            }
+        order[hi - 1] = order[i], order[i] = pivot;
+        if (kept + mass_before >= target) {
+            hi = i;
+        } else if (kept + mass_before + probs[pivot] >= target) {
+            return i + 1;
+        } else {
+            kept += mass_before + probs[pivot];
+            lo = i + 1;
+        }
     }
-    return r->order[i];
+    return lo + 1 < n ? lo + 1 : n;
 }
 
 /* probs[i] = e^((logits[i] - max) / temperature), 16 at a time; returns their sum. */
@@ -202,36 +207,31 @@ int32_t sl_sampler_sample(sl_sampler *s, const sl_sampling_params *p, float *log
             if (u < (acc += s->probs[i])) return i;
         return sl_argmax(s->probs, vocab);
     }
-    for (int i = 0; i < vocab; i++) {
-        s->probs[i] = (float)(s->probs[i] / sum);
-        s->order[i] = i;
-    }
-    ranking r = {s->order, s->probs, vocab, 0};
+    /* probs stay unnormalised: every filter and the draw are ratios */
+    for (int i = 0; i < vocab; i++) s->order[i] = i;
+    int n = vocab; /* the candidates: order[0..n), in no particular order */
     if (p->top_k > 0 && p->top_k < vocab) {
         select_first_k(s->order, vocab, p->top_k, s->probs);
-        r.n = p->top_k;
+        n = p->top_k;
     }
-    int n = r.n;
     if (p->top_p < 1.0f) { /* shortest prefix with mass >= top_p, renormalised over the top-k survivors */
-        double mass = 0, total = 0;
+        double total = 0;
         for (int i = 0; i < n; i++) total += s->probs[s->order[i]];
-        int keep = 0;
-        while (keep < n && mass < p->top_p * total) mass += s->probs[rank_at(&r, keep++)];
-        n = keep > 0 ? keep : 1;
+        n = select_mass(s->order, n, p->top_p * total, s->probs);
     }
-    if (p->min_p > 0.0f) {
-        const float floor_p = p->min_p * s->probs[rank_at(&r, 0)];
-        int keep = 1;
-        while (keep < n && s->probs[rank_at(&r, keep)] >= floor_p) keep++;
+    if (p->min_p > 0.0f) { /* at least min_p times the most probable */
+        float top = 0;
+        for (int i = 0; i < n; i++) top = s->probs[s->order[i]] > top ? s->probs[s->order[i]] : top;
+        int keep = 0;
+        for (int i = 0; i < n; i++)
+            if (s->probs[s->order[i]] >= p->min_p * top) s->order[keep++] = s->order[i];
         n = keep;
     }
     double total = 0;
     for (int i = 0; i < n; i++) total += s->probs[s->order[i]];
     const double u = sl_rng_uniform(rng) * total;
     double acc = 0;
-    for (int i = 0; i < n; i++) {
-        acc += s->probs[rank_at(&r, i)];
-        if (u < acc) return s->order[i];
-    }
-    return rank_at(&r, n - 1);
+    for (int i = 0; i < n; i++)
+        if (u < (acc += s->probs[s->order[i]])) return s->order[i];
+    return s->order[n - 1];
 }
