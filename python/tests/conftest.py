@@ -34,7 +34,7 @@ def need_default_model():
 @pytest.fixture(scope="module")
 def smol():
     need_default_model()
-    with LLM(model=DEFAULT_MODEL, quiet=True, max_model_len=1024) as llm:
+    with LLM(model=DEFAULT_MODEL, quiet=True, max_model_len=1024, kv_cache_memory="512M") as llm:
         yield llm
 
 
@@ -47,5 +47,5 @@ def smol_golden():
 def fixture_model(request):
     """(name, LLM, golden sequences) for each tiny fixture model (ids only: no tokenizer)."""
     name = request.param
-    with LLM(model=os.path.join(FIXTURES, name), quiet=True, max_model_len=128) as llm:
+    with LLM(model=os.path.join(FIXTURES, name), quiet=True, max_model_len=128, kv_cache_memory="64M") as llm:
         yield name, llm, load_json(FIXTURES, name, "golden.json")["sequences"]

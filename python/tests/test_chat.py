@@ -50,7 +50,7 @@ def test_chat_template_override(tmp_path, smol_golden):
     need_default_model()
     template = tmp_path / "plain.jinja"
     template.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:")
-    with LLM(model=DEFAULT_MODEL, chat_template=str(template), quiet=True, max_model_len=256) as llm:
+    with LLM(model=DEFAULT_MODEL, chat_template=str(template), quiet=True, max_model_len=256, kv_cache_memory="256M") as llm:
         out = llm.chat([{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=2), use_tqdm=False)[0]
     assert out.prompt == "user: Hi\nassistant:"
     assert os.path.exists(template)

@@ -73,7 +73,7 @@ def test_fixture_logprobs(fixture_model):
 def test_smollm2_float16_kv_cache_keeps_greedy_tokens(smol_golden):
     need_default_model()
     cases = text_cases(smol_golden)
-    with LLM(model=DEFAULT_MODEL, quiet=True, max_model_len=1024, kv_cache_dtype="float16") as llm:
+    with LLM(model=DEFAULT_MODEL, quiet=True, max_model_len=1024, kv_cache_dtype="float16", kv_cache_memory="512M") as llm:
         outs = llm.generate([c["text"] for c in cases], greedy(smol_golden["max_new_tokens"]), use_tqdm=False)
     for case, out in zip(cases, outs):
         assert out.outputs[0].token_ids == case["greedy_ids"]
