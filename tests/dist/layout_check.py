@@ -15,6 +15,15 @@ import urllib.request
 TOL = 1e-4
 
 
+def arguments():
+    """SHARDLM MODEL_DIR [LAYOUT...] from the command line; exit 77 (skip) without the model."""
+    shardlm, model_dir, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if not os.path.isdir(model_dir):
+        print(f"SKIP: no model at {model_dir}")
+        sys.exit(77)
+    return shardlm, model_dir, rest
+
+
 def run(shardlm, model_dir, prompts, tp, pp, extra_args=()):
     """The outputs of `shardlm generate` on prompts (dicts, one JSONL line each) at tp x pp."""
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:

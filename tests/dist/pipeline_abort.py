@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.request
 
-from layout_check import serving
+from layout_check import arguments, serving
 
 
 def metrics(port):
@@ -61,10 +61,7 @@ def stream(port, prompt, max_tokens, hang_up_after, results, i):
 
 
 def main():
-    shardlm, model, layout = sys.argv[1], sys.argv[2], sys.argv[3]
-    if not os.path.isdir(model):
-        print(f"SKIP: no model at {model}")
-        sys.exit(77)
+    shardlm, model, (layout,) = arguments()
     tp, pp = (int(x) for x in layout.split("x"))
     vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
     extra = ("--kv-cache-memory", "64M", "--max-num-batched-tokens", "32", "--max-model-len", "256")

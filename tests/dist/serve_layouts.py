@@ -8,11 +8,10 @@ that every layout returns the single-process tokens and logprobs within 1e-4.
 usage: serve_layouts.py SHARDLM MODEL_DIR LAYOUT...   (LAYOUT: TPxPP)
 """
 import json
-import os
 import sys
 import urllib.request
 
-from layout_check import serving
+from layout_check import arguments, serving
 
 TOL = 1e-4
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time " * 10]
@@ -36,10 +35,7 @@ def answers(shardlm, model, tp, pp):
 
 
 def main():
-    shardlm, model, layouts = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if not os.path.isdir(model):
-        print(f"SKIP: no model at {model}")
-        sys.exit(77)
+    shardlm, model, layouts = arguments()
     base = answers(shardlm, model, 1, 1)
     bad = 0
     for layout in layouts:

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from layout_check import check_layouts, run
+from layout_check import arguments, check_layouts, run
 
 EXTRA = ("--temperature", "0", "--max-num-batched-tokens", "32")
 
@@ -37,10 +37,7 @@ def prompts_for(model_dir):
 
 
 def main():
-    shardlm, model_dir, layouts = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if not os.path.isdir(model_dir):
-        print(f"SKIP: no model at {model_dir}")
-        sys.exit(77)
+    shardlm, model_dir, layouts = arguments()
     prompts, expected = prompts_for(model_dir)
     base = run(shardlm, model_dir, prompts, 1, 1, EXTRA)
     bad = 0

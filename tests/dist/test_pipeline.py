@@ -17,7 +17,7 @@ import os
 import random
 import sys
 
-from layout_check import check_layouts, run
+from layout_check import arguments, check_layouts, run
 
 # a 32-token step budget: the 90-token prompt is prefilled in chunks; all 12 sequences in one batch
 EXTRA = ("--max-num-batched-tokens", "32", "--max-num-seqs", "12")
@@ -38,10 +38,7 @@ def prompts_for(model_dir):
 
 
 def main():
-    shardlm, model_dir, layouts = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if not os.path.isdir(model_dir):
-        print(f"SKIP: no model at {model_dir}")
-        sys.exit(77)
+    shardlm, model_dir, layouts = arguments()
     prompts = prompts_for(model_dir)
     base = run(shardlm, model_dir, prompts, 1, 1, EXTRA)
     if any(len(o["token_ids"]) != p["max_tokens"] for o, p in zip(base, prompts)):

@@ -228,7 +228,12 @@ int main(int argc, char **argv) {
     }
     sl_model_limits limits = {.max_tokens = MAX_LEN * MAX_SEQS, .max_seqs = MAX_SEQS, .max_model_len = MAX_LEN,
                               .block_size = BLOCK, .n_blocks = MAX_SEQS * (MAX_LEN / BLOCK), .kv_dtype = SL_DTYPE_F32};
-    if (argc > 5) limits.kv_dtype = strcmp(argv[5], "float16") == 0 ? SL_DTYPE_F16 : SL_DTYPE_BF16;
+    for (sl_dtype d = SL_DTYPE_F32; argc > 5 && d <= SL_DTYPE_BF16; d++)
+        if (strcmp(argv[5], sl_dtype_name(d)) == 0) limits.kv_dtype = d;
+    if (argc > 5 && strcmp(argv[5], sl_dtype_name(limits.kv_dtype)) != 0) {
+        fprintf(stderr, "unknown KV cache dtype %s (float32, float16 or bfloat16)\n", argv[5]);
+        return 2;
+    }
     if (sl_model_open(&g_model, argv[1], &backend, &plan, &limits, NULL, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;

@@ -1,9 +1,10 @@
 /* kernels.h -- the CPU reference kernels, one function per computation.
  *
- * Plain C loops over float32 activations, written so that gcc and clang
- * vectorize them (`omp simd` reductions, unit-stride inner loops) and split
- * across cores by the backend's thread pool. Each kernel computes exactly what the backend
- * interface documents for its op (src/backend/backend.h). */
+ * C over float32 activations: 16-float vectors (vec.h) where the layout is
+ * the kernel's own (matmul panels, the KV cache, SwiGLU), plain loops that
+ * gcc and clang vectorize elsewhere, split across cores by the backend's
+ * thread pool. Each kernel computes exactly what the backend interface
+ * documents for its op (src/backend/backend.h). */
 #ifndef SL_BACKEND_CPU_KERNELS_H
 #define SL_BACKEND_CPU_KERNELS_H
 
