@@ -97,98 +97,118 @@ typedef struct tile {
 typedef float score_rows[MAX_ROWS][CHUNK + LANES]; /* a chunk's scores, then weights; room for a last full vector */
 typedef float query_cols[MAX_HEAD_DIM][MAX_ROWS];  /* the tile's queries transposed: q[r][d] at [d][r] */
 
-/* Scores of the 16 keys from slot i of one block (feature rows `kt`, block_size
- * apart), columns [j, j + 16) of s; `width` < 16 when the block ends first
- * (then the other lanes are junk that the next piece or the mask replaces).
- * The queries come from one transposed array, so each broadcast is an FMA
- * operand at a fixed offset instead of one pointer register per row. */
-static inline __attribute__((always_inline)) void score_piece(sl_dtype dt, const int R, const tile *a,
-                                                              const query_cols qt, const void *kt, int width,
-                                                              score_rows s, int j) {
+/* How many independent pieces (of keys, or of value features) a tile of R
+ * rows works on at once. Each row's sum over d (or over keys) is one FMA
+ * chain; a decode tile has 3 rows, and 3 chains leave the FMA units waiting
+ * on their latency, so several pieces go side by side: P * R chains. */
+static inline int pieces_for(int R) { return R <= 4 ? 4 : R <= 8 ? 2 : 1; }
+
+/* Scores of P pieces of 16 keys (piece p: feature rows from kt[p], block_size
+ * apart) into columns [j + 16 p, j + 16 p + 16) of s; `width` < 16 (P = 1
+ * then) when the block ends first: the other lanes are junk that the next
+ * piece or the mask replaces. The queries come from one transposed array, so
+ * each broadcast is an FMA operand at a fixed offset shared by the pieces. */
+static inline __attribute__((always_inline)) void score_pieces(sl_dtype dt, const int R, const int P, const tile *a,
+                                                               const query_cols qt, const void *const *kt, int width,
+                                                               score_rows s, int j) {
     const int hd = a->kv->head_dim, bs = a->kv->block_size;
-    vf acc[MAX_ROWS];
-    for (int r = 0; r < R; r++) acc[r] = splat(0.0f);
-    if (width == LANES) {
-        for (int d = 0; d < hd; d++) {
-            const vf k = load_as_f(dt, kt, (int64_t)d * bs);
-            for (int r = 0; r < R; r++) acc[r] += qt[d][r] * k;
-        }
-    } else {
-        for (int d = 0; d < hd; d++) {
-            const vf k = load_part_as_f(dt, kt, (int64_t)d * bs, width);
-            for (int r = 0; r < R; r++) acc[r] += qt[d][r] * k;
-        }
+    vf acc[4][MAX_ROWS];
+    for (int p = 0; p < P; p++)
+        for (int r = 0; r < R; r++) acc[p][r] = splat(0.0f);
+    for (int d = 0; d < hd; d++) {
+        vf k[4];
+        for (int p = 0; p < P; p++)
+            k[p] = width == LANES ? load_as_f(dt, kt[p], (int64_t)d * bs) : load_part_as_f(dt, kt[p], (int64_t)d * bs, width);
+        for (int r = 0; r < R; r++)
+            for (int p = 0; p < P; p++) acc[p][r] += qt[d][r] * k[p];
     }
-    for (int r = 0; r < R; r++) store_f(s[r] + j, acc[r] * a->scale);
+    for (int p = 0; p < P; p++)
+        for (int r = 0; r < R; r++) store_f(s[r] + j + p * LANES, acc[p][r] * a->scale);
 }
 
-/* acc[r] = acc[r] * rescale[r] + sum over the chunk's n keys of w[r][j] * v_j. */
+/* Value features [d0, d0 + 16 P) of acc[r] = acc[r] * rescale[r] + sum over
+ * the chunk's n keys of w[r][j] * v_j; `width` < 16 (P = 1) for a last part. */
+static inline __attribute__((always_inline)) void add_value_part(sl_dtype dt, const int R, const int P, const tile *a,
+                                                                 float (*acc)[MAX_HEAD_DIM + LANES],
+                                                                 const float *rescale, score_rows w,
+                                                                 const int64_t *v_at, int n, int d0, int width) {
+    vf sum[4][MAX_ROWS];
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < P; p++) sum[p][r] = load_f(acc[r] + d0 + p * LANES) * rescale[r];
+    for (int j = 0; j < n; j++) {
+        vf v[4];
+        for (int p = 0; p < P; p++)
+            v[p] = width == LANES ? load_as_f(dt, a->kv->v, v_at[j] + d0 + p * LANES)
+                                  : load_part_as_f(dt, a->kv->v, v_at[j] + d0, width);
+        for (int r = 0; r < R; r++)
+            for (int p = 0; p < P; p++) sum[p][r] += w[r][j] * v[p];
+    }
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < P; p++) store_f(acc[r] + d0 + p * LANES, sum[p][r]);
+}
+
+/* The scores of one chunk's pieces, in order of key, P full pieces at a time. */
+static inline __attribute__((always_inline)) void score_chunk(sl_dtype dt, const int R, const tile *a,
+                                                              const query_cols qt, const void *const *kt,
+                                                              const int *width, const int *col, int n_pieces,
+                                                              score_rows s) {
+    const int P = pieces_for(R);
+    int i = 0;
+    while (i < n_pieces) {
+        int run = 0;
+        while (run < P && i + run < n_pieces && width[i + run] == LANES) run++;
+        if (run == P) score_pieces(dt, R, P, a, qt, kt + i, LANES, s, col[i]);
+        else score_pieces(dt, R, 1, a, qt, kt + i, width[i], s, col[i]), run = 1;
+        i += run;
+    }
+}
+
 static inline __attribute__((always_inline)) void add_values(sl_dtype dt, const int R, const tile *a,
                                                              float (*acc)[MAX_HEAD_DIM + LANES],
                                                              const float *rescale, score_rows w,
                                                              const int64_t *v_at, int n) {
-    const int hd = a->kv->head_dim;
-    for (int d0 = 0; d0 < hd; d0 += LANES) {
-        const int width = hd - d0 < LANES ? hd - d0 : LANES;
-        vf sum[MAX_ROWS];
-        for (int r = 0; r < R; r++) sum[r] = load_f(acc[r] + d0) * rescale[r];
-        for (int j = 0; j < n; j++) {
-            const vf v = width == LANES ? load_as_f(dt, a->kv->v, v_at[j] + d0)
-                                        : load_part_as_f(dt, a->kv->v, v_at[j] + d0, width);
-            for (int r = 0; r < R; r++) sum[r] += w[r][j] * v;
-        }
-        for (int r = 0; r < R; r++) store_f(acc[r] + d0, sum[r]);
-    }
-}
-
-#define ROW_CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
-
-static inline __attribute__((always_inline)) void score_piece_rows(sl_dtype dt, const tile *a, const query_cols qt,
-                                                                   const void *kt, int width, score_rows s, int j) {
-    switch (a->n_rows) {
-#define CASE(R) case R: score_piece(dt, R, a, qt, kt, width, s, j); break;
-        ROW_CASES(CASE)
-#undef CASE
-    default: break;
-    }
-}
-
-static inline __attribute__((always_inline)) void add_values_rows(sl_dtype dt, const tile *a,
-                                                                  float (*acc)[MAX_HEAD_DIM + LANES],
-                                                                  const float *rescale, score_rows w,
-                                                                  const int64_t *v_at, int n) {
-    switch (a->n_rows) {
-#define CASE(R) case R: add_values(dt, R, a, acc, rescale, w, v_at, n); break;
-        ROW_CASES(CASE)
-#undef CASE
-    default: break;
-    }
+    const int hd = a->kv->head_dim, P = pieces_for(R);
+    int d0 = 0;
+    for (; d0 + P * LANES <= hd; d0 += P * LANES) add_value_part(dt, R, P, a, acc, rescale, w, v_at, n, d0, LANES);
+    for (; d0 < hd; d0 += LANES)
+        add_value_part(dt, R, 1, a, acc, rescale, w, v_at, n, d0, hd - d0 < LANES ? hd - d0 : LANES);
 }
 
 /* Scores of keys [j0, j0 + n) to weights e^(s - max), updating each row's
- * running max and sum; rescale[r] is what the row's earlier sums are worth now. */
-static void softmax_chunk(const tile *a, score_rows s, int j0, int n, float *run_max, float *run_sum,
-                          float *rescale) {
+ * running max and sum; rescale[r] is what the row's earlier sums are worth
+ * now. The rows go side by side (their max and sum chains are independent),
+ * each row's arithmetic as if alone. */
+static inline __attribute__((always_inline)) void softmax_chunk(const int R, const tile *a, score_rows s, int j0,
+                                                                int n, float *run_max, float *run_sum,
+                                                                float *rescale) {
     const vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     const int n_vec = (n + LANES - 1) / LANES;
-    for (int r = 0; r < a->n_rows; r++) {
-        vf chunk_max = splat(-INFINITY);
-        for (int g = 0; g < n_vec; g++) {
-            const vi key = lane + (j0 + g * LANES);
+    vf chunk_max[MAX_ROWS], sum[MAX_ROWS];
+    for (int r = 0; r < R; r++) chunk_max[r] = splat(-INFINITY), sum[r] = splat(0.0f);
+    for (int g = 0; g < n_vec; g++) {
+        const vi key = lane + (j0 + g * LANES);
+        for (int r = 0; r < R; r++) {
             const vf x = select_f(key <= a->pos[r], load_f(s[r] + g * LANES), splat(-INFINITY));
             store_f(s[r] + g * LANES, x);
-            chunk_max = vmax(chunk_max, x);
+            chunk_max[r] = vmax(chunk_max[r], x);
         }
-        const float m = lane_max(chunk_max), new_max = m > run_max[r] ? m : run_max[r];
-        rescale[r] = vexp(splat(run_max[r] - new_max))[0];
-        vf sum = splat(0.0f);
-        for (int g = 0; g < n_vec; g++) {
-            const vf w = vexp(load_f(s[r] + g * LANES) - new_max);
+    }
+    float new_max[MAX_ROWS], drop[LANES] = {0};
+    for (int r = 0; r < R; r++) {
+        const float m = lane_max(chunk_max[r]);
+        new_max[r] = m > run_max[r] ? m : run_max[r];
+        drop[r] = run_max[r] - new_max[r];
+    }
+    store_f(rescale, vexp(load_f(drop))); /* lane r: e^(old max - new max) of row r */
+    for (int g = 0; g < n_vec; g++)
+        for (int r = 0; r < R; r++) {
+            const vf w = vexp(load_f(s[r] + g * LANES) - new_max[r]);
             store_f(s[r] + g * LANES, w);
-            sum += w;
+            sum[r] += w;
         }
-        run_sum[r] = run_sum[r] * rescale[r] + lane_sum(sum);
-        run_max[r] = new_max;
+    for (int r = 0; r < R; r++) {
+        run_sum[r] = run_sum[r] * rescale[r] + lane_sum(sum[r]);
+        run_max[r] = new_max[r];
     }
 }
 
@@ -203,15 +223,18 @@ static void prefetch_piece(const sl_kv_cache *kv, int h, int64_t block, int i, i
     for (size_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(v + b, 0, 1);
 }
 
-static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, const tile *a) {
+/* One tile of R rows, its element type and row count constants. */
+static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, const int R, const tile *a) {
     const sl_kv_cache *kv = a->kv;
-    const int hd = kv->head_dim, bs = kv->block_size, R = a->n_rows;
+    const int hd = kv->head_dim, bs = kv->block_size;
     const size_t elem = sl_dtype_n_bytes(dt);
     float acc[MAX_ROWS][MAX_HEAD_DIM + LANES];
     query_cols qt;
     score_rows s;
-    float run_max[MAX_ROWS], run_sum[MAX_ROWS], rescale[MAX_ROWS];
+    float run_max[MAX_ROWS], run_sum[MAX_ROWS], rescale[LANES];
     int64_t v_at[CHUNK];
+    const void *kt[CHUNK]; /* the chunk's pieces of keys */
+    int width[CHUNK], col[CHUNK]; /* each piece's keys, and its first column of s */
     for (int r = 0; r < R; r++) {
         run_max[r] = -INFINITY, run_sum[r] = 0.0f;
         memset(acc[r], 0, sizeof(float) * (size_t)((hd + LANES - 1) / LANES * LANES));
@@ -219,17 +242,20 @@ static inline __attribute__((always_inline)) void attend_tile_as(sl_dtype dt, co
     }
     for (int j0 = 0; j0 <= a->max_pos; j0 += CHUNK) {
         const int n = a->max_pos + 1 - j0 < CHUNK ? a->max_pos + 1 - j0 : CHUNK;
-        for (int j = 0; j < n;) {
+        int n_pieces = 0;
+        for (int j = 0; j < n; n_pieces++) {
             const int64_t block = a->table[(j0 + j) / bs];
-            const int i = (j0 + j) % bs, width = bs - i < LANES ? bs - i : LANES;
+            const int i = (j0 + j) % bs;
+            width[n_pieces] = bs - i < LANES ? bs - i : LANES;
+            col[n_pieces] = j;
             const int next = j0 + j + CHUNK; /* the same piece of the next chunk */
-            if (next <= a->max_pos) prefetch_piece(kv, a->kv_head, a->table[next / bs], next % bs, width);
-            score_piece_rows(dt, a, qt, (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem, width,
-                             s, j);
-            for (int u = 0; u < width && j < n; u++, j++) v_at[j] = v_index(kv, block, a->kv_head, i + u);
+            if (next <= a->max_pos) prefetch_piece(kv, a->kv_head, a->table[next / bs], next % bs, width[n_pieces]);
+            kt[n_pieces] = (const char *)kv->k + (size_t)k_index(kv, block, a->kv_head, 0, i) * elem;
+            for (int u = 0; u < width[n_pieces] && j < n; u++, j++) v_at[j] = v_index(kv, block, a->kv_head, i + u);
         }
-        softmax_chunk(a, s, j0, n, run_max, run_sum, rescale);
-        add_values_rows(dt, a, acc, rescale, s, v_at, n);
+        score_chunk(dt, R, a, qt, kt, width, col, n_pieces, s);
+        softmax_chunk(R, a, s, j0, n, run_max, run_sum, rescale);
+        add_values(dt, R, a, acc, rescale, s, v_at, n);
     }
     for (int r = 0; r < R; r++) {
         const float inv = 1.0f / run_sum[r];
@@ -244,11 +270,23 @@ static void prefetch_first_chunk(const sl_kv_cache *kv, int h, const int32_t *ta
         prefetch_piece(kv, h, table[j / bs], j % bs, bs - j % bs < LANES ? bs - j % bs : LANES);
 }
 
+#define ROW_CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
+
+/* Dispatch on the row count, for one element type. */
+static inline __attribute__((always_inline)) void attend_tile_rows(sl_dtype dt, const tile *a) {
+    switch (a->n_rows) {
+#define CASE(R) case R: attend_tile_as(dt, R, a); break;
+        ROW_CASES(CASE)
+#undef CASE
+    default: break;
+    }
+}
+
 static void attend_tile(const tile *a) {
     switch (a->kv->dtype) {
-    case SL_DTYPE_F16: attend_tile_as(SL_DTYPE_F16, a); break;
-    case SL_DTYPE_BF16: attend_tile_as(SL_DTYPE_BF16, a); break;
-    default: attend_tile_as(SL_DTYPE_F32, a); break;
+    case SL_DTYPE_F16: attend_tile_rows(SL_DTYPE_F16, a); break;
+    case SL_DTYPE_BF16: attend_tile_rows(SL_DTYPE_BF16, a); break;
+    default: attend_tile_rows(SL_DTYPE_F32, a); break;
     }
 }
 
