@@ -29,7 +29,7 @@ esac
 "$root/bench/peers/venv-peers.sh" >&2
 if [ ! -s "$gguf" ] || [ "$model/model.safetensors" -nt "$gguf" ]; then
   mkdir -p "$(dirname "$gguf")"
-  "$root/build/venv/bin/python" "$root/tools/hf_to_gguf.py" "$model" "$gguf.tmp" --outtype bf16
+  "$root/build/venv/bin/python" "$root/tools/hf_to_gguf.py" "$model" "$gguf.tmp" --outtype bf16 >&2 # stdout is the JSON
   mv "$gguf.tmp" "$gguf"
 fi
 if [ ! -f "$golden_ok" ] || [ "$gguf" -nt "$golden_ok" ] || [ "$golden" -nt "$golden_ok" ]; then

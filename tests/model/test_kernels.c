@@ -84,26 +84,35 @@ static void test_matmul_shapes(void) {
 }
 
 /* A token's outputs are bit-identical whether it is computed alone or in a
- * batch (the engine's batched == one-at-a-time guarantee rests on this). */
-static void test_matmul_batch_invariant(void) {
-    enum { ROWS = 37, COLS = 200, N = 30 }; /* 30 tokens: split into token groups on 3 threads */
-    float x[N * COLS], w[ROWS * COLS], batched[N * ROWS], alone[ROWS];
-    uint16_t wh[ROWS * COLS];
-    fill(x, N * COLS);
-    fill(w, ROWS * COLS);
-    for (int i = 0; i < ROWS * COLS; i++) wh[i] = sl_f32_to_bf16(w[i]);
+ * batch (the engine's batched == one-at-a-time guarantee rests on this). 30
+ * tokens split into token groups on 3 threads; with AMX, a width of 256 takes
+ * the tile unit for the batch (32- and 16-token blocks) and its FMA twin for
+ * a token alone, 200 the vector kernels for both. */
+static void check_batch_invariant(int cols) {
+    enum { ROWS = 37, N = 30, MAX_COLS = 256 };
+    float x[N * MAX_COLS], w[ROWS * MAX_COLS], batched[N * ROWS], alone[ROWS];
+    uint16_t wh[ROWS * MAX_COLS];
+    fill(x, N * cols);
+    fill(w, ROWS * cols);
+    for (int i = 0; i < ROWS * cols; i++) wh[i] = sl_f32_to_bf16(w[i]);
     for (int d = 0; d < 2; d++) {
         sl_weight wt;
-        void *mem = d ? packed(&wt, wh, SL_DTYPE_BF16, ROWS, COLS, COLS) : packed(&wt, w, SL_DTYPE_F32, ROWS, COLS, COLS);
-        for (int bf16_inputs = 0; bf16_inputs < 2; bf16_inputs++) {
-            cpu_matmul(g_pool, &(sl_proj){batched, &wt, NULL}, 1, x, N, bf16_inputs, &g_scratch);
-            for (int t = 0; t < N; t++) {
-                cpu_matmul(g_pool, &(sl_proj){alone, &wt, NULL}, 1, x + t * COLS, 1, bf16_inputs, &g_scratch);
-                CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
+        void *mem = d ? packed(&wt, wh, SL_DTYPE_BF16, ROWS, cols, cols) : packed(&wt, w, SL_DTYPE_F32, ROWS, cols, cols);
+        for (int bf16_inputs = 0; bf16_inputs < 2; bf16_inputs++)
+            for (int n = N; n >= 8; n -= 11) { /* 30, 19 and 8 tokens: every block size */
+                cpu_matmul(g_pool, &(sl_proj){batched, &wt, NULL}, 1, x, n, bf16_inputs, &g_scratch);
+                for (int t = 0; t < n; t++) {
+                    cpu_matmul(g_pool, &(sl_proj){alone, &wt, NULL}, 1, x + t * cols, 1, bf16_inputs, &g_scratch);
+                    CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
+                }
             }
-        }
         free(mem);
     }
+}
+
+static void test_matmul_batch_invariant(void) {
+    check_batch_invariant(200);
+    check_batch_invariant(256);
 }
 
 /* Packing a slice (rows of a wider matrix, as a row-parallel shard reads

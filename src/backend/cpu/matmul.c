@@ -19,11 +19,20 @@
  * of a pair, summed in float32, at twice the FMA rate (AVX512_BF16; other
  * builds round x to bf16 values and compute the same products with FMAs).
  *
+ * Where the CPU has AMX (Sapphire Rapids and later) and Linux grants it,
+ * bf16 pairs against bf16 weights go through the tile unit instead: the
+ * panel layout is already what `tdpbf16ps` reads as its B operand (16 column
+ * pairs of 16 rows, one pair 256 bytes after the last), x rows are its A
+ * operand, and one instruction does 16 tokens x 16 rows x 32 columns. A
+ * weight takes that path when its width is a whole number of 32-column
+ * tiles (every real model's is); SHARDLM_CPU_AMX=0 turns it off.
+ *
  * Each output is one chain of FMAs over k in order, whichever tile computes
- * it (4 tokens, or the 1-3 left over), so a token's logits do not depend on
- * what else is in the batch: batched and one-at-a-time results are
- * bit-identical. Threads split the panels of all the projections of one
- * input: one call to the pool however many projections share x. */
+ * it (4 tokens, or the 1-3 left over; AMX rows are as independent), so a
+ * token's logits do not depend on what else is in the batch: batched and
+ * one-at-a-time results are bit-identical. Threads split the panels of all
+ * the projections of one input: one call to the pool however many
+ * projections share x. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,11 +45,18 @@
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
 #define HAVE_DPBF16 1
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__linux__)
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define HAVE_AMX 1
+#endif
 #endif
 
 #define VECS 4                        /* vectors of 16 rows per panel */
 #define PANEL_ROWS (LANES * VECS)     /* 64 */
 #define TILE_TOKENS 4                 /* tokens per tile: 16 accumulators */
+#define AMX_TOKENS 16                 /* tokens per AMX tile; it computes two side by side */
 
 /* ---- the packed layout ---- */
 
@@ -193,12 +209,214 @@ static inline __attribute__((always_inline)) void panel_all_tokens(kernel_kind k
     }
 }
 
+#ifdef HAVE_AMX
+/* ---- the AMX kernel ---- */
+
+#define AMX_PAIRS 16  /* rows of a B tile: column pairs (32 columns) */
+#define AMX_TILE_BYTES 64
+#define AMX_MIN_TOKENS 4 /* fewer go through amx_order_tokens */
+#define AMX_PREFETCH_BLOCKS 4 /* weights fetched into L2 this many 16-pair blocks ahead */
+#define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask Linux for an xsave feature */
+#define XFEATURE_XTILEDATA 18
+
+static bool g_amx_granted;
+static bool amx_order_matches(void);
+static void amx_request(void) {
+    const char *env = getenv("SHARDLM_CPU_AMX");
+    if (env && strcmp(env, "0") == 0) return;
+    g_amx_granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 && amx_order_matches();
+}
+
+/* Whether bf16 weights of this width take the AMX kernel. */
+static bool amx_for(const sl_weight *w) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, amx_request);
+    return g_amx_granted && w->dtype == SL_DTYPE_BF16 && n_pairs(w->cols) % AMX_PAIRS == 0;
+}
+
+/* Tiles 0-3 accumulate (2 x 16 tokens) x (2 x 16 rows), 4-5 hold x, 6-7 weights;
+ * every tile is 16 rows of 64 bytes. The configuration is per thread. */
+static void amx_configure_thread(void) {
+    static _Thread_local bool configured;
+    if (configured) return;
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg = {.palette = 1,
+             .colsb = {AMX_TILE_BYTES, AMX_TILE_BYTES, AMX_TILE_BYTES, AMX_TILE_BYTES, AMX_TILE_BYTES, AMX_TILE_BYTES,
+                       AMX_TILE_BYTES, AMX_TILE_BYTES},
+             .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
+    __asm__ volatile("" : : "r"(&cfg) : "memory"); /* gcc 12 drops the stores ldtilecfg reads */
+    _tile_loadconfig(&cfg);
+    configured = true;
+}
+
+/* Accumulator tile C (constant) to out[t][r] for the tokens and rows that exist. */
+#define AMX_STORE(C, out, ldo, n_tok, n_rows)                                                    \
+    do {                                                                                         \
+        if ((n_tok) >= AMX_TOKENS && (n_rows) >= LANES) {                                        \
+            _tile_stored(C, (out), (ldo) * (long)sizeof(float));                                 \
+        } else if ((n_tok) > 0 && (n_rows) > 0) {                                                \
+            float tile_[AMX_TOKENS * LANES];                                                     \
+            _tile_stored(C, tile_, LANES * sizeof(float));                                       \
+            for (int t_ = 0; t_ < (n_tok) && t_ < AMX_TOKENS; t_++)                              \
+                memcpy((out) + t_ * (ldo), tile_ + t_ * LANES,                                   \
+                       sizeof(float) * (size_t)((n_rows) < LANES ? (n_rows) : LANES));           \
+        }                                                                                        \
+    } while (0)
+
+/* 32 tokens x 32 rows (v, v + 1) of a panel: tiles 0-3 accumulate, x in 4-5, weights in 6-7. */
+static void amx_block_32x32(float *out, int64_t ldo, int n_tok, int n_rows, const char *x, size_t x_row_bytes,
+                            const char *b, int64_t pairs) {
+    const size_t b_stride = pair_bytes(SL_DTYPE_BF16);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t p = 0; p < pairs; p += AMX_PAIRS) {
+        _tile_loadd(4, x + p * 4, (long)x_row_bytes);
+        _tile_loadd(5, x + AMX_TOKENS * x_row_bytes + p * 4, (long)x_row_bytes);
+        _tile_loadd(6, b + (size_t)p * b_stride, (long)b_stride);
+        _tile_loadd(7, b + (size_t)p * b_stride + AMX_TILE_BYTES, (long)b_stride);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    AMX_STORE(0, out, ldo, n_tok, n_rows);
+    AMX_STORE(1, out + LANES, ldo, n_tok, n_rows - LANES);
+    AMX_STORE(2, out + AMX_TOKENS * ldo, ldo, n_tok - AMX_TOKENS, n_rows);
+    AMX_STORE(3, out + AMX_TOKENS * ldo + LANES, ldo, n_tok - AMX_TOKENS, n_rows - LANES);
+}
+
+/* Up to 16 tokens x the panel's 64 rows: four accumulators on one x tile keep
+ * the unit busy when there are few tokens (the weights rotate through 5-7). */
+static void amx_block_16x64(float *out, int64_t ldo, int n_tok, int n_rows, const char *x, size_t x_row_bytes,
+                            const char *b, int64_t pairs) {
+    const size_t b_stride = pair_bytes(SL_DTYPE_BF16);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t p = 0; p < pairs; p += AMX_PAIRS) {
+        const char *bp = b + (size_t)p * b_stride;
+        for (int line = 0; line < AMX_PAIRS * 4; line++) /* the weights stream from memory */
+            _mm_prefetch(bp + AMX_PREFETCH_BLOCKS * AMX_PAIRS * b_stride + line * 64, _MM_HINT_T1);
+        _tile_loadd(4, x + p * 4, (long)x_row_bytes);
+        _tile_loadd(5, bp, (long)b_stride);
+        _tile_loadd(6, bp + AMX_TILE_BYTES, (long)b_stride);
+        _tile_loadd(7, bp + 2 * AMX_TILE_BYTES, (long)b_stride);
+        _tile_dpbf16ps(0, 4, 5);
+        _tile_dpbf16ps(1, 4, 6);
+        _tile_dpbf16ps(2, 4, 7);
+        _tile_loadd(5, bp + 3 * AMX_TILE_BYTES, (long)b_stride);
+        _tile_dpbf16ps(3, 4, 5);
+    }
+    AMX_STORE(0, out, ldo, n_tok, n_rows);
+    AMX_STORE(1, out + LANES, ldo, n_tok, n_rows - LANES);
+    AMX_STORE(2, out + 2 * LANES, ldo, n_tok, n_rows - 2 * LANES);
+    AMX_STORE(3, out + 3 * LANES, ldo, n_tok, n_rows - 3 * LANES);
+}
+
+/* What tdpbf16ps computes, with FMAs, for the few tokens the tile unit would
+ * mostly waste (it computes 16 at once, and a decode step has one): within
+ * each block of 16 column pairs, the products of the even columns are summed
+ * in order, those of the odd columns likewise, and their sum is added to the
+ * output. Each product of two bf16 is exact in float32, so the FMAs round as
+ * the unit's adds do; denormals are flushed as the unit flushes them.
+ * amx_order_matches checks at start that this CPU's unit agrees bit for bit:
+ * a token's outputs must not depend on which of the two computed them. */
+static inline __attribute__((always_inline)) void amx_order_tile(float *out, int64_t ldo, int n_rows, const char *x,
+                                                                 size_t x_row_bytes, const char *panel, int64_t pairs,
+                                                                 int T) {
+    vf acc[2][VECS];
+    memset(acc, 0, sizeof acc);
+    for (int64_t p0 = 0; p0 < pairs; p0 += AMX_PAIRS) {
+        vf even[2][VECS], odd[2][VECS];
+        memset(even, 0, sizeof even);
+        memset(odd, 0, sizeof odd);
+        for (int64_t p = p0; p < p0 + AMX_PAIRS; p++) {
+            vf col_k[VECS], col_k1[VECS];
+            load_pair(panel + (size_t)p * pair_bytes(SL_DTYPE_BF16), SL_DTYPE_BF16, col_k, col_k1);
+            for (int t = 0; t < T; t++) {
+                uint32_t pair, lo, hi;
+                memcpy(&pair, x + t * x_row_bytes + (size_t)p * sizeof pair, sizeof pair);
+                lo = pair << 16, hi = pair & 0xffff0000u;
+                float xk, xk1;
+                memcpy(&xk, &lo, sizeof xk);
+                memcpy(&xk1, &hi, sizeof xk1);
+                for (int v = 0; v < VECS; v++) {
+                    even[t][v] += col_k[v] * xk;
+                    odd[t][v] += col_k1[v] * xk1;
+                }
+            }
+        }
+        for (int t = 0; t < T; t++)
+            for (int v = 0; v < VECS; v++) acc[t][v] += even[t][v] + odd[t][v];
+    }
+    store_tile(out, ldo, acc, T, n_rows);
+}
+
+/* Tokens [0, n) of a panel through amx_order_tile, two at a time. */
+static void amx_order_tokens(float *out, int64_t ldo, int n_rows, const char *x, size_t x_row_bytes, int n,
+                             const char *panel, int64_t pairs) {
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040); /* flush-to-zero and denormals-are-zero, as the tile unit */
+    int t = 0;
+    for (; t + 2 <= n; t += 2) amx_order_tile(out + t * ldo, ldo, n_rows, x + t * x_row_bytes, x_row_bytes, panel, pairs, 2);
+    if (t < n) amx_order_tile(out + t * ldo, ldo, n_rows, x + t * x_row_bytes, x_row_bytes, panel, pairs, 1);
+    _mm_setcsr(csr);
+}
+
+/* Two tokens of random bf16 through the tile unit and through amx_order_tokens. */
+static bool amx_order_matches(void) {
+    enum { PAIRS = 2 * AMX_PAIRS, N = 2 };
+    static uint32_t panel[PAIRS * PANEL_ROWS], x[AMX_TOKENS * PAIRS]; /* x: the unit reads 16 rows */
+    static float by_unit[N * PANEL_ROWS], by_fma[N * PANEL_ROWS];
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < PAIRS * PANEL_ROWS + N * PAIRS; i++) {
+        uint32_t word = 0;
+        for (int half = 0; half < 2; half++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            const float f = (float)((double)(rng >> 11) / 9007199254740992.0 * 4.0 - 2.0);
+            word |= (uint32_t)sl_f32_to_bf16(f) << (16 * half);
+        }
+        if (i < PAIRS * PANEL_ROWS) panel[i] = word;
+        else x[i - PAIRS * PANEL_ROWS] = word;
+    }
+    amx_configure_thread();
+    amx_block_16x64(by_unit, PANEL_ROWS, N, PANEL_ROWS, (const char *)x, PAIRS * 4, (const char *)panel, PAIRS);
+    amx_order_tokens(by_fma, PANEL_ROWS, PANEL_ROWS, (const char *)x, PAIRS * 4, N, (const char *)panel, PAIRS);
+    return memcmp(by_unit, by_fma, sizeof by_unit) == 0;
+}
+
+/* out[t][0..n_rows) for tokens [0, n) against one panel: 32-token blocks,
+ * then one of 16 or fewer, then (under AMX_MIN_TOKENS left) the FMA twin.
+ * Every output is the same chain of tdpbf16ps over k whichever computes it.
+ * x rows past n are read (the input scratch pads 32 of them) and their
+ * results dropped. */
+static void panel_amx(float *out, int64_t ldo, int n_rows, const char *x, size_t x_row_bytes, int n,
+                      const char *panel, int64_t pairs) {
+    amx_configure_thread();
+    int t = 0;
+    for (; n - t > AMX_TOKENS; t += 2 * AMX_TOKENS)
+        for (int v = 0; v < VECS; v += 2)
+            amx_block_32x32(out + t * ldo + v * LANES, ldo, n - t, n_rows - v * LANES, x + (size_t)t * x_row_bytes,
+                            x_row_bytes, panel + (size_t)v * AMX_TILE_BYTES, pairs);
+    if (n - t >= AMX_MIN_TOKENS)
+        amx_block_16x64(out + t * ldo, ldo, n - t, n_rows, x + (size_t)t * x_row_bytes, x_row_bytes, panel, pairs);
+    else if (t < n) amx_order_tokens(out + t * ldo, ldo, n_rows, x + (size_t)t * x_row_bytes, x_row_bytes, n - t, panel, pairs);
+}
+#endif
+
 typedef struct matmul_args {
     const sl_proj *proj;
     const int64_t *first_panel; /* [n_proj + 1]: projection i owns panels [first_panel[i], first_panel[i + 1]) */
     const char *x;              /* the input as the kernel reads it (input_for) */
     size_t x_row_bytes;
-    bool bf16_pairs;            /* x is bf16 pairs: bf16 weights use KERNEL_BF16_PAIRS */
+    bool bf16_pairs;            /* x is bf16 pairs: bf16 weights use KERNEL_BF16_PAIRS (or AMX) */
+    bool amx;                   /* ... and the AMX kernel, 16-token tiles */
     int n;
     int token_groups;           /* items are (panel, group of tokens), panel-major */
 } matmul_args;
@@ -212,6 +430,9 @@ static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel
     const char *x = a->x + (size_t)t0 * a->x_row_bytes;
     float *out = pr->out + (int64_t)t0 * w->rows + r0;
     if (w->dtype == SL_DTYPE_F32) panel_all_tokens(KERNEL_F32, out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
+#ifdef HAVE_AMX
+    else if (a->amx) panel_amx(out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
+#endif
 #ifdef HAVE_DPBF16
     else if (a->bf16_pairs)
         panel_all_tokens(KERNEL_BF16_PAIRS, out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
@@ -224,7 +445,8 @@ static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel
 
 /* First token of group g: group boundaries fall on whole tiles. */
 static int group_start(const matmul_args *a, int g) {
-    const int t = (int)(((int64_t)a->n * g / a->token_groups + TILE_TOKENS - 1) / TILE_TOKENS * TILE_TOKENS);
+    const int64_t tile = a->amx ? 2 * AMX_TOKENS : TILE_TOKENS;
+    const int t = (int)(((int64_t)a->n * g / a->token_groups + tile - 1) / tile * tile);
     return t < a->n ? t : a->n;
 }
 
@@ -308,7 +530,10 @@ static bool input_for(cpu_pool *pool, matmul_args *m, const float *x, int64_t co
     m->x_row_bytes = a.dst_row_bytes;
     m->bf16_pairs = pairs;
     if (cols % 2 == 0 && !bf16_inputs) return true;
-    if (!(a.dst = (char *)scratch_floats(scratch, (size_t)m->n * a.dst_row_bytes / sizeof(float)))) return false;
+    /* the AMX kernel reads whole 32-token tiles: zero rows pad the last one */
+    const size_t padding = m->amx ? 2 * AMX_TOKENS * a.dst_row_bytes : 0, bytes = (size_t)m->n * a.dst_row_bytes;
+    if (!(a.dst = (char *)scratch_floats(scratch, (bytes + padding) / sizeof(float)))) return false;
+    memset(a.dst + bytes, 0, padding);
     cpu_pool_for(pool, m->n, 16, input_range, &a);
     m->x = a.dst;
     return true;
@@ -333,6 +558,9 @@ void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x,
     const int threads = cpu_pool_n_threads(pool);
     const bool uneven = total % threads != 0 && n >= 2 * TILE_TOKENS * threads;
     matmul_args a = {.proj = proj, .first_panel = first_panel, .n = n, .token_groups = uneven ? threads : 1};
+#ifdef HAVE_AMX
+    a.amx = bf16_x && amx_for(proj[0].w);
+#endif
     if (!input_for(pool, &a, x, proj[0].w->cols, bf16_x, scratch)) return; /* out of memory: outputs unchanged */
     cpu_pool_for(pool, total * a.token_groups, 2, matmul_range, &a);
 }
