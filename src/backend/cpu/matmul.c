@@ -266,15 +266,25 @@ static void amx_configure_thread(void) {
         }                                                                                        \
     } while (0)
 
-/* 32 tokens x 32 rows (v, v + 1) of a panel: tiles 0-3 accumulate, x in 4-5, weights in 6-7. */
+/* The weights of 16-pair block p + AMX_PREFETCH_BLOCKS of a panel into L2:
+ * they stream from memory, and the tile loads would wait for them. */
+static inline void amx_prefetch_weights(const char *panel, int64_t p) {
+    const char *ahead = panel + (size_t)(p + AMX_PREFETCH_BLOCKS * AMX_PAIRS) * pair_bytes(SL_DTYPE_BF16);
+    for (int line = 0; line < AMX_PAIRS * 4; line++) _mm_prefetch(ahead + line * 64, _MM_HINT_T1);
+}
+
+/* 32 tokens x 32 rows (v, v + 1) of a panel: tiles 0-3 accumulate, x in 4-5,
+ * weights in 6-7. `first` is the panel's first block: it fetches the weights. */
 static void amx_block_32x32(float *out, int64_t ldo, int n_tok, int n_rows, const char *x, size_t x_row_bytes,
-                            const char *b, int64_t pairs) {
+                            const char *panel, int v, bool first, int64_t pairs) {
     const size_t b_stride = pair_bytes(SL_DTYPE_BF16);
+    const char *b = panel + (size_t)v * AMX_TILE_BYTES;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     for (int64_t p = 0; p < pairs; p += AMX_PAIRS) {
+        if (first) amx_prefetch_weights(panel, p);
         _tile_loadd(4, x + p * 4, (long)x_row_bytes);
         _tile_loadd(5, x + AMX_TOKENS * x_row_bytes + p * 4, (long)x_row_bytes);
         _tile_loadd(6, b + (size_t)p * b_stride, (long)b_stride);
@@ -293,7 +303,7 @@ static void amx_block_32x32(float *out, int64_t ldo, int n_tok, int n_rows, cons
 /* Up to 16 tokens x the panel's 64 rows: four accumulators on one x tile keep
  * the unit busy when there are few tokens (the weights rotate through 5-7). */
 static void amx_block_16x64(float *out, int64_t ldo, int n_tok, int n_rows, const char *x, size_t x_row_bytes,
-                            const char *b, int64_t pairs) {
+                            const char *b, bool first, int64_t pairs) {
     const size_t b_stride = pair_bytes(SL_DTYPE_BF16);
     _tile_zero(0);
     _tile_zero(1);
@@ -301,8 +311,7 @@ static void amx_block_16x64(float *out, int64_t ldo, int n_tok, int n_rows, cons
     _tile_zero(3);
     for (int64_t p = 0; p < pairs; p += AMX_PAIRS) {
         const char *bp = b + (size_t)p * b_stride;
-        for (int line = 0; line < AMX_PAIRS * 4; line++) /* the weights stream from memory */
-            _mm_prefetch(bp + AMX_PREFETCH_BLOCKS * AMX_PAIRS * b_stride + line * 64, _MM_HINT_T1);
+        if (first) amx_prefetch_weights(b, p);
         _tile_loadd(4, x + p * 4, (long)x_row_bytes);
         _tile_loadd(5, bp, (long)b_stride);
         _tile_loadd(6, bp + AMX_TILE_BYTES, (long)b_stride);
@@ -386,7 +395,7 @@ static bool amx_order_matches(void) {
         else x[i - PAIRS * PANEL_ROWS] = word;
     }
     amx_configure_thread();
-    amx_block_16x64(by_unit, PANEL_ROWS, N, PANEL_ROWS, (const char *)x, PAIRS * 4, (const char *)panel, PAIRS);
+    amx_block_16x64(by_unit, PANEL_ROWS, N, PANEL_ROWS, (const char *)x, PAIRS * 4, (const char *)panel, false, PAIRS);
     amx_order_tokens(by_fma, PANEL_ROWS, PANEL_ROWS, (const char *)x, PAIRS * 4, N, (const char *)panel, PAIRS);
     return memcmp(by_unit, by_fma, sizeof by_unit) == 0;
 }
@@ -403,9 +412,10 @@ static void panel_amx(float *out, int64_t ldo, int n_rows, const char *x, size_t
     for (; n - t > AMX_TOKENS; t += 2 * AMX_TOKENS)
         for (int v = 0; v < VECS; v += 2)
             amx_block_32x32(out + t * ldo + v * LANES, ldo, n - t, n_rows - v * LANES, x + (size_t)t * x_row_bytes,
-                            x_row_bytes, panel + (size_t)v * AMX_TILE_BYTES, pairs);
+                            x_row_bytes, panel, v, t == 0 && v == 0, pairs);
     if (n - t >= AMX_MIN_TOKENS)
-        amx_block_16x64(out + t * ldo, ldo, n - t, n_rows, x + (size_t)t * x_row_bytes, x_row_bytes, panel, pairs);
+        amx_block_16x64(out + t * ldo, ldo, n - t, n_rows, x + (size_t)t * x_row_bytes, x_row_bytes, panel, t == 0,
+                        pairs);
     else if (t < n) amx_order_tokens(out + t * ldo, ldo, n_rows, x + (size_t)t * x_row_bytes, x_row_bytes, n - t, panel, pairs);
 }
 #endif
