@@ -25,14 +25,16 @@
  * pairs of 16 rows, one pair 256 bytes after the last), x rows are its A
  * operand, and one instruction does 16 tokens x 16 rows x 32 columns. A
  * weight takes that path when its width is a whole number of 32-column
- * tiles (every real model's is); SHARDLM_CPU_AMX=0 turns it off.
+ * tiles (every real model's is); SHARDLM_CPU_AMX=0 turns it off. Fewer
+ * than 4 tokens, which the unit would compute 16 at a time, go through FMAs
+ * that sum in the unit's own order (amx_order_tile).
  *
  * Each output is one chain of FMAs over k in order, whichever tile computes
- * it (4 tokens, or the 1-3 left over; AMX rows are as independent), so a
- * token's logits do not depend on what else is in the batch: batched and
- * one-at-a-time results are bit-identical. Threads split the panels of all
- * the projections of one input: one call to the pool however many
- * projections share x. */
+ * it (4 tokens, or the 1-3 left over), or on the AMX path one chain of
+ * tdpbf16ps steps or of their FMA twins, so a token's logits do not depend
+ * on what else is in the batch: batched and one-at-a-time results are
+ * bit-identical. Threads split the panels of all the projections of one
+ * input: one call to the pool however many projections share x. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
