@@ -74,6 +74,8 @@ typedef struct sl_proj {
 typedef struct sl_backend_iface {
     const char *name;
     void (*destroy)(void *ctx);
+    /* What computes, in words, for the start-up summary ("2 threads, matmuls: float32 FMAs"). */
+    void (*describe)(void *ctx, char *buf, size_t n);
 
     /* ---- memory ---- */
     /* Zero-filled backend memory. */

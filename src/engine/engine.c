@@ -217,8 +217,12 @@ static void print_summary(const sl_engine *e) {
     if (e->opts.quiet) return;
     const sl_model *m = &e->rank.model;
     int64_t tokens = (int64_t)sl_block_pool_n_blocks(e->pool) * e->block_size;
-    fprintf(stderr, "shardlm: %s (%s) on %s, tp=%d pp=%d: %.1f MB of weights\n", e->model_name, m->config.arch_name,
-            e->rank.backend.iface->name, m->plan.tp_size, m->plan.pp_size, m->weight_bytes / 1e6);
+    const sl_backend *b = &e->rank.backend;
+    char unit[128] = "";
+    if (b->iface->describe) b->iface->describe(b->ctx, unit, sizeof unit);
+    fprintf(stderr, "shardlm: %s (%s) on %s%s%s%s, tp=%d pp=%d: %.1f MB of weights\n", e->model_name,
+            m->config.arch_name, b->iface->name, *unit ? " (" : "", unit, *unit ? ")" : "", m->plan.tp_size,
+            m->plan.pp_size, m->weight_bytes / 1e6);
     fprintf(stderr, "shardlm: KV cache %.2f GiB of %s = %d blocks of %d tokens = %lld tokens; max_model_len %d; "
             "maximum concurrency at %d tokens per request: %.2fx\n",
             m->kv_bytes / 1073741824.0, e->opts.kv_cache_dtype, sl_block_pool_n_blocks(e->pool), e->block_size, (long long)tokens,

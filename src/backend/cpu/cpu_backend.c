@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -221,9 +222,15 @@ static int cpu_synchronize(void *ctx, sl_err *err) {
     return SL_OK;
 }
 
+static void cpu_describe(void *ctx, char *buf, size_t n) {
+    const cpu_ctx *c = ctx;
+    snprintf(buf, n, "%d threads, matmuls: %s", cpu_pool_n_threads(c->pool), cpu_matmul_unit(c->bf16_inputs));
+}
+
 static const sl_backend_iface k_cpu_iface = {
     .name = "cpu",
     .destroy = cpu_destroy,
+    .describe = cpu_describe,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,

@@ -29,6 +29,8 @@ float cpu_weight_at(const sl_weight *w, int64_t r, int64_t k);
 /* bf16_inputs: over bf16 weights, x is rounded to bf16 first (products summed in float32). */
 void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, int bf16_inputs,
                 cpu_scratch *scratch);
+/* How matmuls over bf16 weights are computed, in words ("bf16 inputs on AMX tiles"). */
+const char *cpu_matmul_unit(int bf16_inputs);
 /* The KV cache's layout inside a block is attention.c's: these two are all that touch it. */
 void cpu_kv_store(cpu_pool *pool, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
                   int n_tokens);

@@ -229,11 +229,15 @@ static void amx_request(void) {
     g_amx_granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 && amx_order_matches();
 }
 
-/* Whether bf16 weights of this width take the AMX kernel. */
-static bool amx_for(const sl_weight *w) {
+static bool amx_granted(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, amx_request);
-    return g_amx_granted && w->dtype == SL_DTYPE_BF16 && n_pairs(w->cols) % AMX_PAIRS == 0;
+    return g_amx_granted;
+}
+
+/* Whether bf16 weights of this width take the AMX kernel. */
+static bool amx_for(const sl_weight *w) {
+    return amx_granted() && w->dtype == SL_DTYPE_BF16 && n_pairs(w->cols) % AMX_PAIRS == 0;
 }
 
 /* Tiles 0-3 accumulate (2 x 16 tokens) x (2 x 16 rows), 4-5 hold x, 6-7 weights;
@@ -549,6 +553,18 @@ static bool input_for(cpu_pool *pool, matmul_args *m, const float *x, int64_t co
     cpu_pool_for(pool, m->n, 16, input_range, &a);
     m->x = a.dst;
     return true;
+}
+
+const char *cpu_matmul_unit(int bf16_inputs) {
+    if (!bf16_inputs) return "float32 FMAs";
+#ifdef HAVE_AMX
+    if (amx_granted()) return "bf16 inputs on AMX tiles";
+#endif
+#ifdef HAVE_DPBF16
+    return "bf16 inputs with vdpbf16ps";
+#else
+    return "bf16-rounded inputs with float32 FMAs";
+#endif
 }
 
 void cpu_matmul(cpu_pool *pool, const sl_proj *proj, int n_proj, const float *x, int n, int bf16_inputs,
