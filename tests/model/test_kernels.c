@@ -3,7 +3,13 @@
  * multiples of 4) and every weight dtype. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
 #include <time.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/vec.h"
@@ -113,6 +119,23 @@ static void check_batch_invariant(int cols) {
 static void test_matmul_batch_invariant(void) {
     check_batch_invariant(200);
     check_batch_invariant(256);
+}
+
+/* Where the build and the CPU have AMX and Linux grants it, the matmul uses
+ * it: its start-up check (the FMA twin agrees with the unit bit for bit) must
+ * pass, or a broken twin would turn AMX off and the tests above would only
+ * see the vector kernels. */
+static void test_matmul_amx_taken(void) {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+    const char *env = getenv("SHARDLM_CPU_AMX");
+    const bool off = env && strcmp(env, "0") == 0;
+    if (!off && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0)
+        CHECK(strstr(cpu_matmul_unit(1), "AMX") != NULL);
+    else
+        CHECK(strstr(cpu_matmul_unit(1), "AMX") == NULL);
+#else
+    CHECK(strstr(cpu_matmul_unit(1), "AMX") == NULL);
+#endif
 }
 
 /* Packing a slice (rows of a wider matrix, as a row-parallel shard reads
@@ -342,6 +365,7 @@ int main(void) {
     TEST_RUN(test_thread_pool);
     TEST_RUN(test_matmul_shapes);
     TEST_RUN(test_matmul_batch_invariant);
+    TEST_RUN(test_matmul_amx_taken);
     TEST_RUN(test_pack_slice_and_embed);
     TEST_RUN(test_attention_paged);
     TEST_RUN(test_vector_math);

@@ -32,6 +32,7 @@
 
 #define CHUNK 64           /* keys per online-softmax step */
 #define MAX_ROWS 16        /* query rows per tile: accumulators kept in registers */
+_Static_assert(MAX_ROWS <= LANES, "softmax_chunk keeps one lane per row");
 #define MAX_HEAD_DIM 512
 
 /* ---- the layout ---- */

@@ -59,6 +59,7 @@
 #define PANEL_ROWS (LANES * VECS)     /* 64 */
 #define TILE_TOKENS 4                 /* tokens per tile: 16 accumulators */
 #define AMX_TOKENS 16                 /* tokens per AMX tile; it computes two side by side */
+#define AMX_OVERREAD (AMX_TOKENS - 1) /* x rows the AMX kernel may read past the last token */
 
 /* ---- the packed layout ---- */
 
@@ -355,12 +356,9 @@ static inline __attribute__((always_inline)) void amx_order_tile(float *out, int
             vf col_k[VECS], col_k1[VECS];
             load_pair(panel + (size_t)p * pair_bytes(SL_DTYPE_BF16), SL_DTYPE_BF16, col_k, col_k1);
             for (int t = 0; t < T; t++) {
-                uint32_t pair, lo, hi;
+                uint32_t pair;
                 memcpy(&pair, x + t * x_row_bytes + (size_t)p * sizeof pair, sizeof pair);
-                lo = pair << 16, hi = pair & 0xffff0000u;
-                float xk, xk1;
-                memcpy(&xk, &lo, sizeof xk);
-                memcpy(&xk1, &hi, sizeof xk1);
+                const float xk = sl_bf16_to_f32((uint16_t)pair), xk1 = sl_bf16_to_f32((uint16_t)(pair >> 16));
                 for (int v = 0; v < VECS; v++) {
                     even[t][v] += col_k[v] * xk;
                     odd[t][v] += col_k1[v] * xk1;
@@ -409,8 +407,8 @@ static bool amx_order_matches(void) {
 /* out[t][0..n_rows) for tokens [0, n) against one panel: 32-token blocks,
  * then one of 16 or fewer, then (under AMX_MIN_TOKENS left) the FMA twin.
  * Every output is the same chain of tdpbf16ps over k whichever computes it.
- * x rows past n are read (the input scratch pads 32 of them) and their
- * results dropped. */
+ * Up to AMX_OVERREAD x rows past n are read (the input scratch has them) and
+ * their results dropped: a tile's rows do not mix. */
 static void panel_amx(float *out, int64_t ldo, int n_rows, const char *x, size_t x_row_bytes, int n,
                       const char *panel, int64_t pairs) {
     amx_configure_thread();
@@ -479,11 +477,12 @@ static void matmul_range(void *varg, int64_t begin, int64_t end, int thread) {
 }
 
 /* The caller's scratch holds at least n_floats (grown to the largest input
- * seen, then reused: nothing is allocated in steady state). */
+ * seen, then reused: nothing is allocated in steady state). Zeroed when it
+ * grows, so what lies past an input is earlier inputs or zeros. */
 static float *scratch_floats(cpu_scratch *scratch, size_t n_floats) {
     if (n_floats > scratch->n_floats) {
         free(scratch->floats);
-        scratch->floats = malloc(sizeof(float) * n_floats);
+        scratch->floats = calloc(n_floats, sizeof(float));
         scratch->n_floats = scratch->floats ? n_floats : 0;
     }
     return scratch->floats;
@@ -546,10 +545,8 @@ static bool input_for(cpu_pool *pool, matmul_args *m, const float *x, int64_t co
     m->x_row_bytes = a.dst_row_bytes;
     m->bf16_pairs = pairs;
     if (cols % 2 == 0 && !bf16_inputs) return true;
-    /* the AMX kernel reads whole 32-token tiles: zero rows pad the last one */
-    const size_t padding = m->amx ? 2 * AMX_TOKENS * a.dst_row_bytes : 0, bytes = (size_t)m->n * a.dst_row_bytes;
-    if (!(a.dst = (char *)scratch_floats(scratch, (bytes + padding) / sizeof(float)))) return false;
-    memset(a.dst + bytes, 0, padding);
+    const size_t rows = (size_t)m->n + (m->amx ? AMX_OVERREAD : 0);
+    if (!(a.dst = (char *)scratch_floats(scratch, rows * a.dst_row_bytes / sizeof(float)))) return false;
     cpu_pool_for(pool, m->n, 16, input_range, &a);
     m->x = a.dst;
     return true;
