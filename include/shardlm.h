@@ -50,7 +50,7 @@ typedef struct sl_engine sl_engine;
 
 typedef struct sl_engine_options {
     const char *model;                /* folder or hub id org/name[@revision]; NULL: the default model */
-    const char *backend;              /* "cpu" (default) or "cuda" */
+    const char *backend;              /* "cpu" or "cuda"; NULL: cuda where built and a GPU is visible, else cpu */
     int tensor_parallel_size;         /* 1 */
     int pipeline_parallel_size;       /* 1 */
     int max_model_len;                /* 0: the model's max_position_embeddings */

@@ -5,7 +5,9 @@
  * forward pass in src/model/ calls only these, so the same model code runs
  * on the CPU reference and on the GPU. Pointers handed to the ops are
  * backend memory (host memory for the CPU backend, device memory for CUDA);
- * activations are always float32, weights keep the dtype of their file.
+ * activations are float32 on both (the CUDA backend rounds a matmul's input
+ * to the weights' 16-bit type, as --matmul-precision medium does on the CPU),
+ * weights keep the dtype of their file.
  *
  * Ops take their output first (llama2.c's habit) and never allocate: the
  * caller sized every buffer at start. Ops are asynchronous with respect to
@@ -55,6 +57,8 @@ static inline size_t sl_kv_block_bytes(const sl_kv_cache *kv) {
  * All arrays are in backend memory. */
 typedef struct sl_attn_batch {
     int n_seqs;
+    int n_tokens;             /* query_start[n_seqs], known on the host */
+    int max_query_len;        /* max over the sequences' query lengths, for grid sizing */
     int max_blocks;           /* row length of block_tables */
     int max_context_len;      /* max over context_len, for scratch sizing */
     const int32_t *query_start;  /* [n_seqs + 1] */
@@ -73,16 +77,28 @@ typedef struct sl_proj {
 
 typedef struct sl_backend_iface {
     const char *name;
+    /* What one rank's memory is called in messages ("CPU rank", "GPU"), and whether the node's
+     * ranks share it (host RAM) or each has its own (a GPU). */
+    const char *device_kind;
+    int shares_host_memory;
     void (*destroy)(void *ctx);
     /* What computes, in words, for the start-up summary ("2 threads, matmuls: float32 FMAs"). */
     void (*describe)(void *ctx, char *buf, size_t n);
+    /* Free and total bytes of the memory alloc draws from (the GPU's; the host's available and total RAM). */
+    int (*memory)(void *ctx, size_t *free_bytes, size_t *total_bytes, sl_err *err);
 
     /* ---- memory ---- */
     /* Zero-filled backend memory. */
     int (*alloc)(void *ctx, size_t n_bytes, void **out, sl_err *err);
     void (*free)(void *ctx, void *ptr);
-    /* host -> backend and back; synchronous. */
+    /* Host memory the backend copies from and to at full speed (pinned on a GPU), not zeroed. */
+    int (*alloc_host)(void *ctx, size_t n_bytes, void **out, sl_err *err);
+    void (*free_host)(void *ctx, void *ptr);
+    /* host -> backend, in order with the ops. From alloc_host memory the copy may still be running
+     * on return: that memory stays unchanged until the next synchronize. From other host memory
+     * src may be reused at once. */
     int (*upload)(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err);
+    /* backend -> host, after every op issued before it; dst holds the data on return. */
     int (*download)(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err);
     /* Makes a weight from host memory: `rows` rows of `cols` elements, row r
      * starting at src + r * src_row_stride elements. The backend may keep
@@ -130,10 +146,13 @@ typedef struct sl_backend {
 typedef struct sl_backend_options {
     int n_threads;            /* CPU threads; 0: the cores this process may use */
     int matmul_bf16_inputs;   /* matmuls over bf16 weights round their inputs to bf16 (sums stay float32) */
+    int device_index;         /* the GPU of this rank among the visible ones; -1: the node-local rank's */
 } sl_backend_options;
 
 /* Creates a backend by name ("cpu", "cuda"). */
 int sl_backend_create(const char *name, const sl_backend_options *o, sl_backend *out, sl_err *err);
+/* "cuda" where this build has the CUDA backend and a GPU is visible, else "cpu". */
+const char *sl_backend_default_name(void);
 void sl_backend_destroy(sl_backend *b);
 
 #endif

@@ -256,7 +256,7 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     s->block_size = o->block_size;
     s->max_num_seqs = o->max_num_seqs;
     s->max_num_batched_tokens = o->max_num_batched_tokens;
-    s->kv_cache_memory = o->kv_cache_memory > 0 ? o->kv_cache_memory : (int64_t)1 << 30;
+    s->kv_cache_memory = o->kv_cache_memory; /* 0: the rank sizes it from its device (rank.c) */
     s->device_memory = o->device_memory;
     s->memory_utilization = o->gpu_memory_utilization > 0 ? o->gpu_memory_utilization : 0.9;
     return SL_OK;
@@ -336,7 +336,7 @@ static int open_engine(sl_engine *e, sl_err *err) {
 static int copy_options(sl_engine *e, const sl_engine_options *o, sl_err *err) {
     e->opts = *o;
     sl_engine_options *c = &e->opts;
-    if (!c->backend) c->backend = "cpu";
+    if (!c->backend) c->backend = sl_backend_default_name();
     if (c->block_size <= 0) c->block_size = 16;
     if (c->max_num_seqs <= 0) c->max_num_seqs = 256;
     if (c->max_num_batched_tokens <= 0) c->max_num_batched_tokens = 2048;
@@ -348,7 +348,9 @@ static int copy_options(sl_engine *e, const sl_engine_options *o, sl_err *err) {
     if (strcmp(c->matmul_precision, "highest") != 0 && strcmp(c->matmul_precision, "medium") != 0)
         return sl_err_set(err, SL_EINVAL, "--matmul-precision must be \"highest\" or \"medium\", not \"%s\"",
                           c->matmul_precision);
-    if (!c->kv_cache_dtype || strcmp(c->kv_cache_dtype, "auto") == 0) c->kv_cache_dtype = "float32";
+    /* auto: float32 on the CPU (its activations' type), bfloat16 on a GPU (vLLM's auto for bf16 models) */
+    if (!c->kv_cache_dtype || strcmp(c->kv_cache_dtype, "auto") == 0)
+        c->kv_cache_dtype = strcmp(c->backend, "cpu") == 0 ? "float32" : "bfloat16";
     if (kv_dtype(c->kv_cache_dtype) == SL_DTYPE_OTHER)
         return sl_err_set(err, SL_EINVAL, "--kv-cache-dtype must be auto, float32, bfloat16 or float16, not \"%s\"",
                           c->kv_cache_dtype);

@@ -22,32 +22,65 @@ static int agree_min(sl_dist *d, int64_t *v, sl_err *err) {
     return d ? d->world.iface->all_reduce_min_i64(d->world.ctx, v, err) : SL_OK;
 }
 
-/* Memory of one rank's device: given, or this node's available RAM shared by its ranks. */
-static double device_bytes(const sl_rank *r, const sl_rank_setup *s) {
-    if (s->device_memory > 0) return (double)s->device_memory;
-    FILE *f = fopen("/proc/meminfo", "r");
-    long long kb = 0;
-    char line[256];
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return (double)kb * 1024.0 / (r->dist ? r->dist->world.size : 1);
+/* Memory of one rank's device: given, or what its backend reports (a GPU's total; the
+ * node's available RAM shared by its ranks). */
+static int device_bytes(const sl_rank *r, const sl_rank_setup *s, double *out, sl_err *err) {
+    if (s->device_memory > 0) {
+        *out = (double)s->device_memory;
+        return SL_OK;
+    }
+    size_t free_bytes, total;
+    int rc = r->backend.iface->memory(r->backend.ctx, &free_bytes, &total, err);
+    if (rc) return rc;
+    *out = r->backend.iface->shares_host_memory ? (double)free_bytes / (r->dist ? r->dist->world.size : 1) : (double)total;
+    return SL_OK;
+}
+
+/* Headroom on a GPU beyond the planned weights and activations: the matmul's
+ * 16-bit input copy, cuBLASLt's and attention's workspaces, fragmentation. */
+#define GPU_HEADROOM_BYTES (512.0 * 1048576.0)
+
+static sl_mem_limits mem_limits(const sl_rank *r, const sl_rank_setup *s) {
+    return (sl_mem_limits){.max_model_len = r->max_model_len, .max_num_batched_tokens = s->max_num_batched_tokens,
+                           .max_num_seqs = s->max_num_seqs, .kv_bytes_per_elem = (int)sl_dtype_n_bytes(s->kv_dtype)};
+}
+
+/* Bytes for this rank's KV cache: --kv-cache-memory when given; on a GPU what
+ * --gpu-memory-utilization of it leaves after what is in use already (the CUDA
+ * context, other processes), this rank's weights and its step's workspace
+ * (vLLM's meaning); on the CPU 1 GiB. */
+static int kv_budget(const sl_rank *r, const sl_rank_setup *s, int64_t *out, sl_err *err) {
+    if (s->kv_cache_memory > 0 || r->backend.iface->shares_host_memory) {
+        *out = s->kv_cache_memory > 0 ? s->kv_cache_memory : (int64_t)1 << 30;
+        return SL_OK;
+    }
+    size_t free_bytes, total;
+    int rc = r->backend.iface->memory(r->backend.ctx, &free_bytes, &total, err);
+    if (rc) return rc;
+    const sl_mem_limits lim = mem_limits(r, s);
+    sl_mem_layout l;
+    sl_mem_layout_eval(&r->config, s->tp, s->pp, &lim, &l);
+    const double budget = (double)total * s->memory_utilization - (double)(total - free_bytes) - l.weight_bytes -
+                          l.workspace_bytes - GPU_HEADROOM_BYTES;
+    *out = budget > 0 ? (int64_t)budget : 0;
+    return SL_OK;
 }
 
 /* Before anything is loaded: does the largest rank's share fit its device?
  * If not, one sentence with the numbers and the layout that would fit. */
 static int check_memory(const sl_rank *r, const sl_rank_setup *s, sl_err *err) {
-    const sl_mem_limits lim = {.max_model_len = r->max_model_len, .max_num_batched_tokens = s->max_num_batched_tokens,
-                               .max_num_seqs = s->max_num_seqs,
-                               .kv_bytes_per_elem = (int)sl_dtype_n_bytes(s->kv_dtype)};
+    const sl_mem_limits lim = mem_limits(r, s);
     sl_mem_layout l;
     sl_mem_layout_eval(&r->config, s->tp, s->pp, &lim, &l);
-    const double usable = device_bytes(r, s) * s->memory_utilization;
+    double device;
+    int rc = device_bytes(r, s, &device, err);
+    if (rc) return rc;
+    const double usable = device * s->memory_utilization;
     if (l.need_bytes <= usable) return SL_OK;
     const char *slash = strrchr(s->model_dir, '/');
     char msg[SL_ERR_MSG_MAX];
     sl_mem_advice(msg, sizeof msg, slash && slash[1] ? slash + 1 : s->model_dir, &r->config, &l, usable,
-                  strcmp(s->backend, "cpu") == 0 ? "CPU rank" : "GPU", 8, &lim);
+                  r->backend.iface->device_kind, 8, &lim);
     return sl_err_set(err, SL_ENOSPACE, "%s", msg);
 }
 
@@ -62,19 +95,23 @@ static int settle_limits(sl_rank *r, const sl_rank_setup *s, int64_t blocks, sl_
     if (blocks < need) {
         if (s->max_model_len_explicit)
             return sl_err_set(err, SL_ENOSPACE, "a KV cache of %.2f GiB per rank holds %lld tokens, fewer than "
-                              "--max-model-len %d: raise --kv-cache-memory to at least %.2f GiB or lower --max-model-len",
-                              (double)s->kv_cache_memory / 1073741824.0, (long long)(blocks * bs), r->max_model_len,
+                              "--max-model-len %d: raise --kv-cache-memory%s to at least %.2f GiB of KV or lower "
+                              "--max-model-len", (double)blocks * (double)block_bytes / 1073741824.0,
+                              (long long)(blocks * bs), r->max_model_len,
+                              r->backend.iface->shares_host_memory ? "" : " or --gpu-memory-utilization",
                               (double)need * (double)block_bytes / 1073741824.0);
-        if (blocks < 1) return sl_err_set(err, SL_ENOSPACE, "--kv-cache-memory is too small for one KV block");
-        SL_WARN("max_model_len lowered from %d to %lld tokens: what a %.2f GiB KV cache holds (raise --kv-cache-memory "
-                "for more)", r->max_model_len, (long long)(blocks * bs), (double)s->kv_cache_memory / 1073741824.0);
+        if (blocks < 1)
+            return sl_err_set(err, SL_ENOSPACE, "no room for one KV block after the weights: raise %s",
+                              r->backend.iface->shares_host_memory ? "--kv-cache-memory" : "--gpu-memory-utilization");
+        SL_WARN("max_model_len lowered from %d to %lld tokens: what a %.2f GiB KV cache holds", r->max_model_len,
+                (long long)(blocks * bs), (double)blocks * (double)block_bytes / 1073741824.0);
         r->max_model_len = (int)(blocks * bs);
     }
     r->n_blocks = blocks > (1 << 30) ? 1 << 30 : (int)blocks;
     return SL_OK;
 }
 
-static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
+static int create_backend(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     int threads = s->n_threads;
     if (threads <= 0) { /* share the cores this process may use between the node's ranks */
         cpu_set_t set;
@@ -83,12 +120,15 @@ static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
         threads = cores / per_node > 0 ? cores / per_node : 1;
     }
     r->n_threads = threads;
+    sl_backend_options bo = {.n_threads = threads, .matmul_bf16_inputs = s->matmul_bf16_inputs, .device_index = -1};
+    return sl_backend_create(s->backend, &bo, &r->backend, err);
+}
+
+static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     sl_model_limits limits = {.max_tokens = s->max_num_batched_tokens, .max_seqs = s->max_num_seqs,
                               .max_model_len = r->max_model_len, .block_size = s->block_size, .n_blocks = r->n_blocks,
                               .kv_dtype = s->kv_dtype};
-    sl_backend_options bo = {.n_threads = threads, .matmul_bf16_inputs = s->matmul_bf16_inputs};
-    int rc = sl_backend_create(s->backend, &bo, &r->backend, err);
-    if (!rc) rc = sl_model_open(&r->model, s->model_dir, &r->backend, &r->plan, &limits, r->dist, err);
+    int rc = sl_model_open(&r->model, s->model_dir, &r->backend, &r->plan, &limits, r->dist, err);
     r->exec = (sl_executor){.model = &r->model, .dist = r->dist};
     return rc;
 }
@@ -99,8 +139,12 @@ int sl_rank_open(sl_rank *r, const sl_rank_setup *s, sl_dist *dist, sl_err *err)
     const int tp_rank = dist ? dist->tp_rank : 0, pp_rank = dist ? dist->pp_rank : 0;
     int rc = sl_model_config_load(s->model_dir, &r->config, err);
     if (!rc) rc = sl_shard_plan_make(&r->config, tp_rank, s->tp, pp_rank, s->pp, &r->plan, err);
+    if (!rc) rc = create_backend(r, s, err);
+    r->max_model_len = s->max_model_len > 0 ? s->max_model_len : r->config.max_position_embeddings;
     /* 1. the KV pool: as many blocks as the smallest rank holds */
-    int64_t blocks = rc ? 0 : s->kv_cache_memory / (int64_t)sl_model_kv_block_bytes(&r->config, &r->plan, s->block_size, s->kv_dtype);
+    int64_t budget = 0;
+    if (!rc) rc = kv_budget(r, s, &budget, err);
+    int64_t blocks = rc ? 0 : budget / (int64_t)sl_model_kv_block_bytes(&r->config, &r->plan, s->block_size, s->kv_dtype);
     int arc = agree_min(dist, &blocks, err);
     if (!rc) rc = arc;
     /* 2. rank 0 settles the limits and tells the others (0 blocks: give up) */

@@ -22,21 +22,26 @@
 
 #define SL_TAG_HIDDEN 11 /* message tag of hidden states between pipeline stages */
 
+/* The step's int32 arrays go up in one copy: packed end to end into the
+ * pinned host buffer, then pointed at where they land in device memory. */
 static int upload_batch(sl_model *m, const sl_batch *b, sl_err *err) {
-    const sl_backend_iface *be = m->backend.iface;
-    void *ctx = m->backend.ctx;
-    const size_t i32 = sizeof(int32_t);
     const size_t table_len = (size_t)b->n_seqs * (size_t)b->max_blocks;
-    int rc;
-    if ((rc = be->upload(ctx, m->d_tokens, b->tokens, (size_t)b->n_tokens * i32, err)) ||
-        (rc = be->upload(ctx, m->d_positions, b->positions, (size_t)b->n_tokens * i32, err)) ||
-        (rc = be->upload(ctx, m->d_slots, b->slots, (size_t)b->n_tokens * i32, err)) ||
-        (rc = be->upload(ctx, m->d_query_start, b->query_start, (size_t)(b->n_seqs + 1) * i32, err)) ||
-        (rc = be->upload(ctx, m->d_context_len, b->context_len, (size_t)b->n_seqs * i32, err)) ||
-        (rc = be->upload(ctx, m->d_block_tables, b->block_tables, table_len * i32, err)) ||
-        (rc = be->upload(ctx, m->d_logits_rows, b->logits_rows, (size_t)b->n_logits * i32, err)))
-        return rc;
-    return SL_OK;
+    const struct { int32_t **dev; const int32_t *src; size_t n; } parts[] = {
+        {&m->d_tokens, b->tokens, (size_t)b->n_tokens},
+        {&m->d_positions, b->positions, (size_t)b->n_tokens},
+        {&m->d_slots, b->slots, (size_t)b->n_tokens},
+        {&m->d_query_start, b->query_start, (size_t)b->n_seqs + 1},
+        {&m->d_context_len, b->context_len, (size_t)b->n_seqs},
+        {&m->d_block_tables, b->block_tables, table_len},
+        {&m->d_logits_rows, b->logits_rows, (size_t)b->n_logits},
+    };
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        memcpy(m->h_step + at, parts[i].src, parts[i].n * sizeof(int32_t));
+        *parts[i].dev = m->d_step + at;
+        at += parts[i].n;
+    }
+    return m->backend.iface->upload(m->backend.ctx, m->d_step, m->h_step, at * sizeof(int32_t), err);
 }
 
 static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
@@ -142,11 +147,15 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
     int rc = check_batch(m, b, err);
     if (!rc) rc = upload_batch(m, b, err);
     if (rc) return rc;
-    int max_context = 0;
-    for (int s = 0; s < b->n_seqs; s++)
+    int max_context = 0, max_query = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
         if (b->context_len[s] > max_context) max_context = b->context_len[s];
+        if (b->query_start[s + 1] - b->query_start[s] > max_query) max_query = b->query_start[s + 1] - b->query_start[s];
+    }
     const sl_attn_batch ab = {
         .n_seqs = b->n_seqs,
+        .n_tokens = b->n_tokens,
+        .max_query_len = max_query,
         .max_blocks = b->max_blocks,
         .max_context_len = max_context,
         .query_start = m->d_query_start,

@@ -143,6 +143,10 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
     const sl_model_limits *lim = &m->limits;
     const size_t T = (size_t)lim->max_tokens, f = sizeof(float), i32 = sizeof(int32_t);
     const size_t h = (size_t)m->config.hidden_size, vocab = (size_t)(m->plan.vocab_end - m->plan.vocab_begin);
+    /* tokens, positions, slots; query_start, context_len, block tables, logits rows */
+    const size_t step_ints = 3 * T + (size_t)(lim->max_seqs + 1) + (size_t)lim->max_seqs * (2 + (size_t)sl_model_max_blocks(lim));
+    int rc = m->backend.iface->alloc_host(m->backend.ctx, step_ints * i32, (void **)&m->h_step, err);
+    if (rc) return rc;
     struct { void **p; size_t n_bytes; } bufs[] = {
         {(void **)&m->x, T * h * f},           {(void **)&m->xb, T * h * f},
         {(void **)&m->q, T * (size_t)m->q_dim * f}, {(void **)&m->k, T * (size_t)m->kv_dim * f},
@@ -150,21 +154,15 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         {(void **)&m->gate, T * (size_t)m->ffn * f}, {(void **)&m->up, T * (size_t)m->ffn * f},
         {(void **)&m->logits_in, (size_t)lim->max_seqs * h * f},
         {(void **)&m->logits, (size_t)lim->max_seqs * vocab * f},
-        {(void **)&m->d_tokens, T * i32},      {(void **)&m->d_positions, T * i32},
-        {(void **)&m->d_slots, T * i32},       {(void **)&m->d_query_start, (size_t)(lim->max_seqs + 1) * i32},
-        {(void **)&m->d_context_len, (size_t)lim->max_seqs * i32},
-        {(void **)&m->d_block_tables, (size_t)lim->max_seqs * (size_t)sl_model_max_blocks(lim) * i32},
-        {(void **)&m->d_logits_rows, (size_t)lim->max_seqs * i32},
+        {(void **)&m->d_step, step_ints * i32},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        int rc = alloc_buf(m, bufs[i].n_bytes, bufs[i].p, err);
-        if (rc) return rc;
+        if ((rc = alloc_buf(m, bufs[i].n_bytes, bufs[i].p, err))) return rc;
         m->workspace_bytes += bufs[i].n_bytes;
     }
     if (m->plan.tp_size > 1 && m->plan.pp_rank == m->plan.pp_size - 1) {
         size_t full = (size_t)lim->max_seqs * (size_t)m->config.vocab_size * f;
-        int rc = alloc_buf(m, full, (void **)&m->gathered, err);
-        if (rc) return rc;
+        if ((rc = alloc_buf(m, full, (void **)&m->gathered, err))) return rc;
         if (!(m->host_gather = malloc(full))) return sl_err_set(err, SL_ENOMEM, "out of memory for the logits gather");
     }
     for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
@@ -172,7 +170,7 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         *kv = (sl_kv_cache){.dtype = lim->kv_dtype, .block_size = lim->block_size,
                             .n_kv_heads = sl_shard_plan_n_kv_heads(&m->plan), .head_dim = m->config.head_dim};
         const size_t per_layer = (size_t)lim->n_blocks * sl_kv_block_bytes(kv);
-        int rc = alloc_buf(m, per_layer, &kv->k, err);
+        rc = alloc_buf(m, per_layer, &kv->k, err);
         if (!rc) rc = alloc_buf(m, per_layer, &kv->v, err);
         if (rc) return sl_err_wrap(err, rc, "KV cache of %d blocks: ", lim->n_blocks);
         m->kv_bytes += 2 * per_layer;
@@ -237,9 +235,9 @@ void sl_model_close(sl_model *m) {
     b->weight_free(ctx, &m->embed);
     b->weight_free(ctx, &m->lm_head);
     free(m->host_gather);
+    if (m->h_step) b->free_host(ctx, m->h_step);
     void *bufs[] = {m->gathered, m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
-                    m->logits_in, m->logits, m->d_tokens, m->d_positions, m->d_slots, m->d_query_start,
-                    m->d_context_len, m->d_block_tables, m->d_logits_rows};
+                    m->logits_in, m->logits, m->d_step};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(ctx, bufs[i]);
     sl_safetensors_close(m->st);
     memset(m, 0, sizeof *m);

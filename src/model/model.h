@@ -72,7 +72,9 @@ typedef struct sl_model {
     float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits_in, *logits;
     float *gathered;               /* [max_seqs][vocab] all-gathered logits slices (tp > 1, last stage) */
     float *host_gather;            /* host copy of `gathered`, reordered into full rows */
+    int32_t *h_step, *d_step;      /* a step's int32 arrays packed end to end: host (pinned) and backend copies */
     int32_t *d_tokens, *d_positions, *d_slots, *d_query_start, *d_context_len, *d_block_tables, *d_logits_rows;
+                                   /* the step's arrays inside d_step (set by each forward) */
     size_t weight_bytes, kv_bytes, workspace_bytes;
     int n_unused_tensors;          /* tensors of the files this shard should have read but did not */
 } sl_model;

@@ -7,12 +7,15 @@
  *   - greedy decoding, with the prompt prefilled in chunks and KV blocks
  *     scattered over the pool, gives transformers' tokens and per-step top-5;
  *   - all sequences batched into one step give the same as one at a time.
- * Usage: test_golden MODEL_DIR [GOLDEN_JSON] [TOLERANCE]
- * (GOLDEN_JSON defaults to MODEL_DIR/golden.json) */
+ * Usage: test_golden MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium] [KV_DTYPE] [cpu|cuda]
+ * (GOLDEN_JSON defaults to MODEL_DIR/golden.json). On cuda it skips where no GPU is visible. */
 #include <jansson.h>
 #include <math.h>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend.h"
+#ifdef SHARDLM_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "model/model.h"
 #include "test.h"
 #include "util/fs.h"
@@ -198,7 +201,8 @@ static void test_batched(void) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium] [float32|float16|bfloat16]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium] [float32|float16|bfloat16] "
+                "[cpu|cuda]\n", argv[0]);
         return 2;
     }
     if (argc > 3) g_tol = atof(argv[3]);
@@ -216,12 +220,22 @@ int main(int argc, char **argv) {
         return 77;
     }
     normalize_golden(g_golden);
+    const char *backend_name = argc > 6 ? argv[6] : "cpu";
+#ifdef SHARDLM_HAVE_CUDA
+    if (strcmp(backend_name, "cuda") == 0 && sl_cuda_device_count() == 0) {
+        fprintf(stderr, "SKIP: no GPU visible: the CUDA backend is not checked against transformers\n");
+        json_decref(g_golden);
+        return 77;
+    }
+#endif
     sl_err err = {0};
     sl_backend backend;
     sl_shard_plan plan;
     sl_model_config cfg;
-    if (sl_cpu_backend_create(&(sl_backend_options){.matmul_bf16_inputs = argc > 4 && strcmp(argv[4], "medium") == 0},
-                              &backend, &err) || sl_model_config_load(argv[1], &cfg, &err) ||
+    if (sl_backend_create(backend_name,
+                          &(sl_backend_options){.matmul_bf16_inputs = argc > 4 && strcmp(argv[4], "medium") == 0,
+                                                .device_index = -1},
+                          &backend, &err) || sl_model_config_load(argv[1], &cfg, &err) ||
         sl_shard_plan_make(&cfg, 0, 1, 0, 1, &plan, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;

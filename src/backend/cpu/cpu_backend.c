@@ -153,6 +153,34 @@ static void cpu_free(void *ctx, void *ptr) {
     else free(h);
 }
 
+static int cpu_alloc_host(void *ctx, size_t n_bytes, void **out, sl_err *err) {
+    (void)ctx;
+    *out = malloc(n_bytes ? n_bytes : 1);
+    return *out ? SL_OK : sl_err_set(err, SL_ENOMEM, "out of host memory allocating %zu bytes", n_bytes);
+}
+
+static void cpu_free_host(void *ctx, void *ptr) {
+    (void)ctx;
+    free(ptr);
+}
+
+/* The host's available and total RAM (/proc/meminfo), shared by the node's ranks. */
+static int cpu_memory(void *ctx, size_t *free_bytes, size_t *total_bytes, sl_err *err) {
+    (void)ctx;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return sl_err_set(err, SL_EIO, "cannot read /proc/meminfo to size the host's memory (give --device-memory)");
+    long long avail = 0, total = 0, kb;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = kb;
+        if (sscanf(line, "MemTotal: %lld kB", &kb) == 1) total = kb;
+    }
+    fclose(f);
+    *free_bytes = (size_t)avail * 1024;
+    *total_bytes = (size_t)total * 1024;
+    return SL_OK;
+}
+
 static int cpu_copy(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err) {
     (void)ctx;
     (void)err;
@@ -229,10 +257,15 @@ static void cpu_describe(void *ctx, char *buf, size_t n) {
 
 static const sl_backend_iface k_cpu_iface = {
     .name = "cpu",
+    .device_kind = "CPU rank",
+    .shares_host_memory = 1,
     .destroy = cpu_destroy,
     .describe = cpu_describe,
+    .memory = cpu_memory,
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .alloc_host = cpu_alloc_host,
+    .free_host = cpu_free_host,
     .upload = cpu_copy,
     .download = cpu_copy,
     .weight_load = cpu_weight_load,
