@@ -97,6 +97,7 @@ typedef struct sl_engine_info {
     int64_t weight_bytes, kv_cache_bytes;
     int n_threads;                    /* CPU threads per rank */
     const char *kv_cache_dtype;       /* "float32", "bfloat16" or "float16" */
+    const char *device;               /* "cpu" or "cuda" */
 } sl_engine_info;
 SL_API void sl_engine_get_info(const sl_engine *e, sl_engine_info *info);
 

@@ -69,6 +69,7 @@ class EngineInfo(ctypes.Structure):
         ("kv_cache_bytes", ctypes.c_int64),
         ("n_threads", c_int),
         ("kv_cache_dtype", c_char_p),
+        ("device", c_char_p),
     ]
 
 

@@ -163,15 +163,20 @@ static int bench_latency(sl_engine *e, const bench_flags *f) {
         fprintf(stderr, "shardlm bench latency: %s\n", msg);
     } else {
         double p = median(prefill, iters), d = median(decode, iters);
-        double bw = measure_read_bandwidth_gbs(info.n_threads, info.weight_bytes);
+        /* the host's read bandwidth bounds a CPU rank; a GPU's is measured beside the run (bench/gpu.sh) */
+        const bool cpu = strcmp(info.device, "cpu") == 0;
+        double bw = cpu ? measure_read_bandwidth_gbs(info.n_threads, info.weight_bytes) : NAN;
         /* a decode step reads every weight once (plus the KV cache, small here) */
         double step_gb = (double)info.weight_bytes / 1e9, limit = bw / step_gb * f->batch_size;
         printf("model %s, batch %d, input %d, output %d, %d threads\n", info.model_name, f->batch_size, f->input_len,
                f->output_len, info.n_threads);
         printf("prefill: %.1f tokens/s (median of %d)\n", p, iters);
         printf("decode:  %.1f tokens/s (median of %d)\n", d, iters);
-        printf("bandwidth limit: %.2f GB of weights per step / %.1f GB/s measured read bandwidth = %.1f tokens/s; "
-               "decode reaches %.0f%%\n", step_gb, bw, limit, 100 * d / limit);
+        if (cpu)
+            printf("bandwidth limit: %.2f GB of weights per step / %.1f GB/s measured read bandwidth = %.1f tokens/s; "
+                   "decode reaches %.0f%%\n", step_gb, bw, limit, 100 * d / limit);
+        else
+            printf("%.2f GB of weights read per step on %s\n", step_gb, info.device);
         sl_engine_stats st;
         sl_engine_get_stats(e, &st);
         if (info.tensor_parallel_size * info.pipeline_parallel_size > 1 && st.n_steps > 0)
@@ -182,8 +187,8 @@ static int bench_latency(sl_engine *e, const bench_flags *f) {
             FILE *out = fopen(f->output_json, "w");
             if (out) {
                 fprintf(out, "{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"read_bw_gbs\": %.2f, "
-                        "\"weight_gb\": %.4f, \"limit_tok_s\": %.2f, \"batch\": %d, \"threads\": %d}\n",
-                        p, d, bw, step_gb, limit, f->batch_size, info.n_threads);
+                        "\"weight_gb\": %.4f, \"limit_tok_s\": %.2f, \"batch\": %d, \"threads\": %d, \"device\": \"%s\"}\n",
+                        p, d, cpu ? bw : 0.0, step_gb, cpu ? limit : 0.0, f->batch_size, info.n_threads, info.device);
                 fclose(out);
             }
         }

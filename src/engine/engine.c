@@ -44,7 +44,7 @@ static int fail(char *buf, size_t n, const sl_err *err) {
 
 void sl_engine_options_init(sl_engine_options *o) {
     memset(o, 0, sizeof *o);
-    o->backend = "cpu";
+    o->backend = NULL; /* copy_options: cuda where built and a GPU is visible, else cpu */
     o->tensor_parallel_size = 1;
     o->pipeline_parallel_size = 1;
     o->enable_prefix_caching = 1;
@@ -178,9 +178,13 @@ static int n_step_slots(const sl_engine *e) {
     return e->rank.model.plan.pp_size > 1 ? e->rank.model.plan.pp_size : 1;
 }
 
+/* Logits come back from the backend into memory it copies to at full speed (pinned on a GPU). */
 static int alloc_step(sl_engine *e, sl_step *st) {
     const size_t T = (size_t)e->opts.max_num_batched_tokens, S = (size_t)e->opts.max_num_seqs;
-    st->logits = malloc(sizeof(float) * S * (size_t)e->vocab);
+    const sl_backend *b = &e->rank.backend;
+    sl_err ignored = {0};
+    if (b->iface->alloc_host(b->ctx, sizeof(float) * S * (size_t)e->vocab, (void **)&st->logits, &ignored))
+        st->logits = NULL;
     st->tokens = malloc(sizeof(int32_t) * T);
     st->positions = malloc(sizeof(int32_t) * T);
     st->slots = malloc(sizeof(int32_t) * T);
@@ -197,8 +201,9 @@ static int alloc_step(sl_engine *e, sl_step *st) {
                : SL_ENOMEM;
 }
 
-static void free_step(sl_step *st) {
-    void *bufs[] = {st->logits, st->tokens, st->positions, st->slots, st->query_start, st->context_len,
+static void free_step(const sl_engine *e, sl_step *st) {
+    if (st->logits) e->rank.backend.iface->free_host(e->rank.backend.ctx, st->logits);
+    void *bufs[] = {st->tokens, st->positions, st->slots, st->query_start, st->context_len,
                     st->tables, st->logits_rows, st->seqs, st->n_new, st->logit_seqs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
@@ -422,10 +427,10 @@ void sl_engine_close(sl_engine *e) {
     free_streams(e);
     sl_block_pool_destroy(e->pool);
     sl_sampler_destroy(&e->sampler);
+    for (int k = 0; e->steps && k < e->n_slots; k++) free_step(e, &e->steps[k]); /* before the backend goes */
     sl_rank_close(&e->rank);
     sl_tokenizer_free(e->tok);
     sl_chat_template_free(e->chat_template);
-    for (int k = 0; e->steps && k < e->n_slots; k++) free_step(&e->steps[k]);
     void *bufs[] = {e->steps, e->raw_row, e->running, e->waiting, e->aborts, e->model_dir, e->model_name,
                     e->bos_token, e->eos_token};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -679,6 +684,7 @@ void sl_engine_get_info(const sl_engine *e, sl_engine_info *info) {
         .weight_bytes = (int64_t)e->rank.model.weight_bytes,
         .kv_cache_bytes = (int64_t)e->rank.model.kv_bytes,
         .kv_cache_dtype = e->opts.kv_cache_dtype,
+        .device = e->opts.backend,
         .n_threads = e->rank.n_threads,
     };
 }

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# gpu.sh -- on a machine with an NVIDIA GPU: the GPU tests, then the benchmarks
+# of the Llama-3.1-8B shape beside the peers, in one run, ending with one table.
+#
+#   bench/gpu.sh [PARTS...]      PARTS: tests bench throughput serve peers (default: all)
+#
+# Binaries come from $SHARDLM_BIN (a folder with shardlm, test_cuda_ops and
+# test_golden), else from build/gpu, which is configured and built here when
+# missing (-DSHARDLM_CUDA=ON, Hopper only). Models with random bf16 weights and
+# the real config are written by tools/make_bench_model.py under $MODELS
+# (default /tmp/shardlm-models) with the Llama 3.1 tokenizer from $TOKENIZERS
+# (default ../shared/tokenizers). Figures go to $RESULTS (default
+# bench/gpu-results) as JSON, one file per measurement, and the table to
+# stdout. NVLink multicast stays off (see ../shared/DEVICE.md).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+parts=${*:-tests bench throughput serve peers}
+want() { [[ " $parts " == *" $1 "* ]]; }
+MODELS=${MODELS:-/tmp/shardlm-models}
+TOKENIZERS=${TOKENIZERS:-$root/../shared/tokenizers}
+RESULTS=${RESULTS:-$root/bench/gpu-results}
+PY=${PYTHON:-python3}
+mkdir -p "$RESULTS" "$MODELS"
+
+bin=${SHARDLM_BIN:-}
+if [ -z "$bin" ]; then
+  bin=$root/build/gpu
+  if [ ! -x "$bin/shardlm" ]; then
+    cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DSHARDLM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a-real >/dev/null &&
+      cmake --build build/gpu -j "$(nproc)" --target shardlm_cli test_cuda_ops test_golden >/dev/null || exit 1
+  fi
+fi
+shardlm=$bin/shardlm
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RESULTS/gpu.txt"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+status=0
+# ---- the GPU tests (the same arguments ctest gives them) ----
+if want tests; then
+  fx=$root/tests/fixtures
+  run_test() { # NAME COMMAND...
+    local name=$1; shift
+    if "$@" >"$RESULTS/test_$name.log" 2>&1; then echo "PASS $name"; else echo "FAIL $name"; tail -20 "$RESULTS/test_$name.log"; status=1; fi
+  }
+  run_test cuda_ops "$bin/test_cuda_ops"
+  for f in llama_gqa llama3_tied qwen2_bias mistral_5layer llama_mha_bias; do
+    for kv in float32 bfloat16; do
+      run_test "golden_${f}_cuda_kv_$kv" "$bin/test_golden" "$fx/$f" "$fx/$f/golden.json" 0.5 medium $kv cuda
+    done
+  done
+fi
+
+model=$MODELS/llama-3.1-8b
+if want bench || want throughput || want serve || want peers; then
+  $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model" --tokenizer "$TOKENIZERS/llama3.1" || exit 1
+  # the GPU's read bandwidth, measured as DEVICE.md does (torch sum over 4 GiB of bf16), best of 10
+  $PY - <<'EOF' >"$RESULTS/read_bw.json"
+import json, torch
+x = torch.empty(2 << 30, dtype=torch.bfloat16, device="cuda").normal_()
+best = 0
+for _ in range(12):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); x.sum(); e.record(); torch.cuda.synchronize()
+    best = max(best, x.numel() * 2 / (s.elapsed_time(e) / 1e3) / 1e9)
+print(json.dumps({"read_bw_gbs": round(best, 1)}))
+EOF
+fi
+
+if want bench; then
+  timeout 240 "$shardlm" bench latency "$model" --batch-size 1 --input-len 128 --output-len 256 --num-iters 5 \
+      --output-json "$RESULTS/decode_b1.json" 2>&1 | grep -v "^iteration" || status=1
+  timeout 120 "$shardlm" bench latency "$model" --batch-size 1 --input-len 2048 --output-len 1 --num-iters 5 \
+      --output-json "$RESULTS/prefill_2048.json" 2>&1 | grep -v "^iteration" || status=1
+fi
+if want throughput; then
+  timeout 300 "$shardlm" bench throughput "$model" --num-prompts "${NUM_PROMPTS:-1000}" --input-len 512 --output-len 256 \
+      --output-json "$RESULTS/throughput.json" || status=1
+fi
+if want serve; then
+  # start to a ready /health, page cache warm (the model was just read)
+  port=8123
+  t0=$(date +%s%N)
+  "$shardlm" serve "$model" --port $port --max-model-len 4096 >"$RESULTS/serve.log" 2>&1 &
+  pid=$!
+  until $PY -c "import urllib.request as u; u.urlopen('http://localhost:$port/health', timeout=1)" 2>/dev/null; do
+    kill -0 $pid 2>/dev/null || { echo "serve died:"; tail "$RESULTS/serve.log"; break; }
+    sleep 0.05
+  done
+  t1=$(date +%s%N)
+  echo "{\"start_to_ready_s\": $(( (t1 - t0) / 1000000 )).0e-3}" >"$RESULTS/serve_start.json"
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+fi
+if want peers; then
+  peer=$root/../shared/peers/torch_static.py
+  [ -f "${TORCH_STATIC:-}" ] && peer=$TORCH_STATIC
+  timeout 240 $PY bench/peers/transformers_gpu.py --model "$model" --iters "${PEER_ITERS:-3}" 2>&1 | tail -1 |
+    tee "$RESULTS/transformers.json"
+  timeout "${TORCH_STATIC_TIMEOUT:-300}" $PY "$peer" 2>&1 | tail -5 | tee "$RESULTS/torch_static.txt"
+fi
+
+# ---- one table ----
+$PY - "$RESULTS" "$commit" <<'EOF'
+import json, os, re, sys
+d, commit = sys.argv[1], sys.argv[2]
+def load(name):
+    try:
+        with open(os.path.join(d, name)) as f: return json.load(f)
+    except Exception: return {}
+bw = load("read_bw.json").get("read_bw_gbs")
+dec, pre, thr, srv = load("decode_b1.json"), load("prefill_2048.json"), load("throughput.json"), load("serve_start.json")
+tf = load("transformers.json")
+ts = ""
+try: ts = open(os.path.join(d, "torch_static.txt")).read()
+except Exception: pass
+gpu = open(os.path.join(d, "gpu.txt")).read().strip() if os.path.exists(os.path.join(d, "gpu.txt")) else "?"
+print(f"\n| Llama-3.1-8B shape, bf16 | shardlm ({commit}) | peers, same run |  ({gpu})")
+print("| --- | --- | --- |")
+if dec:
+    w = dec.get("weight_gb", 0)
+    share = f", {100 * dec['decode_tok_s'] * w / bw:.0f}% of {bw:.0f} GB/s read" if bw and w else ""
+    m = re.search(r'"decode_tokps_b1": ([\d.]+)', ts)
+    print(f"| batch-1 decode (128 in, 256 out) | {dec['decode_tok_s']:.1f} tok/s{share} | "
+          f"torch_static {m.group(1) if m else '?'}; transformers {tf.get('decode_tok_s', '?')} |")
+if pre: print(f"| prefill, one 2048-token prompt | {pre['prefill_tok_s']:.0f} tok/s | transformers {tf.get('prefill_tok_s', '?')} |")
+m64 = re.search(r'"decode_tokps_b64": ([\d.]+)', ts)
+if thr: print(f"| throughput, {thr['num_prompts']} x (512 in, 256 out) | {thr['output_tok_s']:.0f} output tok/s | "
+              f"torch_static b64 decode {m64.group(1) if m64 else '?'} |")
+if srv: print(f"| serve: start to ready /health | {srv['start_to_ready_s']:.2f} s | |")
+EOF
+exit $status

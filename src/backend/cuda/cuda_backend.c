@@ -1,0 +1,336 @@
+/* cuda_backend.c -- the CUDA backend: one GPU, one stream, kernels and cuBLASLt
+ * behind the backend interface.
+ *
+ * Every op is issued on the context's stream in the order the forward pass
+ * calls it, so the ops need no fences between them; `download` and
+ * `synchronize` are the host's only waits. Device memory is taken at start:
+ * weights (kept in their file's dtype), the model's run state and KV cache
+ * (through alloc), cuBLASLt's workspace and attention's partials here. The
+ * one buffer that grows is the matmul's 16-bit copy of its input, which
+ * reaches its largest size in the first full-sized step.
+ *
+ * Weights go up through two pinned staging buffers in turn: while the GPU
+ * copies one, the host fills the other from the mapped safetensors file, so
+ * loading runs at the speed the file's pages can be read.
+ *
+ * Ops cannot return errors (the interface's ops are void): a failed launch or
+ * library call is kept in the context and returned by the next synchronize,
+ * and every op after it is skipped. */
+#include "backend/cuda/cuda_backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/kernels.h"
+
+#define LT_WORKSPACE_BYTES ((size_t)32 << 20)     /* what cuBLASLt asks for on Hopper */
+#define ATTN_WORKSPACE_BYTES ((size_t)64 << 20)
+#define STAGING_BYTES ((size_t)64 << 20)
+
+void cuda__fail(cuda_ctx *c, cudaError_t e, const char *what) {
+    if (c->failed) return;
+    c->failed = 1;
+    sl_err_set(&c->err, e == cudaErrorMemoryAllocation ? SL_ENOMEM : SL_EINTERNAL, "CUDA error in %s on GPU %d: %s",
+               what, c->device, cudaGetErrorString(e));
+}
+
+void cuda__check_launch(cuda_ctx *c, const char *what) {
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) cuda__fail(c, e, what);
+}
+
+/* A CUDA call's failure as the caller's error. */
+static int cuda_error(sl_err *err, cudaError_t e, const char *what, int device) {
+    return sl_err_set(err, e == cudaErrorMemoryAllocation ? SL_ENOMEM : SL_EINTERNAL, "CUDA error %s on GPU %d: %s",
+                      what, device, cudaGetErrorString(e));
+}
+
+int sl_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver or no device: not an error to keep */
+        return 0;
+    }
+    return n;
+}
+
+static void cuda_destroy(void *ctx) {
+    cuda_ctx *c = ctx;
+    cudaSetDevice(c->device);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    cuda__gemm_plans_destroy(c);
+    if (c->lt) cublasLtDestroy(c->lt);
+    cudaFree(c->lt_workspace);
+    cudaFree(c->cast);
+    cudaFree(c->attn_workspace);
+    for (int i = 0; i < 2; i++) {
+        if (c->staged[i]) cudaEventDestroy(c->staged[i]);
+        cudaFreeHost(c->staging[i]);
+    }
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static void cuda_describe(void *ctx, char *buf, size_t n) {
+    const cuda_ctx *c = ctx;
+    snprintf(buf, n, "GPU %d: %s, %d SMs, %.1f GiB; matmuls: cuBLASLt, 16-bit inputs, float32 sums", c->device,
+             c->prop.name, c->prop.multiProcessorCount, (double)c->prop.totalGlobalMem / 1073741824.0);
+}
+
+static int cuda_memory(void *ctx, size_t *free_bytes, size_t *total_bytes, sl_err *err) {
+    const cuda_ctx *c = ctx;
+    cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
+    return e == cudaSuccess ? SL_OK : cuda_error(err, e, "reading the free memory", c->device);
+}
+
+/* ---- memory ---- */
+
+static int cuda_alloc(void *ctx, size_t n_bytes, void **out, sl_err *err) {
+    cuda_ctx *c = ctx;
+    *out = NULL;
+    cudaError_t e = cudaMalloc(out, n_bytes ? n_bytes : 1);
+    if (e == cudaSuccess) e = cudaMemsetAsync(*out, 0, n_bytes, c->stream);
+    if (e == cudaSuccess) return SL_OK;
+    cudaFree(*out);
+    *out = NULL;
+    cudaGetLastError();
+    if (e == cudaErrorMemoryAllocation) {
+        size_t free_bytes = 0, total = 0;
+        cudaMemGetInfo(&free_bytes, &total);
+        return sl_err_set(err, SL_ENOMEM, "out of GPU memory: %.2f GiB asked for, %.2f GiB of %.2f GiB free on GPU %d",
+                          (double)n_bytes / 1073741824.0, (double)free_bytes / 1073741824.0,
+                          (double)total / 1073741824.0, c->device);
+    }
+    return cuda_error(err, e, "allocating GPU memory", c->device);
+}
+
+static void cuda_free(void *ctx, void *ptr) {
+    (void)ctx;
+    if (ptr) cudaFree(ptr);
+}
+
+static int cuda_alloc_host(void *ctx, size_t n_bytes, void **out, sl_err *err) {
+    cuda_ctx *c = ctx;
+    cudaError_t e = cudaMallocHost(out, n_bytes ? n_bytes : 1);
+    if (e == cudaSuccess) return SL_OK;
+    *out = NULL;
+    return cuda_error(err, e, "allocating pinned host memory", c->device);
+}
+
+static void cuda_free_host(void *ctx, void *ptr) {
+    (void)ctx;
+    if (ptr) cudaFreeHost(ptr);
+}
+
+static int cuda_upload(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err) {
+    cuda_ctx *c = ctx;
+    cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, c->stream);
+    return e == cudaSuccess ? SL_OK : cuda_error(err, e, "copying to the GPU", c->device);
+}
+
+static int cuda_synchronize(void *ctx, sl_err *err) {
+    cuda_ctx *c = ctx;
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) cuda__fail(c, e, "a step");
+    if (!c->failed) return SL_OK;
+    *err = c->err;
+    return c->err.code;
+}
+
+static int cuda_download(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err) {
+    cuda_ctx *c = ctx;
+    cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToHost, c->stream);
+    if (e != cudaSuccess) cuda__fail(c, e, "copying from the GPU");
+    return cuda_synchronize(ctx, err);
+}
+
+/* Rows [r0, r1) of a strided host matrix into staging buffer i, once the GPU has finished reading it. */
+static cudaError_t stage_rows(cuda_ctx *c, int i, const char *src, size_t row_bytes, size_t src_stride, int64_t r0,
+                              int64_t r1) {
+    cudaError_t e = cudaEventSynchronize(c->staged[i]);
+    if (e != cudaSuccess) return e;
+    char *dst = c->staging[i];
+    if (row_bytes == src_stride) memcpy(dst, src + (size_t)r0 * src_stride, (size_t)(r1 - r0) * row_bytes);
+    else
+        for (int64_t r = r0; r < r1; r++) memcpy(dst + (size_t)(r - r0) * row_bytes, src + (size_t)r * src_stride, row_bytes);
+    return cudaSuccess;
+}
+
+static int cuda_weight_load(void *ctx, sl_weight *dst, const void *src, sl_dtype dtype, int64_t rows, int64_t cols,
+                            int64_t src_row_stride, sl_err *err) {
+    cuda_ctx *c = ctx;
+    const size_t elem = sl_dtype_n_bytes(dtype), row_bytes = (size_t)cols * elem;
+    if (dtype != SL_DTYPE_BF16 && dtype != SL_DTYPE_F16 && dtype != SL_DTYPE_F32)
+        return sl_err_set(err, SL_ENOTSUP, "the CUDA backend runs bfloat16, float16 and float32 weights, not %s",
+                          sl_dtype_name(dtype));
+    if (row_bytes > c->staging_bytes)
+        return sl_err_set(err, SL_ENOTSUP, "a weight row of %zu bytes is larger than the staging buffer", row_bytes);
+    void *mem;
+    int rc = cuda_alloc(ctx, (size_t)rows * row_bytes, &mem, err);
+    if (rc) return rc;
+    const int64_t rows_per_chunk = (int64_t)(c->staging_bytes / row_bytes);
+    cudaError_t e = cudaSuccess;
+    for (int64_t r0 = 0; r0 < rows && e == cudaSuccess; r0 += rows_per_chunk) {
+        const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
+        const int i = c->next_staging;
+        c->next_staging ^= 1;
+        e = stage_rows(c, i, src, row_bytes, (size_t)src_row_stride * elem, r0, r1);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync((char *)mem + (size_t)r0 * row_bytes, c->staging[i], (size_t)(r1 - r0) * row_bytes,
+                                cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess) e = cudaEventRecord(c->staged[i], c->stream);
+    }
+    if (e != cudaSuccess) {
+        cudaFree(mem);
+        return cuda_error(err, e, "uploading a weight", c->device);
+    }
+    *dst = (sl_weight){.data = mem, .dtype = dtype, .rows = rows, .cols = cols, .owned = mem};
+    return SL_OK;
+}
+
+static void cuda_weight_free(void *ctx, sl_weight *w) {
+    (void)ctx;
+    if (w->owned) cudaFree(w->owned);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- ops: the kernels of kernels.h on the stream ---- */
+
+static void op_embed(void *ctx, float *out, const sl_weight *t, const int32_t *ids, int n, int64_t off) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_embed(c->stream, out, t->data, t->dtype, t->rows, t->cols, ids, n, off);
+    cuda__check_launch(c, "embed");
+}
+static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n) {
+    cuda__matmul(ctx, proj, n_proj, x, n);
+}
+static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_rmsnorm(c->stream, out, x, w, n, dim, eps);
+    cuda__check_launch(c, "rmsnorm");
+}
+static void op_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int heads, int hd) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_rope(c->stream, x, pos, inv_freq, n, heads, hd);
+    cuda__check_launch(c, "rope");
+}
+static void op_kv_store(void *ctx, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
+                        int n) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_kv_store(c->stream, kv, k, v, slots, n);
+    cuda__check_launch(c, "kv_store");
+}
+static void op_attention(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                         int n_heads, float scale) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    if (cuda_attention_tiled_head_dim(kv->head_dim))
+        cuda_attention(c->stream, out, q, kv, b, n_heads, scale, c->attn_workspace, c->attn_workspace_bytes);
+    else
+        cuda_attention_plain(c->stream, out, q, kv, b, n_heads, scale);
+    cuda__check_launch(c, "attention");
+}
+static void op_swiglu(void *ctx, float *out, const float *g, const float *u, int64_t n) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_swiglu(c->stream, out, g, u, n);
+    cuda__check_launch(c, "swiglu");
+}
+static void op_add(void *ctx, float *x, const float *y, int64_t n) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_add(c->stream, x, y, n);
+    cuda__check_launch(c, "add");
+}
+static void op_gather_rows(void *ctx, float *out, const float *x, const int32_t *rows, int n, int dim) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_gather_rows(c->stream, out, x, rows, n, dim);
+    cuda__check_launch(c, "gather_rows");
+}
+
+static const sl_backend_iface k_cuda_iface = {
+    .name = "cuda",
+    .device_kind = "GPU",
+    .shares_host_memory = 0,
+    .destroy = cuda_destroy,
+    .describe = cuda_describe,
+    .memory = cuda_memory,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .alloc_host = cuda_alloc_host,
+    .free_host = cuda_free_host,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .weight_load = cuda_weight_load,
+    .weight_free = cuda_weight_free,
+    .embed = op_embed,
+    .matmul = op_matmul,
+    .rmsnorm = op_rmsnorm,
+    .rope = op_rope,
+    .kv_store = op_kv_store,
+    .attention = op_attention,
+    .swiglu = op_swiglu,
+    .add = op_add,
+    .gather_rows = op_gather_rows,
+    .synchronize = cuda_synchronize,
+};
+
+/* The GPU of this rank: asked for, or the node-local rank's as the launcher tells it. */
+static int pick_device(int asked, int n_devices) {
+    if (asked >= 0) return asked;
+    const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v) % n_devices;
+    }
+    return 0;
+}
+
+static int setup(cuda_ctx *c, sl_err *err) {
+    cudaError_t e;
+    if ((e = cudaSetDevice(c->device)) != cudaSuccess || (e = cudaGetDeviceProperties(&c->prop, c->device)) != cudaSuccess)
+        return cuda_error(err, e, "opening the device", c->device);
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        return cuda_error(err, e, "creating a stream", c->device);
+    cublasStatus_t st = cublasLtCreate(&c->lt);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return sl_err_set(err, SL_EINTERNAL, "cuBLASLt did not start on GPU %d: %s", c->device, cublasLtGetStatusString(st));
+    c->lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    c->attn_workspace_bytes = ATTN_WORKSPACE_BYTES;
+    c->staging_bytes = STAGING_BYTES;
+    int rc = cuda_alloc(c, c->lt_workspace_bytes, &c->lt_workspace, err);
+    if (!rc) rc = cuda_alloc(c, c->attn_workspace_bytes, &c->attn_workspace, err);
+    for (int i = 0; i < 2 && !rc; i++) {
+        if ((e = cudaMallocHost(&c->staging[i], c->staging_bytes)) != cudaSuccess ||
+            (e = cudaEventCreateWithFlags(&c->staged[i], cudaEventDisableTiming)) != cudaSuccess)
+            rc = cuda_error(err, e, "allocating the pinned staging buffers", c->device);
+    }
+    return rc;
+}
+
+int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err *err) {
+    const int n = sl_cuda_device_count();
+    if (n == 0)
+        return sl_err_set(err, SL_ENOTFOUND, "--device cuda: no GPU is visible to this process (check nvidia-smi and "
+                          "CUDA_VISIBLE_DEVICES), or use --device cpu");
+    const int device = pick_device(o->device_index, n);
+    if (device >= n)
+        return sl_err_set(err, SL_EINVAL, "GPU %d asked for, but this process sees %d GPU%s", device, n, n == 1 ? "" : "s");
+    cuda_ctx *c = calloc(1, sizeof *c);
+    if (!c) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    c->device = device;
+    int rc = setup(c, err);
+    if (rc) {
+        cuda_destroy(c);
+        return rc;
+    }
+    *out = (sl_backend){.iface = &k_cuda_iface, .ctx = c};
+    return SL_OK;
+}

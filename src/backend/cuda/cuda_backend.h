@@ -1,0 +1,11 @@
+/* cuda_backend.h -- the CUDA backend's constructor (cuda_backend.c). */
+#ifndef SL_BACKEND_CUDA_CUDA_BACKEND_H
+#define SL_BACKEND_CUDA_CUDA_BACKEND_H
+
+#include "backend/backend.h"
+
+/* GPUs this process can see (0 when there is no driver or no device). */
+int sl_cuda_device_count(void);
+int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err *err);
+
+#endif

@@ -1,0 +1,55 @@
+/* cuda_internal.h -- the CUDA backend's state, shared by cuda_backend.c and matmul.c.
+ *
+ * One context per rank: its GPU, one stream every op is issued on, the
+ * cuBLASLt handle with its workspace and plans, and the scratch memory the
+ * ops use (the matmul's rounded input, attention's split partials). Ops
+ * return nothing (the backend interface's habit): the first failure is kept
+ * here and returned by the next synchronize, with where it happened. */
+#ifndef SL_BACKEND_CUDA_CUDA_INTERNAL_H
+#define SL_BACKEND_CUDA_CUDA_INTERNAL_H
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include "backend/backend.h"
+
+#define CUDA_GEMM_PLANS 512
+
+/* One GEMM shape's cuBLASLt descriptors and the algorithm its heuristic chose. */
+typedef struct cuda_gemm_plan {
+    int64_t m, n, k;                /* m = 0: an empty slot */
+    sl_dtype dtype;                 /* of the weights (and the rounded input) */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+} cuda_gemm_plan;
+
+typedef struct cuda_ctx {
+    int device;
+    struct cudaDeviceProp prop;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_workspace;
+    size_t lt_workspace_bytes;
+    cuda_gemm_plan plans[CUDA_GEMM_PLANS];   /* open addressing by shape */
+    void *cast;                     /* a matmul's input rounded to 16 bits; grows to the largest step's */
+    size_t cast_bytes;
+    void *attn_workspace;           /* attention's split-context partials */
+    size_t attn_workspace_bytes;
+    void *staging[2];               /* pinned buffers weights go through on their way up */
+    cudaEvent_t staged[2];          /* the copy out of each staging buffer has finished */
+    size_t staging_bytes;
+    int next_staging;               /* the buffer the next piece goes through */
+    int failed;                     /* an op failed: err holds the first failure */
+    sl_err err;
+} cuda_ctx;
+
+/* Keeps the first failure of an op (a CUDA call's status) for the next synchronize. */
+void cuda__fail(cuda_ctx *c, cudaError_t e, const char *what);
+/* Records a failure of the last launch, if any. */
+void cuda__check_launch(cuda_ctx *c, const char *what);
+
+void cuda__matmul(cuda_ctx *c, const sl_proj *proj, int n_proj, const float *x, int n);
+void cuda__gemm_plans_destroy(cuda_ctx *c);
+
+#endif

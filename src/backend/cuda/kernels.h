@@ -1,0 +1,74 @@
+/* kernels.h -- the CUDA backend's kernels, as C launchers on a stream.
+ *
+ * Each launcher keeps the name and argument order of the CPU reference it
+ * mirrors (src/backend/cpu/kernels.h), with the stream first; pointers are
+ * device memory, activations float32 (the backend interface's), weights and
+ * the KV cache in their own dtype. Launchers only enqueue work: they never
+ * allocate, copy to the host or synchronize.
+ *
+ * The KV cache layout inside one block is [n_kv_heads][block_size][head_dim]
+ * for K and for V alike: one head's keys of a block are contiguous, which is
+ * what both attention kernels stream. */
+#ifndef SL_BACKEND_CUDA_KERNELS_H
+#define SL_BACKEND_CUDA_KERNELS_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- elementwise.cu ---- */
+/* out[t] = table[ids[t] - row_offset] (as float32) when that row is in the table, else zeros. */
+void cuda_embed(cudaStream_t s, float *out, const void *table, sl_dtype dtype, int64_t table_rows, int64_t dim,
+                const int32_t *ids, int n_tokens, int64_t row_offset);
+/* out[t] = x[t] / rms(x[t]) * weight, one block per row. */
+void cuda_rmsnorm(cudaStream_t s, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
+/* transformers' rotate_half RoPE over the first 2*half features of each head, in place. */
+void cuda_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads,
+               int head_dim);
+/* out[i] = silu(gate[i]) * up[i] */
+void cuda_swiglu(cudaStream_t s, float *out, const float *gate, const float *up, int64_t n_elems);
+/* x[i] += y[i] */
+void cuda_add(cudaStream_t s, float *x, const float *y, int64_t n_elems);
+/* out[i] = x[rows[i]], rows of dim floats */
+void cuda_gather_rows(cudaStream_t s, float *out, const float *x, const int32_t *rows, int n_rows, int dim);
+/* out[i] = x[i] rounded to dtype (bfloat16 or float16), for a GEMM's input */
+void cuda_cast(cudaStream_t s, void *out, sl_dtype dtype, const float *x, int64_t n_elems);
+/* out[t][j] += bias[j] over n rows of cols */
+void cuda_add_bias(cudaStream_t s, float *out, const float *bias, int n, int64_t cols);
+
+/* ---- gemv.cu ---- */
+/* The projections of one float32 input x[n][cols] with n <= CUDA_GEMV_MAX_N, all in one launch:
+ * out[t][r] = sum_c x[t][c] * w[r][c] (+ bias[r]), weights bfloat16 or float16, row-major [rows][cols],
+ * cols a multiple of 8. Bound by reading the weights once. */
+#define CUDA_GEMV_MAX_N 8
+void cuda_gemv(cudaStream_t s, const sl_proj *proj, int n_proj, const float *x, int n);
+
+/* ---- attention.cu ---- */
+/* Writes the step's K and V rows ([n_tokens][n_kv_heads * head_dim], float32) into the cache, token t at slot
+ * slots[t] (block slots[t] / block_size, row slots[t] % block_size), rounded to the cache's dtype. */
+void cuda_kv_store(cudaStream_t s, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
+                   int n_tokens);
+/* Causal attention over the paged cache (sl_attn_batch, backend.h): out and q are [n_tokens][n_heads * head_dim]
+ * float32; query token i of sequence s (i in [0, q_len)) sits at position context_len[s] - q_len + i and sees
+ * keys [0, that position]. workspace (workspace_bytes of device memory, owned by the backend) holds the
+ * partial results when long contexts are split over several blocks (flash-decoding). */
+void cuda_attention(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                    int n_heads, float scale, void *workspace, size_t workspace_bytes);
+
+/* ---- attention_plain.cu ---- */
+/* Whether cuda_attention's tiled kernels are built for this head size (16, 32, 64, 80, 96, 128, 256). */
+int cuda_attention_tiled_head_dim(int head_dim);
+/* The same attention, one warp per (query token, head), for any head_dim <= 256: the test fixtures' small heads. */
+void cuda_attention_plain(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                          int n_heads, float scale);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

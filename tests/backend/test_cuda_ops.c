@@ -1,0 +1,324 @@
+/* test_cuda_ops.c -- every op of the CUDA backend against the CPU reference.
+ *
+ * The same random inputs go through both backends' tables (each keeping its
+ * own weight and KV layouts: weights and K/V enter through weight_load and
+ * kv_store, as the model gives them) and the outputs must agree: elementwise
+ * ops to float32 rounding, matmuls to the order of float32 sums (the CPU one
+ * with --matmul-precision medium, the same 16-bit rounding of inputs), and
+ * attention over paged caches of mixed steps: decode beside prefill, chunked
+ * prefill over an earlier context, GQA and MHA, long contexts that the GPU
+ * splits over several blocks, every KV dtype and a few block sizes.
+ * Skips (exit 77) where no GPU is visible. */
+#include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "test.h"
+#include "util/half.h"
+
+static sl_backend g_cpu, g_gpu;
+static uint64_t g_rng = 0x243F6A8885A308D3ull;
+
+static float uniform(void) { /* in [-1, 1) */
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((g_rng >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+}
+
+static float *random_floats(int64_t n, float scale) {
+    float *x = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) x[i] = uniform() * scale;
+    return x;
+}
+
+/* A host array copied into a backend's memory. */
+static void *put(sl_backend *b, const void *host, size_t n_bytes) {
+    void *p = NULL;
+    sl_err err = {0};
+    if (b->iface->alloc(b->ctx, n_bytes, &p, &err) || b->iface->upload(b->ctx, p, host, n_bytes, &err)) {
+        fprintf(stderr, "%s: %s\n", b->iface->name, err.msg);
+        exit(1);
+    }
+    return p;
+}
+
+static void *zeros(sl_backend *b, size_t n_bytes) {
+    void *p = NULL;
+    sl_err err = {0};
+    if (b->iface->alloc(b->ctx, n_bytes, &p, &err)) {
+        fprintf(stderr, "%s: %s\n", b->iface->name, err.msg);
+        exit(1);
+    }
+    return p;
+}
+
+static float *get(sl_backend *b, const void *dev, int64_t n) {
+    float *host = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    sl_err err = {0};
+    if (b->iface->download(b->ctx, host, dev, sizeof(float) * (size_t)n, &err)) {
+        fprintf(stderr, "%s: %s\n", b->iface->name, err.msg);
+        exit(1);
+    }
+    return host;
+}
+
+/* Both outputs agree within atol + rtol * |cpu|; prints the worst element. */
+static int agree(const char *what, const float *cpu, const float *gpu, int64_t n, double atol, double rtol) {
+    double worst = 0;
+    int64_t at = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double excess = fabs((double)cpu[i] - gpu[i]) - (atol + rtol * fabs(cpu[i]));
+        if (!(excess <= worst)) worst = isnan(excess) ? INFINITY : excess, at = i;
+    }
+    if (at < 0) return 1;
+    fprintf(stderr, "%s: element %lld: cpu %.7g, gpu %.7g\n", what, (long long)at, cpu[at], gpu[at]);
+    return 0;
+}
+
+/* Runs one op on both backends: OP(b, args) names the backend b. */
+typedef struct twin { void *cpu, *gpu; } twin;
+
+static twin twin_put(const void *host, size_t n_bytes) {
+    return (twin){put(&g_cpu, host, n_bytes), put(&g_gpu, host, n_bytes)};
+}
+static twin twin_zeros(size_t n_bytes) { return (twin){zeros(&g_cpu, n_bytes), zeros(&g_gpu, n_bytes)}; }
+static void twin_free(twin t) {
+    g_cpu.iface->free(g_cpu.ctx, t.cpu);
+    g_gpu.iface->free(g_gpu.ctx, t.gpu);
+}
+static int twin_agree(const char *what, twin t, int64_t n, double atol, double rtol) {
+    float *a = get(&g_cpu, t.cpu, n), *b = get(&g_gpu, t.gpu, n);
+    int ok = agree(what, a, b, n, atol, rtol);
+    free(a);
+    free(b);
+    return ok;
+}
+
+static void test_elementwise(void) {
+    const int n = 5, dim = 4096, heads = 8, hd = 128;
+    float *x = random_floats((int64_t)n * dim, 3.0f), *y = random_floats((int64_t)n * dim, 2.0f);
+    float *w = random_floats(dim, 1.5f);
+    twin tx = twin_put(x, sizeof(float) * n * dim), ty = twin_put(y, sizeof(float) * n * dim);
+    twin tw = twin_put(w, sizeof(float) * dim), out = twin_zeros(sizeof(float) * n * dim);
+
+    g_cpu.iface->rmsnorm(g_cpu.ctx, out.cpu, tx.cpu, tw.cpu, n, dim, 1e-5f);
+    g_gpu.iface->rmsnorm(g_gpu.ctx, out.gpu, tx.gpu, tw.gpu, n, dim, 1e-5f);
+    CHECK(twin_agree("rmsnorm", out, (int64_t)n * dim, 1e-5, 1e-5));
+
+    g_cpu.iface->swiglu(g_cpu.ctx, out.cpu, tx.cpu, ty.cpu, (int64_t)n * dim);
+    g_gpu.iface->swiglu(g_gpu.ctx, out.gpu, tx.gpu, ty.gpu, (int64_t)n * dim);
+    CHECK(twin_agree("swiglu", out, (int64_t)n * dim, 1e-6, 1e-5));
+
+    g_cpu.iface->add(g_cpu.ctx, tx.cpu, ty.cpu, (int64_t)n * dim);
+    g_gpu.iface->add(g_gpu.ctx, tx.gpu, ty.gpu, (int64_t)n * dim);
+    CHECK(twin_agree("add", tx, (int64_t)n * dim, 0, 0));
+
+    const int32_t rows[3] = {4, 0, 2};
+    twin trows = twin_put(rows, sizeof rows);
+    g_cpu.iface->gather_rows(g_cpu.ctx, out.cpu, tx.cpu, trows.cpu, 3, dim);
+    g_gpu.iface->gather_rows(g_gpu.ctx, out.gpu, tx.gpu, trows.gpu, 3, dim);
+    CHECK(twin_agree("gather_rows", out, 3 * dim, 0, 0));
+
+    /* RoPE at positions up to 100k with Llama-3-like frequencies (theta 500000) */
+    int32_t pos[5] = {0, 1, 77, 8191, 100000};
+    float inv_freq[64];
+    for (int i = 0; i < hd / 2; i++) inv_freq[i] = powf(500000.0f, -2.0f * (float)i / (float)hd);
+    twin tpos = twin_put(pos, sizeof pos), tfreq = twin_put(inv_freq, sizeof inv_freq);
+    g_cpu.iface->rope(g_cpu.ctx, tx.cpu, tpos.cpu, tfreq.cpu, n, heads, hd);
+    g_gpu.iface->rope(g_gpu.ctx, tx.gpu, tpos.gpu, tfreq.gpu, n, heads, hd);
+    /* angles of 1e5 radians: cos/sin of the same float angle, up to their implementations' last bits */
+    CHECK(twin_agree("rope", tx, (int64_t)n * heads * hd, 2e-5, 2e-5));
+
+    twin_free(tx), twin_free(ty), twin_free(tw), twin_free(out), twin_free(trows), twin_free(tpos), twin_free(tfreq);
+    free(x), free(y), free(w);
+}
+
+/* A [rows][cols] weight of dtype on both backends, from the same random values. */
+typedef struct twin_weight { sl_weight cpu, gpu; } twin_weight;
+
+static twin_weight weight_pair(int64_t rows, int64_t cols, sl_dtype dtype) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(rows * cols));
+    float *f = malloc(sizeof(float) * (size_t)(rows * cols));
+    for (int64_t i = 0; i < rows * cols; i++) {
+        float v = uniform() * 0.1f;
+        h[i] = dtype == SL_DTYPE_BF16 ? sl_f32_to_bf16(v) : sl_f32_to_f16(v);
+        f[i] = v;
+    }
+    const void *src = dtype == SL_DTYPE_F32 ? (const void *)f : (const void *)h;
+    twin_weight w;
+    sl_err err = {0};
+    if (g_cpu.iface->weight_load(g_cpu.ctx, &w.cpu, src, dtype, rows, cols, cols, &err) ||
+        g_gpu.iface->weight_load(g_gpu.ctx, &w.gpu, src, dtype, rows, cols, cols, &err)) {
+        fprintf(stderr, "weight_load: %s\n", err.msg);
+        exit(1);
+    }
+    free(h);
+    free(f);
+    return w;
+}
+
+/* q, k, v-shaped projections of one input, with a bias on the first, n tokens. */
+static void check_matmul(int n, int64_t cols, sl_dtype dtype) {
+    const int64_t rows[3] = {256, 64, 72};
+    twin_weight w[3];
+    for (int p = 0; p < 3; p++) w[p] = weight_pair(rows[p], cols, dtype);
+    float *x = random_floats((int64_t)n * cols, 2.0f), *bias = random_floats(rows[0], 1.0f);
+    /* The CPU rounds inputs to 16 bits for bf16 weights only; the GPU rounds them to the weights' type:
+     * inputs already float16 values make the two the same product. */
+    for (int64_t i = 0; dtype == SL_DTYPE_F16 && i < n * cols; i++) x[i] = sl_f16_to_f32(sl_f32_to_f16(x[i]));
+    twin tx = twin_put(x, sizeof(float) * (size_t)(n * cols)), tb = twin_put(bias, sizeof(float) * (size_t)rows[0]);
+    twin out[3];
+    sl_proj pc[3], pg[3];
+    for (int p = 0; p < 3; p++) {
+        out[p] = twin_zeros(sizeof(float) * (size_t)(n * rows[p]));
+        pc[p] = (sl_proj){out[p].cpu, &w[p].cpu, p == 0 ? tb.cpu : NULL};
+        pg[p] = (sl_proj){out[p].gpu, &w[p].gpu, p == 0 ? tb.gpu : NULL};
+    }
+    g_cpu.iface->matmul(g_cpu.ctx, pc, 3, tx.cpu, n);
+    g_gpu.iface->matmul(g_gpu.ctx, pg, 3, tx.gpu, n);
+    char what[96];
+    for (int p = 0; p < 3; p++) {
+        snprintf(what, sizeof what, "matmul %s n=%d cols=%lld proj %d", sl_dtype_name(dtype), n, (long long)cols, p);
+        /* float32 sums of cols products of about 0.1: their order moves the last bits */
+        CHECK(twin_agree(what, out[p], n * rows[p], 2e-4 * sqrt((double)cols) * 0.1, 1e-4));
+        twin_free(out[p]);
+        g_cpu.iface->weight_free(g_cpu.ctx, &w[p].cpu);
+        g_gpu.iface->weight_free(g_gpu.ctx, &w[p].gpu);
+    }
+    twin_free(tx), twin_free(tb);
+    free(x), free(bias);
+}
+
+static void test_matmul(void) {
+    const int ns[] = {1, 2, 3, 8, 9, 64, 300};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        check_matmul(ns[i], 512, SL_DTYPE_BF16);
+        check_matmul(ns[i], 4096, SL_DTYPE_BF16);
+    }
+    check_matmul(1, 1024, SL_DTYPE_F16);
+    check_matmul(33, 1024, SL_DTYPE_F16);
+    check_matmul(5, 64, SL_DTYPE_F32);
+}
+
+static void test_embed(void) {
+    const int64_t rows = 100, dim = 256;
+    twin_weight t = weight_pair(rows, dim, SL_DTYPE_BF16);
+    const int32_t ids[6] = {0, 99, 150, 149, 50, 51}; /* offset 50: rows 50..149 are here, the others embed to 0 */
+    twin tids = twin_put(ids, sizeof ids), out = twin_zeros(sizeof(float) * 6 * dim);
+    g_cpu.iface->embed(g_cpu.ctx, out.cpu, &t.cpu, tids.cpu, 6, 50);
+    g_gpu.iface->embed(g_gpu.ctx, out.gpu, &t.gpu, tids.gpu, 6, 50);
+    CHECK(twin_agree("embed", out, 6 * dim, 0, 0));
+    twin_free(tids), twin_free(out);
+    g_cpu.iface->weight_free(g_cpu.ctx, &t.cpu);
+    g_gpu.iface->weight_free(g_gpu.ctx, &t.gpu);
+}
+
+/* One attention step: sequence s has context ctx[s] tokens of which the last
+ * q_len[s] are this step's queries. Every context token's K/V is stored first
+ * (scattered over a shuffled pool), then attention runs over the step. */
+typedef struct attn_case {
+    const char *name;
+    int n_seqs;
+    const int *q_len, *ctx;
+    int n_heads, n_kv_heads, head_dim, block_size;
+    sl_dtype kv_dtype;
+} attn_case;
+
+static void check_attention(const attn_case *c) {
+    const int S = c->n_seqs, hd = c->head_dim, bs = c->block_size, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
+    int max_blocks = 0, total_ctx = 0, n_tokens = 0, max_ctx = 0, max_q = 0;
+    for (int s = 0; s < S; s++) {
+        int nb = (c->ctx[s] + bs - 1) / bs;
+        max_blocks = nb > max_blocks ? nb : max_blocks;
+        max_ctx = c->ctx[s] > max_ctx ? c->ctx[s] : max_ctx;
+        max_q = c->q_len[s] > max_q ? c->q_len[s] : max_q;
+        total_ctx += c->ctx[s];
+        n_tokens += c->q_len[s];
+    }
+    const int n_blocks = S * max_blocks + 3;
+    /* a shuffled pool: block b of sequence s is perm[s * max_blocks + b] */
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        int j = (int)((uniform() + 1.0f) * 0.5f * (float)(i + 1)) % (i + 1);
+        int32_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    int32_t *tables = malloc(sizeof(int32_t) * (size_t)(S * max_blocks)), *slots = malloc(sizeof(int32_t) * (size_t)total_ctx);
+    int32_t *qs = malloc(sizeof(int32_t) * (size_t)(S + 1)), *ctx = malloc(sizeof(int32_t) * (size_t)S);
+    for (int s = 0, t = 0, q = 0; s < S; s++) {
+        for (int b = 0; b < max_blocks; b++) tables[s * max_blocks + b] = perm[s * max_blocks + b];
+        for (int j = 0; j < c->ctx[s]; j++, t++) slots[t] = tables[s * max_blocks + j / bs] * bs + j % bs;
+        qs[s] = q;
+        q += c->q_len[s];
+        ctx[s] = c->ctx[s];
+    }
+    qs[S] = n_tokens;
+    float *k = random_floats((int64_t)total_ctx * kv_dim, 1.0f), *v = random_floats((int64_t)total_ctx * kv_dim, 1.0f);
+    float *q = random_floats((int64_t)n_tokens * q_dim, 1.0f);
+    twin tk = twin_put(k, sizeof(float) * (size_t)total_ctx * kv_dim), tv = twin_put(v, sizeof(float) * (size_t)total_ctx * kv_dim);
+    twin tq = twin_put(q, sizeof(float) * (size_t)n_tokens * q_dim), tslots = twin_put(slots, sizeof(int32_t) * (size_t)total_ctx);
+    twin ttables = twin_put(tables, sizeof(int32_t) * (size_t)(S * max_blocks)), tqs = twin_put(qs, sizeof(int32_t) * (size_t)(S + 1));
+    twin tctx = twin_put(ctx, sizeof(int32_t) * (size_t)S), out = twin_zeros(sizeof(float) * (size_t)n_tokens * q_dim);
+    sl_kv_cache kv = {.dtype = c->kv_dtype, .block_size = bs, .n_kv_heads = c->n_kv_heads, .head_dim = hd};
+    const size_t pool = (size_t)n_blocks * sl_kv_block_bytes(&kv);
+    twin tkc = twin_zeros(pool), tvc = twin_zeros(pool);
+    sl_kv_cache kv_cpu = kv, kv_gpu = kv;
+    kv_cpu.k = tkc.cpu, kv_cpu.v = tvc.cpu, kv_gpu.k = tkc.gpu, kv_gpu.v = tvc.gpu;
+    g_cpu.iface->kv_store(g_cpu.ctx, &kv_cpu, tk.cpu, tv.cpu, tslots.cpu, total_ctx);
+    g_gpu.iface->kv_store(g_gpu.ctx, &kv_gpu, tk.gpu, tv.gpu, tslots.gpu, total_ctx);
+    sl_attn_batch b = {.n_seqs = S, .n_tokens = n_tokens, .max_query_len = max_q, .max_blocks = max_blocks,
+                       .max_context_len = max_ctx};
+    sl_attn_batch bc = b, bg = b;
+    bc.query_start = tqs.cpu, bc.context_len = tctx.cpu, bc.block_tables = ttables.cpu;
+    bg.query_start = tqs.gpu, bg.context_len = tctx.gpu, bg.block_tables = ttables.gpu;
+    const float scale = 1.0f / sqrtf((float)hd) * 2.0f; /* sharper than usual: softmax weights far from uniform */
+    g_cpu.iface->attention(g_cpu.ctx, out.cpu, tq.cpu, &kv_cpu, &bc, c->n_heads, scale);
+    g_gpu.iface->attention(g_gpu.ctx, out.gpu, tq.gpu, &kv_gpu, &bg, c->n_heads, scale);
+    CHECK(twin_agree(c->name, out, (int64_t)n_tokens * q_dim, 2e-5, 2e-4));
+    twin ts[] = {tk, tv, tq, tslots, ttables, tqs, tctx, out, tkc, tvc};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) twin_free(ts[i]);
+    free(perm), free(tables), free(slots), free(qs), free(ctx), free(k), free(v), free(q);
+}
+
+static void test_attention(void) {
+    /* decode: every sequence one query, contexts from 1 to 5000 (the long ones split on the GPU) */
+    const int dq[] = {1, 1, 1, 1, 1}, dc[] = {1, 17, 100, 1000, 5000};
+    /* prefill beside decode and a chunk over an earlier context */
+    const int mq[] = {300, 1, 37, 5}, mc[] = {300, 50, 137, 5};
+    /* batch 1, long context: the split path */
+    const int lq[] = {1}, lc[] = {8000};
+    /* a 2048-token prompt in one step */
+    const int pq[] = {2048}, pc[] = {2048};
+    const attn_case cases[] = {
+        {"decode gqa bf16", 5, dq, dc, 8, 2, 128, 16, SL_DTYPE_BF16},
+        {"decode gqa f32", 5, dq, dc, 32, 8, 128, 16, SL_DTYPE_F32},
+        {"mixed mha f32", 4, mq, mc, 4, 4, 64, 16, SL_DTYPE_F32},
+        {"mixed gqa f16 block 32", 4, mq, mc, 14, 2, 64, 32, SL_DTYPE_F16},
+        {"mixed fixtures' head_dim 16, block 5", 4, mq, mc, 4, 2, 16, 5, SL_DTYPE_F32},
+        {"long decode f16", 1, lq, lc, 32, 8, 128, 16, SL_DTYPE_F16},
+        {"prefill 2048 bf16", 1, pq, pc, 32, 8, 128, 16, SL_DTYPE_BF16},
+        {"decode head_dim 80", 5, dq, dc, 8, 8, 80, 16, SL_DTYPE_BF16},
+        {"mixed head_dim 256", 4, mq, mc, 8, 4, 256, 16, SL_DTYPE_BF16},
+        {"mixed head_dim 8 (the plain kernel)", 4, mq, mc, 6, 3, 8, 16, SL_DTYPE_BF16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(&cases[i]);
+}
+
+int main(void) {
+    if (sl_cuda_device_count() == 0) {
+        fprintf(stderr, "SKIP: no GPU visible: the CUDA backend's ops are not compared with the CPU's\n");
+        return 77;
+    }
+    sl_err err = {0};
+    if (sl_backend_create("cpu", &(sl_backend_options){.matmul_bf16_inputs = 1}, &g_cpu, &err) ||
+        sl_backend_create("cuda", &(sl_backend_options){.device_index = -1}, &g_gpu, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    TEST_RUN(test_elementwise);
+    TEST_RUN(test_embed);
+    TEST_RUN(test_matmul);
+    TEST_RUN(test_attention);
+    CHECK_EQ_INT(g_gpu.iface->synchronize(g_gpu.ctx, &err), 0);
+    sl_backend_destroy(&g_gpu);
+    sl_backend_destroy(&g_cpu);
+    TEST_EXIT();
+}
