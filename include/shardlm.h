@@ -180,6 +180,7 @@ typedef struct sl_engine_stats {
     int healthy;                      /* 0 once a step or a rank failed: requests are refused */
     double comm_seconds;              /* rank 0's time in communication with the other ranks */
     double step_seconds;              /* time in forward steps (communication included) */
+    double output_seconds;            /* time turning logits into outputs: sampling, detokenizing, stops */
 } sl_engine_stats;
 SL_API void sl_engine_get_stats(sl_engine *e, sl_engine_stats *s);
 

@@ -145,6 +145,7 @@ class EngineStats(ctypes.Structure):
         ("healthy", c_int),
         ("comm_seconds", ctypes.c_double),
         ("step_seconds", ctypes.c_double),
+        ("output_seconds", ctypes.c_double),
     ]
 
 

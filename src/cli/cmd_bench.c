@@ -219,6 +219,13 @@ static int bench_throughput(sl_engine *e, const bench_flags *f) {
                total / elapsed, out_tokens / elapsed);
         printf("(%d requests of %d input and %d output tokens in %.2f s, %d threads)\n", n, f->input_len, f->output_len,
                elapsed, info.n_threads);
+        sl_engine_stats st;
+        sl_engine_get_stats(e, &st);
+        if (st.n_steps > 0)
+            printf("%lld steps: %.1f ms each in the forward pass, %.1f ms turning logits into outputs, %.1f ms "
+                   "elsewhere (scheduling, waiting for requests)\n", (long long)st.n_steps,
+                   1e3 * st.step_seconds / (double)st.n_steps, 1e3 * st.output_seconds / (double)st.n_steps,
+                   1e3 * (elapsed - st.step_seconds - st.output_seconds) / (double)st.n_steps);
         if (f->output_json) {
             FILE *out = fopen(f->output_json, "w");
             if (out) {

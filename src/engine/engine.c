@@ -893,7 +893,9 @@ static int complete_oldest(sl_engine *e, sl_err *err) {
     if (rc) return rc;
     set_in_flight(e, st, false);
     e->n_in_flight--;
+    t0 = sl_now_s();
     sl_output_process_step(e, st);
+    e->stats.output_seconds += sl_now_s() - t0;
     e->stats.n_steps++;
     return SL_OK;
 }
