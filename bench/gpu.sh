@@ -42,7 +42,7 @@ if want tests; then
   fx=$root/tests/fixtures
   run_test() { # NAME COMMAND...
     local name=$1; shift
-    if "$@" >"$RESULTS/test_$name.log" 2>&1; then echo "PASS $name"; else echo "FAIL $name"; tail -20 "$RESULTS/test_$name.log"; status=1; fi
+    if "$@" >"$RESULTS/test_$name.log" 2>&1; then echo "PASS $name $(grep -o 'worst.*' "$RESULTS/test_$name.log")"; else echo "FAIL $name"; tail -20 "$RESULTS/test_$name.log"; status=1; fi
   }
   run_test cuda_ops "$bin/test_cuda_ops"
   for f in llama_gqa llama3_tied qwen2_bias mistral_5layer llama_mha_bias; do
