@@ -171,6 +171,8 @@ double sl_comm_timeout_s(void) {
     return t > 0 ? t : 60.0;
 }
 
+double sl_dist_comm_seconds(const sl_dist *d) { return d ? sl_comm_mpi_seconds() : 0.0; }
+
 void sl_dist_abort(sl_dist *d, int code) {
     (void)d;
     MPI_Abort(MPI_COMM_WORLD, code);

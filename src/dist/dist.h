@@ -45,6 +45,9 @@ int sl_dist_set_layout(sl_dist *d, int tp, int pp, sl_err *err);
 /* The deadline of every communication: $SHARDLM_COMM_TIMEOUT seconds, default 60. */
 double sl_comm_timeout_s(void);
 
+/* Seconds this process has spent in communication calls so far (all its communicators). */
+double sl_dist_comm_seconds(const sl_dist *d);
+
 /* Abort the whole job (a rank failed): never returns normally on MPI. */
 void sl_dist_abort(sl_dist *d, int code);
 void sl_dist_destroy(sl_dist *d);

@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include "engine/engine_impl.h"
-#include "dist/comm_mpi.h"
 #include "model/hub.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -844,7 +843,7 @@ static void die(sl_engine *e, const sl_err *err) {
 
 static void publish_stats(sl_engine *e) {
     pthread_mutex_lock(&e->mu);
-    e->stats.comm_seconds = e->rank.dist ? sl_comm_mpi_seconds() : 0.0;
+    e->stats.comm_seconds = sl_dist_comm_seconds(e->rank.dist);
     e->stats.n_running = e->n_running;
     e->stats.n_waiting = e->n_waiting;
     e->stats.n_kv_blocks_used = sl_block_pool_n_blocks(e->pool) - sl_block_pool_n_free(e->pool);
