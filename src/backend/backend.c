@@ -29,6 +29,15 @@ const char *sl_backend_default_name(void) {
     return "cpu";
 }
 
+void sl_backend_gpus(int *count, size_t *total_bytes) {
+    *count = 0;
+    *total_bytes = 0;
+#ifdef SHARDLM_HAVE_CUDA
+    *count = sl_cuda_device_count();
+    if (*count > 0) *total_bytes = sl_cuda_device_memory(0);
+#endif
+}
+
 void sl_backend_destroy(sl_backend *b) {
     if (b->iface) b->iface->destroy(b->ctx);
     b->iface = NULL;

@@ -153,6 +153,8 @@ typedef struct sl_backend_options {
 int sl_backend_create(const char *name, const sl_backend_options *o, sl_backend *out, sl_err *err);
 /* "cuda" where this build has the CUDA backend and a GPU is visible, else "cpu". */
 const char *sl_backend_default_name(void);
+/* The GPUs this process sees and the memory of the first (0 and 0 where there are none). */
+void sl_backend_gpus(int *count, size_t *total_bytes);
 void sl_backend_destroy(sl_backend *b);
 
 #endif

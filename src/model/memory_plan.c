@@ -5,6 +5,7 @@
  * embedding and LM head are where they will be. */
 #include "model/memory_plan.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,6 +77,22 @@ bool sl_mem_smallest_layout(const sl_model_config *c, int max_devices, int per_n
     return false;
 }
 
+int sl_mem_max_model_len(const sl_mem_layout *l, double device_bytes) {
+    const double room = device_bytes - l->weight_bytes - l->workspace_bytes;
+    if (room <= 0 || l->kv_bytes_per_token <= 0) return 0;
+    const double tokens = room / l->kv_bytes_per_token;
+    return tokens > 1e9 ? 1000000000 : (int)tokens;
+}
+
+/* Whether some layout of up to max_devices holds the weights and workspace, whatever the context. */
+static bool weights_fit_somewhere(const sl_model_config *c, int max_devices, int per_node, double device_bytes,
+                                  const sl_mem_limits *lim) {
+    sl_mem_limits one_token = *lim;
+    one_token.max_model_len = 1;
+    sl_mem_layout l;
+    return sl_mem_smallest_layout(c, max_devices, per_node, device_bytes, &one_token, &l);
+}
+
 static void layout_flags(char *buf, size_t n, const sl_mem_layout *l) {
     if (l->pp == 1) snprintf(buf, n, "--tensor-parallel-size %d", l->tp);
     else if (l->tp == 1) snprintf(buf, n, "--pipeline-parallel-size %d", l->pp);
@@ -89,24 +106,40 @@ static const char *gb(char *buf, double bytes) {
     return buf;
 }
 
+/* printf onto the end of buf[0..n), *len long so far; never past n. */
+static void append(char *buf, size_t n, size_t *len, const char *fmt, ...) {
+    if (*len >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf + *len, n - *len, fmt, ap);
+    va_end(ap);
+    if (k > 0) *len = *len + (size_t)k < n ? *len + (size_t)k : n;
+}
+
 void sl_mem_advice(char *buf, size_t n, const char *model_name, const sl_model_config *cfg, const sl_mem_layout *tried,
                    double device_bytes, const char *device, int max_devices, const sl_mem_limits *lim) {
     char a[16], b[16];
-    sl_mem_layout fit;
-    int len = snprintf(buf, n, "%s needs %s of weights", model_name, gb(a, sl_mem_total_weight_bytes(cfg)));
+    size_t len = 0;
+    buf[0] = '\0';
+    append(buf, n, &len, "%s needs %s of weights", model_name, gb(a, sl_mem_total_weight_bytes(cfg)));
     if (tried->tp * tried->pp > 1)
-        len += snprintf(buf + len, n - (size_t)len, " (%s on the largest of %d ranks)", gb(a, tried->weight_bytes),
-                        tried->tp * tried->pp);
-    len += snprintf(buf + len, n - (size_t)len, " plus %s for one %d-token sequence's KV cache; one %s has %s",
-                    gb(a, tried->min_kv_bytes), lim->max_model_len > 0 ? lim->max_model_len : cfg->max_position_embeddings,
-                    device, gb(b, device_bytes));
+        append(buf, n, &len, " (%s on the largest of %d ranks)", gb(a, tried->weight_bytes), tried->tp * tried->pp);
+    append(buf, n, &len, " plus %s for one %d-token sequence's KV cache; one %s has %s", gb(a, tried->min_kv_bytes),
+           lim->max_model_len > 0 ? lim->max_model_len : cfg->max_position_embeddings, device, gb(b, device_bytes));
+    /* the weights fit this layout: only the context is too long for its KV cache */
+    const int shorter = sl_mem_max_model_len(tried, device_bytes);
+    if (shorter >= 1) append(buf, n, &len, "; lower --max-model-len to %d or less", shorter);
+    sl_mem_layout fit;
     if (sl_mem_smallest_layout(cfg, max_devices, 8, device_bytes, lim, &fit)) {
         char flags[96];
         layout_flags(flags, sizeof flags, &fit);
-        snprintf(buf + len, n - (size_t)len, "; use %s (%s of weights and %s of KV cache per %s)", flags,
-                 gb(a, fit.weight_bytes), gb(b, device_bytes - fit.weight_bytes - fit.workspace_bytes), device);
-    } else {
-        snprintf(buf + len, n - (size_t)len, "; no layout of up to %d %ss fits: lower --max-model-len or use larger devices",
-                 max_devices, device);
+        append(buf, n, &len, "%s use %s (%s of weights and %s of KV cache per %s)", shorter >= 1 ? ", or" : ";", flags,
+               gb(a, fit.weight_bytes), gb(b, device_bytes - fit.weight_bytes - fit.workspace_bytes), device);
+    } else if (shorter < 1 && weights_fit_somewhere(cfg, max_devices, 8, device_bytes, lim)) {
+        append(buf, n, &len, "; no layout of up to %d %ss holds a full-length sequence: lower --max-model-len or use "
+               "more or larger devices", max_devices, device);
+    } else if (shorter < 1) {
+        append(buf, n, &len, "; the weights alone exceed every layout of up to %d %ss: use more or larger devices "
+               "(a shorter --max-model-len cannot help)", max_devices, device);
     }
 }

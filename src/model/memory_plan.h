@@ -40,8 +40,14 @@ void sl_mem_layout_eval(const sl_model_config *cfg, int tp, int pp, const sl_mem
 bool sl_mem_smallest_layout(const sl_model_config *cfg, int max_devices, int devices_per_node, double device_bytes,
                             const sl_mem_limits *lim, sl_mem_layout *out);
 
+/* The longest context whose KV cache fits beside a layout's weights and
+ * workspace on its largest rank (0: the weights and workspace alone do not fit). */
+int sl_mem_max_model_len(const sl_mem_layout *l, double device_bytes);
+
 /* One sentence for a layout that does not fit: what the model needs, what a
- * device has, and the smallest layout that would fit (or that none does). */
+ * device has, and what would fit: a shorter --max-model-len on the same layout
+ * when only the KV cache is short, the smallest layout of more devices, or
+ * that the weights alone exceed every layout of up to max_devices. */
 void sl_mem_advice(char *buf, size_t n, const char *model_name, const sl_model_config *cfg, const sl_mem_layout *tried,
                    double device_bytes, const char *device, int max_devices, const sl_mem_limits *lim);
 

@@ -229,6 +229,20 @@ static void test_memory_plan(void) {
     CHECK_CONTAINS(msg, "Qwen2.5-32B needs 65.5 GB of weights");
     CHECK_CONTAINS(msg, "one GPU has 43.2 GB");
     CHECK_CONTAINS(msg, "use --tensor-parallel-size 2 (32.8 GB of weights");
+    CHECK(!strstr(msg, "max-model-len")); /* 65.5 GB of weights do not fit 43.2 GB at any context */
+    /* on one 80 GB GPU the weights fit, the full context's KV cache does not: a shorter context, or two GPUs */
+    sl_mem_advice(msg, sizeof msg, "Qwen2.5-32B", &qwen, &one, 80e9 * 0.9, "GPU", 8, &lim);
+    const int shorter = sl_mem_max_model_len(&one, 80e9 * 0.9);
+    CHECK(shorter > 4096 && shorter < 32768);
+    char want[96];
+    snprintf(want, sizeof want, "lower --max-model-len to %d or less, or use --tensor-parallel-size 2", shorter);
+    CHECK_CONTAINS(msg, want);
+    /* Llama-3.1-405B's 811.7 GB exceed 8 x 72 GB: no advice about the context */
+    sl_mem_layout big;
+    sl_mem_layout_eval(&llama405, 1, 1, &lim, &big);
+    sl_mem_advice(msg, sizeof msg, "Llama-3.1-405B", &llama405, &big, 80e9 * 0.9, "GPU", 8, &lim);
+    CHECK_CONTAINS(msg, "the weights alone exceed every layout of up to 8 GPUs");
+    CHECK_EQ_INT(sl_mem_max_model_len(&big, 80e9 * 0.9), 0);
 }
 
 int main(int argc, char **argv) {

@@ -29,12 +29,13 @@
  *       of 8, 8 without GQA). Bound by reading the cache: each K/V byte is read
  *       once per step. When n_seqs * n_kv_heads leaves the GPU idle (under two
  *       blocks per SM), the context is split into `splits` ranges (flash-decoding,
- *       ranges of multiples of SPLIT_ALIGN keys): each writes its rows' partial
- *       (max, sum, unnormalized output) into the workspace, and
+ *       ranges of multiples of SPLIT_ALIGN keys, as many as fit the workspace at
+ *       splits x n_seqs x decode tokens x n_heads x (head_dim + 2) floats): each
+ *       writes its rows' partial (max, sum, unnormalized output) there, and
  *   attention_combine grid (n_seqs, n_heads) merges them; a sequence short
  *       enough for one range is written directly and skipped by the combine.
  *   attention_prefill grid (query tiles, n_kv_heads * head passes, n_seqs):
- *       tiles of 64 rows (32 for head_dim 256), i.e. 64 / heads-per-pass
+ *       tiles of 64 rows (32 for head_dim 256), i.e. rows / heads-per-pass
  *       consecutive query tokens; takes the sequences with more query tokens
  *       than decode takes. Reads keys up to the tile's last position only (the
  *       causal diagonal); tiles later in a sequence, which read more keys, get
@@ -46,6 +47,11 @@
  * Query heads beyond a tile's rows (groups over 8 in decode, over 64 in
  * prefill) go in several head passes. Grid limits: n_seqs <= 65535 when a
  * prefill runs (grid z), n_kv_heads * passes <= 65535.
+ *
+ * A row's arithmetic does not depend on the other rows of its tile, but the
+ * two kernels group the sums differently and the split count follows the
+ * step's shape, so unlike the CPU reference a token's output is the same
+ * alone or batched only to float32 rounding, not bit for bit.
  *
  * head_dim is dispatched over 16, 32, 64, 80, 96, 128 and 256 (template
  * instances); for any other size the launcher enqueues nothing, so the

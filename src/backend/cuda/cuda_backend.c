@@ -56,6 +56,15 @@ int sl_cuda_device_count(void) {
     return n;
 }
 
+size_t sl_cuda_device_memory(int device) {
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return prop.totalGlobalMem;
+}
+
 static void cuda_destroy(void *ctx) {
     cuda_ctx *c = ctx;
     cudaSetDevice(c->device);

@@ -6,6 +6,8 @@
 
 /* GPUs this process can see (0 when there is no driver or no device). */
 int sl_cuda_device_count(void);
+/* Total memory of GPU `device`, without starting a context on it (0 if it cannot be read). */
+size_t sl_cuda_device_memory(int device);
 int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err *err);
 
 #endif
