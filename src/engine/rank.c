@@ -100,9 +100,11 @@ static int settle_limits(sl_rank *r, const sl_rank_setup *s, int64_t blocks, sl_
                               (long long)(blocks * bs), r->max_model_len,
                               r->backend.iface->shares_host_memory ? "" : " or --gpu-memory-utilization",
                               (double)need * (double)block_bytes / 1073741824.0);
+        if (blocks < 1 && (s->kv_cache_memory > 0 || r->backend.iface->shares_host_memory))
+            return sl_err_set(err, SL_ENOSPACE, "--kv-cache-memory is too small for one KV block (%zu bytes)", block_bytes);
         if (blocks < 1)
-            return sl_err_set(err, SL_ENOSPACE, "no room for one KV block after the weights: raise %s",
-                              r->backend.iface->shares_host_memory ? "--kv-cache-memory" : "--gpu-memory-utilization");
+            return sl_err_set(err, SL_ENOSPACE, "no room on the GPU for one KV block after the weights and what is in "
+                              "use already: raise --gpu-memory-utilization or free the GPU");
         SL_WARN("max_model_len lowered from %d to %lld tokens: what a %.2f GiB KV cache holds", r->max_model_len,
                 (long long)(blocks * bs), (double)blocks * (double)block_bytes / 1073741824.0);
         r->max_model_len = (int)(blocks * bs);
