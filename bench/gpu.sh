@@ -5,8 +5,9 @@
 #   bench/gpu.sh [PARTS...]      PARTS: tests bench throughput serve peers (default: all)
 #
 # Binaries come from $SHARDLM_BIN (a folder with shardlm, test_cuda_ops and
-# test_golden), else from build/gpu, which is configured and built here when
-# missing (-DSHARDLM_CUDA=ON, Hopper only). Models with random bf16 weights and
+# test_golden: tools/gpu-bundle.sh makes one, with the libraries they need, for
+# machines without the build dependencies), else from build/gpu, which is
+# configured and built here when missing (-DSHARDLM_CUDA=ON, Hopper only). Models with random bf16 weights and
 # the real config are written by tools/make_bench_model.py under $MODELS
 # (default /tmp/shardlm-models) with the Llama 3.1 tokenizer from $TOKENIZERS
 # (default ../shared/tokenizers). Figures go to $RESULTS (default
