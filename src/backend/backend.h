@@ -81,6 +81,8 @@ typedef struct sl_backend_iface {
      * ranks share it (host RAM) or each has its own (a GPU). */
     const char *device_kind;
     int shares_host_memory;
+    /* Its memory is host memory: the communicator (MPI) reads and writes it as it is. */
+    int host_memory;
     void (*destroy)(void *ctx);
     /* What computes, in words, for the start-up summary ("2 threads, matmuls: float32 FMAs"). */
     void (*describe)(void *ctx, char *buf, size_t n);
@@ -146,7 +148,8 @@ typedef struct sl_backend {
 typedef struct sl_backend_options {
     int n_threads;            /* CPU threads; 0: the cores this process may use */
     int matmul_bf16_inputs;   /* matmuls over bf16 weights round their inputs to bf16 (sums stay float32) */
-    int device_index;         /* the GPU of this rank among the visible ones; -1: the node-local rank's */
+    int device_index;         /* this rank's index among its machine's ranks: GPU device_index % visible GPUs;
+                                 -1: from the launcher's local rank, else GPU 0 */
 } sl_backend_options;
 
 /* Creates a backend by name ("cpu", "cuda"). */

@@ -159,6 +159,11 @@ int sl_dist_set_layout(sl_dist *d, int tp, int pp, sl_err *err) {
     d->prev_stage = d->pp_rank > 0 ? r - tp : -1;
     d->next_stage = d->pp_rank + 1 < pp ? r + tp : -1;
     d->last_stage_root = (pp - 1) * tp;
+    MPI_Comm node; /* the ranks that share this machine, whether mpirun or self-launch started them */
+    MPI_Comm_split_type(sl_comm_mpi_handle(&d->world), MPI_COMM_TYPE_SHARED, r, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &d->local_rank);
+    MPI_Comm_size(node, &d->local_size);
+    MPI_Comm_free(&node);
     MPI_Comm tp_comm;
     MPI_Comm_split(sl_comm_mpi_handle(&d->world), d->pp_rank, d->tp_rank, &tp_comm);
     MPI_Comm_set_errhandler(tp_comm, MPI_ERRORS_RETURN);

@@ -22,6 +22,7 @@ typedef struct sl_dist {
     int tp_rank, tp_size, pp_rank, pp_size;
     int prev_stage, next_stage;   /* world ranks of the same tp rank one stage up / down; -1 at the ends */
     int last_stage_root;          /* world rank of (last stage, tp rank 0): it gathers the logits */
+    int local_rank, local_size;   /* this rank among the job's ranks on its machine (which GPU it takes) */
     double timeout_s;             /* deadline of every communication */
     bool spawned;                 /* workers were started by this process */
 } sl_dist;

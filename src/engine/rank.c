@@ -22,8 +22,17 @@ static int agree_min(sl_dist *d, int64_t *v, sl_err *err) {
     return d ? d->world.iface->all_reduce_min_i64(d->world.ctx, v, err) : SL_OK;
 }
 
-/* Memory of one rank's device: given, or what its backend reports (a GPU's total; the
- * node's available RAM shared by its ranks). */
+/* Ranks of this machine that share one GPU: 1 unless the machine runs more ranks than it has GPUs. */
+static int ranks_per_gpu(const sl_rank *r) {
+    int gpus = 0;
+    size_t unused;
+    sl_backend_gpus(&gpus, &unused);
+    const int local = r->dist ? r->dist->local_size : 1;
+    return gpus > 0 && local > gpus ? (local + gpus - 1) / gpus : 1;
+}
+
+/* Memory of one rank's device: given, or what its backend reports (a GPU's total, shared by
+ * the ranks on it; the node's available RAM shared by its ranks). */
 static int device_bytes(const sl_rank *r, const sl_rank_setup *s, double *out, sl_err *err) {
     if (s->device_memory > 0) {
         *out = (double)s->device_memory;
@@ -32,7 +41,8 @@ static int device_bytes(const sl_rank *r, const sl_rank_setup *s, double *out, s
     size_t free_bytes, total;
     int rc = r->backend.iface->memory(r->backend.ctx, &free_bytes, &total, err);
     if (rc) return rc;
-    *out = r->backend.iface->shares_host_memory ? (double)free_bytes / (r->dist ? r->dist->world.size : 1) : (double)total;
+    *out = r->backend.iface->shares_host_memory ? (double)free_bytes / (r->dist ? r->dist->world.size : 1)
+                                                : (double)total / ranks_per_gpu(r);
     return SL_OK;
 }
 
@@ -48,7 +58,8 @@ static sl_mem_limits mem_limits(const sl_rank *r, const sl_rank_setup *s) {
 /* Bytes for this rank's KV cache: --kv-cache-memory when given; on a GPU what
  * --gpu-memory-utilization of it leaves after what is in use already (the CUDA
  * context, other processes), this rank's weights and its step's workspace
- * (vLLM's meaning); on the CPU 1 GiB. */
+ * (vLLM's meaning), divided between the ranks that share the GPU; on the CPU
+ * 1 GiB. */
 static int kv_budget(const sl_rank *r, const sl_rank_setup *s, int64_t *out, sl_err *err) {
     if (s->kv_cache_memory > 0 || r->backend.iface->shares_host_memory) {
         *out = s->kv_cache_memory > 0 ? s->kv_cache_memory : (int64_t)1 << 30;
@@ -60,7 +71,11 @@ static int kv_budget(const sl_rank *r, const sl_rank_setup *s, int64_t *out, sl_
     const sl_mem_limits lim = mem_limits(r, s);
     sl_mem_layout l;
     sl_mem_layout_eval(&r->config, s->tp, s->pp, &lim, &l);
-    const double budget = (double)total * s->memory_utilization - (double)(total - free_bytes) - l.weight_bytes -
+    /* ranks sharing one GPU split its share between them; what the others are allocating meanwhile is
+     * theirs, so only a GPU of its own counts memory in use */
+    const int sharing = ranks_per_gpu(r);
+    const double in_use = sharing > 1 ? 0.0 : (double)(total - free_bytes);
+    const double budget = (double)total * s->memory_utilization / sharing - in_use - l.weight_bytes -
                           l.workspace_bytes - GPU_HEADROOM_BYTES;
     *out = budget > 0 ? (int64_t)budget : 0;
     return SL_OK;
@@ -122,7 +137,8 @@ static int create_backend(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
         threads = cores / per_node > 0 ? cores / per_node : 1;
     }
     r->n_threads = threads;
-    sl_backend_options bo = {.n_threads = threads, .matmul_bf16_inputs = s->matmul_bf16_inputs, .device_index = -1};
+    sl_backend_options bo = {.n_threads = threads, .matmul_bf16_inputs = s->matmul_bf16_inputs,
+                             .device_index = r->dist ? r->dist->local_rank : -1};
     return sl_backend_create(s->backend, &bo, &r->backend, err);
 }
 

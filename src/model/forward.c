@@ -14,7 +14,13 @@
  * so o_proj and down_proj give partial sums, completed by one all-reduce
  * each; the embedding holds a vocabulary slice (rows outside it embed to
  * zero, the all-reduce fills them) and so does the LM head (the slices are
- * all-gathered into full rows). */
+ * all-gathered into full rows).
+ *
+ * The communicator moves host memory (MPI). Where the backend's memory is not
+ * the host's (a GPU), tensors go through pinned host buffers on their way:
+ * downloaded (which waits for the ops that produce them), communicated,
+ * uploaded (ordered before the ops that read them). $SHARDLM_DEBUG_STAGE_COMM=1
+ * stages on the CPU backend too, so CI runs these paths. */
 #include <math.h>
 #include <string.h>
 
@@ -58,7 +64,33 @@ static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
 static int tp_all_reduce(sl_model *m, float *buf, int64_t n, sl_err *err) {
     if (!m->dist || m->dist->tp_size == 1) return SL_OK;
     const sl_comm *tp = &m->dist->tp;
-    return tp->iface->all_reduce_sum(tp->ctx, buf, n, err);
+    if (!m->stage_comm) return tp->iface->all_reduce_sum(tp->ctx, buf, n, err);
+    const sl_backend_iface *be = m->backend.iface;
+    const size_t n_bytes = (size_t)n * sizeof(float);
+    int rc = be->download(m->backend.ctx, m->h_comm, buf, n_bytes, err);
+    if (!rc) rc = tp->iface->all_reduce_sum(tp->ctx, m->h_comm, n, err);
+    if (!rc) rc = be->upload(m->backend.ctx, buf, m->h_comm, n_bytes, err);
+    return rc;
+}
+
+/* The residual stream x of n_tokens to the next stage, and from the one before. */
+static int send_hidden(sl_model *m, int n_tokens, sl_err *err) {
+    const sl_comm *w = &m->dist->world;
+    const size_t n_bytes = (size_t)n_tokens * (size_t)m->config.hidden_size * sizeof(float);
+    if (!m->stage_comm) {
+        int rc = m->backend.iface->synchronize(m->backend.ctx, err);
+        return rc ? rc : w->iface->send(w->ctx, m->x, n_bytes, m->dist->next_stage, SL_TAG_HIDDEN, err);
+    }
+    int rc = m->backend.iface->download(m->backend.ctx, m->h_comm, m->x, n_bytes, err);
+    return rc ? rc : w->iface->send(w->ctx, m->h_comm, n_bytes, m->dist->next_stage, SL_TAG_HIDDEN, err);
+}
+
+static int recv_hidden(sl_model *m, int n_tokens, sl_err *err) {
+    const sl_comm *w = &m->dist->world;
+    const size_t n_bytes = (size_t)n_tokens * (size_t)m->config.hidden_size * sizeof(float);
+    if (!m->stage_comm) return w->iface->recv(w->ctx, m->x, n_bytes, m->dist->prev_stage, SL_TAG_HIDDEN, err);
+    int rc = w->iface->recv(w->ctx, m->h_comm, n_bytes, m->dist->prev_stage, SL_TAG_HIDDEN, err);
+    return rc ? rc : m->backend.iface->upload(m->backend.ctx, m->x, m->h_comm, n_bytes, err);
 }
 
 static int attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, const sl_attn_batch *ab, sl_err *err) {
@@ -96,11 +128,7 @@ static int mlp_block(sl_model *m, sl_layer_weights *L, int n, sl_err *err) {
 
 /* The residual stream enters this stage: embedded here, or from the stage before. */
 static int stage_input(sl_model *m, const sl_batch *b, sl_err *err) {
-    const size_t n_bytes = (size_t)b->n_tokens * (size_t)m->config.hidden_size * sizeof(float);
-    if (m->dist && m->dist->prev_stage >= 0) {
-        const sl_comm *w = &m->dist->world;
-        return w->iface->recv(w->ctx, m->x, n_bytes, m->dist->prev_stage, SL_TAG_HIDDEN, err);
-    }
+    if (m->dist && m->dist->prev_stage >= 0) return recv_hidden(m, b->n_tokens, err);
     m->backend.iface->embed(m->backend.ctx, m->x, &m->embed, m->d_tokens, b->n_tokens, m->plan.vocab_begin);
     return tp_all_reduce(m, m->x, (int64_t)b->n_tokens * m->config.hidden_size, err);
 }
@@ -125,10 +153,16 @@ static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *e
         sl_shard_plan_vocab_slice(c->vocab_size, d->tp_size, r, &begin[r], &end[r]);
         counts[r] = (int64_t)b->n_logits * (end[r] - begin[r]);
     }
-    int rc = d->tp.iface->all_gather_v(d->tp.ctx, m->logits, (int64_t)b->n_logits * slice, m->gathered, counts, err);
+    const float *mine = m->logits;
+    int rc = SL_OK;
+    if (m->stage_comm) {
+        rc = be->download(ctx, m->h_comm, m->logits, (size_t)b->n_logits * (size_t)slice * sizeof(float), err);
+        mine = m->h_comm;
+    } else {
+        rc = be->synchronize(ctx, err);
+    }
+    if (!rc) rc = d->tp.iface->all_gather_v(d->tp.ctx, mine, (int64_t)b->n_logits * slice, m->host_gather, counts, err);
     if (rc || d->tp_rank != 0) return rc;
-    const size_t total = (size_t)b->n_logits * (size_t)c->vocab_size;
-    if ((rc = be->download(ctx, m->host_gather, m->gathered, total * sizeof(float), err))) return rc;
     const float *block = m->host_gather;
     for (int r = 0; r < d->tp_size; r++) {
         const int64_t w = end[r] - begin[r];
@@ -143,7 +177,6 @@ static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *e
 int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
-    const sl_model_config *c = &m->config;
     int rc = check_batch(m, b, err);
     if (!rc) rc = upload_batch(m, b, err);
     if (rc) return rc;
@@ -169,12 +202,7 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
         if (!rc) rc = mlp_block(m, &m->layers[l], b->n_tokens, err);
     }
     if (rc) return rc;
-    if (m->dist && m->dist->next_stage >= 0) {
-        const sl_comm *w = &m->dist->world;
-        if ((rc = be->synchronize(ctx, err))) return rc;
-        return w->iface->send(w->ctx, m->x, (size_t)b->n_tokens * (size_t)c->hidden_size * sizeof(float),
-                              m->dist->next_stage, SL_TAG_HIDDEN, err);
-    }
+    if (m->dist && m->dist->next_stage >= 0) return send_hidden(m, b->n_tokens, err);
     if (b->n_logits == 0) return be->synchronize(ctx, err);
     return stage_logits(m, b, logits, err);
 }

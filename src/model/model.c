@@ -162,8 +162,16 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
     }
     if (m->plan.tp_size > 1 && m->plan.pp_rank == m->plan.pp_size - 1) {
         size_t full = (size_t)lim->max_seqs * (size_t)m->config.vocab_size * f;
-        if ((rc = alloc_buf(m, full, (void **)&m->gathered, err))) return rc;
         if (!(m->host_gather = malloc(full))) return sl_err_set(err, SL_ENOMEM, "out of memory for the logits gather");
+    }
+    const char *stage = getenv("SHARDLM_DEBUG_STAGE_COMM");
+    m->stage_comm = m->dist && (!m->backend.iface->host_memory || (stage && atoi(stage) > 0));
+    if (m->stage_comm) {
+        SL_DEBUG("tensors reach the communicator through pinned host buffers");
+        const size_t hidden = T * h, slice = (size_t)lim->max_seqs * vocab;
+        if ((rc = m->backend.iface->alloc_host(m->backend.ctx, (hidden > slice ? hidden : slice) * f,
+                                               (void **)&m->h_comm, err)))
+            return rc;
     }
     for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
         sl_kv_cache *kv = &m->layers[l].kv;
@@ -236,7 +244,8 @@ void sl_model_close(sl_model *m) {
     b->weight_free(ctx, &m->lm_head);
     free(m->host_gather);
     if (m->h_step) b->free_host(ctx, m->h_step);
-    void *bufs[] = {m->gathered, m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
+    if (m->h_comm) b->free_host(ctx, m->h_comm);
+    void *bufs[] = {m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
                     m->logits_in, m->logits, m->d_step};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(ctx, bufs[i]);
     sl_safetensors_close(m->st);

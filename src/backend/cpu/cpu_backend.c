@@ -259,6 +259,7 @@ static const sl_backend_iface k_cpu_iface = {
     .name = "cpu",
     .device_kind = "CPU rank",
     .shares_host_memory = 1,
+    .host_memory = 1,
     .destroy = cpu_destroy,
     .describe = cpu_describe,
     .memory = cpu_memory,

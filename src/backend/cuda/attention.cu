@@ -54,13 +54,13 @@
  * alone or batched only to float32 rounding, not bit for bit.
  *
  * head_dim is dispatched over 16, 32, 64, 80, 96, 128 and 256 (template
- * instances); for any other size the launcher enqueues nothing, so the
- * backend must refuse such models at load. Pointers are 16-byte aligned (the
- * backend's allocations; rows are multiples of 16 elements). The launchers
- * only enqueue kernels (no allocation, copy or synchronization; graph-capture
- * safe); the first launch of a head size also raises its kernels' shared
- * memory limit past 48 KB where needed, and the first call caches the SM
- * count of the current device. */
+ * instances, cuda_attention_tiled_head_dim); for any other size the launcher
+ * enqueues nothing (the backend sends those to attention_plain.cu). Pointers
+ * are 16-byte aligned (the backend's allocations; rows are multiples of 16
+ * elements). The launchers only enqueue kernels (no allocation, copy or
+ * synchronization; graph-capture safe); the first launch of a head size also
+ * raises its kernels' shared memory limit past 48 KB where needed, and the
+ * first call caches the SM count of the current device. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>

@@ -268,6 +268,7 @@ static const sl_backend_iface k_cuda_iface = {
     .name = "cuda",
     .device_kind = "GPU",
     .shares_host_memory = 0,
+    .host_memory = 0,
     .destroy = cuda_destroy,
     .describe = cuda_describe,
     .memory = cuda_memory,
@@ -291,9 +292,10 @@ static const sl_backend_iface k_cuda_iface = {
     .synchronize = cuda_synchronize,
 };
 
-/* The GPU of this rank: asked for, or the node-local rank's as the launcher tells it. */
+/* The GPU of this rank: its index among the machine's ranks, round robin over the GPUs, or the
+ * local rank the launcher tells. */
 static int pick_device(int asked, int n_devices) {
-    if (asked >= 0) return asked;
+    if (asked >= 0) return asked % n_devices;
     const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         const char *v = getenv(vars[i]);
@@ -330,8 +332,6 @@ int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err 
         return sl_err_set(err, SL_ENOTFOUND, "--device cuda: no GPU is visible to this process (check nvidia-smi and "
                           "CUDA_VISIBLE_DEVICES), or use --device cpu");
     const int device = pick_device(o->device_index, n);
-    if (device >= n)
-        return sl_err_set(err, SL_EINVAL, "GPU %d asked for, but this process sees %d GPU%s", device, n, n == 1 ? "" : "s");
     cuda_ctx *c = calloc(1, sizeof *c);
     if (!c) return sl_err_set(err, SL_ENOMEM, "out of memory");
     c->device = device;
