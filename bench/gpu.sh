@@ -4,6 +4,10 @@
 #
 #   bench/gpu.sh [PARTS...]      PARTS: tests bench throughput serve peers (default: all)
 #
+# serve: start to a ready /health, then `shardlm bench serve` against it at
+# $REQUEST_RATE requests/s (default 8, near saturation for the 8B shape)
+# for $SERVE_PROMPTS requests: TTFT, TPOT and ITL percentiles.
+#
 # Binaries come from $SHARDLM_BIN (a folder with shardlm, test_cuda_ops and
 # test_golden: tools/gpu-bundle.sh makes one, with the libraries they need, for
 # machines without the build dependencies), else from build/gpu, which is
@@ -91,6 +95,8 @@ if want serve; then
   done
   t1=$(date +%s%N)
   echo "{\"start_to_ready_s\": $(( (t1 - t0) / 1000000 )).0e-3}" >"$RESULTS/serve_start.json"
+  timeout 300 "$shardlm" bench serve --base-url "http://127.0.0.1:$port" --num-prompts "${SERVE_PROMPTS:-400}" \
+      --request-rate "${REQUEST_RATE:-8}" --input-len 256 --output-len 256 | tee "$RESULTS/serve_bench.txt" || status=1
   kill $pid 2>/dev/null; wait $pid 2>/dev/null
 fi
 if want peers; then
@@ -129,5 +135,14 @@ m64 = re.search(r'"decode_tokps_b64": ([\d.]+)', ts)
 if thr: print(f"| throughput, {thr['num_prompts']} x (512 in, 256 out) | {thr['output_tok_s']:.0f} output tok/s | "
               f"torch_static b64 decode {m64.group(1) if m64 else '?'} |")
 if srv: print(f"| serve: start to ready /health | {srv['start_to_ready_s']:.2f} s | |")
+try:
+    sb = open(os.path.join(d, "serve_bench.txt")).read()
+    get = lambda label: (re.search(re.escape(label) + r"\s+([\d.]+)", sb) or [None, "?"])[1]
+    rate = os.environ.get("REQUEST_RATE", "8")
+    print(f"| bench serve, {rate} req/s offered: output tok/s | {get('Output token throughput (tok/s):')} | |")
+    print(f"| TTFT median / p99 (ms) | {get('Median TTFT (ms):')} / {get('P99 TTFT (ms):')} | |")
+    print(f"| ITL median / p99 (ms) | {get('Median ITL (ms):')} / {get('P99 ITL (ms):')} | |")
+except OSError:
+    pass
 EOF
 exit $status
