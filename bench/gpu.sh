@@ -2,7 +2,7 @@
 # gpu.sh -- on a machine with an NVIDIA GPU: the GPU tests, then the benchmarks
 # of the Llama-3.1-8B shape beside the peers, in one run, ending with one table.
 #
-#   bench/gpu.sh [PARTS...]      PARTS: tests bench throughput serve peers (default: all)
+#   bench/gpu.sh [PARTS...]      PARTS: tests python bench throughput serve peers (default: all)
 #
 # serve: start to a ready /health, then `shardlm bench serve` against it at
 # $REQUEST_RATE requests/s (default 8, near saturation for the 8B shape)
@@ -21,7 +21,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-parts=${*:-tests bench throughput serve peers}
+parts=${*:-tests python bench throughput serve peers}
 want() { [[ " $parts " == *" $1 "* ]]; }
 MODELS=${MODELS:-/tmp/shardlm-models}
 TOKENIZERS=${TOKENIZERS:-$root/../shared/tokenizers}
@@ -55,6 +55,19 @@ if want tests; then
       run_test "golden_${f}_cuda_kv_$kv" "$bin/test_golden" "$fx/$f" "$fx/$f/golden.json" 0.5 medium $kv cuda
     done
   done
+fi
+
+# ---- the Python binding on the GPU: the fixtures' engines open on cuda by default there ----
+if want python; then
+  lib=$bin/libshardlm.so
+  [ -f "$lib" ] || lib=$bin/../libshardlm.so
+  if SHARDLM_LIBRARY=$lib PYTHONPATH=$root/python SHARDLM_WORKER_EXE=$shardlm timeout 300 $PY -m pytest python/tests -q \
+       -p no:cacheprovider >"$RESULTS/test_python.log" 2>&1; then
+    echo "PASS python binding (its engines on the default device, the GPU)"
+  else
+    echo "FAIL python binding (GPU): $(tail -1 "$RESULTS/test_python.log")"; grep -E "^FAILED" "$RESULTS/test_python.log" | head -20
+    status=1
+  fi
 fi
 
 model=$MODELS/llama-3.1-8b

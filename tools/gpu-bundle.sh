@@ -15,9 +15,10 @@ shared=${SHARED:-$root/../shared}
 cd "$root"
 cmake -S . -B build/gpu-bundle -DCMAKE_BUILD_TYPE=Release -DSHARDLM_CUDA=ON -DSHARDLM_NATIVE=OFF \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real >/dev/null
-cmake --build build/gpu-bundle -j "$(nproc)" --target shardlm_cli test_cuda_ops test_golden >/dev/null
+cmake --build build/gpu-bundle -j "$(nproc)" --target shardlm_cli shardlm test_cuda_ops test_golden >/dev/null
 mkdir -p "$out/bin" "$out/lib" "$out/tokenizers" "$out/peers"
 cp build/gpu-bundle/shardlm build/gpu-bundle/tests/backend/test_cuda_ops build/gpu-bundle/tests/model/test_golden "$out/bin/"
+cp build/gpu-bundle/libshardlm.so "$out/bin/"
 # every library the binary loads but glibc's, the compiler runtime's and CUDA's (the GPU machine has its own)
 ldd build/gpu-bundle/shardlm | awk '/=> \//{print $3}' |
   grep -vE '/(libc|libm|libpthread|libdl|librt|libresolv|ld-linux[^/]*|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas[^/]*)\.so' |
