@@ -75,27 +75,19 @@ int cuda_attention_tiled_head_dim(int head_dim) {
            head_dim == 256;
 }
 
+template <typename T>
+static void launch(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                   int n_heads, float scale) {
+    const dim3 grid((unsigned int)b->n_tokens, (unsigned int)n_heads);
+    attention_plain_kernel<<<grid, 32, 0, s>>>(out, q, (const T *)kv->k, (const T *)kv->v, b->query_start,
+                                               b->context_len, b->block_tables, b->n_seqs, b->max_blocks, n_heads,
+                                               kv->n_kv_heads, kv->head_dim, kv->block_size, scale);
+}
+
 void cuda_attention_plain(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
                           int n_heads, float scale) {
     if (b->n_tokens <= 0) return;
-    const dim3 grid((unsigned int)b->n_tokens, (unsigned int)n_heads);
-    switch (kv->dtype) {
-    case SL_DTYPE_BF16:
-        attention_plain_kernel<<<grid, 32, 0, s>>>(out, q, (const __nv_bfloat16 *)kv->k, (const __nv_bfloat16 *)kv->v,
-                                                   b->query_start, b->context_len, b->block_tables, b->n_seqs,
-                                                   b->max_blocks, n_heads, kv->n_kv_heads, kv->head_dim,
-                                                   kv->block_size, scale);
-        break;
-    case SL_DTYPE_F16:
-        attention_plain_kernel<<<grid, 32, 0, s>>>(out, q, (const __half *)kv->k, (const __half *)kv->v,
-                                                   b->query_start, b->context_len, b->block_tables, b->n_seqs,
-                                                   b->max_blocks, n_heads, kv->n_kv_heads, kv->head_dim,
-                                                   kv->block_size, scale);
-        break;
-    default:
-        attention_plain_kernel<<<grid, 32, 0, s>>>(out, q, (const float *)kv->k, (const float *)kv->v, b->query_start,
-                                                   b->context_len, b->block_tables, b->n_seqs, b->max_blocks, n_heads,
-                                                   kv->n_kv_heads, kv->head_dim, kv->block_size, scale);
-        break;
-    }
+    if (kv->dtype == SL_DTYPE_BF16) launch<__nv_bfloat16>(s, out, q, kv, b, n_heads, scale);
+    else if (kv->dtype == SL_DTYPE_F16) launch<__half>(s, out, q, kv, b, n_heads, scale);
+    else launch<float>(s, out, q, kv, b, n_heads, scale);
 }
