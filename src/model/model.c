@@ -15,6 +15,7 @@
 
 #include "util/half.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 static int load_matrix(sl_model *m, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                        int64_t c0, int64_t c1, sl_weight *out, sl_err *err) {
@@ -97,6 +98,12 @@ static int load_weights(sl_model *m, sl_err *err) {
     const sl_model_config *c = &m->config;
     const sl_shard_plan *p = &m->plan;
     const int64_t h = c->hidden_size, v = c->vocab_size;
+    /* a bar on rank 0 where loading takes long enough to wonder about (over 2 GB per rank) */
+    const double rank_bytes = (double)sl_model_config_n_params(c) * (double)sl_dtype_n_bytes(c->dtype) /
+                              (double)(p->tp_size * p->pp_size);
+    const bool show = rank_bytes > 2e9 && (!m->dist || m->dist->world.rank == 0);
+    sl_progress bar;
+    if (show) sl_progress_start(&bar, stderr, "loading weights", (uint64_t)rank_bytes, "B");
     int rc = load_matrix(m, "model.embed_tokens.weight", v, h, p->vocab_begin, p->vocab_end, 0, h, &m->embed, err);
     if (rc) return rc;
     if (c->tie_word_embeddings) {
@@ -108,8 +115,15 @@ static int load_weights(sl_model *m, sl_err *err) {
     if ((rc = load_vector(m, "model.norm.weight", h, 0, h, &m->final_norm, err))) return rc;
     m->layers = calloc((size_t)sl_shard_plan_n_layers(p), sizeof *m->layers);
     if (!m->layers) return sl_err_set(err, SL_ENOMEM, "out of memory");
-    for (int l = p->layer_begin; l < p->layer_end; l++)
+    for (int l = p->layer_begin; l < p->layer_end; l++) {
+        if (show) sl_progress_update(&bar, m->weight_bytes);
         if ((rc = load_layer(m, l, &m->layers[l - p->layer_begin], err))) return rc;
+    }
+    if (show) {
+        bar.total = m->weight_bytes; /* the estimate counted norms at the file's width, not float32 */
+        sl_progress_update(&bar, m->weight_bytes);
+        sl_progress_finish(&bar);
+    }
     return SL_OK;
 }
 
