@@ -16,17 +16,13 @@
  * zero, the all-reduce fills them) and so does the LM head (the slices are
  * all-gathered into full rows).
  *
- * The communicator moves host memory (MPI). Where the backend's memory is not
- * the host's (a GPU), tensors go through pinned host buffers on their way:
- * downloaded (which waits for the ops that produce them), communicated,
- * uploaded (ordered before the ops that read them). $SHARDLM_DEBUG_STAGE_COMM=1
- * stages on the CPU backend too, so CI runs these paths. */
+ * Tensors between ranks go through the model's tensor communicator
+ * (dist/tensor_comm.h), in order with the backend's ops. */
 #include <math.h>
 #include <string.h>
 
 #include "model/model.h"
 
-#define SL_TAG_HIDDEN 11 /* message tag of hidden states between pipeline stages */
 
 /* The step's int32 arrays go up in one copy: packed end to end into the
  * pinned host buffer, then pointed at where they land in device memory. */
@@ -63,34 +59,7 @@ static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
 /* Completes partial sums over the tensor-parallel group. */
 static int tp_all_reduce(sl_model *m, float *buf, int64_t n, sl_err *err) {
     if (!m->dist || m->dist->tp_size == 1) return SL_OK;
-    const sl_comm *tp = &m->dist->tp;
-    if (!m->stage_comm) return tp->iface->all_reduce_sum(tp->ctx, buf, n, err);
-    const sl_backend_iface *be = m->backend.iface;
-    const size_t n_bytes = (size_t)n * sizeof(float);
-    int rc = be->download(m->backend.ctx, m->h_comm, buf, n_bytes, err);
-    if (!rc) rc = tp->iface->all_reduce_sum(tp->ctx, m->h_comm, n, err);
-    if (!rc) rc = be->upload(m->backend.ctx, buf, m->h_comm, n_bytes, err);
-    return rc;
-}
-
-/* The residual stream x of n_tokens to the next stage, and from the one before. */
-static int send_hidden(sl_model *m, int n_tokens, sl_err *err) {
-    const sl_comm *w = &m->dist->world;
-    const size_t n_bytes = (size_t)n_tokens * (size_t)m->config.hidden_size * sizeof(float);
-    if (!m->stage_comm) {
-        int rc = m->backend.iface->synchronize(m->backend.ctx, err);
-        return rc ? rc : w->iface->send(w->ctx, m->x, n_bytes, m->dist->next_stage, SL_TAG_HIDDEN, err);
-    }
-    int rc = m->backend.iface->download(m->backend.ctx, m->h_comm, m->x, n_bytes, err);
-    return rc ? rc : w->iface->send(w->ctx, m->h_comm, n_bytes, m->dist->next_stage, SL_TAG_HIDDEN, err);
-}
-
-static int recv_hidden(sl_model *m, int n_tokens, sl_err *err) {
-    const sl_comm *w = &m->dist->world;
-    const size_t n_bytes = (size_t)n_tokens * (size_t)m->config.hidden_size * sizeof(float);
-    if (!m->stage_comm) return w->iface->recv(w->ctx, m->x, n_bytes, m->dist->prev_stage, SL_TAG_HIDDEN, err);
-    int rc = w->iface->recv(w->ctx, m->h_comm, n_bytes, m->dist->prev_stage, SL_TAG_HIDDEN, err);
-    return rc ? rc : m->backend.iface->upload(m->backend.ctx, m->x, m->h_comm, n_bytes, err);
+    return m->tensors.iface->all_reduce_sum(m->tensors.ctx, buf, n, SL_DTYPE_F32, err);
 }
 
 static int attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, const sl_attn_batch *ab, sl_err *err) {
@@ -128,7 +97,9 @@ static int mlp_block(sl_model *m, sl_layer_weights *L, int n, sl_err *err) {
 
 /* The residual stream enters this stage: embedded here, or from the stage before. */
 static int stage_input(sl_model *m, const sl_batch *b, sl_err *err) {
-    if (m->dist && m->dist->prev_stage >= 0) return recv_hidden(m, b->n_tokens, err);
+    if (m->dist && m->dist->prev_stage >= 0)
+        return m->tensors.iface->recv_prev(m->tensors.ctx, m->x, (int64_t)b->n_tokens * m->config.hidden_size,
+                                           SL_DTYPE_F32, err);
     m->backend.iface->embed(m->backend.ctx, m->x, &m->embed, m->d_tokens, b->n_tokens, m->plan.vocab_begin);
     return tp_all_reduce(m, m->x, (int64_t)b->n_tokens * m->config.hidden_size, err);
 }
@@ -153,15 +124,8 @@ static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *e
         sl_shard_plan_vocab_slice(c->vocab_size, d->tp_size, r, &begin[r], &end[r]);
         counts[r] = (int64_t)b->n_logits * (end[r] - begin[r]);
     }
-    const float *mine = m->logits;
-    int rc = SL_OK;
-    if (m->stage_comm) {
-        rc = be->download(ctx, m->h_comm, m->logits, (size_t)b->n_logits * (size_t)slice * sizeof(float), err);
-        mine = m->h_comm;
-    } else {
-        rc = be->synchronize(ctx, err);
-    }
-    if (!rc) rc = d->tp.iface->all_gather_v(d->tp.ctx, mine, (int64_t)b->n_logits * slice, m->host_gather, counts, err);
+    int rc = m->tensors.iface->gather_to_host(m->tensors.ctx, m->logits, (int64_t)b->n_logits * slice, m->host_gather,
+                                              counts, SL_DTYPE_F32, err);
     if (rc || d->tp_rank != 0) return rc;
     const float *block = m->host_gather;
     for (int r = 0; r < d->tp_size; r++) {
@@ -202,7 +166,9 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
         if (!rc) rc = mlp_block(m, &m->layers[l], b->n_tokens, err);
     }
     if (rc) return rc;
-    if (m->dist && m->dist->next_stage >= 0) return send_hidden(m, b->n_tokens, err);
+    if (m->dist && m->dist->next_stage >= 0)
+        return m->tensors.iface->send_next(m->tensors.ctx, m->x, (int64_t)b->n_tokens * m->config.hidden_size,
+                                           SL_DTYPE_F32, err);
     if (b->n_logits == 0) return be->synchronize(ctx, err);
     return stage_logits(m, b, logits, err);
 }

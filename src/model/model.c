@@ -178,13 +178,9 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         size_t full = (size_t)lim->max_seqs * (size_t)m->config.vocab_size * f;
         if (!(m->host_gather = malloc(full))) return sl_err_set(err, SL_ENOMEM, "out of memory for the logits gather");
     }
-    const char *stage = getenv("SHARDLM_DEBUG_STAGE_COMM");
-    m->stage_comm = m->dist && (!m->backend.iface->host_memory || (stage && atoi(stage) > 0));
-    if (m->stage_comm) {
-        SL_DEBUG("tensors reach the communicator through pinned host buffers");
+    if (m->dist) { /* the largest tensor between ranks: a step's hidden states, or its logits slice */
         const size_t hidden = T * h, slice = (size_t)lim->max_seqs * vocab;
-        if ((rc = m->backend.iface->alloc_host(m->backend.ctx, (hidden > slice ? hidden : slice) * f,
-                                               (void **)&m->h_comm, err)))
+        if ((rc = sl_tensor_comm_open(m->dist, &m->backend, (hidden > slice ? hidden : slice) * f, &m->tensors, err)))
             return rc;
     }
     for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
@@ -258,7 +254,7 @@ void sl_model_close(sl_model *m) {
     b->weight_free(ctx, &m->lm_head);
     free(m->host_gather);
     if (m->h_step) b->free_host(ctx, m->h_step);
-    if (m->h_comm) b->free_host(ctx, m->h_comm);
+    sl_tensor_comm_close(&m->tensors);
     void *bufs[] = {m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
                     m->logits_in, m->logits, m->d_step};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(ctx, bufs[i]);

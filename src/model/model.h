@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "dist/dist.h"
+#include "dist/tensor_comm.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/shard_plan.h"
@@ -71,8 +72,7 @@ typedef struct sl_model {
     /* run state (backend memory) */
     float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits_in, *logits;
     float *host_gather;            /* [max_seqs][vocab] all-gathered logits slices (tp > 1, last stage), host */
-    int stage_comm;                /* tensors reach the communicator through h_comm (backend memory is not the host's) */
-    float *h_comm;                 /* pinned [max(max_tokens * hidden, max_seqs * vocab slice)] when stage_comm */
+    sl_tensor_comm tensors;        /* owned; all-reduces, the vocabulary gather, hidden states (dist only) */
     int32_t *h_step, *d_step;      /* a step's int32 arrays packed end to end: host (pinned) and backend copies */
     int32_t *d_tokens, *d_positions, *d_slots, *d_query_start, *d_context_len, *d_block_tables, *d_logits_rows;
                                    /* the step's arrays inside d_step (set by each forward) */

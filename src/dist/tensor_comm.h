@@ -1,0 +1,49 @@
+/* tensor_comm.h -- tensors between the ranks of one model.
+ *
+ * Two kinds of communication are kept apart. Control (step plans, set-up,
+ * pings, a step's logits to rank 0) is host memory over MPI: comm.h. Tensors
+ * (the all-reduces after o_proj and down_proj, the vocabulary gather of the
+ * LM head, hidden states between pipeline stages) go through a tensor
+ * communicator: {iface, ctx} bound to one rank's backend, moving backend
+ * memory in a dtype, in order with the backend's ops (a tensor is read only
+ * after the ops that wrote it; its result is there for the ops issued after).
+ *
+ * dist/tensor_comm.c chooses the implementation in one place: over MPI,
+ * through pinned host buffers where the backend's memory is not the host's
+ * (tensor_comm_mpi.c); NCCL on GPUs next. */
+#ifndef SL_DIST_TENSOR_COMM_H
+#define SL_DIST_TENSOR_COMM_H
+
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "dist/dist.h"
+
+typedef struct sl_tensor_comm_iface {
+    /* buf[0..n) = its sum over the tensor-parallel group, in place (backend memory) */
+    int (*all_reduce_sum)(void *ctx, void *buf, int64_t n, sl_dtype dtype, sl_err *err);
+    /* The group's slices end to end in host memory on every rank: rank r sends counts[r]
+     * elements (send, backend memory, n_send = counts[this rank]); recv holds their sum. */
+    int (*gather_to_host)(void *ctx, const void *send, int64_t n_send, void *recv, const int64_t *counts,
+                          sl_dtype dtype, sl_err *err);
+    /* n elements of backend memory to the same tensor-parallel rank of the next stage / from the previous */
+    int (*send_next)(void *ctx, const void *buf, int64_t n, sl_dtype dtype, sl_err *err);
+    int (*recv_prev)(void *ctx, void *buf, int64_t n, sl_dtype dtype, sl_err *err);
+    void (*destroy)(void *ctx);
+} sl_tensor_comm_iface;
+
+typedef struct sl_tensor_comm {
+    const sl_tensor_comm_iface *iface;
+    void *ctx;
+} sl_tensor_comm;
+
+/* The tensor communicator of this rank of dist for tensors of at most max_bytes, on backend b
+ * (both outlive it). $SHARDLM_DEBUG_STAGE_COMM=1 stages through host buffers on the CPU too. */
+int sl_tensor_comm_open(const sl_dist *d, const sl_backend *b, size_t max_bytes, sl_tensor_comm *out, sl_err *err);
+void sl_tensor_comm_close(sl_tensor_comm *t);
+
+/* The MPI implementation; stage: through pinned host buffers of max_bytes. */
+int sl__tensor_comm_mpi_open(const sl_dist *d, const sl_backend *b, size_t max_bytes, int stage, sl_tensor_comm *out,
+                             sl_err *err);
+
+#endif
