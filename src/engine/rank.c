@@ -32,7 +32,7 @@ static int ranks_per_gpu(const sl_rank *r) {
 }
 
 /* Memory of one rank's device: given, or what its backend reports (a GPU's total, shared by
- * the ranks on it; the node's available RAM shared by its ranks). */
+ * the ranks on it; the machine's available RAM shared by the job's ranks there). */
 static int device_bytes(const sl_rank *r, const sl_rank_setup *s, double *out, sl_err *err) {
     if (s->device_memory > 0) {
         *out = (double)s->device_memory;
@@ -41,7 +41,7 @@ static int device_bytes(const sl_rank *r, const sl_rank_setup *s, double *out, s
     size_t free_bytes, total;
     int rc = r->backend.iface->memory(r->backend.ctx, &free_bytes, &total, err);
     if (rc) return rc;
-    *out = r->backend.iface->shares_host_memory ? (double)free_bytes / (r->dist ? r->dist->world.size : 1)
+    *out = r->backend.iface->shares_host_memory ? (double)free_bytes / (r->dist ? r->dist->local_size : 1)
                                                 : (double)total / ranks_per_gpu(r);
     return SL_OK;
 }
