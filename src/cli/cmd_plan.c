@@ -104,10 +104,7 @@ int sl_cmd_plan(int argc, char **argv) {
         return 0;
     }
     /* nothing holds a full-length sequence: does some layout hold the weights, with a shorter context? */
-    sl_mem_limits short_ctx = lim;
-    short_ctx.max_model_len = 1;
-    if (sl_mem_smallest_layout(&cfg, gpus, per_node, device, &short_ctx, &fit)) {
-        sl_mem_layout_eval(&cfg, fit.tp, fit.pp, &lim, &fit);
+    if (sl_mem_smallest_layout_any_context(&cfg, gpus, per_node, device, &lim, &fit)) {
         printf("\nno layout of up to %d device%s of %.0f GB holds a %d-token sequence; --tensor-parallel-size %d "
                "--pipeline-parallel-size %d does with --max-model-len %d or less, or add devices\n", gpus,
                gpus == 1 ? "" : "s", gpu_memory_gb, len, fit.tp, fit.pp, sl_mem_max_model_len(&fit, device));

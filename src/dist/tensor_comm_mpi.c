@@ -8,7 +8,6 @@
  * that upload). float32 only: the MPI sums and the model's activations are
  * float32 today. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "dist/tensor_comm.h"
 

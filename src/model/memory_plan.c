@@ -84,13 +84,13 @@ int sl_mem_max_model_len(const sl_mem_layout *l, double device_bytes) {
     return tokens > 1e9 ? 1000000000 : (int)tokens;
 }
 
-/* Whether some layout of up to max_devices holds the weights and workspace, whatever the context. */
-static bool weights_fit_somewhere(const sl_model_config *c, int max_devices, int per_node, double device_bytes,
-                                  const sl_mem_limits *lim) {
+bool sl_mem_smallest_layout_any_context(const sl_model_config *c, int max_devices, int per_node, double device_bytes,
+                                        const sl_mem_limits *lim, sl_mem_layout *out) {
     sl_mem_limits one_token = *lim;
     one_token.max_model_len = 1;
-    sl_mem_layout l;
-    return sl_mem_smallest_layout(c, max_devices, per_node, device_bytes, &one_token, &l);
+    if (!sl_mem_smallest_layout(c, max_devices, per_node, device_bytes, &one_token, out)) return false;
+    sl_mem_layout_eval(c, out->tp, out->pp, lim, out); /* its figures at the context asked for */
+    return true;
 }
 
 static void layout_flags(char *buf, size_t n, const sl_mem_layout *l) {
@@ -135,7 +135,7 @@ void sl_mem_advice(char *buf, size_t n, const char *model_name, const sl_model_c
         layout_flags(flags, sizeof flags, &fit);
         append(buf, n, &len, "%s use %s (%s of weights and %s of KV cache per %s)", shorter >= 1 ? ", or" : ";", flags,
                gb(a, fit.weight_bytes), gb(b, device_bytes - fit.weight_bytes - fit.workspace_bytes), device);
-    } else if (shorter < 1 && weights_fit_somewhere(cfg, max_devices, 8, device_bytes, lim)) {
+    } else if (shorter < 1 && sl_mem_smallest_layout_any_context(cfg, max_devices, 8, device_bytes, lim, &fit)) {
         append(buf, n, &len, "; no layout of up to %d %ss holds a full-length sequence: lower --max-model-len or use "
                "more or larger devices", max_devices, device);
     } else if (shorter < 1) {

@@ -40,6 +40,11 @@ void sl_mem_layout_eval(const sl_model_config *cfg, int tp, int pp, const sl_mem
 bool sl_mem_smallest_layout(const sl_model_config *cfg, int max_devices, int devices_per_node, double device_bytes,
                             const sl_mem_limits *lim, sl_mem_layout *out);
 
+/* The smallest layout whose largest rank holds the weights and workspace with a
+ * one-token context (its figures evaluated at lim's context); false when none does. */
+bool sl_mem_smallest_layout_any_context(const sl_model_config *cfg, int max_devices, int devices_per_node,
+                                        double device_bytes, const sl_mem_limits *lim, sl_mem_layout *out);
+
 /* The longest context whose KV cache fits beside a layout's weights and
  * workspace on its largest rank (0: the weights and workspace alone do not fit). */
 int sl_mem_max_model_len(const sl_mem_layout *l, double device_bytes);

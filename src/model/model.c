@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/memory_plan.h"
 #include "util/half.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -99,8 +100,7 @@ static int load_weights(sl_model *m, sl_err *err) {
     const sl_shard_plan *p = &m->plan;
     const int64_t h = c->hidden_size, v = c->vocab_size;
     /* a bar on rank 0 where loading takes long enough to wonder about (over 2 GB per rank) */
-    const double rank_bytes = (double)sl_model_config_n_params(c) * (double)sl_dtype_n_bytes(c->dtype) /
-                              (double)(p->tp_size * p->pp_size);
+    const double rank_bytes = sl_mem_total_weight_bytes(c) / (double)(p->tp_size * p->pp_size);
     const bool show = rank_bytes > 2e9 && (!m->dist || m->dist->world.rank == 0);
     sl_progress bar;
     if (show) sl_progress_start(&bar, stderr, "loading weights", (uint64_t)rank_bytes, "B");

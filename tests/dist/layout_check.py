@@ -31,12 +31,18 @@ def run(shardlm, model_dir, prompts, tp, pp, extra_args=()):
             f.write(json.dumps(p) + "\n")
         path = f.name
     env = dict(os.environ, SHARDLM_COMM_TIMEOUT="60")
+    staged = tp * pp > 1 and os.environ.get("SHARDLM_DEBUG_STAGE_COMM") == "1"
+    if staged:  # each rank then says at debug level that its tensors go through host buffers
+        env["SHARDLM_LOG_LEVEL"] = "debug"
     cmd = [shardlm, "generate", model_dir, "--prompts-file", path, "--ignore-eos", "--kv-cache-memory", "256M",
            "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp), *extra_args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     os.unlink(path)
     if out.returncode != 0:
         sys.exit(f"tp={tp} pp={pp}: shardlm generate failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    if staged and out.stderr.count("through pinned host buffers") != tp * pp:
+        sys.exit(f"tp={tp} pp={pp}: SHARDLM_DEBUG_STAGE_COMM=1, but {out.stderr.count('through pinned host buffers')} "
+                 f"of {tp * pp} ranks staged their tensors through host buffers")
     return [json.loads(line)["outputs"][0] for line in out.stdout.splitlines() if line.strip()]
 
 
