@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static const char conversation[] =
     "{\"add_generation_prompt\": true, \"messages\": ["

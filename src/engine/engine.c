@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "engine/engine_impl.h"
-#include "model/hub.h"
+#include "hub/hub.h"
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/log.h"

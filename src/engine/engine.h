@@ -6,7 +6,7 @@
 #define SL_ENGINE_ENGINE_H
 
 #include "shardlm.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 /* NULL when the model folder has no tokenizer.json (prompt ids only). */

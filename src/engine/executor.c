@@ -26,7 +26,7 @@
  * This file holds the control side of the pipeline (commands, plans, logits,
  * pings: host memory over comm.h, tags 12-14); the hidden states a command's
  * step produces go from stage to stage through the model's tensor
- * communicator (dist/tensor_comm.h; over MPI it uses tag 11), sent after the
+ * communicator (parallel/tensor_comm.h; over MPI it uses tag 11), sent after the
  * command that announces them, so a stage always receives the plan first. */
 #include "engine/executor.h"
 

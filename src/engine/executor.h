@@ -12,7 +12,7 @@
 #ifndef SL_ENGINE_EXECUTOR_H
 #define SL_ENGINE_EXECUTOR_H
 
-#include "dist/dist.h"
+#include "parallel/dist.h"
 #include "model/model.h"
 
 typedef struct sl_executor {

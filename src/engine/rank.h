@@ -12,7 +12,7 @@
 #include <stdbool.h>
 
 #include "backend/backend.h"
-#include "dist/dist.h"
+#include "parallel/dist.h"
 #include "engine/executor.h"
 #include "model/model.h"
 

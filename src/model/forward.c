@@ -17,7 +17,7 @@
  * all-gathered into full rows).
  *
  * Tensors between ranks go through the model's tensor communicator
- * (dist/tensor_comm.h), in order with the backend's ops. */
+ * (parallel/tensor_comm.h), in order with the backend's ops. */
 #include <math.h>
 #include <string.h>
 

@@ -11,8 +11,8 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
-#include "dist/dist.h"
-#include "dist/tensor_comm.h"
+#include "parallel/dist.h"
+#include "parallel/tensor_comm.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/shard_plan.h"

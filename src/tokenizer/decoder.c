@@ -79,13 +79,9 @@ static int parse_body(const json_t *j, const char *where, sl_tok_decoder *d, sl_
 int sl_tok_decoder_parse(const json_t *j, const char *where, sl_tok_decoder **out, sl_err *err) {
     *out = NULL;
     if (!j || json_is_null(j)) return SL_OK;
-    const char *type;
-    int rc = sl_tok_json_type(j, where, &type, err);
+    int k;
+    int rc = sl_tok_json_name(j, "type", where, "decoder type", dec_names, sizeof dec_names / sizeof *dec_names, &k, err);
     if (rc) return rc;
-    size_t k = 0, nk = sizeof dec_names / sizeof *dec_names;
-    while (k < nk && strcmp(type, dec_names[k])) k++;
-    if (k == nk)
-        return sl_err_set(err, SL_ENOTSUP, "%s: decoder type \"%s\" is not supported (supported: Sequence, ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace)", where, type);
     sl_tok_decoder *d = calloc(1, sizeof *d);
     if (!d) return sl_err_set(err, SL_ENOMEM, "%s: out of memory", where);
     d->kind = (sl_tok_dec_kind)k;

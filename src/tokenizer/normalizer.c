@@ -16,13 +16,10 @@ static const char *const norm_names[] = {"Sequence", "NFC", "NFD", "NFKC", "NFKD
 int sl_tok_normalizer_parse(const json_t *j, const char *where, sl_tok_normalizer **out, sl_err *err) {
     *out = NULL;
     if (!j || json_is_null(j)) return SL_OK;
-    const char *type;
-    int rc = sl_tok_json_type(j, where, &type, err);
+    int k;
+    int rc = sl_tok_json_name(j, "type", where, "normalizer type", norm_names, sizeof norm_names / sizeof *norm_names,
+                              &k, err);
     if (rc) return rc;
-    size_t k = 0, nk = sizeof norm_names / sizeof *norm_names;
-    while (k < nk && strcmp(type, norm_names[k])) k++;
-    if (k == nk)
-        return sl_err_set(err, SL_ENOTSUP, "%s: normalizer type \"%s\" is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, Prepend, Replace)", where, type);
     sl_tok_normalizer *n = calloc(1, sizeof *n);
     if (!n) return sl_err_set(err, SL_ENOMEM, "%s: out of memory", where);
     n->kind = (sl_tok_norm_kind)k;

@@ -45,11 +45,10 @@ static int parse_body(const json_t *j, const char *where, sl_tok_pretokenizer *p
         return rc;
     }
     case SL_PRE_SPLIT: {
-        if ((rc = sl_tok_json_str(j, "behavior", where, true, &s, err))) return rc;
-        size_t k = 0;
-        while (k < 5 && strcmp(s, behavior_names[k])) k++;
-        if (k == 5)
-            return sl_err_set(err, SL_EFORMAT, "%s.behavior: unknown value \"%s\" (expected Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous)", where, s);
+        int k;
+        if ((rc = sl_tok_json_name(j, "behavior", where, "Split behavior", behavior_names,
+                                   sizeof behavior_names / sizeof *behavior_names, &k, err)))
+            return rc;
         p->behavior = (sl_tok_split_behavior)k;
         if ((rc = sl_tok_json_bool(j, "invert", where, &p->invert, err))) return rc;
         snprintf(sub, sizeof sub, "%s.pattern", where);
@@ -82,13 +81,10 @@ int sl_tok_pretokenizer_parse(const json_t *j, const char *where, sl_tok_pretoke
                               sl_err *err) {
     *out = NULL;
     if (!j || json_is_null(j)) return SL_OK;
-    const char *type;
-    int rc = sl_tok_json_type(j, where, &type, err);
+    int k;
+    int rc = sl_tok_json_name(j, "type", where, "pre_tokenizer type", pre_names, sizeof pre_names / sizeof *pre_names,
+                              &k, err);
     if (rc) return rc;
-    size_t k = 0, nk = sizeof pre_names / sizeof *pre_names;
-    while (k < nk && strcmp(type, pre_names[k])) k++;
-    if (k == nk)
-        return sl_err_set(err, SL_ENOTSUP, "%s: pre_tokenizer type \"%s\" is not supported (supported: Sequence, Split, ByteLevel, Digits, Metaspace, Whitespace, WhitespaceSplit)", where, type);
     sl_tok_pretokenizer *p = calloc(1, sizeof *p);
     if (!p) return sl_err_set(err, SL_ENOMEM, "%s: out of memory", where);
     p->kind = (sl_tok_pre_kind)k;

@@ -312,11 +312,14 @@ static int pair_id(const json_t *j, const char *key, const char *where, int32_t 
 
 static int parse_post(sl_tokenizer *t, const json_t *j, const char *where, sl_err *err) {
     if (!j || json_is_null(j)) return SL_OK;
-    const char *type;
-    int rc = sl_tok_json_type(j, where, &type, err);
+    static const char *const post_names[] = {"Sequence", "ByteLevel", "TemplateProcessing", "BertProcessing",
+                                             "RobertaProcessing"};
+    int kind;
+    int rc = sl_tok_json_name(j, "type", where, "post_processor type", post_names, sizeof post_names / sizeof *post_names,
+                              &kind, err);
     if (rc) return rc;
     char sub[512];
-    if (!strcmp(type, "Sequence")) {
+    if (kind == 0) { /* Sequence */
         const json_t *arr = json_object_get(j, "processors");
         if (!json_is_array(arr)) return sl_err_set(err, SL_EFORMAT, "%s.processors: expected an array", where);
         for (size_t i = 0; i < json_array_size(arr) && !rc; i++) {
@@ -325,10 +328,8 @@ static int parse_post(sl_tokenizer *t, const json_t *j, const char *where, sl_er
         }
         return rc;
     }
-    if (!strcmp(type, "ByteLevel")) return SL_OK; /* only moves offsets */
-    bool tmpl = !strcmp(type, "TemplateProcessing");
-    if (!tmpl && strcmp(type, "BertProcessing") && strcmp(type, "RobertaProcessing"))
-        return sl_err_set(err, SL_ENOTSUP, "%s: post_processor type \"%s\" is not supported (supported: TemplateProcessing, ByteLevel, BertProcessing, RobertaProcessing, Sequence)", where, type);
+    if (kind == 1) return SL_OK; /* ByteLevel only moves offsets */
+    bool tmpl = kind == 2;
     template_step *steps = realloc(t->steps, (t->n_steps + 1) * sizeof *steps);
     if (!steps) return sl_err_set(err, SL_ENOMEM, "%s: out of memory", where);
     t->steps = steps;

@@ -289,8 +289,13 @@ int sl_tok_decode_ids(const struct sl_tokenizer *t, const int32_t *ids, size_t n
 int sl_tok_json_str(const json_t *obj, const char *key, const char *where, bool required,
                     const char **out, sl_err *err);
 int sl_tok_json_bool(const json_t *obj, const char *key, const char *where, bool *out, sl_err *err);
-/* The "type" string of a component object. */
-int sl_tok_json_type(const json_t *j, const char *where, const char **out, sl_err *err);
+/* Reads obj[key], a required string, as an index into names[0..n_names): how
+ * every component ("type") and option with a fixed set of values is parsed.
+ * An object is required; a name not in the table is an error naming what was
+ * read (`what`, e.g. "decoder type") and listing the table: SL_ENOTSUP for a
+ * "type" (a component shardlm lacks), SL_EFORMAT for other keys. */
+int sl_tok_json_name(const json_t *obj, const char *key, const char *where, const char *what,
+                     const char *const *names, size_t n_names, int *out, sl_err *err);
 int sl_tok_prepend_scheme_parse(const json_t *j, const char *where, sl_tok_prepend_scheme *out,
                                 sl_err *err);
 

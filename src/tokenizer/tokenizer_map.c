@@ -240,9 +240,23 @@ int sl_tok_json_bool(const json_t *obj, const char *key, const char *where, bool
     return SL_OK;
 }
 
-int sl_tok_json_type(const json_t *j, const char *where, const char **out, sl_err *err) {
-    if (!json_is_object(j)) return sl_err_set(err, SL_EFORMAT, "%s: expected an object", where);
-    return sl_tok_json_str(j, "type", where, true, out, err);
+int sl_tok_json_name(const json_t *obj, const char *key, const char *where, const char *what,
+                     const char *const *names, size_t n_names, int *out, sl_err *err) {
+    if (!json_is_object(obj)) return sl_err_set(err, SL_EFORMAT, "%s: expected an object", where);
+    const char *s;
+    int rc = sl_tok_json_str(obj, key, where, true, &s, err);
+    if (rc) return rc;
+    for (size_t k = 0; k < n_names; k++)
+        if (strcmp(s, names[k]) == 0) {
+            *out = (int)k;
+            return SL_OK;
+        }
+    char list[512] = "";
+    for (size_t k = 0, len = 0; k < n_names && len < sizeof list; k++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", k ? ", " : "", names[k]);
+    bool type = strcmp(key, "type") == 0; /* a component shardlm lacks, or a value the format has not */
+    return sl_err_set(err, type ? SL_ENOTSUP : SL_EFORMAT, "%s%s%s: %s \"%s\" is not supported (supported: %s)", where,
+                      type ? "" : ".", type ? "" : key, what, s, list);
 }
 
 int sl_tok_prepend_scheme_parse(const json_t *j, const char *where, sl_tok_prepend_scheme *out,

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static void reply(json_t *obj) {
     char *s = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);

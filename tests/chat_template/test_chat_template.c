@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "test.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 /* Renders src with the JSON context ctx; returns the text (caller frees) or
  * NULL with err filled. */

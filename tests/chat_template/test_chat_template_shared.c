@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "test.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 #include "util/fs.h"
 #include "util/json.h"
 

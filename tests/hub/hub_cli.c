@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/hub.h"
+#include "hub/hub.h"
 
 int main(int argc, char **argv) {
     if (argc < 2) {

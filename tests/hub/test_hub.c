@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model/hub.h"
-#include "model/hub_digest.h"
+#include "hub/hub.h"
+#include "hub/hub_digest.h"
 #include "test.h"
 
 static void sha256_hex(const char *s, size_t n, size_t chunk, char out[65]) {

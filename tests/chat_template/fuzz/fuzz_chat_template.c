@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static const char default_context[] =
     "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"},"

@@ -9,7 +9,7 @@
  * float32 today. */
 #include <stdlib.h>
 
-#include "dist/tensor_comm.h"
+#include "parallel/tensor_comm.h"
 
 #define SL_TAG_HIDDEN 11 /* message tag of hidden states between pipeline stages */
 

@@ -4,7 +4,7 @@
 
 #include <mpi.h>
 
-#include "dist/comm.h"
+#include "parallel/comm.h"
 
 /* Takes ownership of comm (freed by the communicator's destroy). */
 int sl_comm_mpi_wrap(MPI_Comm comm, const char *name, double timeout_s, sl_comm *out, sl_err *err);

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tokenizer/jinja.h"
+#include "template/jinja.h"
 
 #define MAX_NESTING 100
 

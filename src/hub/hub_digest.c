@@ -2,7 +2,7 @@
  * hub client verifies downloads without pulling a crypto library into
  * libshardlm. Both share the 64-byte block buffering and the big-endian
  * length padding; only the compression functions differ. */
-#include "model/hub_digest.h"
+#include "hub/hub_digest.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -6,7 +6,7 @@
  * intercommunicator gives the job with rank 0 first. Open MPI refuses to run
  * as root and to place more processes than cores unless told: self-launch
  * tells it (containers run as root; CPU tests run 4 ranks on 2 cores). */
-#include "dist/dist.h"
+#include "parallel/dist.h"
 
 #include <mpi.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dist/comm_mpi.h"
+#include "parallel/comm_mpi.h"
 
 /* What mpirun (Open MPI), hydra (MPICH) and srun set in each rank's environment. */
 static const char *launcher_rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID", NULL};

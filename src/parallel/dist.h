@@ -15,7 +15,7 @@
 
 #include <stdbool.h>
 
-#include "dist/comm.h"
+#include "parallel/comm.h"
 
 typedef struct sl_dist {
     sl_comm world, tp;

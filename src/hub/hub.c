@@ -11,7 +11,7 @@
  * spread over max_parallel threads with one aggregate progress bar. Settings
  * left NULL in the options come from the environment variables
  * huggingface_hub reads, with its defaults. */
-#include "model/hub.h"
+#include "hub/hub.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -22,7 +22,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "model/hub_internal.h"
+#include "hub/hub_internal.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/progress.h"

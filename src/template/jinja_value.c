@@ -14,7 +14,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "tokenizer/jinja.h"
+#include "template/jinja.h"
 
 /* ---- arena ---- */
 

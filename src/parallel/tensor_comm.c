@@ -3,7 +3,7 @@
  * One place decides: today MPI for every backend, staged through pinned host
  * buffers where the backend's memory is not the host's (MPI reads host
  * memory); NCCL for GPU ranks comes here next. */
-#include "dist/tensor_comm.h"
+#include "parallel/tensor_comm.h"
 
 #include <stdlib.h>
 

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "dist/comm_mpi.h"
+#include "parallel/comm_mpi.h"
 #include "util/progress.h"
 
 typedef struct mpi_ctx {

@@ -3,12 +3,12 @@
  * independent evaluation per call, so renders may run concurrently), and
  * finding a model's template and special tokens on disk the way transformers
  * does (chat_template.jinja first, then tokenizer_config.json). */
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/jinja.h"
+#include "template/jinja.h"
 #include "util/fs.h"
 
 struct sl_chat_template {

@@ -9,7 +9,7 @@
  * subfolders hold other variants (original/, onnx/). The listing comes from
  * the hub's tree API, or from the trees/<commit>.json file huggingface_hub
  * caches, which has the same facts in another shape. */
-#include "model/hub_internal.h"
+#include "hub/hub_internal.h"
 
 #include <jansson.h>
 #include <stdlib.h>

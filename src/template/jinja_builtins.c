@@ -18,7 +18,7 @@
 #include <time.h>
 #include <utf8proc.h>
 
-#include "tokenizer/jinja.h"
+#include "template/jinja.h"
 
 /* ---- arguments ---- */
 

@@ -1,5 +1,5 @@
 /* hub_internal.h -- the pieces of the hub client shared by its files; not a
- * public API (include model/hub.h for that).
+ * public API (include hub/hub.h for that).
  *
  *   hub.c          sl_hub_resolve: settings from options and environment, the
  *                  cache-first decision, the download plan and its workers
@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "model/hub.h"
+#include "hub/hub.h"
 #include "util/error.h"
 
 /* One sl_hub_resolve call's settings, with options and environment applied. */

@@ -11,7 +11,7 @@
  * Blobs appear only complete and verified (rename from .incomplete) and a
  * snapshot entry only once its blob exists, so a reader never sees half a
  * file; whether a snapshot holds the whole model is decided here too. */
-#include "model/hub_internal.h"
+#include "hub/hub_internal.h"
 
 #include <dirent.h>
 #include <errno.h>

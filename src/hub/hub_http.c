@@ -6,7 +6,7 @@
  *
  * The token goes only to the hub's own origin: a download redirected to a
  * CDN is fetched without it, as huggingface_hub does. */
-#include "model/hub_internal.h"
+#include "hub/hub_internal.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model/hub_digest.h"
+#include "hub/hub_digest.h"
 
 #define BODY_MAX (64u << 20)
 #define MAX_ATTEMPTS 5

@@ -8,7 +8,7 @@
  * memory in a dtype, in order with the backend's ops (a tensor is read only
  * after the ops that wrote it; its result is there for the ops issued after).
  *
- * dist/tensor_comm.c chooses the implementation in one place: over MPI,
+ * parallel/tensor_comm.c chooses the implementation in one place: over MPI,
  * through pinned host buffers where the backend's memory is not the host's
  * (tensor_comm_mpi.c); NCCL on GPUs next. */
 #ifndef SL_DIST_TENSOR_COMM_H
@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
-#include "dist/dist.h"
+#include "parallel/dist.h"
 
 typedef struct sl_tensor_comm_iface {
     /* buf[0..n) = its sum over the tensor-parallel group, in place (backend memory) */
