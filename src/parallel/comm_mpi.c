@@ -6,11 +6,12 @@
  * instead of a hang. isend/irecv hand the started request to the caller
  * (a pipeline keeps several in flight) and wait completes it the same way,
  * so time waiting on them is counted too. The poll spins briefly (a step's
- * collectives follow each other closely) and then sleeps in short naps, so
- * an idle worker waiting for the next step costs no CPU. No collective algorithm is written
+ * collectives follow each other closely) and then sleeps in naps up to a
+ * millisecond, so an idle worker waiting for the next step costs no CPU. No collective algorithm is written
  * here: MPI chooses and runs them. */
 #include <mpi.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,28 @@ static double g_comm_seconds;
 
 double sl_comm_mpi_seconds(void) { return g_comm_seconds; }
 
+/* How a wait polls: spinning (yielding the core after the first spins, for a
+ * peer on the same core) while the wait is short, as between a step's
+ * collectives; then sleeping between polls, the naps doubling up to
+ * WAIT_NAP_MAX_S, so an idle worker waiting for the next step costs next to
+ * no CPU (about one MPI_Test a millisecond) and wakes within a millisecond. */
+#define WAIT_SPIN_S 0.002
+#define WAIT_NAP_MIN_NS 20000L
+#define WAIT_NAP_MAX_NS 1000000L
+
+static int wait_timed_out(mpi_ctx *c, const char *op, int peer, sl_err *err) {
+    if (peer >= 0)
+        return sl_err_set(err, SL_ETIMEDOUT, "%s with rank %d of the %s group timed out after %.0f s: "
+                          "that rank stalled or died", op, peer, c->name, c->timeout_s);
+    return sl_err_set(err, SL_ETIMEDOUT, "%s over the %s group timed out after %.0f s: a rank stalled or died",
+                      op, c->name, c->timeout_s);
+}
+
 static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_err *err) {
     double start = sl_now_s();
-    for (long spins = 0;; spins++) {
+    long nap_ns = WAIT_NAP_MIN_NS;
+    bool napping = false;
+    for (long polls = 1;; polls++) {
         int done = 0;
         if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return sl_err_set(err, SL_EIO, "%s over the %s group failed in MPI", op, c->name);
@@ -42,20 +62,16 @@ static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_e
             g_comm_seconds += sl_now_s() - start;
             return SL_OK;
         }
-        if (spins > 100) sched_yield(); /* let a peer on the same core run */
-        if (spins > 1000 && (spins & 1023) == 0) {
+        if (napping || polls % 64 == 0) {
             double waited = sl_now_s() - start;
-            if (waited > c->timeout_s) {
-                if (peer >= 0)
-                    return sl_err_set(err, SL_ETIMEDOUT, "%s with rank %d of the %s group timed out after %.0f s: "
-                                      "that rank stalled or died", op, peer, c->name, c->timeout_s);
-                return sl_err_set(err, SL_ETIMEDOUT, "%s over the %s group timed out after %.0f s: a rank stalled or died",
-                                  op, c->name, c->timeout_s);
+            if (waited > c->timeout_s) return wait_timed_out(c, op, peer, err);
+            if (waited > WAIT_SPIN_S) {
+                napping = true;
+                nanosleep(&(struct timespec){0, nap_ns}, NULL);
+                nap_ns = nap_ns * 2 > WAIT_NAP_MAX_NS ? WAIT_NAP_MAX_NS : nap_ns * 2;
             }
-            if (waited > 0.5) { /* idle (a worker between steps): nap instead of spinning */
-                struct timespec nap = {0, 200000};
-                nanosleep(&nap, NULL);
-            }
+        } else if (polls > 100) {
+            sched_yield(); /* let a peer on the same core run */
         }
     }
 }

@@ -1,0 +1,104 @@
+"""idle_cpu.py SHARDLM MODEL -- an idle `serve --tensor-parallel-size 2` costs next to nothing.
+
+Starts the server with two ranks, waits for /health, lets it settle, then
+reads the CPU time (user + system, from /proc) of the server and every
+process under it (the worker, Open MPI's daemon) over a few idle seconds.
+A rank waiting for work must sleep, not poll: together they may use at most
+10% of one core. Prints each process's share, so a regression names the
+process that spins.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+IDLE_S = 4.0
+LIMIT = 0.10  # cores, all processes together
+
+shardlm, model = sys.argv[1], sys.argv[2]
+ticks = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(root):
+    """root and its descendants: {pid: name}."""
+    parent = {}
+    names = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(d)] = int(fields[1])
+        names[int(d)] = name
+    out = {}
+    for pid in parent:
+        p = pid
+        while p in parent and p != root:
+            p = parent[p]
+        if p == root:
+            out[pid] = names[pid]
+    return out
+
+
+def cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+port = free_port()
+proc = subprocess.Popen([shardlm, "serve", model, "--tensor-parallel-size", "2", "--port", str(port)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+try:
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                print("the server did not become ready:", proc.stderr.read() if proc.poll() is not None else "timeout")
+                sys.exit(1)
+            time.sleep(0.1)
+    time.sleep(1.0)  # the start-up's last work settles
+    procs = tree(proc.pid)
+    before = {pid: cpu_seconds(pid) for pid in procs}
+    t0 = time.time()
+    time.sleep(IDLE_S)
+    elapsed = time.time() - t0
+    total = 0.0
+    for pid, name in sorted(procs.items()):
+        after = cpu_seconds(pid)
+        if after is None or before[pid] is None:
+            continue
+        used = after - before[pid]
+        total += used
+        print(f"{name} (pid {pid}): {used:.2f} CPU-s over {elapsed:.1f} s idle")
+    workers = sum(1 for n in procs.values() if n == "shardlm")
+    print(f"{len(procs)} processes ({workers} shardlm), together {total / elapsed:.3f} cores (limit {LIMIT})")
+    if workers < 2:
+        print("expected the server and its worker among them")
+        sys.exit(1)
+    sys.exit(0 if total / elapsed <= LIMIT else 1)
+finally:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
