@@ -31,19 +31,34 @@ static int get_bool(const json_t *body, const char *key, int *out, sl_err *err, 
     return 1;
 }
 
-static int get_int(const json_t *body, const char *key, int64_t *out, sl_err *err, const char **param) {
-    json_t *v = json_object_get(body, key);
-    if (!v || json_is_null(v)) return 0;
-    if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) && fabs(json_real_value(v)) < 9e15) {
-        *out = (int64_t)json_real_value(v);
+/* v as a whole number: 1 (*out set) for an integer or an integral real that
+ * fits 64 bits, -1 for an integral real past them (an integer jansson found
+ * too big, decoded as a real: see sl_server_params_too_big), 0 otherwise. */
+static int whole_value(const json_t *v, int64_t *out) {
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
         return 1;
     }
-    if (!json_is_integer(v)) {
-        *param = key;
-        return sl_err_set(err, SL_EINVAL, "%s: Input should be a valid integer", key);
-    }
-    *out = json_integer_value(v);
+    if (!json_is_real(v) || json_real_value(v) != floor(json_real_value(v))) return 0;
+    if (fabs(json_real_value(v)) >= 0x1p63) return -1;
+    *out = (int64_t)json_real_value(v);
     return 1;
+}
+
+/* Every integer field goes through here. [lo, hi] is the field's range,
+ * named in the error for a number past 64 bits; the callers check ordinary
+ * values themselves, with vLLM's wording. */
+static int get_int(const json_t *body, const char *key, int64_t lo, int64_t hi, int64_t *out, sl_err *err,
+                   const char **param) {
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) return 0;
+    int r = whole_value(v, out);
+    if (r > 0) return 1;
+    *param = key;
+    if (r < 0)
+        return sl_err_set(err, SL_EINVAL, "%s must be between %lld and %lld, got %.0f.", key, (long long)lo,
+                          (long long)hi, json_real_value(v));
+    return sl_err_set(err, SL_EINVAL, "%s: Input should be a valid integer", key);
 }
 
 static int get_number(const json_t *body, const char *key, double *out, sl_err *err, const char **param) {
@@ -64,13 +79,16 @@ static int bad(sl_err *err, const char **param, const char *key, const char *fmt
 
 /* ---- the model ----------------------------------------------------------------- */
 
+/* As vLLM: a missing model is the served one; with --served-model-name only
+ * that name is served; without it, the model's name (folder name or hub
+ * id) and the model folder as given on the command line. */
 int sl_server_check_model(const sl_server *s, const json_t *body, sl_err *err) {
     json_t *m = json_object_get(body, "model");
     if (!m || json_is_null(m)) return SL_OK;
     if (!json_is_string(m)) return sl_err_set(err, SL_EINVAL, "model: Input should be a valid string");
     const char *name = json_string_value(m);
-    if (strcmp(name, s->model_name) == 0 || (s->info.model_name && strcmp(name, s->info.model_name) == 0) ||
-        (s->info.model_path && strcmp(name, s->info.model_path) == 0))
+    if (strcmp(name, s->model_name) == 0 ||
+        (!s->name_given && s->info.model_path && strcmp(name, s->info.model_path) == 0))
         return SL_OK;
     return sl_err_set(err, SL_ENOTFOUND, "The model `%s` does not exist.", name);
 }
@@ -116,12 +134,12 @@ static int parse_stop(const json_t *body, sl_server_params *p, sl_err *err, cons
         p->stop_ids = calloc(n ? n : 1, sizeof *p->stop_ids);
         if (!p->stop_ids) return sl_err_set(err, SL_ENOMEM, "out of memory");
         for (size_t i = 0; i < n; i++) {
-            json_t *e = json_array_get(v, i);
-            if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= INT32_MAX) {
+            int64_t id = -1;
+            if (whole_value(json_array_get(v, i), &id) <= 0 || id < 0 || id >= INT32_MAX) {
                 *param = "stop_token_ids";
                 return sl_err_set(err, SL_EINVAL, "stop_token_ids[%zu]: Input should be a non-negative token id", i);
             }
-            p->stop_ids[i] = (int32_t)json_integer_value(e);
+            p->stop_ids[i] = (int32_t)id;
         }
         p->sampling.stop_token_ids = p->stop_ids;
         p->sampling.n_stop_token_ids = (int)n;
@@ -175,7 +193,7 @@ static int parse_logprobs(const json_t *body, sl_gen_kind kind, sl_server_params
     int64_t k = 0;
     int r;
     if (kind == SL_GEN_COMPLETION) {
-        if ((r = get_int(body, "logprobs", &k, err, param)) < 0) return r;
+        if ((r = get_int(body, "logprobs", 0, MAX_LOGPROBS, &k, err, param)) < 0) return r;
         if (r) {
             if (k < 0) return bad(err, param, "logprobs", "logprobs must be non-negative, got %.0f.", (double)k);
             if (k > MAX_LOGPROBS) {
@@ -190,7 +208,7 @@ static int parse_logprobs(const json_t *body, sl_gen_kind kind, sl_server_params
     }
     int want = 0;
     if ((r = get_bool(body, "logprobs", &want, err, param)) < 0) return r;
-    int has_top = get_int(body, "top_logprobs", &k, err, param);
+    int has_top = get_int(body, "top_logprobs", 0, MAX_LOGPROBS, &k, err, param);
     if (has_top < 0) return has_top;
     if (has_top) {
         if (k < 0) return bad(err, param, "top_logprobs", "top_logprobs must be non-negative, got %.0f.", (double)k);
@@ -273,7 +291,7 @@ static int parse_ints(const sl_server *s, const json_t *body, sl_server_params *
     sl_sampling *sp = &p->sampling;
     int64_t v = 0;
     int r;
-    if ((r = get_int(body, "n", &v, err, param)) < 0) return r;
+    if ((r = get_int(body, "n", 1, s->max_n, &v, err, param)) < 0) return r;
     if (r) {
         if (v < 1) return bad(err, param, "n", "n must be at least 1, got %.0f.", (double)v);
         if (v > s->max_n) {
@@ -282,7 +300,7 @@ static int parse_ints(const sl_server *s, const json_t *body, sl_server_params *
         }
         sp->n = (int)v;
     }
-    if ((r = get_int(body, "best_of", &v, err, param)) < 0) return r;
+    if ((r = get_int(body, "best_of", 1, s->max_n, &v, err, param)) < 0) return r;
     if (r && v != sp->n) {
         *param = "best_of";
         return sl_err_set(err, SL_EINVAL, "best_of must equal n (%d): ranking several samples is not supported", sp->n);
@@ -291,13 +309,13 @@ static int parse_ints(const sl_server *s, const json_t *body, sl_server_params *
                                   !json_is_null(json_object_get(body, "max_completion_tokens"))
                               ? "max_completion_tokens"
                               : "max_tokens";
-    if ((r = get_int(body, max_key, &v, err, param)) < 0) return r;
+    if ((r = get_int(body, max_key, 1, INT64_MAX, &v, err, param)) < 0) return r;
     if (r) {
         if (v < 1) return bad(err, param, max_key, "max_tokens must be at least 1, got %.0f.", (double)v);
         sp->max_tokens = v > INT32_MAX / 2 ? INT32_MAX / 2 : (int)v;
         p->max_tokens_given = 1;
     }
-    if ((r = get_int(body, "min_tokens", &v, err, param)) < 0) return r;
+    if ((r = get_int(body, "min_tokens", 0, INT64_MAX, &v, err, param)) < 0) return r;
     if (r) {
         if (v < 0)
             return bad(err, param, "min_tokens", "min_tokens must be greater than or equal to 0, got %.0f.", (double)v);
@@ -308,13 +326,13 @@ static int parse_ints(const sl_server *s, const json_t *body, sl_server_params *
         }
         sp->min_tokens = v > INT32_MAX / 2 ? INT32_MAX / 2 : (int)v;
     }
-    if ((r = get_int(body, "top_k", &v, err, param)) < 0) return r;
+    if ((r = get_int(body, "top_k", -1, INT32_MAX, &v, err, param)) < 0) return r;
     if (r) {
         if (v < -1 || v > INT32_MAX)
             return bad(err, param, "top_k", "top_k must be -1 or 0 (disable), or at least 1, got %.0f.", (double)v);
         sp->top_k = (int)v;
     }
-    if ((r = get_int(body, "seed", &v, err, param)) < 0) return r;
+    if ((r = get_int(body, "seed", INT64_MIN, INT64_MAX, &v, err, param)) < 0) return r;
     if (r) sp->seed = v;
     int b = 0;
     if ((r = get_bool(body, "ignore_eos", &b, err, param)) < 0) return r;
@@ -355,6 +373,42 @@ int sl_server_params_parse(const sl_server *s, const json_t *body, sl_gen_kind k
     }
     p->sampling.logprobs = p->logprobs;
     p->n = p->sampling.n;
+    return SL_OK;
+}
+
+/* ---- numbers past 64 bits ------------------------------------------------------------------ */
+
+/* The first real past 64 bits in v (an integer jansson found too big), or NULL. */
+static const json_t *huge_number(const json_t *v) {
+    const json_t *found = NULL, *e;
+    const char *k;
+    size_t i;
+    if (json_is_real(v)) return fabs(json_real_value(v)) >= 0x1p63 ? v : NULL;
+    if (json_is_array(v)) json_array_foreach(v, i, e) if ((found = huge_number(e))) return found;
+    if (json_is_object(v)) json_object_foreach((json_t *)v, k, e) if ((found = huge_number(e))) return found;
+    return NULL;
+}
+
+int sl_server_params_too_big(const sl_server *s, const json_t *body, sl_gen_kind kind, sl_err *err,
+                             const char **param) {
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)body, key, v) {
+        const json_t *huge = huge_number(v);
+        if (!huge) continue;
+        /* the field parsed alone: a sampling field's own range error */
+        json_t *alone = json_pack("{s:O}", key, v);
+        if (!alone) return sl_err_set(err, SL_ENOMEM, "out of memory");
+        sl_server_params p;
+        int rc = sl_server_params_parse(s, alone, kind, &p, err, param);
+        sl_server_params_free(&p);
+        json_decref(alone);
+        if (rc && *param && strcmp(*param, key) == 0) return rc;
+        *param = key;
+        return sl_err_set(err, SL_EINVAL, "%s: %.0f is out of range: integers must be between %lld and %lld", key,
+                          json_real_value(huge), (long long)INT64_MIN, (long long)INT64_MAX);
+    }
+    *param = NULL;
     return SL_OK;
 }
 

@@ -9,6 +9,10 @@
  * - Limits: a connection cap, an idle timeout (suspended connections do not
  *   time out: they are generating), a per-connection memory pool for
  *   headers, and a request-body limit answered with 413.
+ * - Every answer waits until its request has been read whole, an unused
+ *   body read and dropped within bounds: libmicrohttpd closes a connection
+ *   answered earlier, and clients that send before they read would see a
+ *   reset instead of the answer (see "early answers").
  * - Bodies are read whole, checked as UTF-8, parsed with jansson, then
  *   routed. Every failure is an OpenAI-shaped error (reply.c).
  * - With an API key, every /v1 route needs `Authorization: Bearer KEY`,
@@ -17,12 +21,15 @@
  * - Stop: quiesce the listening socket, abort every engine request, give
  *   the connections a moment to send their last bytes, resume whatever
  *   still sleeps, then stop the daemon. */
+#include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "server/server_internal.h"
@@ -53,10 +60,22 @@ static const struct {
     {"/version", "GET", ROUTE_VERSION},             {"/metrics", "GET", ROUTE_METRICS},
 };
 
+/* An over-limit body, or the body of a request answered before it was
+ * read, is read and dropped up to the limit plus this many bytes and this
+ * many seconds; past them it is answered at once and the connection closes. */
+#define DRAIN_EXTRA_BYTES ((size_t)64 << 20)
+#define DRAIN_SECONDS 10.0
+#define TOO_LARGE_FMT                                                                                                  \
+    "the request body is larger than the limit of %zu bytes: send a smaller body, or start the server with a larger " \
+    "--max-request-body"
+
 /* One HTTP request (libmicrohttpd's per-request pointer). */
 typedef struct sl_conn {
     route_id route;
     int replied;           /* an answer is queued; ignore what else arrives */
+    unsigned early_status; /* an answer decided before the body was read (0: none) */
+    json_t *early;         /* its error body, sent once the body is read and dropped */
+    size_t n_dropped;      /* body bytes dropped since then */
     sl_server_buf body;
     double t_arrival;
     sl_gen *gen;           /* the generation this request waits on */
@@ -127,15 +146,34 @@ static enum MHD_Result dispatch_get(sl_server *s, struct MHD_Connection *c, rout
     }
 }
 
+static enum MHD_Result reply_bad_json(sl_server *s, struct MHD_Connection *c, const json_error_t *jerr) {
+    return sl_server_reply_error(s, c, 400, NULL, "Invalid JSON in the request body: %s (line %d, column %d)",
+                                 jerr->text, jerr->line, jerr->column);
+}
+
+/* jansson refuses an integer past 64 bits as invalid JSON; decoded again
+ * with integers as reals, the field that holds it gets a 400 naming it. */
+static enum MHD_Result reply_too_big(sl_server *s, struct MHD_Connection *c, sl_conn *cs, const json_error_t *first) {
+    json_error_t jerr;
+    json_t *body = json_loadb(cs->body.data, cs->body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    sl_err err = {0};
+    const char *param = NULL;
+    sl_gen_kind kind = cs->route == ROUTE_CHAT ? SL_GEN_CHAT : SL_GEN_COMPLETION;
+    int rc = json_is_object(body) ? sl_server_params_too_big(s, body, kind, &err, &param) : SL_OK;
+    enum MHD_Result r = rc ? sl_server_reply_error(s, c, sl_server_status_of(rc), param, "%s", err.msg)
+                           : reply_bad_json(s, c, first);
+    json_decref(body);
+    return r;
+}
+
 static enum MHD_Result dispatch_post(sl_server *s, struct MHD_Connection *c, sl_conn *cs) {
     if (cs->body.len == 0) return sl_server_reply_error(s, c, 400, NULL, "the request body is empty: send a JSON object");
     long bad = utf8_invalid_at((const unsigned char *)cs->body.data, cs->body.len);
     if (bad >= 0) return sl_server_reply_error(s, c, 400, NULL, "the request body is not valid UTF-8 (byte %ld)", bad);
     json_error_t jerr;
     json_t *body = json_loadb(cs->body.data, cs->body.len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!body)
-        return sl_server_reply_error(s, c, 400, NULL, "Invalid JSON in the request body: %s (line %d, column %d)",
-                                     jerr.text, jerr.line, jerr.column);
+    if (!body && strncmp(jerr.text, "too big ", 8) == 0) return reply_too_big(s, c, cs, &jerr); /* [negative] integer */
+    if (!body) return reply_bad_json(s, c, &jerr);
     enum MHD_Result ret;
     switch (cs->route) {
     case ROUTE_COMPLETIONS: ret = sl_server_route_completions(s, c, body, SL_GEN_COMPLETION, &cs->gen, cs->t_arrival); break;
@@ -148,8 +186,36 @@ static enum MHD_Result dispatch_post(sl_server *s, struct MHD_Connection *c, sl_
     return ret;
 }
 
-/* First call for a request: route, method, auth, declared size. Returns
- * MHD_YES with cs->replied set when it answered already. */
+/* ---- early answers ----------------------------------------------------------------------
+ * libmicrohttpd closes a connection answered before its request was read
+ * whole: one answered from the first (headers) call, or in the middle of
+ * its body. So answers wait for the end of the body (a GET's is empty),
+ * and a body that will not be used is read and dropped, within bounds: a
+ * client that sends all before reading then gets the answer, not a reset. */
+
+static void defer_error(sl_conn *cs, unsigned status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void defer_error(sl_conn *cs, unsigned status, const char *fmt, ...) {
+    char msg[SL_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_decref(cs->early);
+    cs->early = sl_server_error_json(status, NULL, msg); /* NULL: answered as out of memory */
+    cs->early_status = status;
+}
+
+static enum MHD_Result reply_early(sl_server *s, struct MHD_Connection *c, sl_conn *cs) {
+    json_t *body = cs->early;
+    cs->early = NULL;
+    cs->replied = 1;
+    return sl_server_reply_json(s, c, cs->early_status, body);
+}
+
+/* First call for a request: route, method, auth, declared size. An error
+ * found here is answered at once only when the client waits for
+ * "100 Continue" (it then sends no body) or declares a body too large to
+ * drop; otherwise after the body (see on_body_bytes). */
 static enum MHD_Result on_headers(sl_server *s, struct MHD_Connection *c, const char *url, const char *method,
                                   sl_conn *cs) {
     int path_known = 0;
@@ -158,18 +224,41 @@ static enum MHD_Result on_headers(sl_server *s, struct MHD_Connection *c, const 
         path_known = 1;
         if (strcmp(method, routes[i].method) == 0) cs->route = routes[i].id;
     }
-    cs->replied = 1;
-    if (!path_known) return sl_server_reply_error(s, c, 404, NULL, "Not Found: no route %s %.200s", method, url);
-    if (cs->route == ROUTE_NONE) return sl_server_reply_error(s, c, 405, NULL, "Method Not Allowed: %s %.200s", method, url);
-    if (s->api_key && strncmp(url, "/v1/", 4) == 0 && !authorized(s, c))
-        return sl_server_reply_error(s, c, 401, NULL, "Unauthorized: send the API key as `Authorization: Bearer KEY`");
-    if (atomic_load(&s->stopping) && cs->route != ROUTE_HEALTH && cs->route != ROUTE_METRICS)
-        return sl_server_reply_error(s, c, 503, NULL, "the server is shutting down");
     const char *len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (len && strtoull(len, NULL, 10) > s->max_body_bytes)
-        return sl_server_reply_error(s, c, 413, NULL, "the request body is larger than the limit of %zu bytes",
-                                     s->max_body_bytes);
-    cs->replied = 0;
+    unsigned long long n_declared = len ? strtoull(len, NULL, 10) : 0;
+    if (!path_known) defer_error(cs, 404, "Not Found: no route %s %.200s", method, url);
+    else if (cs->route == ROUTE_NONE) defer_error(cs, 405, "Method Not Allowed: %s %.200s", method, url);
+    else if (s->api_key && strncmp(url, "/v1/", 4) == 0 && !authorized(s, c))
+        defer_error(cs, 401, "Unauthorized: send the API key as `Authorization: Bearer KEY`");
+    else if (atomic_load(&s->stopping) && cs->route != ROUTE_HEALTH && cs->route != ROUTE_METRICS)
+        defer_error(cs, 503, "the server is shutting down");
+    else if (n_declared > s->max_body_bytes) defer_error(cs, 413, TOO_LARGE_FMT, s->max_body_bytes);
+    if (!cs->early_status) return MHD_YES;
+    const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    if ((expect && strcasecmp(expect, "100-continue") == 0) || n_declared > s->max_body_bytes + DRAIN_EXTRA_BYTES)
+        return reply_early(s, c, cs);
+    return MHD_YES;
+}
+
+/* Body bytes: kept up to the limit; past it, or once an early answer is
+ * decided, dropped until the body ends (then answered by on_access) or
+ * the drain bounds run out (answered now; the connection then closes). */
+static enum MHD_Result on_body_bytes(sl_server *s, struct MHD_Connection *c, sl_conn *cs, const char *data,
+                                     size_t *n_bytes) {
+    size_t n = *n_bytes;
+    *n_bytes = 0;
+    if (!cs->early_status && cs->body.len + n > s->max_body_bytes) {
+        sl_server_buf_free(&cs->body);
+        defer_error(cs, 413, TOO_LARGE_FMT, s->max_body_bytes);
+    }
+    if (!cs->early_status && sl_server_buf_append(&cs->body, data, n)) {
+        sl_server_buf_free(&cs->body);
+        defer_error(cs, 500, "out of memory reading the request body");
+    }
+    if (!cs->early_status) return MHD_YES;
+    cs->n_dropped += n;
+    if (cs->n_dropped > s->max_body_bytes + DRAIN_EXTRA_BYTES || sl_now_s() - cs->t_arrival > DRAIN_SECONDS)
+        return reply_early(s, c, cs);
     return MHD_YES;
 }
 
@@ -183,32 +272,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (!(cs = calloc(1, sizeof *cs))) return MHD_NO;
         cs->t_arrival = sl_now_s();
         *con_cls = cs;
-        enum MHD_Result r = on_headers(s, c, url, method, cs);
-        if (cs->replied || cs->route == ROUTE_COMPLETIONS || cs->route == ROUTE_CHAT || cs->route == ROUTE_TOKENIZE ||
-            cs->route == ROUTE_DETOKENIZE)
-            return r;
-        cs->replied = 1;
-        return dispatch_get(s, c, cs->route);
+        return on_headers(s, c, url, method, cs);
     }
     if (cs->replied) {
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (cs->body.len + n > s->max_body_bytes) {
-            cs->replied = 1;
-            return sl_server_reply_error(s, c, 413, NULL, "the request body is larger than the limit of %zu bytes",
-                                         s->max_body_bytes);
-        }
-        if (sl_server_buf_append(&cs->body, upload_data, n)) {
-            cs->replied = 1;
-            return sl_server_reply_error(s, c, 500, NULL, "out of memory reading the request body");
-        }
-        return MHD_YES;
-    }
+    if (*upload_data_size) return on_body_bytes(s, c, cs, upload_data, upload_data_size);
+    /* the request has been read whole */
+    if (cs->early_status) return reply_early(s, c, cs);
     if (cs->gen) return sl_server_finish_gen(s, c, cs->gen); /* resumed: the generation is done */
+    if (cs->route != ROUTE_COMPLETIONS && cs->route != ROUTE_CHAT && cs->route != ROUTE_TOKENIZE &&
+        cs->route != ROUTE_DETOKENIZE) {
+        cs->replied = 1;
+        return dispatch_get(s, c, cs->route);
+    }
     enum MHD_Result r = dispatch_post(s, c, cs);
     if (!cs->gen) cs->replied = 1;
     sl_server_buf_free(&cs->body);
@@ -233,6 +311,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         }
         sl_server_gen_release(g);
     }
+    json_decref(cs->early);
     sl_server_buf_free(&cs->body);
     free(cs);
     *con_cls = NULL;
@@ -253,15 +332,55 @@ void sl_server_options_init(sl_server_options *o) {
     *o = (sl_server_options){.host = "0.0.0.0", .port = 8000};
 }
 
-static int start_daemon(sl_server *s, const sl_server_options *o, sl_err *err) {
+static int resolve_listen(const sl_server_options *o, struct addrinfo **res, sl_err *err) {
     char port[16];
     snprintf(port, sizeof port, "%d", o->port);
     struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int gai = getaddrinfo(o->host && *o->host ? o->host : NULL, port, &hints, &res);
+    int gai = getaddrinfo(o->host && *o->host ? o->host : NULL, port, &hints, res);
     if (gai != 0)
         return sl_err_set(err, SL_EINVAL, "--host %s: cannot resolve it (%s)", o->host ? o->host : "", gai_strerror(gai));
+    return SL_OK;
+}
+
+/* Binds a throwaway socket as libmicrohttpd will bind its own
+ * (SO_REUSEADDR; IPv6 only for an IPv6 address), so a taken port is
+ * reported before the engine spends minutes loading a model. */
+int sl_server_check_listen(const sl_server_options *o, sl_err *err) {
+    if (o->port == 0) return SL_OK;
+    struct addrinfo *res = NULL;
+    int rc = resolve_listen(o, &res, err);
+    if (rc) return rc;
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol), one = 1, e = 0;
+    if (fd < 0) e = errno;
+    else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+             (res->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one)) ||
+             bind(fd, res->ai_addr, res->ai_addrlen))
+        e = errno;
+    if (fd >= 0) close(fd);
+    freeaddrinfo(res);
+    const char *host = o->host && *o->host ? o->host : "0.0.0.0";
+    switch (e) {
+    case 0: return SL_OK;
+    case EADDRINUSE:
+        return sl_err_set(err, SL_EIO, "%s:%d is already in use (another server?): stop it, or pick another --port",
+                          host, o->port);
+    case EACCES:
+        return sl_err_set(err, SL_EPERM, "not allowed to listen on %s:%d (ports below 1024 need privileges): pick "
+                          "another --port", host, o->port);
+    case EADDRNOTAVAIL:
+        return sl_err_set(err, SL_EINVAL, "cannot listen on %s:%d: %s is not an address of this machine: pick "
+                          "another --host", host, o->port, host);
+    default:
+        return sl_err_set(err, SL_EIO, "cannot listen on %s:%d (%s): pick another --host or --port", host, o->port,
+                          strerror(e));
+    }
+}
+
+static int start_daemon(sl_server *s, const sl_server_options *o, sl_err *err) {
+    struct addrinfo *res = NULL;
+    int rc = resolve_listen(o, &res, err);
+    if (rc) return rc;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = o->http_threads > 0 ? (unsigned)o->http_threads : cores > 2 ? (unsigned)cores : 2;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
@@ -291,6 +410,7 @@ int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **o
     s->tmpl = sl_engine_chat_template(engine);
     const char *name = o->served_model_name ? o->served_model_name : s->info.model_name ? s->info.model_name : "model";
     s->model_name = strdup(name);
+    s->name_given = o->served_model_name != NULL;
     s->api_key = o->api_key && *o->api_key ? strdup(o->api_key) : NULL;
     s->max_body_bytes = o->max_body_bytes ? o->max_body_bytes : (size_t)32 << 20;
     s->max_n = o->max_n > 0 ? o->max_n : 128;

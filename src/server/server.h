@@ -29,7 +29,7 @@ typedef struct sl_server_options {
     const char *host;              /* address to bind; "0.0.0.0" */
     int port;                      /* 8000; 0: any free port (see sl_server_port) */
     const char *api_key;           /* NULL: no authentication */
-    const char *served_model_name; /* NULL: the engine's model name */
+    const char *served_model_name; /* the only name served; NULL: the engine's model name (and its folder) */
     size_t max_body_bytes;         /* larger request bodies get 413; 0: 32 MiB */
     int max_connections;           /* open connections at once; 0: 4096 */
     int http_threads;              /* HTTP worker threads; 0: one per core, at least 2 */
@@ -38,6 +38,9 @@ typedef struct sl_server_options {
 } sl_server_options;
 
 void sl_server_options_init(sl_server_options *o);
+/* Checks that o's host:port can be listened on, before the engine opens:
+ * 0, or an error with one sentence naming host:port and what to do. */
+int sl_server_check_listen(const sl_server_options *o, sl_err *err);
 int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **out, sl_err *err);
 /* The port actually bound (useful with port 0). */
 int sl_server_port(const sl_server *s);

@@ -63,7 +63,8 @@ struct sl_server {
     sl_engine_info info;
     const sl_tokenizer *tok;        /* NULL: prompt ids only */
     const sl_chat_template *tmpl;   /* NULL: chat needs a request chat_template */
-    char *model_name;               /* the name in responses */
+    char *model_name;               /* the name in responses and /v1/models */
+    int name_given;                 /* --served-model-name: "model" must be exactly it */
     char *api_key;                  /* NULL: open */
     size_t max_body_bytes;
     int max_n;
@@ -218,6 +219,11 @@ typedef struct sl_server_params {
 int sl_server_params_parse(const sl_server *s, const json_t *body, sl_gen_kind kind, sl_server_params *p,
                            sl_err *err, const char **param);
 void sl_server_params_free(sl_server_params *p);
+/* A body jansson refused for an integer past 64 bits, decoded again with
+ * integers as reals: the 400 naming the field that holds it (the field's
+ * range where it is a sampling field); 0 when none is found. */
+int sl_server_params_too_big(const sl_server *s, const json_t *body, sl_gen_kind kind, sl_err *err,
+                             const char **param);
 /* Checks the model field: 0, or SL_ENOTFOUND with vLLM's message. */
 int sl_server_check_model(const sl_server *s, const json_t *body, sl_err *err);
 

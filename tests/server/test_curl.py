@@ -274,7 +274,7 @@ ERRORS = [
     ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens must be at least 1"),
     ("/v1/completions", {"prompt": "x", "max_tokens": MAX_LEN}, 400, "maximum context length is 512"),
     ("/v1/completions", {"prompt": "hello " * 600}, 400, "maximum context length is 512"),
-    ("/v1/completions", {"prompt": "x", "max_tokens": 10 ** 30}, 400, "Invalid JSON"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 10 ** 30}, 400, "max_tokens must be between 1 and"),
     ("/v1/completions", {"prompt": "x", "max_tokens": "10"}, 400, "max_tokens"),
     ("/v1/completions", {"prompt": "x", "n": 0}, 400, "n must be at least 1"),
     ("/v1/completions", {"prompt": "x", "n": 100000}, 400, "n must be at most"),

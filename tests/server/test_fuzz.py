@@ -160,7 +160,7 @@ def test_fuzz_requests_server_stays_up():
             else:
                 raw = rng.choice([b"GARBAGE\r\n\r\n", b"GET /health HTTP/9.9\r\n\r\n",
                                   b"POST /v1/completions HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-                                  b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+                                  b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nConnection: close\r\n\r\n",
                                   b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
                                   b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 5000 + b"\r\n"])
                 resp = exchange(srv.port, raw)
