@@ -78,6 +78,15 @@ typedef struct sl_engine_options {
      * caches hold twice the tokens and halve what attention reads (as llama.cpp's
      * default f16 cache); K and V are rounded once, when stored. */
     const char *kv_cache_dtype;
+    /* Weight dtype, as vLLM's --dtype: "auto" or NULL (default: the checkpoint's),
+     * "bfloat16" ("bf16"), "float16" ("half") or "float32" ("float"). Matrices are
+     * converted once, at load, when the checkpoint's differs. */
+    const char *dtype;
+    /* Engine-wide random seed (vLLM's --seed): a request without a seed of its own
+     * takes one drawn from a generator seeded with it, in submission order, so the
+     * same seed and the same submissions give the same samples. SL_UNSET: none
+     * (such requests draw fresh random seeds). */
+    int64_t seed;
 } sl_engine_options;
 
 SL_API void sl_engine_options_init(sl_engine_options *o);
@@ -202,10 +211,13 @@ SL_API const char *sl_version(void);
 
 /* Several ranks (--tensor-parallel-size x --pipeline-parallel-size > 1):
  * rank 0 is the process that opens the engine; the other ranks run
- * sl_worker_main. They are started by rank 0 itself (from the `shardlm`
- * executable, or $SHARDLM_WORKER_EXE) or by a launcher (mpirun, srun), in
- * which case every rank runs the same command and the ones for which
- * sl_launched_as_worker() is true must call sl_worker_main instead. */
+ * sl_worker_main. They are started by rank 0 itself or by a launcher
+ * (mpirun, srun), in which case every rank runs the same command and the
+ * ones for which sl_launched_as_worker() is true must call sl_worker_main
+ * instead. Rank 0 starts workers from: $SHARDLM_WORKER_EXE (a path, or a
+ * name looked up on PATH); this process when it is the `shardlm` command;
+ * the `shardlm` built beside this library; `shardlm` on PATH. Where none is
+ * an executable file, sl_engine_open fails at once, saying where it looked. */
 SL_API int sl_launched_as_worker(void);
 /* Serves rank 0's steps until it shuts down; 0, or a failure code with its message. */
 SL_API int sl_worker_main(char *err, size_t err_size);

@@ -50,6 +50,8 @@ class EngineOptions(ctypes.Structure):
         ("debug_checks", c_int),
         ("matmul_precision", c_char_p),
         ("kv_cache_dtype", c_char_p),
+        ("dtype", c_char_p),
+        ("seed", ctypes.c_int64),
     ]
 
 
@@ -171,6 +173,7 @@ _PROTOTYPES = {
 }
 
 _lib = None
+_lib_path = None
 
 
 def _candidates():
@@ -184,10 +187,13 @@ def _candidates():
 
 
 def _load():
+    global _lib_path
     tried = []
     for path in _candidates():
         try:
-            return ctypes.CDLL(path)
+            handle = ctypes.CDLL(path)
+            _lib_path = path
+            return handle
         except OSError as e:
             tried.append(f"{path}: {e}")
     raise ImportError("cannot load libshardlm: " + "; ".join(tried) +
@@ -205,6 +211,13 @@ def lib():
             fn.argtypes = argtypes
         _lib = handle
     return _lib
+
+
+def loaded_from_package():
+    """True when the library in use is the one installed inside this package (beside this file)."""
+    lib()
+    here = os.path.dirname(os.path.abspath(__file__))
+    return _lib_path is not None and os.path.dirname(os.path.abspath(_lib_path)) == here
 
 
 def err_buffer():

@@ -15,7 +15,6 @@ import difflib
 import json
 import os
 import re
-import shutil
 
 from . import _lib
 from .outputs import CompletionOutput, Logprob, RequestOutput
@@ -46,6 +45,24 @@ def _set_device(opts, value, keep):
     opts.backend = keep(value)
 
 
+def _dtype_name(value):
+    """vLLM's dtype: a name ("auto", "bfloat16", "half"...) or a torch.dtype (torch.float16 -> "float16")."""
+    if isinstance(value, str):
+        return value
+    name = str(value)
+    if name.startswith("torch."):
+        return name[len("torch."):]
+    raise TypeError(f"dtype is a name like \"bfloat16\" or a torch.dtype, got {value!r}")
+
+
+def _seed(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"seed is an int, got {value!r}")
+    if not -2**63 <= value < 2**63 or value == _lib.SL_UNSET:
+        raise ValueError(f"seed {value} is out of range (a 64-bit integer other than {_lib.SL_UNSET})")
+    return value
+
+
 def _setter(field, convert):
     def set_field(opts, value, keep):
         setattr(opts, field, convert(value, keep))
@@ -70,6 +87,8 @@ _ENGINE_ARGS = {
     "download_dir": _setter("download_dir", lambda v, k: k(v)),
     "matmul_precision": _setter("matmul_precision", lambda v, k: k(v)),
     "kv_cache_dtype": _setter("kv_cache_dtype", lambda v, k: k(v)),
+    "dtype": _setter("dtype", lambda v, k: k(_dtype_name(v))),
+    "seed": _setter("seed", lambda v, k: _seed(v)),
     "device": _set_device,
     "quiet": _setter("quiet", lambda v, k: int(bool(v))),
 }
@@ -82,15 +101,18 @@ def _unknown_arg(name):
     return TypeError(f"LLM() got an unexpected keyword argument {name!r}{hint}")
 
 
+WORKER_EXE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "shardlm")
+
+
 def _find_worker_exe():
     """Ranks other than this process run the `shardlm` executable (this process is python, which cannot
-    serve as one): SHARDLM_WORKER_EXE names it; else `shardlm` on PATH; else the library uses the shardlm
-    built beside it (and says so if there is none)."""
+    serve as one). SHARDLM_WORKER_EXE names it when set; else an installed package uses the one it carries
+    (bin/shardlm, built with its libshardlm.so); else the library looks for it (the shardlm built beside it,
+    then PATH) and fails the open, saying where it looked, when there is none."""
     if os.environ.get("SHARDLM_WORKER_EXE"):
         return
-    exe = shutil.which("shardlm")
-    if exe:
-        os.environ["SHARDLM_WORKER_EXE"] = exe
+    if _lib.loaded_from_package() and os.access(WORKER_EXE, os.X_OK):
+        os.environ["SHARDLM_WORKER_EXE"] = WORKER_EXE
 
 
 def _normalize_prompts(prompts):

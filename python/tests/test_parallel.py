@@ -35,3 +35,53 @@ def test_parallel_layouts_equal_transformers(tp, pp):
     assert run.returncode == 0, run.stderr
     got = [list(map(int, line.split())) for line in run.stdout.splitlines()]
     assert got == [s["greedy"] for s in seqs]
+
+
+# A worker program that is missing, not a program, exits at once, or passes `version` but dies as a worker:
+# the open raises (RuntimeError) within seconds instead of leaving MPI waiting for workers that never join.
+OPEN_TP2 = """
+import sys, time
+from shardlm import LLM
+start = time.monotonic()
+try:
+    LLM(model=sys.argv[1], tensor_parallel_size=2, quiet=True, max_model_len=128, kv_cache_memory="64M")
+except RuntimeError as e:
+    print(f"raised after {time.monotonic() - start:.1f} s: {e}")
+    sys.exit(0)
+sys.exit("opened")
+"""
+
+
+def bogus_worker(kind, tmp_path):
+    if kind == "missing name":
+        return "no-such-shardlm-anywhere"
+    if kind == "missing path":
+        return str(tmp_path / "no" / "shardlm")
+    if kind == "not executable":
+        path = tmp_path / "shardlm"
+        path.write_text("#!/bin/sh\nexit 0\n")
+        return str(path)
+    if kind == "exits at once":
+        return "/bin/false"
+    real = os.environ.get("SHARDLM_WORKER_EXE")
+    if not real or not os.path.exists(real):
+        pytest.skip("SHARDLM_WORKER_EXE (the shardlm executable that worker ranks run) is not set")
+    path = tmp_path / "shardlm"  # "dies as a worker": answers `version` as shardlm does, then exits
+    path.write_text(f'#!/bin/sh\n[ "$1" = version ] && exec "{real}" version\nexit 3\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["missing name", "missing path", "not executable", "exits at once",
+                                  "dies as a worker"])
+def test_bad_worker_exe_raises_quickly(kind, tmp_path):
+    exe = bogus_worker(kind, tmp_path)
+    env = dict(os.environ, SHARDLM_WORKER_EXE=exe, SHARDLM_COMM_TIMEOUT="3")
+    try:
+        run = subprocess.run([sys.executable, "-c", OPEN_TP2, os.path.join(FIXTURES, "llama_gqa")], env=env,
+                             capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"LLM(tensor_parallel_size=2) with SHARDLM_WORKER_EXE={exe} hung instead of raising")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "raised after" in run.stdout and exe.split("/")[-1] in run.stdout, run.stdout
+    assert float(run.stdout.split()[2]) < 15, run.stdout

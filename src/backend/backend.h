@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/sample.h"
 #include "util/dtype.h"
 #include "util/error.h"
 
@@ -119,13 +120,12 @@ typedef struct sl_backend_iface {
     void (*matmul)(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n);
     /* out[t] = x[t] / rms(x[t]) * weight; dim elements per row. */
     void (*rmsnorm)(void *ctx, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
-    /* Rotates the first 2*half of each head's features in place, transformers' rotate_half layout:
-     * x is [n_tokens][n_heads * head_dim]; angle = pos[t] * inv_freq[i]. */
-    void (*rope)(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads, int head_dim);
-    /* Writes the step's K and V rows ([n_tokens][n_kv_heads * head_dim]) into the
-     * cache, token t at slot slots[t] (block slots[t] / block_size), rounded to its dtype. */
-    void (*kv_store)(void *ctx, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
-                     int n_tokens);
+    /* Rotates q ([n_tokens][n_heads * head_dim]) and k ([n_tokens][kv->n_kv_heads * head_dim]) in place,
+     * transformers' rotate_half layout, angle = pos[t] * inv_freq[i] for i < head_dim / 2 (head_dim is
+     * kv->head_dim); then writes the rotated k and v into the cache, token t at slot slots[t] (block
+     * slots[t] / block_size), rounded to its dtype. */
+    void (*rope_kv_store)(void *ctx, float *q, float *k, const float *v, const sl_kv_cache *kv, const int32_t *pos,
+                          const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads);
     /* Causal attention over the paged cache: out, q are [n_tokens][n_heads * head_dim],
      * n_heads a multiple of kv->n_kv_heads; scores are scaled by `scale`. */
     void (*attention)(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *batch,
@@ -134,8 +134,15 @@ typedef struct sl_backend_iface {
     void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, int64_t n_elems);
     /* x[i] += y[i] */
     void (*add)(void *ctx, float *x, const float *y, int64_t n_elems);
+    /* x[t] += y[t], then out[t] = x[t] / rms(x[t]) * weight: a residual add and the norm after it, in one
+     * pass; out may be y. */
+    void (*add_rmsnorm)(void *ctx, float *out, float *x, const float *y, const float *weight, int n_tokens, int dim,
+                        float eps);
     /* out[i] = x[rows[i]], rows of dim floats. */
     void (*gather_rows)(void *ctx, float *out, const float *x, const int32_t *rows, int n_rows, int dim);
+    /* tokens[i] = the token backend/sample.h's rule picks from logits row i ([n_rows][vocab]) with the
+     * settings rows[i]; logits stay unchanged. */
+    void (*sample)(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n_rows, int vocab);
     /* Waits until every op issued so far has finished. */
     int (*synchronize)(void *ctx, sl_err *err);
 } sl_backend_iface;

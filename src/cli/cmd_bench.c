@@ -261,7 +261,6 @@ int sl_cmd_bench(int argc, char **argv) {
         {"--num-iters", SL_FLAG_INT, &f.num_iters, "Benchmark", "latency: measured iterations (5)", NULL},
         {"--num-iters-warmup", SL_FLAG_INT, &f.num_iters_warmup, "Benchmark", "latency: warm-up iterations (1)", NULL},
         {"--num-prompts", SL_FLAG_INT, &f.num_prompts, "Benchmark", "throughput: requests (100)", NULL},
-        {"--seed", SL_FLAG_BYTES, &f.seed, "Benchmark", "seed of the random prompts", NULL},
         {"--temperature", SL_FLAG_FLOAT, &f.temperature, "Benchmark",
          "0: greedy (default, as the peers); vLLM's benchmark_throughput samples at 1.0", NULL},
         {"--output-json", SL_FLAG_STRING, &f.output_json, "Benchmark", "also write the figures as JSON", "FILE"},
@@ -277,14 +276,14 @@ int sl_cmd_bench(int argc, char **argv) {
                             flags, n);
         return 0;
     }
-    if (!rc) rc = sl_engine_flags_finish(&o, &v, &err);
+    if (!rc) rc = sl_engine_flags_finish(&o, &v, n_pos ? positional[0] : NULL, &err);
+    if (o.seed != SL_UNSET) f.seed = o.seed; /* the engine's --seed also seeds the random prompts */
     if (!rc && (f.input_len < 1 || f.output_len < 1 || f.batch_size < 1))
         rc = sl_err_set(&err, SL_EINVAL, "--input-len, --output-len and --batch-size must be >= 1");
     if (rc) {
         fprintf(stderr, "shardlm bench: %s\n", err.msg);
         return 2;
     }
-    o.model = n_pos ? positional[0] : NULL;
     if (o.max_num_seqs == 0) o.max_num_seqs = latency ? f.batch_size : 256;
     if (o.max_model_len == 0) o.max_model_len = f.input_len + f.output_len;
     sl_engine *e;
@@ -293,6 +292,7 @@ int sl_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "shardlm bench: %s\n", msg);
         return 1;
     }
+    sl_engine_flags_warn(&v, e);
     rc = latency ? bench_latency(e, &f) : bench_throughput(e, &f);
     sl_engine_close(e);
     return rc;

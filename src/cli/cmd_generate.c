@@ -6,6 +6,7 @@
  * "messages", and optional per-line sampling fields; all are submitted at
  * once so the engine batches them, and results are written as JSONL in input
  * order, with a progress bar on a terminal). */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -22,8 +23,6 @@ typedef struct gen_flags {
     const char *prompt, *prompt_ids, *prompts_file, *output, *stop;
     int max_tokens, top_k, n, chat, ignore_eos, print_ids, logprobs;
     double temperature, top_p, min_p, repetition_penalty;
-    int64_t seed;
-    int seed_set;
 } gen_flags;
 
 static int parse_ids(const char *s, int32_t **ids, int *n, sl_err *err) {
@@ -48,7 +47,6 @@ static void apply_flags(const gen_flags *f, sl_sampling *p) {
     if (!isnan(f->min_p)) p->min_p = (float)f->min_p;
     if (!isnan(f->repetition_penalty)) p->repetition_penalty = (float)f->repetition_penalty;
     if (f->top_k != SL_UNSET) p->top_k = f->top_k;
-    if (f->seed_set) p->seed = f->seed;
     p->n = f->n > 0 ? f->n : 1;
     p->ignore_eos = f->ignore_eos;
     p->logprobs = f->logprobs;
@@ -115,6 +113,29 @@ static int run_one(sl_engine *e, const gen_flags *f, sl_err *err) {
 }
 
 /* ---- a JSONL file of prompts ---- */
+
+/* --prompts-file and --output, opened before the model loads. */
+typedef struct files {
+    FILE *in, *out; /* NULL: not given */
+} files;
+
+static int open_files(const gen_flags *f, files *io, sl_err *err) {
+    if (f->prompts_file) {
+        io->in = strcmp(f->prompts_file, "-") == 0 ? stdin : fopen(f->prompts_file, "r");
+        if (!io->in) return sl_err_set(err, SL_ENOTFOUND, "--prompts-file %s: %s", f->prompts_file, strerror(errno));
+    }
+    if (f->output && f->prompts_file) {
+        io->out = fopen(f->output, "w");
+        if (!io->out) return sl_err_set(err, SL_EIO, "--output %s: %s", f->output, strerror(errno));
+    }
+    return SL_OK;
+}
+
+static void close_files(files *io) {
+    if (io->in && io->in != stdin) fclose(io->in);
+    if (io->out) fclose(io->out);
+    *io = (files){0};
+}
 
 typedef struct job {
     uint64_t id;
@@ -212,14 +233,8 @@ static json_t *collect_job(sl_engine *e, job *j) {
     return json_pack("{sosisi}", "outputs", outs, "prompt_tokens", n_prompt, "completion_tokens", n_out);
 }
 
-static int run_file(sl_engine *e, const gen_flags *f, sl_err *err) {
-    FILE *in = strcmp(f->prompts_file, "-") == 0 ? stdin : fopen(f->prompts_file, "r");
-    if (!in) return sl_err_set(err, SL_ENOTFOUND, "%s: cannot open", f->prompts_file);
-    FILE *out = f->output ? fopen(f->output, "w") : stdout;
-    if (!out) {
-        if (in != stdin) fclose(in);
-        return sl_err_set(err, SL_EIO, "%s: cannot write", f->output);
-    }
+static int run_file(sl_engine *e, const gen_flags *f, const files *io, sl_err *err) {
+    FILE *in = io->in, *out = io->out ? io->out : stdout;
     job *jobs = NULL;
     int n = 0, cap = 0, rc = SL_OK;
     char *line = NULL;
@@ -257,8 +272,6 @@ static int run_file(sl_engine *e, const gen_flags *f, sl_err *err) {
     }
     sl_progress_finish(&bar);
     free(jobs);
-    if (in != stdin) fclose(in);
-    if (out != stdout) fclose(out);
     return rc;
 }
 
@@ -282,7 +295,6 @@ int sl_cmd_generate(int argc, char **argv) {
         {"--top-k", SL_FLAG_INT, &f.top_k, "SamplingParams", "sample among the k most likely tokens (0: off)", NULL},
         {"--min-p", SL_FLAG_FLOAT, &f.min_p, "SamplingParams", "drop tokens below min_p x the top probability", NULL},
         {"--repetition-penalty", SL_FLAG_FLOAT, &f.repetition_penalty, "SamplingParams", "penalize tokens already seen (1: off)", NULL},
-        {"--seed", SL_FLAG_BYTES, &f.seed, "SamplingParams", "random seed of each request", NULL},
         {"--n", SL_FLAG_INT, &f.n, "SamplingParams", "completions per prompt", NULL},
         {"--stop", SL_FLAG_STRING, &f.stop, "SamplingParams", "stop string", "STR"},
         {"--ignore-eos", SL_FLAG_BOOL, &f.ignore_eos, "SamplingParams", "keep generating past end-of-sequence", NULL},
@@ -291,7 +303,6 @@ int sl_cmd_generate(int argc, char **argv) {
     };
     memcpy(flags + n, mine, sizeof mine);
     n += (int)(sizeof mine / sizeof mine[0]);
-    f.seed = INT64_MIN;
     const char *positional[1];
     int n_pos, help;
     sl_err err = {0};
@@ -300,23 +311,30 @@ int sl_cmd_generate(int argc, char **argv) {
         sl_flags_print_help(stdout, "shardlm generate [MODEL] (--prompt TEXT | --prompt-ids IDS | --prompts-file FILE) [flags]", flags, n);
         return 0;
     }
-    f.seed_set = f.seed != INT64_MIN;
-    if (!rc) rc = sl_engine_flags_finish(&o, &v, &err);
+    if (!rc) rc = sl_engine_flags_finish(&o, &v, n_pos ? positional[0] : NULL, &err);
     if (!rc && !!f.prompt + !!f.prompt_ids + !!f.prompts_file != 1)
         rc = sl_err_set(&err, SL_EINVAL, "give exactly one of --prompt, --prompt-ids, --prompts-file");
     if (rc) {
         fprintf(stderr, "shardlm generate: %s\n", err.msg);
         return 2;
     }
-    o.model = n_pos ? positional[0] : NULL;
+    files io = {0};
+    if ((rc = open_files(&f, &io, &err))) { /* before the model loads: a wrong path costs no load */
+        fprintf(stderr, "shardlm generate: %s\n", err.msg);
+        close_files(&io);
+        return 1;
+    }
     sl_engine *e;
     char msg[1024];
     if ((rc = sl_engine_open(&o, &e, msg, sizeof msg))) {
         fprintf(stderr, "shardlm generate: %s\n", msg);
+        close_files(&io);
         return 1;
     }
-    rc = f.prompts_file ? run_file(e, &f, &err) : run_one(e, &f, &err);
+    sl_engine_flags_warn(&v, e);
+    rc = f.prompts_file ? run_file(e, &f, &io, &err) : run_one(e, &f, &err);
     sl_engine_close(e);
+    close_files(&io);
     if (rc) fprintf(stderr, "shardlm generate: %s\n", err.msg);
     return rc ? 1 : 0;
 }

@@ -74,7 +74,7 @@ int sl_cmd_serve(int argc, char **argv) {
                             flags, n);
         return 0;
     }
-    if (sl_engine_flags_finish(&eo, &ev, &err)) {
+    if (sl_engine_flags_finish(&eo, &ev, n_pos ? model : NULL, &err)) {
         fprintf(stderr, "shardlm serve: %s\n", err.msg);
         return 2;
     }
@@ -93,7 +93,6 @@ int sl_cmd_serve(int argc, char **argv) {
     }
     so.api_key = api_key ? api_key : getenv("SHARDLM_API_KEY");
     so.max_body_bytes = max_body > 0 ? (size_t)max_body : 0;
-    eo.model = n_pos ? model : NULL;
 
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
@@ -103,12 +102,17 @@ int sl_cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
+    if (sl_server_check_listen(&so, &err)) { /* before minutes of model loading */
+        fprintf(stderr, "shardlm serve: %s\n", err.msg);
+        return 1;
+    }
     sl_engine *engine = NULL;
     char msg[1024];
     if (sl_engine_open(&eo, &engine, msg, sizeof msg)) {
         fprintf(stderr, "shardlm serve: %s\n", msg);
         return 1;
     }
+    sl_engine_flags_warn(&ev, engine);
     sl_server *server = NULL;
     if (sl_server_start(engine, &so, &server, &err)) {
         fprintf(stderr, "shardlm serve: %s\n", err.msg);

@@ -5,22 +5,29 @@
 #include <math.h>
 #include <string.h>
 
+#include "util/log.h"
+
 int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out, int max) {
     *v = (sl_engine_flag_values){.gpu_memory_utilization = NAN, .enable_prefix_caching = -1};
     const sl_flag flags[] = {
+        {"--model", SL_FLAG_STRING, &v->model, "ModelConfig", "the model, as the positional MODEL (either may be given)", "MODEL"},
         {"--revision", SL_FLAG_STRING, &o->revision, "ModelConfig", "hub revision (branch, tag or commit) of the model", "REV"},
         {"--download-dir", SL_FLAG_STRING, &o->download_dir, "ModelConfig", "Hugging Face cache folder to use and fill", "DIR"},
         {"--max-model-len", SL_FLAG_INT, &o->max_model_len, "ModelConfig", "context length (prompt + output); default: the model's", NULL},
-        {"--dtype", SL_FLAG_STRING, &v->dtype, "ModelConfig", "weight dtype: auto (the file's), bfloat16, float16, float32", "DTYPE"},
+        {"--dtype", SL_FLAG_STRING, &v->dtype, "ModelConfig", "weight dtype: auto (the file's), bfloat16, float16 (half) or float32 (float), converted at load", "DTYPE"},
         {"--chat-template", SL_FLAG_STRING, &o->chat_template, "ModelConfig", "Jinja chat template file replacing the model's", "FILE"},
         {"--generation-config", SL_FLAG_STRING, &o->generation_config, "ModelConfig",
          "sampling defaults: auto (the model's generation_config.json), vllm (none), or a folder", "SRC"},
-        {"--tensor-parallel-size", SL_FLAG_INT, &o->tensor_parallel_size, "ParallelConfig", "ranks each layer is split over (-tp)", NULL},
-        {"--pipeline-parallel-size", SL_FLAG_INT, &o->pipeline_parallel_size, "ParallelConfig", "stages the layers are split into (-pp)", NULL},
+        {"--seed", SL_FLAG_INT64, &o->seed, "ModelConfig",
+         "random seed: requests without a seed of their own draw one from it in submission order, so runs repeat", NULL},
+        {"--tensor-parallel-size", SL_FLAG_INT, &o->tensor_parallel_size, "ParallelConfig", "ranks each layer is split over", NULL},
+        {"--pipeline-parallel-size", SL_FLAG_INT, &o->pipeline_parallel_size, "ParallelConfig", "stages the layers are split into", NULL},
         {"--block-size", SL_FLAG_INT, &o->block_size, "CacheConfig", "tokens per KV cache block (16)", NULL},
         {"--gpu-memory-utilization", SL_FLAG_FLOAT, &v->gpu_memory_utilization, "CacheConfig",
-         "share of GPU memory for weights, activations and KV cache (0.9)", NULL},
-        {"--kv-cache-memory", SL_FLAG_BYTES, &o->kv_cache_memory, "CacheConfig", "bytes for the KV cache per rank, e.g. 2G (CPU default 1GiB; GPU: what --gpu-memory-utilization leaves)", NULL},
+         "share of GPU memory for weights, activations and KV cache (0.9); no effect on the CPU, whose KV cache is "
+         "--kv-cache-memory", NULL},
+        {"--kv-cache-memory", SL_FLAG_BYTES, &o->kv_cache_memory, "CacheConfig",
+         "KV cache per rank, e.g. 2G or 2GiB (CPU default 1GiB; GPU: what --gpu-memory-utilization leaves)", NULL},
         {"--kv-cache-dtype", SL_FLAG_STRING, &o->kv_cache_dtype, "CacheConfig",
          "KV cache elements: auto (float32 on the CPU), float32, bfloat16 or float16 (half the memory and reads)", "DTYPE"},
         {"--enable-prefix-caching", SL_FLAG_BOOL, &v->enable_prefix_caching, "CacheConfig", "reuse KV blocks of shared prompt prefixes (on)", NULL},
@@ -32,7 +39,7 @@ int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out
          "highest (float32 activations) or medium (bfloat16 activations, float32 sums: faster on AVX512_BF16 CPUs)",
          "P"},
         {"--device-memory", SL_FLAG_BYTES, &o->device_memory, "DeviceConfig",
-         "memory of one device, e.g. 48G (GPU: detected; CPU: available RAM / ranks)", NULL},
+         "memory of one device, e.g. 48G, 48GB or 44.7GiB (GPU: detected; CPU: available RAM / ranks)", NULL},
     };
     int n = (int)(sizeof flags / sizeof flags[0]);
     if (n > max) return -1;
@@ -40,7 +47,9 @@ int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out
     return n;
 }
 
-int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v, sl_err *err) {
+int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v, const char *positional_model,
+                           sl_err *err) {
+    if (sl_model_arg(positional_model, v->model, &o->model, err)) return err->code;
     if (!isnan(v->gpu_memory_utilization)) {
         if (!(v->gpu_memory_utilization > 0 && v->gpu_memory_utilization <= 1))
             return sl_err_set(err, SL_EINVAL, "--gpu-memory-utilization must be in (0, 1], got %g", v->gpu_memory_utilization);
@@ -52,10 +61,15 @@ int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v,
             return sl_err_set(err, SL_EINVAL, "--device must be cpu or cuda, got \"%s\"", v->device);
         o->backend = v->device;
     }
-    if (v->dtype && strcmp(v->dtype, "auto") != 0 && strcmp(v->dtype, "bfloat16") != 0 &&
-        strcmp(v->dtype, "float16") != 0 && strcmp(v->dtype, "float32") != 0 && strcmp(v->dtype, "half") != 0)
-        return sl_err_set(err, SL_EINVAL, "--dtype must be auto, bfloat16, float16 or float32, got \"%s\"", v->dtype);
+    if (v->dtype) o->dtype = v->dtype; /* sl_engine_open checks the name before it loads anything */
     if (o->tensor_parallel_size < 1 || o->pipeline_parallel_size < 1)
         return sl_err_set(err, SL_EINVAL, "--tensor-parallel-size and --pipeline-parallel-size must be >= 1");
     return SL_OK;
+}
+
+void sl_engine_flags_warn(const sl_engine_flag_values *v, sl_engine *e) {
+    sl_engine_info info;
+    sl_engine_get_info(e, &info);
+    if (!isnan(v->gpu_memory_utilization) && strcmp(info.device, "cpu") == 0)
+        SL_WARN("--gpu-memory-utilization has no effect on the CPU: its KV cache is --kv-cache-memory (default 1GiB)");
 }

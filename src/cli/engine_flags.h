@@ -10,6 +10,7 @@
  * appends them to out[0..max) and returns how many, or -1 if max is too small.
  * Call sl_engine_flags_finish after parsing. */
 typedef struct sl_engine_flag_values {
+    const char *model; /* --model */
     double gpu_memory_utilization;
     const char *dtype;
     const char *device;
@@ -17,7 +18,13 @@ typedef struct sl_engine_flag_values {
 } sl_engine_flag_values;
 
 int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out, int max);
-/* Checks what the parse left and moves it into o. */
-int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v, sl_err *err);
+/* Checks what the parse left and moves it into o; the model is the
+ * positional MODEL (NULL: none) or --model. */
+int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v, const char *positional_model,
+                           sl_err *err);
+
+/* After the engine is open: warns of flags given that have no effect on its device
+ * (--gpu-memory-utilization on the CPU). */
+void sl_engine_flags_warn(const sl_engine_flag_values *v, sl_engine *e);
 
 #endif

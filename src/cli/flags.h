@@ -2,8 +2,12 @@
  *
  * Each subcommand lists its flags (vLLM's names, grouped as vLLM's --help
  * groups them) and calls sl_flags_parse. `--name value` and `--name=value`
- * both work; booleans take `--name` / `--no-name`. An unknown flag is an
- * error naming the closest known one. */
+ * both work, `--max_model_len` as `--max-model-len` (as vLLM's parser);
+ * booleans take `--name` / `--no-name`; vLLM's other names of a flag (`-tp`,
+ * `--kv-cache-memory-bytes`) work wherever the flag does. An unknown flag
+ * is an error naming the flags it most likely meant (an alias, a close
+ * misspelling, a prefix or whole words of a name), or none when nothing is
+ * close. */
 #ifndef SL_CLI_FLAGS_H
 #define SL_CLI_FLAGS_H
 
@@ -17,7 +21,8 @@ typedef enum {
     SL_FLAG_INT,    /* dest: int * */
     SL_FLAG_FLOAT,  /* dest: double * */
     SL_FLAG_BOOL,   /* dest: int * (1 / 0) */
-    SL_FLAG_BYTES,  /* dest: int64_t *; accepts 512M, 4G, 1.5GiB, 1000 */
+    SL_FLAG_BYTES,  /* dest: int64_t *; a size, as sl_parse_bytes reads it */
+    SL_FLAG_INT64,  /* dest: int64_t * (seeds) */
 } sl_flag_type;
 
 typedef struct sl_flag {
@@ -37,7 +42,16 @@ int sl_flags_parse(const sl_flag *flags, int n_flags, int argc, char **argv, con
 /* Usage line, then the flags by group in table order. */
 void sl_flags_print_help(FILE *out, const char *usage, const sl_flag *flags, int n_flags);
 
-/* Parses "512M", "4GiB", "1.5G", "1000" as bytes. */
+/* A size in bytes, the one syntax of every size flag: a number (integer or
+ * decimal), then optionally K, M, G or T, then optionally B or iB, in any
+ * case, a space allowed before the unit: "48G", "48GB", "48 gb", "1.5GiB",
+ * "512Ki", "1000". K/M/G/T are powers of 1000 and Ki/Mi/Gi/Ti powers of 1024
+ * (as shardlm prints GB and GiB; unlike vLLM's human_readable_int, where an
+ * upper-case K/M/G is binary). Refuses anything else, negatives and overflow. */
 int sl_parse_bytes(const char *s, int64_t *out);
+
+/* The model given as the positional MODEL (NULL: none) or as --model (NULL:
+ * none), as vLLM takes both; an error when both are given and differ. */
+int sl_model_arg(const char *positional, const char *flag, const char **model, sl_err *err);
 
 #endif

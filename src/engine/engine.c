@@ -18,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "engine/engine_impl.h"
+#include "engine/worker_exe.h"
 #include "hub/hub.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -48,6 +50,7 @@ void sl_engine_options_init(sl_engine_options *o) {
     o->pipeline_parallel_size = 1;
     o->enable_prefix_caching = 1;
     o->generation_config = "auto";
+    o->seed = SL_UNSET;
 }
 
 void sl_request_init(sl_request *r) {
@@ -184,6 +187,9 @@ static int alloc_step(sl_engine *e, sl_step *st) {
     sl_err ignored = {0};
     if (b->iface->alloc_host(b->ctx, sizeof(float) * S * (size_t)e->vocab, (void **)&st->logits, &ignored))
         st->logits = NULL;
+    if (b->iface->alloc_host(b->ctx, sizeof(int32_t) * S, (void **)&st->sampled, &ignored)) st->sampled = NULL;
+    st->sample = malloc(sizeof(sl_sample_row) * S);
+    st->full_rows = malloc(sizeof(int32_t) * S);
     st->tokens = malloc(sizeof(int32_t) * T);
     st->positions = malloc(sizeof(int32_t) * T);
     st->slots = malloc(sizeof(int32_t) * T);
@@ -194,15 +200,17 @@ static int alloc_step(sl_engine *e, sl_step *st) {
     st->seqs = malloc(sizeof(sl_seq *) * S);
     st->n_new = malloc(sizeof(int) * S);
     st->logit_seqs = malloc(sizeof(sl_seq *) * S);
-    return st->logits && st->tokens && st->positions && st->slots && st->query_start && st->context_len &&
-                   st->tables && st->logits_rows && st->seqs && st->n_new && st->logit_seqs
+    return st->logits && st->sampled && st->sample && st->full_rows && st->tokens && st->positions && st->slots &&
+                   st->query_start && st->context_len && st->tables && st->logits_rows && st->seqs && st->n_new &&
+                   st->logit_seqs
                ? SL_OK
                : SL_ENOMEM;
 }
 
 static void free_step(const sl_engine *e, sl_step *st) {
     if (st->logits) e->rank.backend.iface->free_host(e->rank.backend.ctx, st->logits);
-    void *bufs[] = {st->tokens, st->positions, st->slots, st->query_start, st->context_len,
+    if (st->sampled) e->rank.backend.iface->free_host(e->rank.backend.ctx, st->sampled);
+    void *bufs[] = {st->sample, st->full_rows, st->tokens, st->positions, st->slots, st->query_start, st->context_len,
                     st->tables, st->logits_rows, st->seqs, st->n_new, st->logit_seqs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
@@ -243,6 +251,22 @@ static sl_dtype kv_dtype(const char *name) {
     return SL_DTYPE_OTHER;
 }
 
+/* The weight dtype --dtype names, vLLM's names and aliases; SL_DTYPE_OTHER for
+ * auto (the checkpoint's). False for a name it does not know. */
+static bool weight_dtype(const char *name, sl_dtype *out) {
+    static const struct { const char *name; sl_dtype dtype; } names[] = {
+        {"auto", SL_DTYPE_OTHER}, {"bfloat16", SL_DTYPE_BF16}, {"bf16", SL_DTYPE_BF16}, {"float16", SL_DTYPE_F16},
+        {"half", SL_DTYPE_F16},   {"fp16", SL_DTYPE_F16},      {"float32", SL_DTYPE_F32}, {"float", SL_DTYPE_F32},
+        {"fp32", SL_DTYPE_F32},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i].name) == 0) {
+            *out = names[i].dtype;
+            return true;
+        }
+    return false;
+}
+
 static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     const sl_engine_options *o = &e->opts;
     memset(s, 0, sizeof *s);
@@ -255,6 +279,7 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     s->n_threads = o->n_threads;
     s->matmul_bf16_inputs = strcmp(o->matmul_precision, "medium") == 0;
     s->kv_dtype = kv_dtype(o->kv_cache_dtype);
+    weight_dtype(o->dtype, &s->weight_dtype); /* checked by copy_options */
     s->max_model_len = o->max_model_len;
     s->max_model_len_explicit = o->max_model_len > 0;
     s->block_size = o->block_size;
@@ -270,20 +295,42 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
 #define SHARDLM_BUILT_EXE "shardlm"
 #endif
 
-/* What self-launch starts as workers: $SHARDLM_WORKER_EXE; this process when
- * it is the shardlm command; else (a Python process...) the shardlm built
- * beside this library, else `shardlm` on the PATH. */
-static const char *worker_exe(void) {
-    const char *env = getenv("SHARDLM_WORKER_EXE");
-    if (env && *env) return env;
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        const char *base = strrchr(self, '/');
-        if (strcmp(base ? base + 1 : self, "shardlm") == 0) return NULL;
+/* Rank 0: joins the job a launcher started, or starts the workers itself,
+ * after finding and trying their program (worker_exe.c), so that a missing
+ * or broken one is an error now, not a spawn that never returns. */
+static int start_job(const sl_rank_setup *setup, sl_dist **dist, sl_err *err) {
+    char exe[4096] = "";
+    if (!sl_dist_launched_by_launcher()) {
+        int rc = sl_worker_exe_resolve(SHARDLM_BUILT_EXE, exe, sizeof exe, err);
+        if (!rc && *exe) rc = sl_worker_exe_check(exe, err);
+        if (rc) return rc;
     }
-    return sl_path_exists(SHARDLM_BUILT_EXE) ? SHARDLM_BUILT_EXE : "shardlm";
+    return sl_dist_init_root(setup->tp, setup->pp, *exe ? exe : NULL, sl_comm_timeout_s(), dist, err);
+}
+
+/* A --max-model-len past the model's max_position_embeddings is refused, as vLLM refuses it,
+ * unless SHARDLM_ALLOW_LONG_MAX_MODEL_LEN (or vLLM's VLLM_ALLOW_LONG_MAX_MODEL_LEN) is 1 or true. */
+static bool long_max_model_len_allowed(void) {
+    static const char *names[] = {"SHARDLM_ALLOW_LONG_MAX_MODEL_LEN", "VLLM_ALLOW_LONG_MAX_MODEL_LEN"};
+    for (int i = 0; i < 2; i++) {
+        const char *v = getenv(names[i]);
+        if (v && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0)) return true;
+    }
+    return false;
+}
+
+static int check_max_model_len(const sl_engine_options *o, const sl_model_config *cfg, sl_err *err) {
+    const int limit = cfg->max_position_embeddings;
+    if (o->max_model_len <= limit) return SL_OK;
+    if (!long_max_model_len_allowed())
+        return sl_err_set(err, SL_EINVAL,
+                          "--max-model-len %d exceeds the model's max_position_embeddings %d: lower it, or set "
+                          "SHARDLM_ALLOW_LONG_MAX_MODEL_LEN=1 to allow it (positions past %d may give wrong outputs)",
+                          o->max_model_len, limit, limit);
+    SL_WARN("--max-model-len %d exceeds the model's max_position_embeddings %d (SHARDLM_ALLOW_LONG_MAX_MODEL_LEN): "
+            "positions past %d may give wrong outputs",
+            o->max_model_len, limit, limit);
+    return SL_OK;
 }
 
 /* This process's shard: alone, or as rank 0 of a job it starts or joins. */
@@ -295,15 +342,11 @@ static int open_rank(sl_engine *e, sl_err *err) {
     sl_model_config cfg;
     sl_shard_plan plan;
     /* a layout the model cannot take is refused before any worker starts */
-    if ((rc = sl_model_config_load(setup.model_dir, &cfg, err)) ||
+    if ((rc = sl_model_config_load(setup.model_dir, &cfg, err)) || (rc = check_max_model_len(&e->opts, &cfg, err)) ||
         (rc = sl_shard_plan_make(&cfg, 0, setup.tp, 0, setup.pp, &plan, err)))
         return rc;
     if (setup.tp * setup.pp > 1 || sl_dist_launched_by_launcher()) {
-        const char *exe = worker_exe();
-        if (exe && strchr(exe, '/') && !sl_path_exists(exe))
-            return sl_err_set(err, SL_ENOTFOUND, "the worker executable %s does not exist: set SHARDLM_WORKER_EXE to the "
-                              "shardlm program (tensor x pipeline parallel size > 1 starts workers from it)", exe);
-        if ((rc = sl_dist_init_root(setup.tp, setup.pp, exe, sl_comm_timeout_s(), &dist, err))) return rc;
+        if ((rc = start_job(&setup, &dist, err))) return rc;
         if ((rc = sl_rank_share_setup(dist, &setup, err)) || (rc = sl_dist_set_layout(dist, setup.tp, setup.pp, err))) {
             sl_dist_destroy(dist);
             return rc;
@@ -322,9 +365,6 @@ static int open_engine(sl_engine *e, sl_err *err) {
     e->block_size = e->opts.block_size;
     e->max_model_len = e->rank.max_model_len;
     e->max_blocks_per_seq = (e->max_model_len + e->block_size - 1) / e->block_size;
-    if (e->opts.max_model_len > cfg->max_position_embeddings)
-        SL_WARN("--max-model-len %d exceeds the model's max_position_embeddings %d", e->opts.max_model_len,
-                cfg->max_position_embeddings);
     if ((rc = load_text_side(e, err)) || (rc = load_generation_config(e, err)) ||
         (rc = sl_block_pool_create(e->rank.n_blocks, e->block_size, e->opts.enable_prefix_caching, &e->pool, err)) ||
         (rc = alloc_step_buffers(e, err)))
@@ -333,6 +373,7 @@ static int open_engine(sl_engine *e, sl_err *err) {
     if (e->tok) add_eos(e, sl_tokenizer_eos_id(e->tok));
     e->stats.n_kv_blocks_total = e->rank.n_blocks;
     e->stats.healthy = 1;
+    if (e->opts.seed != SL_UNSET) sl_rng_seed(&e->seed_rng, (uint64_t)e->opts.seed);
     print_summary(e);
     return SL_OK;
 }
@@ -358,6 +399,12 @@ static int copy_options(sl_engine *e, const sl_engine_options *o, sl_err *err) {
     if (kv_dtype(c->kv_cache_dtype) == SL_DTYPE_OTHER)
         return sl_err_set(err, SL_EINVAL, "--kv-cache-dtype must be auto, float32, bfloat16 or float16, not \"%s\"",
                           c->kv_cache_dtype);
+    sl_dtype wd;
+    if (!c->dtype) c->dtype = "auto";
+    if (!weight_dtype(c->dtype, &wd))
+        return sl_err_set(err, SL_EINVAL, "--dtype must be auto, bfloat16 (bf16), float16 (half) or float32 (float), "
+                          "not \"%s\"", c->dtype);
+    c->dtype = wd == SL_DTYPE_OTHER ? "auto" : sl_dtype_name(wd);
     return SL_OK;
 }
 
@@ -517,6 +564,16 @@ static int init_seq(sl_engine *e, sl_req *r, int i, const int32_t *ids, int n_pr
     return SL_OK;
 }
 
+/* The seed of a request that has none of its own under an engine seed
+ * (--seed): the next draw of the engine's generator, so the same engine seed
+ * and the same submissions in the same order sample the same tokens. */
+static int64_t next_request_seed(sl_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    const int64_t seed = (int64_t)(sl_rng_uniform(&e->seed_rng) * 0x1p53);
+    pthread_mutex_unlock(&e->mu);
+    return seed;
+}
+
 static int build_request(sl_engine *e, const sl_request *in, const int32_t *ids, int n_prompt, sl_req **out, sl_err *err) {
     sl_req *r = calloc(1, sizeof *r);
     if (!r) return sl_err_set(err, SL_ENOMEM, "out of memory");
@@ -524,6 +581,7 @@ static int build_request(sl_engine *e, const sl_request *in, const int32_t *ids,
     resolve_params(e, &in->params, n_prompt, &r->params);
     int rc = check_request(e, &r->params, ids, n_prompt, err);
     if (rc) return rc;
+    if (r->params.seed == SL_UNSET && e->opts.seed != SL_UNSET) r->params.seed = next_request_seed(e);
     const sl_sampling *p = &r->params;
     r->sp = (sl_sampling_params){p->temperature, p->top_p, p->top_k, p->min_p, p->repetition_penalty,
                                  p->presence_penalty, p->frequency_penalty};
@@ -871,6 +929,15 @@ static int submit(sl_engine *e, sl_step *st, sl_err *err) {
         .n_logits = st->n_logits,
         .logits_rows = st->logits_rows,
     };
+    /* one process samples on its backend; across ranks the logits come to this one, which samples them */
+    st->backend_samples = !e->rank.dist;
+    if (st->backend_samples) {
+        sl_output_plan_sampling(e, st);
+        b.sample = st->sample;
+        b.sampled = st->sampled;
+        b.n_full_rows = st->n_full_rows;
+        b.full_rows = st->full_rows;
+    }
     double t0 = sl_now_s();
     int rc = sl_executor_submit(&e->rank.exec, &b, st->logits, &st->ticket, err);
     e->stats.step_seconds += sl_now_s() - t0;

@@ -43,6 +43,14 @@ typedef struct sl_step {
     sl_seq **logit_seqs;             /* [max_num_seqs] sequence of each logits row */
     int n_seqs, n_tokens, n_logits;
     float *logits;                   /* [max_num_seqs][vocab] */
+    /* Sampling on the backend (one process): each logits row's settings and
+     * token; the rows the host samples itself (penalties, logprobs, masks)
+     * come back whole instead. */
+    bool backend_samples;
+    sl_sample_row *sample;           /* [max_num_seqs] */
+    int32_t *sampled;                /* [max_num_seqs], backend host memory; -1: the host samples the row */
+    int32_t *full_rows;              /* [max_num_seqs] */
+    int n_full_rows;
     bool in_flight;                  /* submitted, not yet completed */
     int64_t order;                   /* submission order (oldest completes first) */
     sl_exec_ticket ticket;
@@ -109,6 +117,7 @@ struct sl_engine {
     bool stopping, dead;
     char dead_reason[SL_ERR_MSG_MAX];
     sl_engine_stats stats;
+    sl_rng seed_rng;                 /* seeds of requests without one, under an engine seed (opts.seed) */
     pthread_t thread;
     bool thread_started;
 };
@@ -135,6 +144,9 @@ void sl_sched_publish_blocks(sl_engine *e, sl_seq *s);
  * free the blocks of those aborted meanwhile, sample its logits rows,
  * deliver outputs. */
 void sl_output_process_step(sl_engine *e, sl_step *st);
+/* Before a step the backend samples: each logits row's settings (with its
+ * sequence's next draw), and the rows the host must sample itself. */
+void sl_output_plan_sampling(sl_engine *e, sl_step *st);
 /* Finishes every choice of r with finish_reason ABORT (optionally an error). */
 void sl_output_abort_request(sl_engine *e, sl_req *r, const char *error);
 /* Frees a request whose choices have all finished. */

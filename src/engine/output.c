@@ -1,8 +1,10 @@
 /* output.c -- from a step's logits to what the caller sees.
  *
- * For every sequence that reached the end of its tokens this step: report
- * logprobs from the raw logits, apply penalties and the min_tokens mask,
- * sample, append the token, turn it into text with the incremental
+ * Before a step, the settings of each row the backend samples (most rows:
+ * a backend op, so only tokens cross to the host); after it, for every
+ * sequence that reached the end of its tokens: the backend's token, or, for
+ * rows that came back whole, logprobs from the raw logits, penalties and the
+ * min_tokens mask, and a draw here; then append the token, turn it into text with the incremental
  * detokenizer, and decide whether the choice is finished (EOS, a stop token,
  * a stop string, max_tokens, max_model_len). Text that could be the start of
  * a stop string is held back until it is known not to be one, so a stop
@@ -218,9 +220,30 @@ static void detokenize(sl_seq *s, int32_t tok, bool flush) {
     if (err.code) SL_WARN("detokenizing token %d: %s", tok, err.msg);
 }
 
-static void process_logits_row(sl_engine *e, sl_seq *s, float *logits) {
+/* Whether the host must see the row whole: logprobs come from the raw row,
+ * and the penalties and min_tokens' masks change it before the draw. */
+static bool host_samples(const sl_engine *e, const sl_req *r, const sl_seq *s) {
+    const bool masked = s->n_tokens - s->n_prompt < r->params.min_tokens &&
+                        (r->n_stop_ids > 0 || (!r->params.ignore_eos && e->n_eos_ids > 0));
+    return r->params.logprobs >= 0 || r->prompt_mask || s->output_counts || masked;
+}
+
+void sl_output_plan_sampling(sl_engine *e, sl_step *st) {
+    st->n_full_rows = 0;
+    for (int i = 0; i < st->n_logits; i++) {
+        sl_seq *s = st->logit_seqs[i];
+        if (host_samples(e, s->req, s)) {
+            st->full_rows[st->n_full_rows++] = i;
+            st->sample[i] = (sl_sample_row){.temperature = 0}; /* cheapest; its token is not used */
+        } else {
+            st->sample[i] = sl_sample_row_of(&s->req->sp, &s->rng);
+        }
+    }
+}
+
+/* The row's token: the backend's (sampled >= 0), or drawn here from the whole row. */
+static int32_t host_sample(sl_engine *e, sl_seq *s, float *logits, logprob_info *lp) {
     sl_req *r = s->req;
-    logprob_info lp;
     const bool want_logprobs = r->params.logprobs >= 0;
     /* logprobs describe the model's own distribution: before masks, penalties and temperature */
     if (want_logprobs) memcpy(e->raw_row, logits, sizeof(float) * (size_t)e->vocab);
@@ -228,7 +251,15 @@ static void process_logits_row(sl_engine *e, sl_seq *s, float *logits) {
     sl_token_history hist = {.prompt_mask = r->prompt_mask, .output_counts = s->output_counts};
     sl_sampler_apply_penalties(&r->sp, &hist, logits, e->vocab);
     int32_t tok = sl_sampler_sample(&e->sampler, &r->sp, logits, &s->rng);
-    if (want_logprobs) compute_logprobs(e->raw_row, e->vocab, tok, r->params.logprobs, &lp);
+    if (want_logprobs) compute_logprobs(e->raw_row, e->vocab, tok, r->params.logprobs, lp);
+    return tok;
+}
+
+static void process_logits_row(sl_engine *e, sl_seq *s, float *logits, int32_t sampled) {
+    sl_req *r = s->req;
+    logprob_info lp;
+    const bool want_logprobs = r->params.logprobs >= 0; /* such rows are always sampled here */
+    const int32_t tok = sampled >= 0 ? sampled : host_sample(e, s, logits, &lp);
     s->tokens[s->n_tokens++] = tok;
     if (s->output_counts) s->output_counts[tok]++;
     e->stats.generation_tokens++;
@@ -254,9 +285,12 @@ void sl_output_process_step(sl_engine *e, sl_step *st) {
         s->n_computed += st->n_new[row];
         sl_sched_publish_blocks(e, s);
     }
+    if (st->backend_samples)
+        for (int j = 0; j < st->n_full_rows; j++) st->sampled[st->full_rows[j]] = -1;
     for (int i = 0; i < st->n_logits; i++) {
         sl_seq *s = st->logit_seqs[i];
-        if (s->state == SL_SEQ_RUNNING && !s->req->abort) process_logits_row(e, s, st->logits + (size_t)i * (size_t)e->vocab);
+        if (s->state == SL_SEQ_RUNNING && !s->req->abort)
+            process_logits_row(e, s, st->logits + (size_t)i * (size_t)e->vocab, st->backend_samples ? st->sampled[i] : -1);
     }
 }
 

@@ -145,7 +145,8 @@ static int create_backend(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
 static int open_shard(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     sl_model_limits limits = {.max_tokens = s->max_num_batched_tokens, .max_seqs = s->max_num_seqs,
                               .max_model_len = r->max_model_len, .block_size = s->block_size, .n_blocks = r->n_blocks,
-                              .kv_dtype = s->kv_dtype};
+                              .kv_dtype = s->kv_dtype, .convert_weights = s->weight_dtype != SL_DTYPE_OTHER,
+                              .weight_dtype = s->weight_dtype};
     int rc = sl_model_open(&r->model, s->model_dir, &r->backend, &r->plan, &limits, r->dist, err);
     r->exec = (sl_executor){.model = &r->model, .dist = r->dist};
     return rc;
@@ -156,6 +157,7 @@ int sl_rank_open(sl_rank *r, const sl_rank_setup *s, sl_dist *dist, sl_err *err)
     r->dist = dist;
     const int tp_rank = dist ? dist->tp_rank : 0, pp_rank = dist ? dist->pp_rank : 0;
     int rc = sl_model_config_load(s->model_dir, &r->config, err);
+    if (!rc && s->weight_dtype != SL_DTYPE_OTHER) r->config.dtype = s->weight_dtype; /* what memory plans count */
     if (!rc) rc = sl_shard_plan_make(&r->config, tp_rank, s->tp, pp_rank, s->pp, &r->plan, err);
     if (!rc) rc = create_backend(r, s, err);
     r->max_model_len = s->max_model_len > 0 ? s->max_model_len : r->config.max_position_embeddings;

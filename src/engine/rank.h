@@ -22,6 +22,7 @@ typedef struct sl_rank_setup {
     int tp, pp, n_threads;
     int matmul_bf16_inputs;       /* --matmul-precision medium */
     sl_dtype kv_dtype;            /* --kv-cache-dtype */
+    sl_dtype weight_dtype;        /* --dtype: matrices converted to it at load; SL_DTYPE_OTHER: the file's */
     int max_model_len;            /* 0: the model's max_position_embeddings */
     int max_model_len_explicit;   /* the user asked for max_model_len: too little KV is an error, not a cap */
     int block_size, max_num_seqs, max_num_batched_tokens;

@@ -1,14 +1,18 @@
-/* sampler.h -- turn one row of logits into a token, per request.
+/* sampler.h -- a request's sampling: its parameters, its random stream, and
+ * the penalties over a logits row.
  *
  * The order is vLLM's: penalties, temperature, top-k, top-p, min-p, then a
  * draw from the request's own random stream (so a seeded request gives the
- * same tokens whatever else shares its batch). Temperature 0 is greedy. */
+ * same tokens whatever else shares its batch). Temperature 0 is greedy. The
+ * penalties apply on the host; the rest is backend/sample.h's rule, which
+ * either the backend's sample op or sl_sampler_sample computes. */
 #ifndef SL_ENGINE_SAMPLER_H
 #define SL_ENGINE_SAMPLER_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/sample.h"
 #include "util/error.h"
 
 typedef struct sl_rng {
@@ -20,6 +24,8 @@ void sl_rng_seed(sl_rng *rng, uint64_t seed);
 uint64_t sl_rng_random_seed(void);
 /* Uniform in [0, 1). */
 double sl_rng_uniform(sl_rng *rng);
+/* Uniform in [0, 1) with 24 bits: a sample row's draw. */
+float sl_rng_uniform_float(sl_rng *rng);
 
 typedef struct sl_sampling_params {
     float temperature;          /* 0: greedy */
@@ -59,10 +65,10 @@ typedef struct sl_token_history {
  * them before this. */
 void sl_sampler_apply_penalties(const sl_sampling_params *p, const sl_token_history *h, float *logits, int vocab);
 
-/* Picks a token from logits (modified in place). */
-int32_t sl_sampler_sample(sl_sampler *s, const sl_sampling_params *p, float *logits, sl_rng *rng);
+/* The row settings of p with the next draw of rng (none when greedy). */
+sl_sample_row sl_sample_row_of(const sl_sampling_params *p, sl_rng *rng);
 
-/* The index of the largest value (lowest index on ties, as torch.argmax). */
-int32_t sl_argmax(const float *x, int n);
+/* Picks a token from logits on the host, drawing from rng as sl_sample_row_of. */
+int32_t sl_sampler_sample(sl_sampler *s, const sl_sampling_params *p, float *logits, sl_rng *rng);
 
 #endif

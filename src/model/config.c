@@ -205,6 +205,15 @@ int sl_model_config_parse(const char *json_text, const char *what, sl_model_conf
     return rc;
 }
 
+#ifndef SHARDLM_DEFAULT_MODEL_DIR
+#define SHARDLM_DEFAULT_MODEL_DIR "models/SmolLM2-135M-Instruct"
+#endif
+
+const char *sl_model_default_dir(void) {
+    const char *env = getenv("SHARDLM_DEFAULT_MODEL");
+    return env && *env ? env : SHARDLM_DEFAULT_MODEL_DIR;
+}
+
 int sl_model_config_load(const char *model_dir, sl_model_config *cfg, sl_err *err) {
     char *path = sl_path_join(model_dir, "config.json"), *text = NULL;
     if (!path) return sl_err_set(err, SL_ENOMEM, "out of memory");

@@ -51,6 +51,9 @@ typedef struct sl_model_config {
 
 /* Reads model_dir/config.json. */
 int sl_model_config_load(const char *model_dir, sl_model_config *cfg, sl_err *err);
+/* The folder of the default model (SmolLM2-135M-Instruct), used when no model is named:
+ * $SHARDLM_DEFAULT_MODEL, else the converted copy in the source tree's models/. */
+const char *sl_model_default_dir(void);
 /* Parses config.json text; `what` names the source in messages. */
 int sl_model_config_parse(const char *json_text, const char *what, sl_model_config *cfg, sl_err *err);
 

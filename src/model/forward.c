@@ -6,6 +6,8 @@
  *       x += o_proj(attention(rope(q), rope(k), v))   over rmsnorm(x)
  *       x += down(silu(gate) * up)                    over rmsnorm(x)
  *   x to the next stage, or logits = lm_head(rmsnorm(x)) for the rows that need them
+ * Each residual add and the norm after it are one op (add_rmsnorm: xb holds
+ * the normed x the next block reads), and RoPE goes with the K/V store.
  * Every op goes through the backend table; this file never touches a
  * number itself. K/V of the step go to the paged cache at their slots
  * before attention reads the whole context through the block tables.
@@ -19,10 +21,13 @@
  * Tensors between ranks go through the model's tensor communicator
  * (parallel/tensor_comm.h), in order with the backend's ops. */
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "model/model.h"
 
+
+#define SAMPLE_ROW_INTS (sizeof(sl_sample_row) / sizeof(int32_t))
 
 /* The step's int32 arrays go up in one copy: packed end to end into the
  * pinned host buffer, then pointed at where they land in device memory. */
@@ -36,10 +41,11 @@ static int upload_batch(sl_model *m, const sl_batch *b, sl_err *err) {
         {&m->d_context_len, b->context_len, (size_t)b->n_seqs},
         {&m->d_block_tables, b->block_tables, table_len},
         {&m->d_logits_rows, b->logits_rows, (size_t)b->n_logits},
+        {(int32_t **)&m->d_sample, (const int32_t *)b->sample, b->sample ? (size_t)b->n_logits * SAMPLE_ROW_INTS : 0},
     };
     size_t at = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        memcpy(m->h_step + at, parts[i].src, parts[i].n * sizeof(int32_t));
+        if (parts[i].n) memcpy(m->h_step + at, parts[i].src, parts[i].n * sizeof(int32_t));
         *parts[i].dev = m->d_step + at;
         at += parts[i].n;
     }
@@ -50,7 +56,7 @@ static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
     const sl_model_limits *l = &m->limits;
     if (b->n_tokens < 1 || b->n_tokens > l->max_tokens || b->n_seqs < 1 || b->n_seqs > l->max_seqs ||
         b->n_logits < 0 || b->n_logits > l->max_seqs || b->max_blocks > sl_model_max_blocks(l) ||
-        b->query_start[0] != 0 || b->query_start[b->n_seqs] != b->n_tokens)
+        b->query_start[0] != 0 || b->query_start[b->n_seqs] != b->n_tokens || (b->sample && m->plan.tp_size > 1))
         return sl_err_set(err, SL_EINTERNAL, "step batch out of limits (%d tokens, %d seqs, %d logits)", b->n_tokens,
                           b->n_seqs, b->n_logits);
     return SL_OK;
@@ -62,36 +68,43 @@ static int tp_all_reduce(sl_model *m, float *buf, int64_t n, sl_err *err) {
     return m->tensors.iface->all_reduce_sum(m->tensors.ctx, buf, n, SL_DTYPE_F32, err);
 }
 
+/* The residual add after a block, and the norm of the block that follows
+ * (next_norm NULL: the stage ends here and x goes on as it is). */
+static void residual(sl_model *m, const float *next_norm, int n) {
+    const sl_backend_iface *be = m->backend.iface;
+    const sl_model_config *c = &m->config;
+    if (next_norm) be->add_rmsnorm(m->backend.ctx, m->xb, m->x, m->xb, next_norm, n, c->hidden_size, c->rms_norm_eps);
+    else be->add(m->backend.ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+}
+
+/* xb holds rmsnorm(x) on entry, rmsnorm(x) for the MLP on return. */
 static int attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, const sl_attn_batch *ab, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
     const int n = b->n_tokens;
     const int n_heads = sl_shard_plan_n_heads(&m->plan);
-    be->rmsnorm(ctx, m->xb, m->x, L->attn_norm, n, c->hidden_size, c->rms_norm_eps);
     const sl_proj qkv[3] = {{m->q, &L->wq, L->bq}, {m->k, &L->wk, L->bk}, {m->v, &L->wv, L->bv}};
     be->matmul(ctx, qkv, 3, m->xb, n);
-    be->rope(ctx, m->q, m->d_positions, m->inv_freq, n, n_heads, c->head_dim);
-    be->rope(ctx, m->k, m->d_positions, m->inv_freq, n, L->kv.n_kv_heads, c->head_dim);
-    be->kv_store(ctx, &L->kv, m->k, m->v, m->d_slots, n);
+    be->rope_kv_store(ctx, m->q, m->k, m->v, &L->kv, m->d_positions, m->d_slots, m->inv_freq, n, n_heads);
     be->attention(ctx, m->att, m->q, &L->kv, ab, n_heads, 1.0f / sqrtf((float)c->head_dim));
     be->matmul(ctx, &(sl_proj){m->xb, &L->wo, L->bo}, 1, m->att, n);
     int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, err);
-    if (!rc) be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+    if (!rc) residual(m, L->mlp_norm, n);
     return rc;
 }
 
-static int mlp_block(sl_model *m, sl_layer_weights *L, int n, sl_err *err) {
+/* xb holds rmsnorm(x) on entry, next_norm's norm of x on return. */
+static int mlp_block(sl_model *m, sl_layer_weights *L, const float *next_norm, int n, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
-    be->rmsnorm(ctx, m->xb, m->x, L->mlp_norm, n, c->hidden_size, c->rms_norm_eps);
     const sl_proj gate_up[2] = {{m->gate, &L->w_gate, L->b_gate}, {m->up, &L->w_up, L->b_up}};
     be->matmul(ctx, gate_up, 2, m->xb, n);
     be->swiglu(ctx, m->gate, m->gate, m->up, (int64_t)n * m->ffn);
     be->matmul(ctx, &(sl_proj){m->xb, &L->w_down, L->b_down}, 1, m->gate, n);
     int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, err);
-    if (!rc) be->add(ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+    if (!rc) residual(m, next_norm, n);
     return rc;
 }
 
@@ -104,16 +117,32 @@ static int stage_input(sl_model *m, const sl_batch *b, sl_err *err) {
     return tp_all_reduce(m, m->x, (int64_t)b->n_tokens * m->config.hidden_size, err);
 }
 
-/* Logits of this rank's vocabulary slice, all-gathered into full rows when
- * the vocabulary is split. */
+/* The backend samples the step's rows; the tokens come back, and the rows
+ * the caller samples itself come back whole. */
+static int sample_rows(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    const size_t vocab = (size_t)m->config.vocab_size;
+    be->sample(ctx, m->d_sampled, m->logits, m->d_sample, b->n_logits, (int)vocab);
+    int rc = be->download(ctx, b->sampled, m->d_sampled, sizeof(int32_t) * (size_t)b->n_logits, err);
+    for (int j = 0; j < b->n_full_rows && !rc; j++) {
+        const size_t row = (size_t)b->full_rows[j];
+        rc = be->download(ctx, logits + row * vocab, m->logits + row * vocab, sizeof(float) * vocab, err);
+    }
+    return rc ? rc : be->synchronize(ctx, err);
+}
+
+/* Logits of this rank's vocabulary slice from the rows of xb (the final
+ * norm of x) that need them, all-gathered into full rows when the
+ * vocabulary is split. */
 static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
-    be->gather_rows(ctx, m->logits_in, m->x, m->d_logits_rows, b->n_logits, c->hidden_size);
-    be->rmsnorm(ctx, m->logits_in, m->logits_in, m->final_norm, b->n_logits, c->hidden_size, c->rms_norm_eps);
+    be->gather_rows(ctx, m->logits_in, m->xb, m->d_logits_rows, b->n_logits, c->hidden_size);
     be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
     const int64_t slice = m->plan.vocab_end - m->plan.vocab_begin;
+    if (b->sample) return sample_rows(m, b, logits, err);
     if (m->plan.tp_size == 1)
         return be->download(ctx, logits, m->logits, (size_t)b->n_logits * (size_t)slice * sizeof(float), err);
     /* rank r's block holds [n_logits][slice_r]; rows are rebuilt from the blocks */
@@ -161,9 +190,14 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
     };
 
     if ((rc = stage_input(m, b, err))) return rc;
-    for (int l = 0; l < sl_shard_plan_n_layers(&m->plan) && !rc; l++) {
+    const sl_model_config *c = &m->config;
+    const int n_layers = sl_shard_plan_n_layers(&m->plan);
+    const bool last_stage = !m->dist || m->dist->next_stage < 0;
+    be->rmsnorm(ctx, m->xb, m->x, m->layers[0].attn_norm, b->n_tokens, c->hidden_size, c->rms_norm_eps);
+    for (int l = 0; l < n_layers && !rc; l++) {
+        const float *next_norm = l + 1 < n_layers ? m->layers[l + 1].attn_norm : last_stage ? m->final_norm : NULL;
         rc = attention_block(m, &m->layers[l], b, &ab, err);
-        if (!rc) rc = mlp_block(m, &m->layers[l], b->n_tokens, err);
+        if (!rc) rc = mlp_block(m, &m->layers[l], next_norm, b->n_tokens, err);
     }
     if (rc) return rc;
     if (m->dist && m->dist->next_stage >= 0)

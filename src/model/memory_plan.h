@@ -1,7 +1,8 @@
 /* memory_plan.h -- what one rank of a layout needs, from config.json alone.
  *
  * For a tp x pp layout: the weights each rank holds (its heads, MLP columns,
- * vocabulary slice and layers, at the checkpoint's dtype), the activation
+ * vocabulary slice and layers, at cfg->dtype: the checkpoint's, or the one
+ * --dtype converts to, which the engine puts there), the activation
  * workspace of one step, and the KV cache of one max_model_len sequence (the
  * least that lets a request of full length run). The largest rank decides
  * whether a layout fits a device. Used before loading (every rank checks

@@ -1,7 +1,9 @@
 /* model.c -- load this rank's shard of a model and allocate its run state.
  *
  * Tensor names are transformers' (model.layers.N.self_attn.q_proj.weight...).
- * Matrices stay in their file's dtype; a rank's slice is rows of the file
+ * Matrices stay in their file's dtype, or with --dtype are converted once to
+ * the one asked for (a copy the model owns while the backend points into it,
+ * else freed once loaded); a rank's slice is rows of the file
  * (column-parallel: q/k/v, gate/up, vocab) or a column range (row-parallel:
  * o_proj, down_proj). Norm weights and biases are small and become float32.
  * Every tensor is checked against the shape config.json implies, so a
@@ -18,16 +20,66 @@
 #include "util/log.h"
 #include "util/progress.h"
 
+/* n elements of a file row as float32, and back to a dtype (round to nearest even). */
+static void row_to_f32(float *dst, const void *src, sl_dtype dtype, int64_t n) {
+    const uint16_t *h = src;
+    if (dtype == SL_DTYPE_F32) memcpy(dst, src, (size_t)n * sizeof(float));
+    else if (dtype == SL_DTYPE_BF16) for (int64_t i = 0; i < n; i++) dst[i] = sl_bf16_to_f32(h[i]);
+    else for (int64_t i = 0; i < n; i++) dst[i] = sl_f16_to_f32(h[i]);
+}
+
+static void f32_to_row(void *dst, const float *src, sl_dtype dtype, int64_t n) {
+    uint16_t *h = dst;
+    if (dtype == SL_DTYPE_F32) memcpy(dst, src, (size_t)n * sizeof(float));
+    else if (dtype == SL_DTYPE_BF16) for (int64_t i = 0; i < n; i++) h[i] = sl_f32_to_bf16(src[i]);
+    else for (int64_t i = 0; i < n; i++) h[i] = sl_f32_to_f16(src[i]);
+}
+
+/* The slice [r0, r1) x [c0, c1) of t ([rows][cols]) as a packed copy in dtype to (malloc'd), or NULL. */
+static void *convert_slice(const sl_st_tensor *t, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                           sl_dtype to) {
+    const int64_t n_cols = c1 - c0;
+    const size_t in_elem = sl_dtype_n_bytes(t->dtype), out_elem = sl_dtype_n_bytes(to);
+    char *out = malloc((size_t)((r1 - r0) * n_cols) * out_elem + 1);
+    float *row = malloc((size_t)n_cols * sizeof *row + 1);
+    if (!out || !row) {
+        free(out);
+        free(row);
+        return NULL;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        row_to_f32(row, (const char *)t->data + (size_t)(r * cols + c0) * in_elem, t->dtype, n_cols);
+        f32_to_row(out + (size_t)((r - r0) * n_cols) * out_elem, row, to, n_cols);
+    }
+    free(row);
+    return out;
+}
+
+/* Keeps a converted copy the backend's weight points into until the model closes. */
+static int keep_converted(sl_model *m, void *copy, sl_err *err) {
+    void **grown = realloc(m->converted, sizeof *grown * (size_t)(m->n_converted + 1));
+    if (!grown) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    m->converted = grown;
+    m->converted[m->n_converted++] = copy;
+    return SL_OK;
+}
+
+/* Loads a slice of a file's matrix in the file's dtype, or converted to --dtype's. */
 static int load_matrix(sl_model *m, const char *name, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                        int64_t c0, int64_t c1, sl_weight *out, sl_err *err) {
     const sl_st_tensor *t;
     int rc = sl_safetensors_get(m->st, name, 2, (int64_t[]){rows, cols}, &t, err);
     if (rc) return rc;
-    size_t elem = sl_dtype_n_bytes(t->dtype);
-    const char *src = (const char *)t->data + (size_t)(r0 * cols + c0) * elem;
-    rc = m->backend.iface->weight_load(m->backend.ctx, out, src, t->dtype, r1 - r0, c1 - c0, cols, err);
+    const sl_dtype to = m->limits.convert_weights ? m->limits.weight_dtype : t->dtype;
+    const void *src = (const char *)t->data + (size_t)(r0 * cols + c0) * sl_dtype_n_bytes(t->dtype);
+    void *copy = NULL;
+    if (to != t->dtype && !(src = copy = convert_slice(t, cols, r0, r1, c0, c1, to)))
+        return sl_err_set(err, SL_ENOMEM, "out of memory converting %s to %s", name, sl_dtype_name(to));
+    rc = m->backend.iface->weight_load(m->backend.ctx, out, src, to, r1 - r0, c1 - c0, copy ? c1 - c0 : cols, err);
+    if (!rc && copy && !out->owned && !(rc = keep_converted(m, copy, err))) copy = NULL; /* read in place */
+    free(copy);
     if (rc) return sl_err_wrap(err, rc, "loading %s: ", name);
-    m->weight_bytes += (size_t)((r1 - r0) * (c1 - c0)) * elem;
+    m->weight_bytes += (size_t)((r1 - r0) * (c1 - c0)) * sl_dtype_n_bytes(to);
     return SL_OK;
 }
 
@@ -157,8 +209,10 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
     const sl_model_limits *lim = &m->limits;
     const size_t T = (size_t)lim->max_tokens, f = sizeof(float), i32 = sizeof(int32_t);
     const size_t h = (size_t)m->config.hidden_size, vocab = (size_t)(m->plan.vocab_end - m->plan.vocab_begin);
-    /* tokens, positions, slots; query_start, context_len, block tables, logits rows */
-    const size_t step_ints = 3 * T + (size_t)(lim->max_seqs + 1) + (size_t)lim->max_seqs * (2 + (size_t)sl_model_max_blocks(lim));
+    /* tokens, positions, slots; query_start, context_len, block tables, logits rows, sample rows */
+    const size_t step_ints = 3 * T + (size_t)(lim->max_seqs + 1) +
+                             (size_t)lim->max_seqs * (2 + (size_t)sl_model_max_blocks(lim)) +
+                             (size_t)lim->max_seqs * (sizeof(sl_sample_row) / i32);
     int rc = m->backend.iface->alloc_host(m->backend.ctx, step_ints * i32, (void **)&m->h_step, err);
     if (rc) return rc;
     struct { void **p; size_t n_bytes; } bufs[] = {
@@ -169,6 +223,7 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         {(void **)&m->logits_in, (size_t)lim->max_seqs * h * f},
         {(void **)&m->logits, (size_t)lim->max_seqs * vocab * f},
         {(void **)&m->d_step, step_ints * i32},
+        {(void **)&m->d_sampled, (size_t)lim->max_seqs * i32},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if ((rc = alloc_buf(m, bufs[i].n_bytes, bufs[i].p, err))) return rc;
@@ -213,6 +268,7 @@ int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend,
     m->dist = dist;
     int rc = sl_model_config_load(model_dir, &m->config, err);
     if (rc) return rc;
+    if (limits->convert_weights) m->config.dtype = limits->weight_dtype;
     m->plan = *plan;
     if ((plan->tp_size > 1 || plan->pp_size > 1) &&
         (!dist || dist->tp_size != plan->tp_size || dist->pp_size != plan->pp_size))
@@ -256,8 +312,10 @@ void sl_model_close(sl_model *m) {
     if (m->h_step) b->free_host(ctx, m->h_step);
     sl_tensor_comm_close(&m->tensors);
     void *bufs[] = {m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
-                    m->logits_in, m->logits, m->d_step};
+                    m->logits_in, m->logits, m->d_step, m->d_sampled};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(ctx, bufs[i]);
-    sl_safetensors_close(m->st);
+    sl_safetensors_close(m->st); /* after the weights: a backend may point into the mapping */
+    for (int i = 0; i < m->n_converted; i++) free(m->converted[i]);
+    free(m->converted);
     memset(m, 0, sizeof *m);
 }

@@ -44,6 +44,14 @@ typedef struct sl_batch {
     const int32_t *block_tables;                   /* [n_seqs][max_blocks] */
     int n_logits;
     const int32_t *logits_rows;                    /* [n_logits] */
+    /* Sampling on this rank's backend (one process holding the whole model):
+     * logits row i becomes the token sampled[i] by the settings sample[i],
+     * and only the rows listed in full_rows come back whole. NULL: every row
+     * comes back whole, for the caller to sample. */
+    const sl_sample_row *sample;                   /* [n_logits] */
+    int32_t *sampled;                              /* [n_logits], host memory */
+    int n_full_rows;
+    const int32_t *full_rows;                      /* [n_full_rows] indices of logits rows */
 } sl_batch;
 
 /* Limits of one step; activations are sized from them at open. */
@@ -54,6 +62,8 @@ typedef struct sl_model_limits {
     int block_size;      /* tokens per KV block */
     int n_blocks;        /* KV blocks in the pool */
     sl_dtype kv_dtype;   /* element type of the KV cache */
+    int convert_weights; /* 1: matrices become weight_dtype at load (--dtype); 0: they keep the file's */
+    sl_dtype weight_dtype;
 } sl_model_limits;
 
 typedef struct sl_model {
@@ -75,7 +85,10 @@ typedef struct sl_model {
     sl_tensor_comm tensors;        /* owned; all-reduces, the vocabulary gather, hidden states (dist only) */
     int32_t *h_step, *d_step;      /* a step's int32 arrays packed end to end: host (pinned) and backend copies */
     int32_t *d_tokens, *d_positions, *d_slots, *d_query_start, *d_context_len, *d_block_tables, *d_logits_rows;
-                                   /* the step's arrays inside d_step (set by each forward) */
+    const sl_sample_row *d_sample; /* the step's arrays inside d_step (set by each forward) */
+    int32_t *d_sampled;            /* [max_seqs] the tokens the backend sampled */
+    void **converted;              /* [n_converted] owned: --dtype copies of matrices the backend points into */
+    int n_converted;
     size_t weight_bytes, kv_bytes, workspace_bytes;
     int n_unused_tensors;          /* tensors of the files this shard should have read but did not */
 } sl_model;
@@ -97,8 +110,9 @@ size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *
 
 /* Runs this rank's part of one step. Every rank of the job calls it with
  * the same batch. The last pipeline stage's tensor-parallel rank 0 writes
- * the full logits [n_logits][vocab] to host memory; other ranks leave
- * `logits` untouched (it may be NULL there). */
+ * the full logits [n_logits][vocab] to host memory (with batch->sample, the
+ * sampled tokens and only the full_rows); other ranks leave `logits`
+ * untouched (it may be NULL there). */
 int sl_model_forward(sl_model *m, const sl_batch *batch, float *logits, sl_err *err);
 
 #endif

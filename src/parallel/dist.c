@@ -5,13 +5,19 @@
  * the workers (`<exe> worker`) with MPI_Comm_spawn; merging the
  * intercommunicator gives the job with rank 0 first. Open MPI refuses to run
  * as root and to place more processes than cores unless told: self-launch
- * tells it (containers run as root; CPU tests run 4 ranks on 2 cores). */
+ * tells it (containers run as root; CPU tests run 4 ranks on 2 cores). Open
+ * MPI 4 never returns from MPI_Comm_spawn when a worker dies before joining,
+ * so the spawn runs on a thread of its own and rank 0 waits for it until a
+ * deadline (engine/worker_exe.c has tried the program before). */
 #include "parallel/dist.h"
 
 #include <mpi.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "parallel/comm_mpi.h"
@@ -64,6 +70,93 @@ static int init_mpi(sl_dist *d, bool self_launch, sl_err *err) {
     return SL_OK;
 }
 
+/* ---- spawning with a deadline ---- */
+
+#define SPAWN_TIMEOUT_MAX_S 30.0 /* workers join in about a second; SHARDLM_COMM_TIMEOUT may shorten it */
+
+typedef struct spawn_call {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char exe[4096];
+    int n_workers;
+    MPI_Comm inter;
+    bool ok, done, abandoned;
+} spawn_call;
+
+static bool g_spawn_stuck; /* a spawn never returned: MPI in this process cannot start another job */
+
+static void spawn_call_free(spawn_call *c) {
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+static void *spawn_thread(void *arg) {
+    spawn_call *c = arg;
+    char *args[] = {"worker", NULL};
+    int *codes = calloc((size_t)c->n_workers, sizeof(int));
+    MPI_Comm inter = MPI_COMM_NULL;
+    const bool ok = codes && MPI_Comm_spawn(c->exe, args, c->n_workers, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter,
+                                            codes) == MPI_SUCCESS;
+    free(codes);
+    pthread_mutex_lock(&c->mu);
+    c->inter = inter;
+    c->ok = ok;
+    c->done = true;
+    const bool abandoned = c->abandoned;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (abandoned) { /* rank 0 gave up on these workers: they end with this process */
+        if (ok) MPI_Comm_free(&inter);
+        spawn_call_free(c);
+    }
+    return NULL;
+}
+
+/* Waits for c until timeout_s; false (c then left to its thread) when it has not returned by then. */
+static bool spawn_wait(spawn_call *c, double timeout_s) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)timeout_s;
+    until.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&c->mu);
+    for (int rc = 0; !c->done && rc == 0;) rc = pthread_cond_timedwait(&c->cv, &c->mu, &until);
+    const bool done = c->done;
+    c->abandoned = !done;
+    pthread_mutex_unlock(&c->mu);
+    return done;
+}
+
+/* Starts n_workers of `exe worker`; the intercommunicator with them in *inter. */
+static int spawn_workers(const char *exe, int n_workers, double timeout_s, MPI_Comm *inter, sl_err *err) {
+    if (g_spawn_stuck)
+        return sl_err_set(err, SL_EIO, "an earlier start of workers in this process never finished: open the engine "
+                          "in a new process");
+    spawn_call *c = calloc(1, sizeof *c);
+    if (!c) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    snprintf(c->exe, sizeof c->exe, "%s", exe);
+    c->n_workers = n_workers;
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, spawn_thread, c) != 0) {
+        spawn_call_free(c);
+        return sl_err_set(err, SL_ENOMEM, "cannot start a thread to start the workers");
+    }
+    pthread_detach(thread);
+    const double wait_s = timeout_s < SPAWN_TIMEOUT_MAX_S ? timeout_s : SPAWN_TIMEOUT_MAX_S;
+    if (!spawn_wait(c, wait_s)) {
+        g_spawn_stuck = true;
+        return sl_err_set(err, SL_ETIMEDOUT, "the workers started from %s did not join within %.0f s (they exited or "
+                          "crashed at start: see their messages above)", exe, wait_s);
+    }
+    const bool ok = c->ok;
+    *inter = c->inter;
+    spawn_call_free(c);
+    return ok ? SL_OK : sl_err_set(err, SL_EIO, "could not start %d worker processes of %s", n_workers, exe);
+}
+
 static sl_dist *new_dist(double timeout_s) {
     sl_dist *d = calloc(1, sizeof *d);
     if (d) d->timeout_s = timeout_s;
@@ -99,21 +192,13 @@ int sl_dist_init_root(int tp, int pp, const char *worker_exe, double timeout_s, 
             return sl_err_set(err, SL_EIO, "cannot find the shardlm executable to start workers");
         }
         self[len] = '\0';
-        char *args[] = {"worker", NULL};
-        MPI_Info info;
-        MPI_Info_create(&info);
         MPI_Comm inter;
-        int *codes = calloc((size_t)n, sizeof(int));
         MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
-        if (MPI_Comm_spawn(self, args, n - 1, info, 0, MPI_COMM_SELF, &inter, codes) != MPI_SUCCESS) {
-            rc = sl_err_set(err, SL_EIO, "could not start %d worker processes of %s", n - 1, self);
-        } else {
+        if (!(rc = spawn_workers(self, n - 1, timeout_s, &inter, err))) {
             MPI_Intercomm_merge(inter, 0, &world);
             MPI_Comm_free(&inter);
             d->spawned = true;
         }
-        MPI_Info_free(&info);
-        free(codes);
     }
     if (!rc) rc = wrap_world(d, world, err);
     if (rc) {

@@ -2,12 +2,13 @@
  *
  * The same random inputs go through both backends' tables (each keeping its
  * own weight and KV layouts: weights and K/V enter through weight_load and
- * kv_store, as the model gives them) and the outputs must agree: elementwise
+ * rope_kv_store, as the model gives them) and the outputs must agree: elementwise
  * ops to float32 rounding, matmuls to the order of float32 sums (the CPU one
  * with --matmul-precision medium, the same 16-bit rounding of inputs), and
  * attention over paged caches of mixed steps: decode beside prefill, chunked
  * prefill over an earlier context, GQA and MHA, long contexts that the GPU
- * splits over several blocks, every KV dtype and a few block sizes.
+ * splits over several blocks, every KV dtype and a few block sizes; and
+ * sampling, token for token against the host reference of the rule.
  * Skips (exit 77) where no GPU is visible. */
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
@@ -116,15 +117,31 @@ static void test_elementwise(void) {
     g_gpu.iface->gather_rows(g_gpu.ctx, out.gpu, tx.gpu, trows.gpu, 3, dim);
     CHECK(twin_agree("gather_rows", out, 3 * dim, 0, 0));
 
-    /* RoPE at positions up to 100k with Llama-3-like frequencies (theta 500000) */
-    int32_t pos[5] = {0, 1, 77, 8191, 100000};
+    /* the residual add and the norm after it, in place over y as the model calls it */
+    g_cpu.iface->add_rmsnorm(g_cpu.ctx, ty.cpu, tx.cpu, ty.cpu, tw.cpu, n, dim, 1e-5f);
+    g_gpu.iface->add_rmsnorm(g_gpu.ctx, ty.gpu, tx.gpu, ty.gpu, tw.gpu, n, dim, 1e-5f);
+    CHECK(twin_agree("add_rmsnorm: x", tx, (int64_t)n * dim, 0, 0));
+    CHECK(twin_agree("add_rmsnorm: out", ty, (int64_t)n * dim, 1e-5, 1e-5));
+
+    /* RoPE at positions up to 100k with Llama-3-like frequencies (theta 500000), q with 8 heads, k with 2,
+     * k and v stored into a cache of 4-token blocks (attention reads it back in test_attention) */
+    const int kv_heads = 2;
+    int32_t pos[5] = {0, 1, 77, 8191, 100000}, slots[5] = {3, 9, 0, 4, 17};
     float inv_freq[64];
     for (int i = 0; i < hd / 2; i++) inv_freq[i] = powf(500000.0f, -2.0f * (float)i / (float)hd);
     twin tpos = twin_put(pos, sizeof pos), tfreq = twin_put(inv_freq, sizeof inv_freq);
-    g_cpu.iface->rope(g_cpu.ctx, tx.cpu, tpos.cpu, tfreq.cpu, n, heads, hd);
-    g_gpu.iface->rope(g_gpu.ctx, tx.gpu, tpos.gpu, tfreq.gpu, n, heads, hd);
+    twin tslots = twin_put(slots, sizeof slots);
+    twin tk = twin_put(y, sizeof(float) * n * kv_heads * hd), tv = twin_put(w, sizeof(float) * n * kv_heads * hd);
+    sl_kv_cache kv = {.dtype = SL_DTYPE_BF16, .block_size = 4, .n_kv_heads = kv_heads, .head_dim = hd};
+    twin tkc = twin_zeros(5 * sl_kv_block_bytes(&kv)), tvc = twin_zeros(5 * sl_kv_block_bytes(&kv));
+    sl_kv_cache kv_cpu = kv, kv_gpu = kv;
+    kv_cpu.k = tkc.cpu, kv_cpu.v = tvc.cpu, kv_gpu.k = tkc.gpu, kv_gpu.v = tvc.gpu;
+    g_cpu.iface->rope_kv_store(g_cpu.ctx, tx.cpu, tk.cpu, tv.cpu, &kv_cpu, tpos.cpu, tslots.cpu, tfreq.cpu, n, heads);
+    g_gpu.iface->rope_kv_store(g_gpu.ctx, tx.gpu, tk.gpu, tv.gpu, &kv_gpu, tpos.gpu, tslots.gpu, tfreq.gpu, n, heads);
     /* angles of 1e5 radians: cos/sin of the same float angle, up to their implementations' last bits */
-    CHECK(twin_agree("rope", tx, (int64_t)n * heads * hd, 2e-5, 2e-5));
+    CHECK(twin_agree("rope_kv_store: q", tx, (int64_t)n * heads * hd, 2e-5, 2e-5));
+    CHECK(twin_agree("rope_kv_store: k", tk, (int64_t)n * kv_heads * hd, 2e-5, 2e-5));
+    twin_free(tslots), twin_free(tk), twin_free(tv), twin_free(tkc), twin_free(tvc);
 
     twin_free(tx), twin_free(ty), twin_free(tw), twin_free(out), twin_free(trows), twin_free(tpos), twin_free(tfreq);
     free(x), free(y), free(w);
@@ -243,9 +260,10 @@ static void check_attention(const attn_case *c) {
     }
     int32_t *tables = malloc(sizeof(int32_t) * (size_t)(S * max_blocks)), *slots = malloc(sizeof(int32_t) * (size_t)total_ctx);
     int32_t *qs = malloc(sizeof(int32_t) * (size_t)(S + 1)), *ctx = malloc(sizeof(int32_t) * (size_t)S);
+    int32_t *positions = malloc(sizeof(int32_t) * (size_t)total_ctx);
     for (int s = 0, t = 0, q = 0; s < S; s++) {
         for (int b = 0; b < max_blocks; b++) tables[s * max_blocks + b] = perm[s * max_blocks + b];
-        for (int j = 0; j < c->ctx[s]; j++, t++) slots[t] = tables[s * max_blocks + j / bs] * bs + j % bs;
+        for (int j = 0; j < c->ctx[s]; j++, t++) slots[t] = tables[s * max_blocks + j / bs] * bs + j % bs, positions[t] = j;
         qs[s] = q;
         q += c->q_len[s];
         ctx[s] = c->ctx[s];
@@ -262,8 +280,13 @@ static void check_attention(const attn_case *c) {
     twin tkc = twin_zeros(pool), tvc = twin_zeros(pool);
     sl_kv_cache kv_cpu = kv, kv_gpu = kv;
     kv_cpu.k = tkc.cpu, kv_cpu.v = tvc.cpu, kv_gpu.k = tkc.gpu, kv_gpu.v = tvc.gpu;
-    g_cpu.iface->kv_store(g_cpu.ctx, &kv_cpu, tk.cpu, tv.cpu, tslots.cpu, total_ctx);
-    g_gpu.iface->kv_store(g_gpu.ctx, &kv_gpu, tk.gpu, tv.gpu, tslots.gpu, total_ctx);
+    /* the cache is filled as the model fills it, keys rotated at their positions (no query heads here) */
+    float *inv_freq = malloc(sizeof(float) * (size_t)(hd / 2));
+    for (int i = 0; i < hd / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * (float)i / (float)hd);
+    twin tpos = twin_put(positions, sizeof(int32_t) * (size_t)total_ctx);
+    twin tfreq = twin_put(inv_freq, sizeof(float) * (size_t)(hd / 2));
+    g_cpu.iface->rope_kv_store(g_cpu.ctx, NULL, tk.cpu, tv.cpu, &kv_cpu, tpos.cpu, tslots.cpu, tfreq.cpu, total_ctx, 0);
+    g_gpu.iface->rope_kv_store(g_gpu.ctx, NULL, tk.gpu, tv.gpu, &kv_gpu, tpos.gpu, tslots.gpu, tfreq.gpu, total_ctx, 0);
     sl_attn_batch b = {.n_seqs = S, .n_tokens = n_tokens, .max_query_len = max_q, .max_blocks = max_blocks,
                        .max_context_len = max_ctx};
     sl_attn_batch bc = b, bg = b;
@@ -273,9 +296,9 @@ static void check_attention(const attn_case *c) {
     g_cpu.iface->attention(g_cpu.ctx, out.cpu, tq.cpu, &kv_cpu, &bc, c->n_heads, scale);
     g_gpu.iface->attention(g_gpu.ctx, out.gpu, tq.gpu, &kv_gpu, &bg, c->n_heads, scale);
     CHECK(twin_agree(c->name, out, (int64_t)n_tokens * q_dim, 2e-5, 2e-4));
-    twin ts[] = {tk, tv, tq, tslots, ttables, tqs, tctx, out, tkc, tvc};
+    twin ts[] = {tk, tv, tq, tslots, ttables, tqs, tctx, out, tkc, tvc, tpos, tfreq};
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) twin_free(ts[i]);
-    free(perm), free(tables), free(slots), free(qs), free(ctx), free(k), free(v), free(q);
+    free(perm), free(tables), free(slots), free(qs), free(ctx), free(k), free(v), free(q), free(positions), free(inv_freq);
 }
 
 static void test_attention(void) {
@@ -302,6 +325,74 @@ static void test_attention(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(&cases[i]);
 }
 
+/* ---- sampling ---- */
+
+/* The GPU's token must be the reference's for the row's draw u, or, where u
+ * falls within 1e-5 of a boundary between two ids (the sums' rounding differs),
+ * the reference's for u nudged by that much. */
+static void check_sample(const char *what, const float *logits, int n_rows, int vocab, const sl_sample_row *rows) {
+    twin l = twin_put(logits, sizeof(float) * (size_t)n_rows * (size_t)vocab);
+    twin r = twin_put(rows, sizeof(sl_sample_row) * (size_t)n_rows);
+    twin t = twin_zeros(sizeof(int32_t) * (size_t)n_rows);
+    g_gpu.iface->sample(g_gpu.ctx, t.gpu, l.gpu, r.gpu, n_rows, vocab);
+    int32_t *got = malloc(sizeof(int32_t) * (size_t)n_rows);
+    sl_err err = {0};
+    CHECK_EQ_INT(g_gpu.iface->download(g_gpu.ctx, got, t.gpu, sizeof(int32_t) * (size_t)n_rows, &err), 0);
+    CHECK_EQ_INT(g_gpu.iface->synchronize(g_gpu.ctx, &err), 0);
+    float *probs = malloc(sizeof(float) * (size_t)vocab);
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)vocab);
+    int exact = 0, bad = 0;
+    for (int i = 0; i < n_rows; i++) {
+        const float *row = logits + (size_t)i * (size_t)vocab;
+        sl_sample_row lo = rows[i], hi = rows[i];
+        lo.u = fmaxf(0.0f, lo.u - 1e-5f), hi.u = fminf(0.99999994f, hi.u + 1e-5f);
+        const int32_t want = sl_sample_pick(row, vocab, &rows[i], probs, order);
+        exact += got[i] == want;
+        if (got[i] != want && got[i] != sl_sample_pick(row, vocab, &lo, probs, order) &&
+            got[i] != sl_sample_pick(row, vocab, &hi, probs, order)) {
+            if (bad++ < 5)
+                fprintf(stderr, "%s: row %d (temperature %g, top_k %d, top_p %g, min_p %g, u %.7f): gpu %d, cpu %d\n",
+                        what, i, rows[i].temperature, rows[i].top_k, rows[i].top_p, rows[i].min_p, rows[i].u, got[i],
+                        want);
+        }
+    }
+    fprintf(stderr, "%s: %d of %d rows the reference's token exactly, %d wrong\n", what, exact, n_rows, bad);
+    CHECK_EQ_INT(bad, 0);
+    free(got), free(probs), free(order);
+    twin_free(l), twin_free(r), twin_free(t);
+}
+
+static void test_sample(void) {
+    const sl_sample_row kinds[] = {
+        {.temperature = 0, .top_p = 1},        {.temperature = 1, .top_p = 1},
+        {.temperature = 0.6f, .top_p = 0.9f},   {.temperature = 1, .top_k = 1, .top_p = 1},
+        {.temperature = 1, .top_k = 20, .top_p = 1}, {.temperature = 0.8f, .top_p = 0.6f},
+        {.temperature = 1, .top_p = 1, .min_p = 0.1f}, {.temperature = 1.3f, .top_k = 50, .top_p = 0.9f, .min_p = 0.05f},
+    };
+    const int n_kinds = (int)(sizeof kinds / sizeof kinds[0]);
+    /* a small vocabulary with logits on a grid of 0.25 (many ties), and a Llama 3 sized one, peaked */
+    const struct { const char *what; int vocab, n_rows; float grid; } cases[] = {
+        {"sample, 300 ids with ties", 300, 256, 0.25f},
+        {"sample, 128256 ids", 128256, 64, 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int vocab = cases[c].vocab, n = cases[c].n_rows;
+        float *logits = malloc(sizeof(float) * (size_t)n * (size_t)vocab);
+        for (size_t i = 0; i < (size_t)n * (size_t)vocab; i++) {
+            const float x = (uniform() + 1.0f) * 3.0f;
+            logits[i] = cases[c].grid > 0 ? floorf(x / cases[c].grid) * cases[c].grid
+                                          : 2.0f * x + (uniform() > 0.98f ? 8.0f : 0.0f);
+        }
+        sl_sample_row *rows = malloc(sizeof(sl_sample_row) * (size_t)n);
+        for (int i = 0; i < n; i++) {
+            rows[i] = kinds[i % n_kinds];
+            rows[i].u = (uniform() + 1.0f) * 0.5f;
+        }
+        check_sample(cases[c].what, logits, n, vocab, rows);
+        free(logits), free(rows);
+    }
+}
+
 int main(void) {
     if (sl_cuda_device_count() == 0) {
         fprintf(stderr, "SKIP: no GPU visible: the CUDA backend's ops are not compared with the CPU's\n");
@@ -317,6 +408,7 @@ int main(void) {
     TEST_RUN(test_embed);
     TEST_RUN(test_matmul);
     TEST_RUN(test_attention);
+    TEST_RUN(test_sample);
     CHECK_EQ_INT(g_gpu.iface->synchronize(g_gpu.ctx, &err), 0);
     sl_backend_destroy(&g_gpu);
     sl_backend_destroy(&g_cpu);

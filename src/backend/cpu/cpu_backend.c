@@ -35,12 +35,18 @@ typedef struct cpu_ctx {
     cpu_scratch scratch;           /* the matmul's padded or bf16 activations */
     int bf16_inputs;               /* sl_backend_options.matmul_bf16_inputs */
     weight_chunk *chunks;          /* the newest first; only it takes new small weights */
+    float *sample_probs;           /* the sampler's scratch, [threads][vocab] each; grows to the vocabulary once */
+    int32_t *sample_order;
+    int sample_vocab;
+    sl_err failure;                /* an op that could not run (code 0: none), for the next synchronize */
 } cpu_ctx;
 
 static void cpu_destroy(void *ctx) {
     cpu_ctx *c = ctx;
     cpu_pool_destroy(c->pool);
     free(c->scratch.floats);
+    free(c->sample_probs);
+    free(c->sample_order);
     for (weight_chunk *k = c->chunks, *next; k; k = next) {
         next = k->next;
         munmap(k, k->size);
@@ -223,12 +229,12 @@ static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x
 static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
     cpu_rmsnorm(((cpu_ctx *)ctx)->pool, out, x, w, n, dim, eps);
 }
-static void op_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int heads, int hd) {
-    cpu_rope(((cpu_ctx *)ctx)->pool, x, pos, inv_freq, n, heads, hd);
-}
-static void op_kv_store(void *ctx, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
-                        int n) {
-    cpu_kv_store(((cpu_ctx *)ctx)->pool, kv, k, v, slots, n);
+static void op_rope_kv_store(void *ctx, float *q, float *k, const float *v, const sl_kv_cache *kv,
+                             const int32_t *pos, const int32_t *slots, const float *inv_freq, int n, int heads) {
+    cpu_pool *pool = ((cpu_ctx *)ctx)->pool;
+    if (heads > 0) cpu_rope(pool, q, pos, inv_freq, n, heads, kv->head_dim);
+    cpu_rope(pool, k, pos, inv_freq, n, kv->n_kv_heads, kv->head_dim);
+    cpu_kv_store(pool, kv, k, v, slots, n);
 }
 static void op_attention(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
                          int n_heads, float scale) {
@@ -240,14 +246,61 @@ static void op_swiglu(void *ctx, float *out, const float *g, const float *u, int
 static void op_add(void *ctx, float *x, const float *y, int64_t n) {
     cpu_add(((cpu_ctx *)ctx)->pool, x, y, n);
 }
+static void op_add_rmsnorm(void *ctx, float *out, float *x, const float *y, const float *w, int n, int dim,
+                           float eps) {
+    cpu_pool *pool = ((cpu_ctx *)ctx)->pool;
+    cpu_add(pool, x, y, (int64_t)n * dim);
+    cpu_rmsnorm(pool, out, x, w, n, dim, eps);
+}
 static void op_gather_rows(void *ctx, float *out, const float *x, const int32_t *rows, int n, int dim) {
     (void)ctx;
     cpu_gather_rows(out, x, rows, n, dim);
 }
+
+typedef struct sample_job {
+    cpu_ctx *c;
+    int32_t *tokens;
+    const float *logits;
+    const sl_sample_row *rows;
+    int vocab;
+} sample_job;
+
+static void sample_range(void *arg, int64_t begin, int64_t end, int thread) {
+    const sample_job *j = arg;
+    float *probs = j->c->sample_probs + (size_t)thread * (size_t)j->vocab;
+    int32_t *order = j->c->sample_order + (size_t)thread * (size_t)j->vocab;
+    for (int64_t r = begin; r < end; r++)
+        j->tokens[r] = sl_sample_pick(j->logits + (size_t)r * (size_t)j->vocab, j->vocab, &j->rows[r], probs, order);
+}
+
+/* Rows in parallel, each thread with its own scratch (the first call sizes
+ * it; without memory for it the step fails at the next synchronize). */
+static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n, int vocab) {
+    cpu_ctx *c = ctx;
+    if (c->sample_vocab < vocab) {
+        const size_t n_elems = (size_t)cpu_pool_n_threads(c->pool) * (size_t)vocab;
+        free(c->sample_probs);
+        free(c->sample_order);
+        c->sample_probs = malloc(n_elems * sizeof(float));
+        c->sample_order = malloc(n_elems * sizeof(int32_t));
+        c->sample_vocab = c->sample_probs && c->sample_order ? vocab : 0;
+    }
+    if (c->sample_vocab < vocab) {
+        if (!c->failure.code)
+            sl_err_set(&c->failure, SL_ENOMEM, "out of memory for the sampler's scratch (%d threads x %d ids)",
+                       cpu_pool_n_threads(c->pool), vocab);
+        return;
+    }
+    sample_job job = {.c = c, .tokens = tokens, .logits = logits, .rows = rows, .vocab = vocab};
+    cpu_pool_for_dynamic(c->pool, n, 1, 2, sample_range, &job);
+}
+
 static int cpu_synchronize(void *ctx, sl_err *err) {
-    (void)ctx;
-    (void)err;
-    return SL_OK;
+    cpu_ctx *c = ctx;
+    if (!c->failure.code) return SL_OK;
+    *err = c->failure;
+    c->failure = (sl_err){0};
+    return err->code;
 }
 
 static void cpu_describe(void *ctx, char *buf, size_t n) {
@@ -274,12 +327,13 @@ static const sl_backend_iface k_cpu_iface = {
     .embed = op_embed,
     .matmul = op_matmul,
     .rmsnorm = op_rmsnorm,
-    .rope = op_rope,
-    .kv_store = op_kv_store,
+    .rope_kv_store = op_rope_kv_store,
     .attention = op_attention,
     .swiglu = op_swiglu,
     .add = op_add,
+    .add_rmsnorm = op_add_rmsnorm,
     .gather_rows = op_gather_rows,
+    .sample = op_sample,
     .synchronize = cpu_synchronize,
 };
 

@@ -156,22 +156,38 @@ template <int N> __device__ inline void store_floats(float *p, const float *x) {
     }
 }
 
-/* ---- kv_store ---- */
+/* ---- rope_kv_store: RoPE of q and k, and the step's K/V into the cache ---- */
 
-/* One thread per four features of one token's head: k and v rows into their slot. */
+template <typename T> __device__ inline T narrow1(float x) {
+    if constexpr (sizeof(T) == 4) return x;
+    else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
+    else return __float2bfloat16_rn(x);
+}
+
+/* Block (token, head): heads [0, n_heads) are q's, the next n_kv_heads k's; a thread per rotated pair
+ * (i, i + head_dim / 2). A k head also writes its rotated row and the token's v row to the cache. */
 template <typename T>
-__global__ void kv_store(T *k_cache, T *v_cache, const float *k, const float *v, const int32_t *slots, int n_tokens,
-                         int n_kv_heads, int head_dim, int block_size) {
-    const int quads = n_kv_heads * head_dim / 4; /* per token */
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (int64_t)n_tokens * quads) return;
-    const int64_t t = i / quads;
-    const int f = (int)(i % quads) * 4, h = f / head_dim, d = f % head_dim;
-    const int slot = slots[t];
-    const int64_t at = (((int64_t)(slot / block_size) * n_kv_heads + h) * block_size + slot % block_size) * head_dim + d;
-    const int64_t from = t * quads * 4 + f;
-    store4(k_cache + at, __ldg(reinterpret_cast<const float4 *>(k + from)));
-    store4(v_cache + at, __ldg(reinterpret_cast<const float4 *>(v + from)));
+__global__ void rope_kv_store(T *k_cache, T *v_cache, float *q, float *k, const float *v, const int32_t *pos,
+                              const int32_t *slots, const float *inv_freq, int n_heads, int n_kv_heads, int head_dim,
+                              int block_size) {
+    const int t = blockIdx.x, half = head_dim / 2;
+    const bool is_k = (int)blockIdx.y >= n_heads;
+    const int h = is_k ? blockIdx.y - n_heads : blockIdx.y;
+    float *x = is_k ? k + ((int64_t)t * n_kv_heads + h) * head_dim : q + ((int64_t)t * n_heads + h) * head_dim;
+    const int slot = is_k ? slots[t] : 0;
+    const int64_t at = (((int64_t)(slot / block_size) * n_kv_heads + h) * block_size + slot % block_size) * head_dim;
+    const float *vr = v + ((int64_t)t * n_kv_heads + h) * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float sn, cs;
+        sincosf((float)pos[t] * inv_freq[i], &sn, &cs);
+        const float a = x[i], b = x[i + half];
+        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+        x[i] = ra, x[i + half] = rb;
+        if (is_k) {
+            k_cache[at + i] = narrow1<T>(ra), k_cache[at + i + half] = narrow1<T>(rb);
+            v_cache[at + i] = narrow1<T>(vr[i]), v_cache[at + i + half] = narrow1<T>(vr[i + half]);
+        }
+    }
 }
 
 /* ---- the tile's shape ---- */
@@ -709,23 +725,27 @@ template <typename T> void launch_for_head_dim(const attention_call &c) {
     }
 }
 
-template <typename T> void launch_kv_store(cudaStream_t s, const sl_kv_cache *kv, const float *k, const float *v,
-                                           const int32_t *slots, int n_tokens) {
-    const int64_t n = (int64_t)n_tokens * kv->n_kv_heads * (kv->head_dim / 4);
-    const unsigned blocks = (unsigned)((n + 255) / 256);
-    kv_store<T><<<blocks, 256, 0, s>>>(static_cast<T *>(kv->k), static_cast<T *>(kv->v), k, v, slots, n_tokens,
-                                       kv->n_kv_heads, kv->head_dim, kv->block_size);
+template <typename T>
+void launch_rope_kv_store(cudaStream_t s, float *q, float *k, const float *v, const sl_kv_cache *kv, const int32_t *pos,
+                          const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads) {
+    const int half = kv->head_dim / 2, threads = half >= 128 ? 128 : (half + 31) / 32 * 32;
+    rope_kv_store<T><<<dim3(n_tokens, n_heads + kv->n_kv_heads), threads, 0, s>>>(
+        static_cast<T *>(kv->k), static_cast<T *>(kv->v), q, k, v, pos, slots, inv_freq, n_heads, kv->n_kv_heads,
+        kv->head_dim, kv->block_size);
 }
 
 } /* namespace */
 
-extern "C" void cuda_kv_store(cudaStream_t s, const sl_kv_cache *kv, const float *k, const float *v,
-                              const int32_t *slots, int n_tokens) {
+extern "C" void cuda_rope_kv_store(cudaStream_t s, float *q, float *k, const float *v, const sl_kv_cache *kv,
+                                   const int32_t *pos, const int32_t *slots, const float *inv_freq, int n_tokens,
+                                   int n_heads) {
     if (n_tokens <= 0) return;
     switch (kv->dtype) {
-    case SL_DTYPE_F16: launch_kv_store<__half>(s, kv, k, v, slots, n_tokens); break;
-    case SL_DTYPE_BF16: launch_kv_store<__nv_bfloat16>(s, kv, k, v, slots, n_tokens); break;
-    default: launch_kv_store<float>(s, kv, k, v, slots, n_tokens); break;
+    case SL_DTYPE_F16: launch_rope_kv_store<__half>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads); break;
+    case SL_DTYPE_BF16:
+        launch_rope_kv_store<__nv_bfloat16>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads);
+        break;
+    default: launch_rope_kv_store<float>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads); break;
     }
 }
 

@@ -222,18 +222,12 @@ static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, in
     cuda_rmsnorm(c->stream, out, x, w, n, dim, eps);
     cuda__check_launch(c, "rmsnorm");
 }
-static void op_rope(void *ctx, float *x, const int32_t *pos, const float *inv_freq, int n, int heads, int hd) {
+static void op_rope_kv_store(void *ctx, float *q, float *k, const float *v, const sl_kv_cache *kv,
+                             const int32_t *pos, const int32_t *slots, const float *inv_freq, int n, int heads) {
     cuda_ctx *c = ctx;
     if (c->failed) return;
-    cuda_rope(c->stream, x, pos, inv_freq, n, heads, hd);
-    cuda__check_launch(c, "rope");
-}
-static void op_kv_store(void *ctx, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
-                        int n) {
-    cuda_ctx *c = ctx;
-    if (c->failed) return;
-    cuda_kv_store(c->stream, kv, k, v, slots, n);
-    cuda__check_launch(c, "kv_store");
+    cuda_rope_kv_store(c->stream, q, k, v, kv, pos, slots, inv_freq, n, heads);
+    cuda__check_launch(c, "rope_kv_store");
 }
 static void op_attention(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
                          int n_heads, float scale) {
@@ -257,11 +251,25 @@ static void op_add(void *ctx, float *x, const float *y, int64_t n) {
     cuda_add(c->stream, x, y, n);
     cuda__check_launch(c, "add");
 }
+static void op_add_rmsnorm(void *ctx, float *out, float *x, const float *y, const float *w, int n, int dim,
+                           float eps) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_add_rmsnorm(c->stream, out, x, y, w, n, dim, eps);
+    cuda__check_launch(c, "add_rmsnorm");
+}
 static void op_gather_rows(void *ctx, float *out, const float *x, const int32_t *rows, int n, int dim) {
     cuda_ctx *c = ctx;
     if (c->failed) return;
     cuda_gather_rows(c->stream, out, x, rows, n, dim);
     cuda__check_launch(c, "gather_rows");
+}
+
+static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n, int vocab) {
+    cuda_ctx *c = ctx;
+    if (c->failed) return;
+    cuda_sample(c->stream, tokens, logits, rows, n, vocab);
+    cuda__check_launch(c, "sample");
 }
 
 static const sl_backend_iface k_cuda_iface = {
@@ -283,12 +291,13 @@ static const sl_backend_iface k_cuda_iface = {
     .embed = op_embed,
     .matmul = op_matmul,
     .rmsnorm = op_rmsnorm,
-    .rope = op_rope,
-    .kv_store = op_kv_store,
+    .rope_kv_store = op_rope_kv_store,
     .attention = op_attention,
     .swiglu = op_swiglu,
     .add = op_add,
+    .add_rmsnorm = op_add_rmsnorm,
     .gather_rows = op_gather_rows,
+    .sample = op_sample,
     .synchronize = cuda_synchronize,
 };
 

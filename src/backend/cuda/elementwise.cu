@@ -1,8 +1,8 @@
 /* elementwise.cu -- the CUDA backend's row-wise and elementwise kernels.
  *
  * Each mirrors the CPU reference of the same name (src/backend/cpu/elementwise.c)
- * and computes the same formula in float32: embed, rmsnorm, rope, swiglu, add,
- * gather_rows; cast and add_bias serve the matmul (matmul.c). Rows are one
+ * and computes the same formula in float32: embed, rmsnorm, add_rmsnorm, swiglu,
+ * add, gather_rows; cast and add_bias serve the matmul (matmul.c). Rows are one
  * block each where a row needs a reduction (rmsnorm); the rest are flat grids
  * of 256 threads. Nothing here allocates or waits. */
 #include <cuda_bf16.h>
@@ -64,31 +64,32 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *weight, 
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ot[i] = weight[i] * (xt[i] * inv);
 }
 
+static int rmsnorm_threads(int dim) { return dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128; }
+
 void cuda_rmsnorm(cudaStream_t s, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps) {
     if (n_tokens <= 0) return;
-    const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
-    rmsnorm_kernel<<<n_tokens, threads, 0, s>>>(out, x, weight, dim, eps);
+    rmsnorm_kernel<<<n_tokens, rmsnorm_threads(dim), 0, s>>>(out, x, weight, dim, eps);
 }
 
-/* ---- rotary embedding (rotate_half: feature i pairs with i + head_dim / 2) ---- */
-
-__global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int n_heads, int head_dim) {
-    const int t = blockIdx.x, half = head_dim / 2;
-    for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
-        const int h = j / half, i = j % half;
-        float s, c;
-        sincosf((float)pos[t] * inv_freq[i], &s, &c);
-        float *v = x + ((int64_t)t * n_heads + h) * head_dim;
-        const float p = v[i], q = v[i + half];
-        v[i] = p * c - q * s;
-        v[i + half] = q * c + p * s;
+/* x += y, then the norm: each thread reads y[i] before it writes out[i], so out may be y. */
+__global__ void add_rmsnorm_kernel(float *out, float *x, const float *y, const float *weight, int dim, float eps) {
+    const int64_t row = (int64_t)blockIdx.x * dim;
+    float *xt = x + row, *ot = out + row;
+    const float *yt = y + row;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = xt[i] + yt[i];
+        xt[i] = v;
+        ss += v * v;
     }
+    const float inv = 1.0f / sqrtf(block_sum(ss) / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ot[i] = weight[i] * (xt[i] * inv);
 }
 
-void cuda_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads,
-               int head_dim) {
+void cuda_add_rmsnorm(cudaStream_t s, float *out, float *x, const float *y, const float *weight, int n_tokens, int dim,
+                      float eps) {
     if (n_tokens <= 0) return;
-    rope_kernel<<<n_tokens, THREADS, 0, s>>>(x, pos, inv_freq, n_heads, head_dim);
+    add_rmsnorm_kernel<<<n_tokens, rmsnorm_threads(dim), 0, s>>>(out, x, y, weight, dim, eps);
 }
 
 /* ---- flat loops ---- */

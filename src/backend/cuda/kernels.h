@@ -27,9 +27,9 @@ void cuda_embed(cudaStream_t s, float *out, const void *table, sl_dtype dtype, i
                 const int32_t *ids, int n_tokens, int64_t row_offset);
 /* out[t] = x[t] / rms(x[t]) * weight, one block per row. */
 void cuda_rmsnorm(cudaStream_t s, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
-/* transformers' rotate_half RoPE over the first 2*half features of each head, in place. */
-void cuda_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq, int n_tokens, int n_heads,
-               int head_dim);
+/* x[t] += y[t], then out[t] = x[t] / rms(x[t]) * weight, one block per row; out may be y. */
+void cuda_add_rmsnorm(cudaStream_t s, float *out, float *x, const float *y, const float *weight, int n_tokens, int dim,
+                      float eps);
 /* out[i] = silu(gate[i]) * up[i] */
 void cuda_swiglu(cudaStream_t s, float *out, const float *gate, const float *up, int64_t n_elems);
 /* x[i] += y[i] */
@@ -49,10 +49,11 @@ void cuda_add_bias(cudaStream_t s, float *out, const float *bias, int n, int64_t
 void cuda_gemv(cudaStream_t s, const sl_proj *proj, int n_proj, const float *x, int n);
 
 /* ---- attention.cu ---- */
-/* Writes the step's K and V rows ([n_tokens][n_kv_heads * head_dim], float32) into the cache, token t at slot
- * slots[t] (block slots[t] / block_size, row slots[t] % block_size), rounded to the cache's dtype. */
-void cuda_kv_store(cudaStream_t s, const sl_kv_cache *kv, const float *k, const float *v, const int32_t *slots,
-                   int n_tokens);
+/* transformers' rotate_half RoPE of q ([n_tokens][n_heads * head_dim]) and k in place, then the step's K and V
+ * rows ([n_tokens][n_kv_heads * head_dim], float32) into the cache, token t at slot slots[t] (block
+ * slots[t] / block_size, row slots[t] % block_size), rounded to the cache's dtype: one launch. */
+void cuda_rope_kv_store(cudaStream_t s, float *q, float *k, const float *v, const sl_kv_cache *kv, const int32_t *pos,
+                        const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads);
 /* Causal attention over the paged cache (sl_attn_batch, backend.h): out and q are [n_tokens][n_heads * head_dim]
  * float32; query token i of sequence s (i in [0, q_len)) sits at position context_len[s] - q_len + i and sees
  * keys [0, that position]. workspace (workspace_bytes of device memory, owned by the backend) holds the
@@ -66,6 +67,11 @@ int cuda_attention_tiled_head_dim(int head_dim);
 /* The same attention, one warp per (query token, head), for any head_dim <= 256: the test fixtures' small heads. */
 void cuda_attention_plain(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
                           int n_heads, float scale);
+
+/* ---- sample.cu ---- */
+/* tokens[i] = backend/sample.h's pick from logits row i ([n_rows][vocab]) with rows[i], one block per row. */
+void cuda_sample(cudaStream_t s, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n_rows,
+                 int vocab);
 
 #ifdef __cplusplus
 }
