@@ -91,7 +91,9 @@ typedef struct sl_engine_options {
 
 SL_API void sl_engine_options_init(sl_engine_options *o);
 SL_API int sl_engine_open(const sl_engine_options *o, sl_engine **out, char *err, size_t err_size);
-/* Aborts what is still running, joins the engine thread, frees everything. */
+/* Aborts what is still running, joins the engine thread, frees everything.
+ * After a failed job of ranks (a rank died or stalled) it returns too, never
+ * aborting the process; that process cannot start another multi-rank engine. */
 SL_API void sl_engine_close(sl_engine *e);
 
 /* What the engine holds, for logs, /metrics and /v1/models. */

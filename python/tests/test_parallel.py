@@ -85,3 +85,60 @@ def test_bad_worker_exe_raises_quickly(kind, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "raised after" in run.stdout and exe.split("/")[-1] in run.stdout, run.stdout
     assert float(run.stdout.split()[2]) < 15, run.stdout
+
+
+# A worker killed under a live Python process: the next generate raises, closing the engine returns
+# (no MPI_Abort of the caller), and the process lives on; MPI cannot start a second job in it, and
+# says so.
+KILL_WORKER = """
+import os, signal, sys, time
+from shardlm import LLM, SamplingParams
+
+def descendants(root):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            kids.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+llm = LLM(model=sys.argv[1], tensor_parallel_size=2, quiet=True, max_model_len=128, kv_cache_memory="64M")
+workers = [p for p in descendants(os.getpid()) if b"worker" in open(f"/proc/{p}/cmdline", "rb").read()]
+assert workers, "no worker process found"
+for p in workers:
+    os.kill(p, signal.SIGKILL)
+start = time.monotonic()
+try:
+    llm.generate([{"prompt_token_ids": [5, 6, 7]}], SamplingParams(max_tokens=64, ignore_eos=True), use_tqdm=False)
+    sys.exit("generate returned after the worker died")
+except RuntimeError as e:
+    print(f"generate raised after {time.monotonic() - start:.1f} s: {e}")
+llm.close()
+print("closed; the process lives on")
+try:
+    LLM(model=sys.argv[1], tensor_parallel_size=2, quiet=True, max_model_len=128, kv_cache_memory="64M")
+    sys.exit("a second job opened")
+except RuntimeError as e:
+    print(f"second job: {e}")
+"""
+
+
+def test_dead_worker_leaves_the_caller_alive():
+    exe = os.environ.get("SHARDLM_WORKER_EXE")
+    if not exe or not os.path.exists(exe):
+        pytest.skip("SHARDLM_WORKER_EXE (the shardlm executable that worker ranks run) is not set")
+    env = dict(os.environ, SHARDLM_COMM_TIMEOUT="3")
+    run = subprocess.run([sys.executable, "-c", KILL_WORKER, os.path.join(FIXTURES, "llama_gqa")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    print(run.stdout, run.stderr[-2000:])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "closed; the process lives on" in run.stdout
+    assert "start a new process" in run.stdout

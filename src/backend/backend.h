@@ -7,10 +7,12 @@
  * backend memory (host memory for the CPU backend, device memory for CUDA);
  * activations are float32 on both (the CUDA backend rounds a matmul's input
  * to the weights' 16-bit type, as --matmul-precision medium does on the CPU),
- * weights keep the dtype of their file.
+ * weights keep the dtype of their file unless --dtype names another (the model
+ * converts them at load).
  *
  * Ops take their output first (llama2.c's habit) and never allocate: the
- * caller sized every buffer at start. Ops are asynchronous with respect to
+ * caller sized every buffer at start (the one exception: the CPU's sample
+ * sizes its scratch to the vocabulary on its first call). Ops are asynchronous with respect to
  * the host unless stated; `synchronize` waits for all of them. */
 #ifndef SL_BACKEND_BACKEND_H
 #define SL_BACKEND_BACKEND_H

@@ -448,8 +448,9 @@ static void free_streams(sl_engine *e) {
 void sl_engine_close(sl_engine *e) {
     if (!e) return;
     if (e->dead && e->rank.dist) { /* a rank failed: the job cannot shut down in order */
-        SL_ERROR("aborting all ranks: %s", e->dead_reason);
-        sl_dist_abort(e->rank.dist, 1);
+        SL_ERROR("leaving the failed job of ranks (%s); the other ranks end at their next communication",
+                 e->dead_reason);
+        sl_dist_fail(e->rank.dist);
     }
     if (e->thread_started) {
         pthread_mutex_lock(&e->mu);
@@ -1029,10 +1030,10 @@ int sl_worker_main(char *errbuf, size_t errlen) {
         return fail(errbuf, errlen, &err);
     }
     rc = sl_executor_worker_loop(&rank.exec, &err);
-    if (rc) { /* rank 0 vanished or a peer stalled: end the whole job, loudly */
-        fprintf(stderr, "shardlm worker %d: %s\n", dist->world.rank, err.msg);
-        sl_dist_abort(dist, 1);
+    if (rc) { /* rank 0 vanished or a peer stalled: leave the job; the caller exits non-zero, naming this rank */
+        sl_err_wrap(&err, rc, "rank %d: ", dist->world.rank);
+        sl_dist_fail(dist);
     }
     sl_rank_close(&rank);
-    return SL_OK;
+    return rc ? fail(errbuf, errlen, &err) : SL_OK;
 }

@@ -195,7 +195,7 @@ int sl_rank_open(sl_rank *r, const sl_rank_setup *s, sl_dist *dist, sl_err *err)
 }
 
 void sl_rank_close(sl_rank *r) {
-    if (r->dist && r->dist->world.rank == 0) {
+    if (r->dist && r->dist->world.rank == 0 && !sl_dist_failed()) { /* a failed job takes no stop command */
         sl_err err = {0};
         if (sl_executor_stop(&r->exec, &err)) SL_WARN("stopping the workers: %s", err.msg);
     }

@@ -40,7 +40,10 @@ bool sl_dist_launched_as_worker(void) {
     return sl_dist_launched_by_launcher() && env_int(launcher_rank_vars) > 0;
 }
 
+static bool g_failed; /* sl_dist_fail: a job of this process failed */
+
 static void finalize_mpi(void) {
+    if (g_failed) return;
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Finalize();
@@ -48,6 +51,9 @@ static void finalize_mpi(void) {
 
 static int init_mpi(sl_dist *d, bool self_launch, sl_err *err) {
     (void)d;
+    if (g_failed)
+        return sl_err_set(err, SL_EIO, "an earlier job of ranks in this process failed, and MPI cannot start another "
+                          "in it: start a new process");
     int inited = 0;
     MPI_Initialized(&inited);
     if (inited) return SL_OK;
@@ -263,10 +269,12 @@ double sl_comm_timeout_s(void) {
 
 double sl_dist_comm_seconds(const sl_dist *d) { return d ? sl_comm_mpi_seconds() : 0.0; }
 
-void sl_dist_abort(sl_dist *d, int code) {
+void sl_dist_fail(sl_dist *d) {
     (void)d;
-    MPI_Abort(MPI_COMM_WORLD, code);
+    g_failed = true;
 }
+
+bool sl_dist_failed(void) { return g_failed; }
 
 void sl_dist_destroy(sl_dist *d) {
     if (!d) return;

@@ -49,8 +49,14 @@ double sl_comm_timeout_s(void);
 /* Seconds this process has spent in communication calls so far (all its communicators). */
 double sl_dist_comm_seconds(const sl_dist *d);
 
-/* Abort the whole job (a rank failed): never returns normally on MPI. */
-void sl_dist_abort(sl_dist *d, int code);
+/* The job failed (a rank died or stalled): this process leaves it without
+ * the shutdown handshake. MPI is not finalized at exit (MPI_Finalize could
+ * wait for the dead rank forever) and cannot start another job in this
+ * process; the other ranks end on their own at their next communication,
+ * within the deadline, and a launcher ends the job when a rank exits
+ * non-zero. Nothing is aborted: the caller decides how to exit. */
+void sl_dist_fail(sl_dist *d);
+bool sl_dist_failed(void);
 void sl_dist_destroy(sl_dist *d);
 
 #endif
