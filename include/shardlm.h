@@ -87,6 +87,9 @@ typedef struct sl_engine_options {
      * same seed and the same submissions give the same samples. SL_UNSET: none
      * (such requests draw fresh random seeds). */
     int64_t seed;
+    /* 1: run every step's kernels as issued, never as recorded CUDA graphs (vLLM's
+     * --enforce-eager); 0 (default): decode steps replay a graph per step shape. */
+    int enforce_eager;
 } sl_engine_options;
 
 SL_API void sl_engine_options_init(sl_engine_options *o);

@@ -52,6 +52,7 @@ class EngineOptions(ctypes.Structure):
         ("kv_cache_dtype", c_char_p),
         ("dtype", c_char_p),
         ("seed", ctypes.c_int64),
+        ("enforce_eager", c_int),
     ]
 
 

@@ -89,6 +89,7 @@ _ENGINE_ARGS = {
     "kv_cache_dtype": _setter("kv_cache_dtype", lambda v, k: k(v)),
     "dtype": _setter("dtype", lambda v, k: k(_dtype_name(v))),
     "seed": _setter("seed", lambda v, k: _seed(v)),
+    "enforce_eager": _setter("enforce_eager", lambda v, k: int(bool(v))),
     "device": _set_device,
     "quiet": _setter("quiet", lambda v, k: int(bool(v))),
 }

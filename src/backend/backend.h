@@ -147,6 +147,15 @@ typedef struct sl_backend_iface {
     void (*sample)(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n_rows, int vocab);
     /* Waits until every op issued so far has finished. */
     int (*synchronize)(void *ctx, sl_err *err);
+
+    /* ---- graphs (NULL where the backend has none: callers then call record themselves) ---- */
+    /* Issues the ops record(arg) issues -- ops only: no upload, download, synchronize or communication --
+     * as one unit the backend may keep under `key`: the first call of a key runs record as it is, the
+     * second records what record issues as a graph (a CUDA graph), and later calls replay that graph
+     * without calling record. Every call of one key must therefore issue the same ops with the same
+     * arguments (pointers, sizes, host values); only the memory they point at may differ. key 0, or a
+     * backend opened with enforce_eager, runs record every time. */
+    int (*replay)(void *ctx, uint64_t key, int (*record)(void *arg, sl_err *err), void *arg, sl_err *err);
 } sl_backend_iface;
 
 typedef struct sl_backend {
@@ -159,6 +168,7 @@ typedef struct sl_backend_options {
     int matmul_bf16_inputs;   /* matmuls over bf16 weights round their inputs to bf16 (sums stay float32) */
     int device_index;         /* this rank's index among its machine's ranks: GPU device_index % visible GPUs;
                                  -1: from the launcher's local rank, else GPU 0 */
+    int enforce_eager;        /* replay never keeps graphs (vLLM's --enforce-eager) */
 } sl_backend_options;
 
 /* Creates a backend by name ("cpu", "cuda"). */

@@ -38,6 +38,8 @@ int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out
         {"--matmul-precision", SL_FLAG_STRING, &o->matmul_precision, "DeviceConfig",
          "highest (float32 activations) or medium (bfloat16 activations, float32 sums: faster on AVX512_BF16 CPUs)",
          "P"},
+        {"--enforce-eager", SL_FLAG_BOOL, &o->enforce_eager, "DeviceConfig",
+         "launch every GPU kernel as issued: no CUDA graphs for decode steps (slower; for debugging)", NULL},
         {"--device-memory", SL_FLAG_BYTES, &o->device_memory, "DeviceConfig",
          "memory of one device, e.g. 48G, 48GB or 44.7GiB (GPU: detected; CPU: available RAM / ranks)", NULL},
     };

@@ -278,6 +278,7 @@ static int make_setup(const sl_engine *e, sl_rank_setup *s, sl_err *err) {
     s->pp = o->pipeline_parallel_size;
     s->n_threads = o->n_threads;
     s->matmul_bf16_inputs = strcmp(o->matmul_precision, "medium") == 0;
+    s->enforce_eager = o->enforce_eager != 0;
     s->kv_dtype = kv_dtype(o->kv_cache_dtype);
     weight_dtype(o->dtype, &s->weight_dtype); /* checked by copy_options */
     s->max_model_len = o->max_model_len;

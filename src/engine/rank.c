@@ -138,7 +138,7 @@ static int create_backend(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     }
     r->n_threads = threads;
     sl_backend_options bo = {.n_threads = threads, .matmul_bf16_inputs = s->matmul_bf16_inputs,
-                             .device_index = r->dist ? r->dist->local_rank : -1};
+                             .device_index = r->dist ? r->dist->local_rank : -1, .enforce_eager = s->enforce_eager};
     return sl_backend_create(s->backend, &bo, &r->backend, err);
 }
 

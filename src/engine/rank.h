@@ -21,6 +21,7 @@ typedef struct sl_rank_setup {
     char backend[16];
     int tp, pp, n_threads;
     int matmul_bf16_inputs;       /* --matmul-precision medium */
+    int enforce_eager;            /* --enforce-eager: no CUDA graphs */
     sl_dtype kv_dtype;            /* --kv-cache-dtype */
     sl_dtype weight_dtype;        /* --dtype: matrices converted to it at load; SL_DTYPE_OTHER: the file's */
     int max_model_len;            /* 0: the model's max_position_embeddings */

@@ -19,7 +19,14 @@
  * all-gathered into full rows).
  *
  * Tensors between ranks go through the model's tensor communicator
- * (parallel/tensor_comm.h), in order with the backend's ops. */
+ * (parallel/tensor_comm.h), in order with the backend's ops.
+ *
+ * The ops from the embedding to the sampled tokens are one unit
+ * (issue_step), which a backend may keep as a graph and replay for later
+ * steps of the same shape: decode steps of one process (graph_key). Their
+ * arguments then depend on the step's sizes only: the step's arrays sit at
+ * offsets fixed by its sizes, and attention gets the block-table width as
+ * its bound on the context instead of the longest context itself. */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -29,26 +36,43 @@
 
 #define SAMPLE_ROW_INTS (sizeof(sl_sample_row) / sizeof(int32_t))
 
+/* Block-table width of a step: the blocks its longest context needs, rounded up
+ * to a power of two (so that steps of one shape share a width, see graph_key),
+ * at most the batch's own row length. */
+static int table_width(const sl_model *m, const sl_batch *b) {
+    int max_context = 0;
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->context_len[s] > max_context) max_context = b->context_len[s];
+    const int needed = (max_context + m->limits.block_size - 1) / m->limits.block_size;
+    int w = 1;
+    while (w < needed) w *= 2;
+    return w < b->max_blocks ? w : b->max_blocks;
+}
+
 /* The step's int32 arrays go up in one copy: packed end to end into the
- * pinned host buffer, then pointed at where they land in device memory. */
-static int upload_batch(sl_model *m, const sl_batch *b, sl_err *err) {
-    const size_t table_len = (size_t)b->n_seqs * (size_t)b->max_blocks;
+ * pinned host buffer (block-table rows cut to `width` entries), then pointed
+ * at where they land in device memory. Offsets depend on the step's sizes
+ * only. */
+static int upload_batch(sl_model *m, const sl_batch *b, int width, sl_err *err) {
     const struct { int32_t **dev; const int32_t *src; size_t n; } parts[] = {
         {&m->d_tokens, b->tokens, (size_t)b->n_tokens},
         {&m->d_positions, b->positions, (size_t)b->n_tokens},
         {&m->d_slots, b->slots, (size_t)b->n_tokens},
         {&m->d_query_start, b->query_start, (size_t)b->n_seqs + 1},
         {&m->d_context_len, b->context_len, (size_t)b->n_seqs},
-        {&m->d_block_tables, b->block_tables, table_len},
+        {&m->d_block_tables, NULL, (size_t)b->n_seqs * (size_t)width},
         {&m->d_logits_rows, b->logits_rows, (size_t)b->n_logits},
         {(int32_t **)&m->d_sample, (const int32_t *)b->sample, b->sample ? (size_t)b->n_logits * SAMPLE_ROW_INTS : 0},
     };
     size_t at = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        if (parts[i].n) memcpy(m->h_step + at, parts[i].src, parts[i].n * sizeof(int32_t));
+        if (parts[i].src && parts[i].n) memcpy(m->h_step + at, parts[i].src, parts[i].n * sizeof(int32_t));
         *parts[i].dev = m->d_step + at;
         at += parts[i].n;
     }
+    for (int s = 0; s < b->n_seqs; s++)
+        memcpy(m->h_step + (m->d_block_tables - m->d_step) + (size_t)s * (size_t)width,
+               b->block_tables + (size_t)s * (size_t)b->max_blocks, (size_t)width * sizeof(int32_t));
     return m->backend.iface->upload(m->backend.ctx, m->d_step, m->h_step, at * sizeof(int32_t), err);
 }
 
@@ -117,13 +141,11 @@ static int stage_input(sl_model *m, const sl_batch *b, sl_err *err) {
     return tp_all_reduce(m, m->x, (int64_t)b->n_tokens * m->config.hidden_size, err);
 }
 
-/* The backend samples the step's rows; the tokens come back, and the rows
- * the caller samples itself come back whole. */
-static int sample_rows(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
+/* Sampled tokens come back, and the rows the caller samples itself come back whole. */
+static int download_sampled(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const size_t vocab = (size_t)m->config.vocab_size;
-    be->sample(ctx, m->d_sampled, m->logits, m->d_sample, b->n_logits, (int)vocab);
     int rc = be->download(ctx, b->sampled, m->d_sampled, sizeof(int32_t) * (size_t)b->n_logits, err);
     for (int j = 0; j < b->n_full_rows && !rc; j++) {
         const size_t row = (size_t)b->full_rows[j];
@@ -132,17 +154,14 @@ static int sample_rows(sl_model *m, const sl_batch *b, float *logits, sl_err *er
     return rc ? rc : be->synchronize(ctx, err);
 }
 
-/* Logits of this rank's vocabulary slice from the rows of xb (the final
- * norm of x) that need them, all-gathered into full rows when the
- * vocabulary is split. */
-static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
+/* The logits of this rank's vocabulary slice (m->logits) to the host:
+ * all-gathered into full rows when the vocabulary is split. */
+static int logits_to_host(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
-    be->gather_rows(ctx, m->logits_in, m->xb, m->d_logits_rows, b->n_logits, c->hidden_size);
-    be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
     const int64_t slice = m->plan.vocab_end - m->plan.vocab_begin;
-    if (b->sample) return sample_rows(m, b, logits, err);
+    if (b->sample) return download_sampled(m, b, logits, err);
     if (m->plan.tp_size == 1)
         return be->download(ctx, logits, m->logits, (size_t)b->n_logits * (size_t)slice * sizeof(float), err);
     /* rank r's block holds [n_logits][slice_r]; rows are rebuilt from the blocks */
@@ -167,42 +186,76 @@ static int stage_logits(sl_model *m, const sl_batch *b, float *logits, sl_err *e
     return SL_OK;
 }
 
-int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
+/* A step's ops on this rank, from the residual stream's entry to the logits
+ * of its slice (and the sampled tokens): what the backend may keep as one
+ * graph (backend.h's replay). */
+typedef struct step_ops {
+    sl_model *m;
+    const sl_batch *b;
+    const sl_attn_batch *ab;
+} step_ops;
+
+static int issue_step(void *arg, sl_err *err) {
+    const step_ops *s = arg;
+    sl_model *m = s->m;
+    const sl_batch *b = s->b;
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
-    int rc = check_batch(m, b, err);
-    if (!rc) rc = upload_batch(m, b, err);
-    if (rc) return rc;
-    int max_context = 0, max_query = 0;
-    for (int s = 0; s < b->n_seqs; s++) {
-        if (b->context_len[s] > max_context) max_context = b->context_len[s];
-        if (b->query_start[s + 1] - b->query_start[s] > max_query) max_query = b->query_start[s + 1] - b->query_start[s];
-    }
-    const sl_attn_batch ab = {
-        .n_seqs = b->n_seqs,
-        .n_tokens = b->n_tokens,
-        .max_query_len = max_query,
-        .max_blocks = b->max_blocks,
-        .max_context_len = max_context,
-        .query_start = m->d_query_start,
-        .context_len = m->d_context_len,
-        .block_tables = m->d_block_tables,
-    };
-
-    if ((rc = stage_input(m, b, err))) return rc;
     const sl_model_config *c = &m->config;
+    int rc = stage_input(m, b, err);
+    if (rc) return rc;
     const int n_layers = sl_shard_plan_n_layers(&m->plan);
     const bool last_stage = !m->dist || m->dist->next_stage < 0;
     be->rmsnorm(ctx, m->xb, m->x, m->layers[0].attn_norm, b->n_tokens, c->hidden_size, c->rms_norm_eps);
     for (int l = 0; l < n_layers && !rc; l++) {
         const float *next_norm = l + 1 < n_layers ? m->layers[l + 1].attn_norm : last_stage ? m->final_norm : NULL;
-        rc = attention_block(m, &m->layers[l], b, &ab, err);
+        rc = attention_block(m, &m->layers[l], b, s->ab, err);
         if (!rc) rc = mlp_block(m, &m->layers[l], next_norm, b->n_tokens, err);
     }
+    if (rc || !last_stage || b->n_logits == 0) return rc;
+    /* the LM head over the rows of xb (the final norm of x) that need logits */
+    be->gather_rows(ctx, m->logits_in, m->xb, m->d_logits_rows, b->n_logits, c->hidden_size);
+    be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
+    if (b->sample) be->sample(ctx, m->d_sampled, m->logits, m->d_sample, b->n_logits, c->vocab_size);
+    return SL_OK;
+}
+
+/* The key a step's ops are kept under (0: not kept): decode steps of one
+ * process, which issue the same ops with the same arguments whenever their
+ * sizes and block-table width agree. */
+static uint64_t graph_key(const sl_model *m, const sl_batch *b, int width) {
+    if (m->dist || b->n_tokens != b->n_seqs || b->n_tokens >= (1 << 20) || width >= (1 << 22)) return 0;
+    return (uint64_t)b->n_tokens << 43 | (uint64_t)b->n_logits << 23 | (uint64_t)width << 1 | (b->sample != NULL);
+}
+
+int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    int rc = check_batch(m, b, err);
+    const int width = rc ? 0 : table_width(m, b);
+    if (!rc) rc = upload_batch(m, b, width, err);
+    if (rc) return rc;
+    int max_query = 0;
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->query_start[s + 1] - b->query_start[s] > max_query) max_query = b->query_start[s + 1] - b->query_start[s];
+    const int cap = width * m->limits.block_size;
+    const sl_attn_batch ab = {
+        .n_seqs = b->n_seqs,
+        .n_tokens = b->n_tokens,
+        .max_query_len = max_query,
+        .max_blocks = width,
+        .max_context_len = cap < m->limits.max_model_len ? cap : m->limits.max_model_len, /* a bound, by width */
+        .query_start = m->d_query_start,
+        .context_len = m->d_context_len,
+        .block_tables = m->d_block_tables,
+    };
+    step_ops ops = {m, b, &ab};
+    const uint64_t key = graph_key(m, b, width);
+    rc = key && be->replay ? be->replay(ctx, key, issue_step, &ops, err) : issue_step(&ops, err);
     if (rc) return rc;
     if (m->dist && m->dist->next_stage >= 0)
         return m->tensors.iface->send_next(m->tensors.ctx, m->x, (int64_t)b->n_tokens * m->config.hidden_size,
                                            SL_DTYPE_F32, err);
     if (b->n_logits == 0) return be->synchronize(ctx, err);
-    return stage_logits(m, b, logits, err);
+    return logits_to_host(m, b, logits, err);
 }

@@ -8,7 +8,8 @@
  * attention over paged caches of mixed steps: decode beside prefill, chunked
  * prefill over an earlier context, GQA and MHA, long contexts that the GPU
  * splits over several blocks, every KV dtype and a few block sizes; and
- * sampling, token for token against the host reference of the rule.
+ * sampling, token for token against the host reference of the rule; and
+ * replay (CUDA graphs): replayed ops read their buffers' new contents.
  * Skips (exit 77) where no GPU is visible. */
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
@@ -393,6 +394,66 @@ static void test_sample(void) {
     }
 }
 
+/* backend.h's replay: ops run as issued on a key's first call, recorded on its second, replayed after;
+ * a replay reads its buffers' new contents, and a matmul input buffer that grows (a larger step between
+ * two replays) drops the graphs, which record again. */
+typedef struct replay_ops {
+    sl_backend *b;
+    sl_proj proj;
+    const float *x, *y;
+    int n, calls;
+} replay_ops;
+
+static int issue_replay_ops(void *arg, sl_err *err) {
+    (void)err;
+    replay_ops *r = arg;
+    r->calls++;
+    r->b->iface->matmul(r->b->ctx, &r->proj, 1, r->x, r->n);
+    r->b->iface->add(r->b->ctx, r->proj.out, r->y, r->n * r->proj.w->rows);
+    return SL_OK;
+}
+
+static void check_replay(int n) {
+    static int64_t big = 4096; /* tokens of the larger step: past every earlier test's */
+    const int64_t rows = 256, cols = 512;
+    big *= 2;
+    twin_weight w = weight_pair(rows, cols, SL_DTYPE_BF16);
+    twin tx = twin_zeros(sizeof(float) * (size_t)(n * cols)), ty = twin_zeros(sizeof(float) * (size_t)(n * rows));
+    twin out = twin_zeros(sizeof(float) * (size_t)(n * rows));
+    replay_ops rc = {&g_cpu, {out.cpu, &w.cpu, NULL}, tx.cpu, ty.cpu, n, 0};
+    replay_ops rg = {&g_gpu, {out.gpu, &w.gpu, NULL}, tx.gpu, ty.gpu, n, 0};
+    sl_err err = {0};
+    for (int call = 0; call < 6; call++) {
+        float *x = random_floats((int64_t)n * cols, 2.0f), *y = random_floats((int64_t)n * rows, 1.0f);
+        CHECK_EQ_INT(g_cpu.iface->upload(g_cpu.ctx, tx.cpu, x, sizeof(float) * (size_t)(n * cols), &err), 0);
+        CHECK_EQ_INT(g_gpu.iface->upload(g_gpu.ctx, tx.gpu, x, sizeof(float) * (size_t)(n * cols), &err), 0);
+        CHECK_EQ_INT(g_cpu.iface->upload(g_cpu.ctx, ty.cpu, y, sizeof(float) * (size_t)(n * rows), &err), 0);
+        CHECK_EQ_INT(g_gpu.iface->upload(g_gpu.ctx, ty.gpu, y, sizeof(float) * (size_t)(n * rows), &err), 0);
+        if (call == 3) { /* a larger step grows the matmul's input buffer */
+            void *bx = zeros(&g_gpu, sizeof(float) * (size_t)(big * cols)), *bo = zeros(&g_gpu, sizeof(float) * (size_t)(big * rows));
+            g_gpu.iface->matmul(g_gpu.ctx, &(sl_proj){bo, &w.gpu, NULL}, 1, bx, (int)big);
+            CHECK_EQ_INT(g_gpu.iface->synchronize(g_gpu.ctx, &err), 0);
+            g_gpu.iface->free(g_gpu.ctx, bx), g_gpu.iface->free(g_gpu.ctx, bo);
+        }
+        issue_replay_ops(&rc, &err);
+        CHECK_EQ_INT(g_gpu.iface->replay(g_gpu.ctx, 1000 + (uint64_t)n, issue_replay_ops, &rg, &err), 0);
+        char what[64];
+        snprintf(what, sizeof what, "replay n=%d call %d", n, call);
+        CHECK(twin_agree(what, out, n * rows, 2e-4 * sqrt((double)cols) * 0.1, 1e-4));
+        free(x), free(y);
+    }
+    /* run, record, replay, replay; dropped; record, replay */
+    CHECK_EQ_INT(rg.calls, 3);
+    twin_free(tx), twin_free(ty), twin_free(out);
+    g_cpu.iface->weight_free(g_cpu.ctx, &w.cpu);
+    g_gpu.iface->weight_free(g_gpu.ctx, &w.gpu);
+}
+
+static void test_replay(void) {
+    check_replay(3);  /* the GEMV */
+    check_replay(40); /* cuBLASLt over the rounded input */
+}
+
 int main(void) {
     if (sl_cuda_device_count() == 0) {
         fprintf(stderr, "SKIP: no GPU visible: the CUDA backend's ops are not compared with the CPU's\n");
@@ -409,6 +470,7 @@ int main(void) {
     TEST_RUN(test_matmul);
     TEST_RUN(test_attention);
     TEST_RUN(test_sample);
+    TEST_RUN(test_replay);
     CHECK_EQ_INT(g_gpu.iface->synchronize(g_gpu.ctx, &err), 0);
     sl_backend_destroy(&g_gpu);
     sl_backend_destroy(&g_cpu);

@@ -13,6 +13,8 @@
  * copies one, the host fills the other from the mapped safetensors file, so
  * loading runs at the speed the file's pages can be read.
  *
+ * Decode steps run as CUDA graphs, one per step shape (graph.c).
+ *
  * Ops cannot return errors (the interface's ops are void): a failed launch or
  * library call is kept in the context and returned by the next synchronize,
  * and every op after it is skipped. */
@@ -69,6 +71,7 @@ static void cuda_destroy(void *ctx) {
     cuda_ctx *c = ctx;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    cuda__graphs_drop(c);
     cuda__gemm_plans_destroy(c);
     if (c->lt) cublasLtDestroy(c->lt);
     cudaFree(c->lt_workspace);
@@ -272,6 +275,10 @@ static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_
     cuda__check_launch(c, "sample");
 }
 
+static int op_replay(void *ctx, uint64_t key, int (*record)(void *arg, sl_err *err), void *arg, sl_err *err) {
+    return cuda__replay(ctx, key, record, arg, err);
+}
+
 static const sl_backend_iface k_cuda_iface = {
     .name = "cuda",
     .device_kind = "GPU",
@@ -299,6 +306,7 @@ static const sl_backend_iface k_cuda_iface = {
     .gather_rows = op_gather_rows,
     .sample = op_sample,
     .synchronize = cuda_synchronize,
+    .replay = op_replay,
 };
 
 /* The GPU of this rank: its index among the machine's ranks, round robin over the GPUs, or the
@@ -344,6 +352,7 @@ int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err 
     cuda_ctx *c = calloc(1, sizeof *c);
     if (!c) return sl_err_set(err, SL_ENOMEM, "out of memory");
     c->device = device;
+    c->enforce_eager = o->enforce_eager;
     int rc = setup(c, err);
     if (rc) {
         cuda_destroy(c);

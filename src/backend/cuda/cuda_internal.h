@@ -2,7 +2,8 @@
  *
  * One context per rank: its GPU, one stream every op is issued on, the
  * cuBLASLt handle with its workspace and plans, and the scratch memory the
- * ops use (the matmul's rounded input, attention's split partials). Ops
+ * ops use (the matmul's rounded input, attention's split partials), and the
+ * CUDA graphs of step shapes (graph.c). Ops
  * return nothing (the backend interface's habit): the first failure is kept
  * here and returned by the next synchronize, with where it happened. */
 #ifndef SL_BACKEND_CUDA_CUDA_INTERNAL_H
@@ -14,6 +15,14 @@
 #include "backend/backend.h"
 
 #define CUDA_GEMM_PLANS 512
+#define CUDA_GRAPHS 512
+
+/* One step shape's CUDA graph (graph.c). */
+typedef struct cuda_graph {
+    uint64_t key;                   /* 0: an empty slot */
+    int runs;                       /* calls before the graph was recorded */
+    cudaGraphExec_t exec;           /* NULL until recorded, and after the graphs were dropped */
+} cuda_graph;
 
 /* One GEMM shape's cuBLASLt descriptors and the algorithm its heuristic chose. */
 typedef struct cuda_gemm_plan {
@@ -40,6 +49,9 @@ typedef struct cuda_ctx {
     cudaEvent_t staged[2];          /* the copy out of each staging buffer has finished */
     size_t staging_bytes;
     int next_staging;               /* the buffer the next piece goes through */
+    cuda_graph graphs[CUDA_GRAPHS]; /* open addressing by key */
+    int enforce_eager;              /* replay never records */
+    int capturing;                  /* record runs under stream capture: nothing may allocate */
     int failed;                     /* an op failed: err holds the first failure */
     sl_err err;
 } cuda_ctx;
@@ -51,5 +63,10 @@ void cuda__check_launch(cuda_ctx *c, const char *what);
 
 void cuda__matmul(cuda_ctx *c, const sl_proj *proj, int n_proj, const float *x, int n);
 void cuda__gemm_plans_destroy(cuda_ctx *c);
+
+/* backend.h's replay (graph.c). */
+int cuda__replay(cuda_ctx *c, uint64_t key, int (*record)(void *arg, sl_err *err), void *arg, sl_err *err);
+/* Destroys every recorded graph (their keys record again on their next call). */
+void cuda__graphs_drop(cuda_ctx *c);
 
 #endif

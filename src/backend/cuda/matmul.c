@@ -101,9 +101,15 @@ static void gemm(cuda_ctx *c, float *out, const sl_weight *w, const void *x, int
     if (p == &spare) plan_destroy(&spare);
 }
 
-/* The rounded-input buffer holds n_bytes: grown (after the stream has drained) when a step needs more. */
+/* The rounded-input buffer holds n_bytes: grown (after the stream has drained) when a step needs more;
+ * the graphs recorded with the old one go. A graph's first call has grown it before it is recorded. */
 static int reserve_cast(cuda_ctx *c, size_t n_bytes) {
     if (n_bytes <= c->cast_bytes) return 0;
+    if (c->capturing) {
+        cuda__fail(c, cudaErrorStreamCaptureUnsupported, "recording a graph: the matmul's input buffer is too small");
+        return -1;
+    }
+    cuda__graphs_drop(c);
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e == cudaSuccess) {
         cudaFree(c->cast);
