@@ -50,6 +50,10 @@ if want tests; then
     if "$@" >"$RESULTS/test_$name.log" 2>&1; then echo "PASS $name $(grep -o 'worst.*' "$RESULTS/test_$name.log")"; else echo "FAIL $name"; tail -20 "$RESULTS/test_$name.log"; status=1; fi
   }
   run_test cuda_ops "$bin/test_cuda_ops"
+  run_test tensor_comm_nccl "$bin/test_tensor_comm_nccl"
+  # two ranks: over NCCL with a GPU each; where they share the one GPU, the MPI fallback and nccl refused
+  command -v mpirun >/dev/null && run_test tensor_comm_nccl_2x1 env OMPI_ALLOW_RUN_AS_ROOT=1 \
+    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 "$bin/test_tensor_comm_nccl" 2x1
   for f in llama_gqa llama3_tied qwen2_bias mistral_5layer llama_mha_bias; do
     for kv in float32 bfloat16; do
       run_test "golden_${f}_cuda_kv_$kv" "$bin/test_golden" "$fx/$f" "$fx/$f/golden.json" 0.5 medium $kv cuda

@@ -189,7 +189,8 @@ static int submit_line(sl_engine *e, const gen_flags *f, json_t *line, job *j, i
     return rc;
 }
 
-static json_t *collect_job(sl_engine *e, job *j) {
+/* The job's outputs as one JSON result; the first failure of one (the engine died) goes to err. */
+static json_t *collect_job(sl_engine *e, job *j, int index, sl_err *err) {
     json_t *outs = json_array();
     for (int i = 0; i < j->n_choices; i++)
         json_array_append_new(outs, json_pack("{sis:s,s:[],s:n}", "index", i, "text", "", "token_ids", "finish_reason"));
@@ -221,6 +222,7 @@ static json_t *collect_job(sl_engine *e, job *j) {
                                                      (double)o->top_logprobs[i * o->n_top + k]));
             json_array_append_new(json_object_get(c, "top_logprobs"), top);
         }
+        if (o->error && !err->code) sl_err_set(err, SL_EIO, "prompt %d: %s", index, o->error);
         if (o->finished) {
             static const char *why[] = {NULL, "stop", "length", "abort"};
             json_object_set_new(c, "finish_reason", json_string(why[o->finish_reason]));
@@ -254,13 +256,14 @@ static int run_file(sl_engine *e, const gen_flags *f, const files *io, sl_err *e
         json_decref(obj);
     }
     free(line);
+    sl_err failed = {0}; /* a prompt that ended in an error: every output is written, then the exit is non-zero */
     sl_progress bar;
     sl_progress_start(&bar, stderr, "generate", (uint64_t)n, "prompts");
     for (int i = 0; i < n; i++) {
         if (rc) { /* a bad line: stop what was queued */
             sl_engine_abort(e, jobs[i].id);
         }
-        json_t *res = collect_job(e, &jobs[i]);
+        json_t *res = collect_job(e, &jobs[i], i, &failed);
         json_object_set_new(res, "index", json_integer(i));
         if (!rc) {
             char *s = json_dumps(res, JSON_COMPACT);
@@ -272,6 +275,7 @@ static int run_file(sl_engine *e, const gen_flags *f, const files *io, sl_err *e
     }
     sl_progress_finish(&bar);
     free(jobs);
+    if (!rc && failed.code) *err = failed, rc = failed.code;
     return rc;
 }
 

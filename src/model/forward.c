@@ -252,10 +252,12 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
     step_ops ops = {m, b, &ab};
     const uint64_t key = graph_key(m, b, width);
     rc = key && be->replay ? be->replay(ctx, key, issue_step, &ops, err) : issue_step(&ops, err);
-    if (rc) return rc;
-    if (m->dist && m->dist->next_stage >= 0)
-        return m->tensors.iface->send_next(m->tensors.ctx, m->x, (int64_t)b->n_tokens * m->config.hidden_size,
-                                           SL_DTYPE_F32, err);
+    if (!rc && m->dist && m->dist->next_stage >= 0)
+        rc = m->tensors.iface->send_next(m->tensors.ctx, m->x, (int64_t)b->n_tokens * m->config.hidden_size,
+                                         SL_DTYPE_F32, err);
+    /* the step's communication within its deadline, before anything waits on the backend without one */
+    if (!rc && m->dist) rc = sl_tensor_comm_wait(&m->tensors, err);
+    if (rc || (m->dist && m->dist->next_stage >= 0)) return rc;
     if (b->n_logits == 0) return be->synchronize(ctx, err);
     return logits_to_host(m, b, logits, err);
 }

@@ -1,6 +1,6 @@
-"""idle_cpu.py SHARDLM MODEL -- an idle `serve --tensor-parallel-size 2` costs next to nothing.
+"""idle_cpu.py SHARDLM MODEL [TP] -- an idle `serve --tensor-parallel-size TP` (2) costs next to nothing.
 
-Starts the server with two ranks, waits for /health, lets it settle, then
+Starts the server with TP ranks (on the default device: the GPU where there is one), waits for /health, lets it settle, then
 reads the CPU time (user + system, from /proc) of the server and every
 process under it (the worker, Open MPI's daemon) over a few idle seconds.
 A rank waiting for work must sleep, not poll: together they may use at most
@@ -18,6 +18,7 @@ IDLE_S = 4.0
 LIMIT = 0.10  # cores, all processes together
 
 shardlm, model = sys.argv[1], sys.argv[2]
+tp = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 ticks = os.sysconf("SC_CLK_TCK")
 
 
@@ -63,7 +64,7 @@ def cpu_seconds(pid):
 
 
 port = free_port()
-proc = subprocess.Popen([shardlm, "serve", model, "--tensor-parallel-size", "2", "--port", str(port)],
+proc = subprocess.Popen([shardlm, "serve", model, "--tensor-parallel-size", str(tp), "--port", str(port)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 try:
     deadline = time.time() + 60
@@ -92,8 +93,8 @@ try:
         print(f"{name} (pid {pid}): {used:.2f} CPU-s over {elapsed:.1f} s idle")
     workers = sum(1 for n in procs.values() if n == "shardlm")
     print(f"{len(procs)} processes ({workers} shardlm), together {total / elapsed:.3f} cores (limit {LIMIT})")
-    if workers < 2:
-        print("expected the server and its worker among them")
+    if workers < tp:
+        print(f"expected the server and its {tp - 1} worker(s) among them")
         sys.exit(1)
     sys.exit(0 if total / elapsed <= LIMIT else 1)
 finally:

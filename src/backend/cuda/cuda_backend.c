@@ -361,3 +361,5 @@ int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err 
     *out = (sl_backend){.iface = &k_cuda_iface, .ctx = c};
     return SL_OK;
 }
+
+cudaStream_t sl_cuda_backend_stream(const sl_backend *b) { return ((const cuda_ctx *)b->ctx)->stream; }

@@ -109,9 +109,9 @@ static int reserve_cast(cuda_ctx *c, size_t n_bytes) {
         cuda__fail(c, cudaErrorStreamCaptureUnsupported, "recording a graph: the matmul's input buffer is too small");
         return -1;
     }
-    cuda__graphs_drop(c);
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e == cudaSuccess) {
+        cuda__graphs_drop(c);
         cudaFree(c->cast);
         c->cast = NULL;
         c->cast_bytes = 0;
