@@ -39,10 +39,7 @@
 /* Block-table width of a step: the blocks its longest context needs, rounded up
  * to a power of two (so that steps of one shape share a width, see graph_key),
  * at most the batch's own row length. */
-static int table_width(const sl_model *m, const sl_batch *b) {
-    int max_context = 0;
-    for (int s = 0; s < b->n_seqs; s++)
-        if (b->context_len[s] > max_context) max_context = b->context_len[s];
+static int table_width(const sl_model *m, const sl_batch *b, int max_context) {
     const int needed = (max_context + m->limits.block_size - 1) / m->limits.block_size;
     int w = 1;
     while (w < needed) w *= 2;
@@ -232,12 +229,14 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     int rc = check_batch(m, b, err);
-    const int width = rc ? 0 : table_width(m, b);
-    if (!rc) rc = upload_batch(m, b, width, err);
     if (rc) return rc;
-    int max_query = 0;
-    for (int s = 0; s < b->n_seqs; s++)
+    int max_query = 0, max_context = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
         if (b->query_start[s + 1] - b->query_start[s] > max_query) max_query = b->query_start[s + 1] - b->query_start[s];
+        if (b->context_len[s] > max_context) max_context = b->context_len[s];
+    }
+    const int width = table_width(m, b, max_context);
+    if ((rc = upload_batch(m, b, width, err))) return rc;
     const int cap = width * m->limits.block_size;
     const sl_attn_batch ab = {
         .n_seqs = b->n_seqs,
