@@ -1,0 +1,56 @@
+/* matcher.h -- the per-sequence grammar state for constrained decoding.
+ *
+ * An Earley recognizer over bytes: one item set per byte accepted, kept for
+ * rollback. accept/rollback/copy move the state; fill_mask walks a token
+ * trie to say which token ids may come next.
+ *
+ * Memory: at most max_items Earley items (12 bytes each) over the whole
+ * sequence plus one set start (4 bytes) per byte accepted; an operation that
+ * would pass the bound fails with SL_ENOSPACE and leaves the state as it was.
+ * Arrays grow by doubling, so steady decoding allocates nothing.
+ *
+ * A matcher is used by one thread at a time; the grammar and the trie it
+ * reads are immutable and may be shared. */
+#ifndef SL_GRAMMAR_MATCHER_H
+#define SL_GRAMMAR_MATCHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "grammar/grammar.h"
+#include "grammar/token_trie.h"
+#include "util/error.h"
+
+#define SL_MATCHER_DEFAULT_MAX_ITEMS (1u << 22) /* 48 MiB of items */
+
+typedef struct sl_matcher sl_matcher;
+
+/* g must be finalized and outlive the matcher; max_items 0 picks the default. */
+int sl_matcher_create(const sl_grammar *g, uint32_t max_items, sl_matcher **out, sl_err *err);
+void sl_matcher_free(sl_matcher *m);
+
+/* Feeds bytes: 1 accepted, 0 rejected (the state is as before), or a
+ * negative SL_E* code (SL_ENOSPACE: the state bound; the state is as before). */
+int sl_matcher_accept(sl_matcher *m, const uint8_t *bytes, size_t n, sl_err *err);
+/* Bytes accepted so far. */
+size_t sl_matcher_len(const sl_matcher *m);
+/* Forgets the last n_bytes accepted bytes (at most all of them). */
+void sl_matcher_rollback(sl_matcher *m, size_t n_bytes);
+/* dst (a matcher of the same grammar) becomes a copy of src. */
+int sl_matcher_copy(sl_matcher *dst, const sl_matcher *src, sl_err *err);
+
+/* The bytes accepted so far form a complete sentence of the grammar. */
+bool sl_matcher_is_accepting(const sl_matcher *m);
+/* Which bytes may come next (each leads to a state that can still finish). */
+void sl_matcher_next_bytes(const sl_matcher *m, sl_gclass *out);
+/* The byte classes of the items waiting for a byte, one per item (at most
+ * max written; returns how many there are). For random walks in tests. */
+size_t sl_matcher_next_classes(const sl_matcher *m, sl_gclass *out, size_t max);
+
+/* bitmask (ceil(n_tokens / 32) words, bit id%32 of word id/32 for token id):
+ * set for every token whose bytes the grammar can take next, and for the
+ * trie's EOS ids when the state is accepting. The state is unchanged. */
+int sl_matcher_fill_mask(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask, sl_err *err);
+
+#endif
