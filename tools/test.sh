@@ -33,7 +33,7 @@ build build/valgrind RelWithDebInfo -DSHARDLM_NATIVE=OFF -DSHARDLM_VALGRIND=ON
 cuda=0
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   cuda=1
-  targets="shardlm_cli test_cuda_ops test_golden" build build/cuda Release -DSHARDLM_CUDA=ON
+  targets=gpu_tests build build/cuda Release -DSHARDLM_CUDA=ON
 else
   echo "test.sh: no CUDA toolkit (nvcc): the CUDA backend is not compiled"
 fi
