@@ -115,6 +115,26 @@ typedef struct sl_engine_info {
 } sl_engine_info;
 SL_API void sl_engine_get_info(const sl_engine *e, sl_engine_info *info);
 
+/* Structured output (vLLM's structured_outputs, the OpenAI API's response_format): the
+ * output must be a sentence of one grammar. Tokens the grammar cannot take next are
+ * masked before sampling (with every sampling setting); EOS is allowed once the output
+ * is complete, and a grammar that admits nothing longer ends the choice there. */
+typedef enum {
+    SL_GUIDE_NONE = 0,
+    SL_GUIDE_JSON,                    /* text: a JSON schema, as JSON text */
+    SL_GUIDE_JSON_OBJECT,             /* any JSON object (response_format json_object) */
+    SL_GUIDE_REGEX,                   /* text: a regular expression the whole output matches */
+    SL_GUIDE_CHOICE,                  /* choices: exactly one of them */
+    SL_GUIDE_GRAMMAR                  /* text: a grammar in GBNF (llama.cpp's syntax), start rule `root` */
+} sl_guide_kind;
+
+typedef struct sl_guide {
+    sl_guide_kind kind;
+    const char *text;
+    const char *const *choices;
+    int n_choices;
+} sl_guide;
+
 typedef struct sl_sampling {
     float temperature, top_p, min_p;  /* NaN: unset */
     int top_k;
@@ -130,6 +150,7 @@ typedef struct sl_sampling {
     int ignore_eos;                   /* 0 */
     int logprobs;                     /* -1: none; k >= 0: the chosen token's logprob and the top k */
     int skip_special_tokens;          /* 1 */
+    sl_guide guide;                   /* SL_GUIDE_NONE; an invalid or unsupported grammar fails the submit (SL_EINVAL / SL_ENOTSUP, naming it) */
 } sl_sampling;
 
 typedef struct sl_request {

@@ -12,9 +12,10 @@ $SHARDLM_LIBRARY, then beside this package, then the system loader path).
 from ._lib import lib as _lib_handle
 from .llm import LLM, Tokenizer
 from .outputs import CompletionOutput, Logprob, RequestOutput
-from .sampling_params import SamplingParams
+from .sampling_params import GuidedDecodingParams, SamplingParams, StructuredOutputsParams
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "Tokenizer", "lib_version"]
+__all__ = ["LLM", "SamplingParams", "StructuredOutputsParams", "GuidedDecodingParams", "RequestOutput",
+           "CompletionOutput", "Logprob", "Tokenizer", "lib_version"]
 __version__ = "0.1.0"
 
 

@@ -18,6 +18,7 @@ SL_UNSET = -2147483647 - 1
 NAN = math.nan
 
 SL_EINVAL = -1
+SL_ENOTSUP = -5
 SL_ETIMEDOUT = -7
 FINISH_REASONS = {0: None, 1: "stop", 2: "length", 3: "abort"}
 
@@ -76,6 +77,19 @@ class EngineInfo(ctypes.Structure):
     ]
 
 
+# sl_guide_kind
+GUIDE_NONE, GUIDE_JSON, GUIDE_JSON_OBJECT, GUIDE_REGEX, GUIDE_CHOICE, GUIDE_GRAMMAR = range(6)
+
+
+class Guide(ctypes.Structure):
+    _fields_ = [
+        ("kind", c_int),
+        ("text", c_char_p),
+        ("choices", ctypes.POINTER(c_char_p)),
+        ("n_choices", c_int),
+    ]
+
+
 class Sampling(ctypes.Structure):
     _fields_ = [
         ("temperature", ctypes.c_float),
@@ -96,6 +110,7 @@ class Sampling(ctypes.Structure):
         ("ignore_eos", c_int),
         ("logprobs", c_int),
         ("skip_special_tokens", c_int),
+        ("guide", Guide),
     ]
 
 
@@ -226,12 +241,13 @@ def err_buffer():
 
 
 def check(rc, err, what):
-    """Raises for a negative return code: ValueError for bad input, RuntimeError otherwise."""
+    """Raises for a negative return code: ValueError for bad input (invalid or unsupported, as
+    vLLM raises for both), RuntimeError otherwise."""
     if rc == 0:
         return
     msg = err.value.decode("utf-8", "replace") if err is not None else ""
     text = msg or f"{what} failed (code {rc})"
-    if rc == SL_EINVAL:
+    if rc in (SL_EINVAL, SL_ENOTSUP):
         raise ValueError(text)
     raise RuntimeError(text)
 

@@ -17,7 +17,8 @@ HEADER = os.path.join(ROOT, "include", "shardlm.h")
 C_TYPES = {
     "int": ctypes.c_int, "int32_t": ctypes.c_int32, "int64_t": ctypes.c_int64, "uint64_t": ctypes.c_uint64,
     "float": ctypes.c_float, "double": ctypes.c_double, "size_t": ctypes.c_size_t,
-    "sl_finish_reason": ctypes.c_int, "sl_sampling": _lib.Sampling,
+    "sl_finish_reason": ctypes.c_int, "sl_sampling": _lib.Sampling, "sl_guide": _lib.Guide,
+    "sl_guide_kind": ctypes.c_int,
 }
 
 
@@ -48,7 +49,7 @@ def same_type(py_type, c_name, stars):
 
 @pytest.mark.parametrize("struct, mirror", [
     ("sl_engine_options", _lib.EngineOptions), ("sl_engine_info", _lib.EngineInfo), ("sl_sampling", _lib.Sampling),
-    ("sl_request", _lib.Request), ("sl_output", _lib.Output), ("sl_engine_stats", _lib.EngineStats)])
+    ("sl_guide", _lib.Guide), ("sl_request", _lib.Request), ("sl_output", _lib.Output), ("sl_engine_stats", _lib.EngineStats)])
 def test_structs_match_header(struct, mirror):
     want = header_fields(struct)
     have = mirror._fields_

@@ -200,9 +200,10 @@ static int alloc_step(sl_engine *e, sl_step *st) {
     st->seqs = malloc(sizeof(sl_seq *) * S);
     st->n_new = malloc(sizeof(int) * S);
     st->logit_seqs = malloc(sizeof(sl_seq *) * S);
+    st->guided = malloc(sizeof(sl_guide_state *) * S);
     return st->logits && st->sampled && st->sample && st->full_rows && st->tokens && st->positions && st->slots &&
                    st->query_start && st->context_len && st->tables && st->logits_rows && st->seqs && st->n_new &&
-                   st->logit_seqs
+                   st->logit_seqs && st->guided
                ? SL_OK
                : SL_ENOMEM;
 }
@@ -211,7 +212,7 @@ static void free_step(const sl_engine *e, sl_step *st) {
     if (st->logits) e->rank.backend.iface->free_host(e->rank.backend.ctx, st->logits);
     if (st->sampled) e->rank.backend.iface->free_host(e->rank.backend.ctx, st->sampled);
     void *bufs[] = {st->sample, st->full_rows, st->tokens, st->positions, st->slots, st->query_start, st->context_len,
-                    st->tables, st->logits_rows, st->seqs, st->n_new, st->logit_seqs};
+                    st->tables, st->logits_rows, st->seqs, st->n_new, st->logit_seqs, st->guided};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -372,6 +373,7 @@ static int open_engine(sl_engine *e, sl_err *err) {
         return rc;
     for (int i = 0; i < cfg->n_eos_token_ids; i++) add_eos(e, cfg->eos_token_ids[i]);
     if (e->tok) add_eos(e, sl_tokenizer_eos_id(e->tok));
+    if ((rc = sl_guides_create(e->tok, e->eos_ids, e->n_eos_ids, e->vocab, &e->guides, err))) return rc;
     e->stats.n_kv_blocks_total = e->rank.n_blocks;
     e->stats.healthy = 1;
     if (e->opts.seed != SL_UNSET) sl_rng_seed(&e->seed_rng, (uint64_t)e->opts.seed);
@@ -473,6 +475,7 @@ void sl_engine_close(sl_engine *e) {
         sl_req_free(e, r);
     }
     free_streams(e);
+    sl_guides_free(e->guides); /* after the requests: they hold its grammars */
     sl_block_pool_destroy(e->pool);
     sl_sampler_destroy(&e->sampler);
     for (int k = 0; e->steps && k < e->n_slots; k++) free_step(e, &e->steps[k]); /* before the backend goes */
@@ -553,6 +556,10 @@ static int init_seq(sl_engine *e, sl_req *r, int i, const int32_t *ids, int n_pr
     s->n_tokens = s->n_prompt = n_prompt;
     uint64_t seed = r->seeded ? (uint64_t)r->params.seed + (uint64_t)i * 0x9e3779b97f4a7c15ull : sl_rng_random_seed();
     sl_rng_seed(&s->rng, seed);
+    if (r->grammar) {
+        int rc = sl_guide_state_init(e->guides, r->grammar, &s->guide, err);
+        if (rc) return rc;
+    }
     if (e->tok) {
         int rc = sl_detokenizer_create(e->tok, r->params.skip_special_tokens, &s->detok, err);
         if (rc) return rc;
@@ -590,6 +597,9 @@ static int build_request(sl_engine *e, const sl_request *in, const int32_t *ids,
     r->seeded = p->seed != SL_UNSET;
     r->params.stop = NULL;
     r->params.stop_token_ids = NULL;
+    r->params.guide = (sl_guide){.kind = p->guide.kind}; /* the caller's strings are not kept */
+    if (p->guide.kind != SL_GUIDE_NONE && (rc = sl_guides_compile(e->guides, &in->params.guide, &r->grammar, err)))
+        return rc;
     r->stop = calloc((size_t)p->n_stop + 1, sizeof(char *));
     r->stop_ids = malloc(sizeof(int32_t) * ((size_t)p->n_stop_token_ids + 1));
     r->seqs = calloc((size_t)p->n, sizeof(sl_seq));
@@ -933,6 +943,8 @@ static int submit(sl_engine *e, sl_step *st, sl_err *err) {
     };
     /* one process samples on its backend; across ranks the logits come to this one, which samples them */
     st->backend_samples = !e->rank.dist;
+    int rc = sl_output_begin_masks(e, st, err);
+    if (rc) return rc;
     if (st->backend_samples) {
         sl_output_plan_sampling(e, st);
         b.sample = st->sample;
@@ -941,7 +953,7 @@ static int submit(sl_engine *e, sl_step *st, sl_err *err) {
         b.full_rows = st->full_rows;
     }
     double t0 = sl_now_s();
-    int rc = sl_executor_submit(&e->rank.exec, &b, st->logits, &st->ticket, err);
+    rc = sl_executor_submit(&e->rank.exec, &b, st->logits, &st->ticket, err);
     e->stats.step_seconds += sl_now_s() - t0;
     if (rc) return rc;
     set_in_flight(e, st, true);

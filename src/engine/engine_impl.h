@@ -51,6 +51,8 @@ typedef struct sl_step {
     int32_t *sampled;                /* [max_num_seqs], backend host memory; -1: the host samples the row */
     int32_t *full_rows;              /* [max_num_seqs] */
     int n_full_rows;
+    sl_guide_state **guided;         /* [max_num_seqs] grammar states of the rows with structured output */
+    int n_guided;
     bool in_flight;                  /* submitted, not yet completed */
     int64_t order;                   /* submission order (oldest completes first) */
     sl_exec_ticket ticket;
@@ -67,6 +69,7 @@ typedef struct sl_req {
     int32_t *stop_ids;
     int n_stop_ids;
     uint8_t *prompt_mask;            /* [vocab] for repetition_penalty, or NULL */
+    sl_guide_grammar *grammar;       /* structured output (a reference into e->guides' cache), or NULL */
     sl_output_fn fn;
     void *user;
     sl_seq *seqs;                    /* [params.n] */
@@ -91,6 +94,7 @@ struct sl_engine {
 
     sl_block_pool *pool;
     sl_sampler sampler;
+    sl_guides *guides;               /* structured output: grammars, the vocabulary's trie, the mask worker */
     float *raw_row;                  /* [vocab] a logits row before sampling changes it, for logprobs */
     /* Micro-batch slots: one without pipeline parallelism (built, run and
      * completed in one turn of the loop), pp with it (up to pp in flight). */
@@ -149,6 +153,8 @@ void sl_output_process_step(sl_engine *e, sl_step *st);
 void sl_output_plan_sampling(sl_engine *e, sl_step *st);
 /* Finishes every choice of r with finish_reason ABORT (optionally an error). */
 void sl_output_abort_request(sl_engine *e, sl_req *r, const char *error);
+/* Hands the masks of the step's guided rows to the mask worker (before the step runs). */
+int sl_output_begin_masks(sl_engine *e, sl_step *st, sl_err *err);
 /* Frees a request whose choices have all finished. */
 void sl_req_free(sl_engine *e, sl_req *r);
 

@@ -10,6 +10,7 @@
  * a stop string is held back until it is known not to be one, so a stop
  * string never reaches the caller, even split across tokens. Outputs go to
  * the request's callback, or are copied into its poll stream. */
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,9 +169,14 @@ static bool is_stop_token(const sl_engine *e, const sl_req *r, int32_t tok) {
     return false;
 }
 
-/* Before min_tokens, stop tokens and EOS may not be drawn. */
+/* Before min_tokens, stop tokens and EOS may not be drawn (unless a grammar allows nothing else). */
 static void mask_early_stops(const sl_engine *e, const sl_req *r, const sl_seq *s, float *logits) {
     if (s->n_tokens - s->n_prompt >= r->params.min_tokens) return;
+    if (s->guide.matcher) {
+        int others = 0;
+        for (int i = 0; i < e->vocab && !others; i++) others = logits[i] != -INFINITY && !is_stop_token(e, r, i);
+        if (!others) return;
+    }
     for (int i = 0; i < r->n_stop_ids; i++) logits[r->stop_ids[i]] = -INFINITY;
     if (!r->params.ignore_eos)
         for (int i = 0; i < e->n_eos_ids; i++) logits[e->eos_ids[i]] = -INFINITY;
@@ -225,7 +231,14 @@ static void detokenize(sl_seq *s, int32_t tok, bool flush) {
 static bool host_samples(const sl_engine *e, const sl_req *r, const sl_seq *s) {
     const bool masked = s->n_tokens - s->n_prompt < r->params.min_tokens &&
                         (r->n_stop_ids > 0 || (!r->params.ignore_eos && e->n_eos_ids > 0));
-    return r->params.logprobs >= 0 || r->prompt_mask || s->output_counts || masked;
+    return r->params.logprobs >= 0 || r->prompt_mask || s->output_counts || masked || s->guide.matcher;
+}
+
+int sl_output_begin_masks(sl_engine *e, sl_step *st, sl_err *err) {
+    st->n_guided = 0;
+    for (int i = 0; i < st->n_logits; i++)
+        if (st->logit_seqs[i]->guide.matcher) st->guided[st->n_guided++] = &st->logit_seqs[i]->guide;
+    return sl_guides_begin_masks(e->guides, st->guided, st->n_guided, err);
 }
 
 void sl_output_plan_sampling(sl_engine *e, sl_step *st) {
@@ -241,12 +254,15 @@ void sl_output_plan_sampling(sl_engine *e, sl_step *st) {
     }
 }
 
-/* The row's token: the backend's (sampled >= 0), or drawn here from the whole row. */
+/* The row's token: the backend's (sampled >= 0), or drawn here from the whole row;
+ * -1 when a grammar allows no token at all. */
 static int32_t host_sample(sl_engine *e, sl_seq *s, float *logits, logprob_info *lp) {
     sl_req *r = s->req;
     const bool want_logprobs = r->params.logprobs >= 0;
     /* logprobs describe the model's own distribution: before masks, penalties and temperature */
     if (want_logprobs) memcpy(e->raw_row, logits, sizeof(float) * (size_t)e->vocab);
+    if (s->guide.matcher && (s->guide.mask_rc || sl_guide_apply_mask(e->guides, &s->guide, logits, e->vocab) == 0))
+        return -1;
     mask_early_stops(e, r, s, logits);
     sl_token_history hist = {.prompt_mask = r->prompt_mask, .output_counts = s->output_counts};
     sl_sampler_apply_penalties(&r->sp, &hist, logits, e->vocab);
@@ -255,11 +271,32 @@ static int32_t host_sample(sl_engine *e, sl_seq *s, float *logits, logprob_info 
     return tok;
 }
 
+/* A grammar that allows no next token ends its choice: complete output stops
+ * there, anything else (the grammar's state bound, a token it cannot take) is
+ * the request's error. */
+static bool guide_dead_end(sl_engine *e, sl_seq *s, int32_t tok) {
+    sl_err err = {0};
+    int rc = tok < 0 ? 0 : sl_guide_accept(e->guides, &s->guide, tok, &err);
+    if (rc == 1) return false;
+    if (tok < 0 && !s->guide.mask_rc && sl_guide_complete(&s->guide)) {
+        detokenize(s, -1, true);
+        finish_seq(e, s, SL_FINISH_STOP);
+        emit(e, s, -1, NULL, false);
+        return true;
+    }
+    SL_WARN("request %" PRIu64 ": structured output stopped: %s", s->req->id,
+            rc < 0 ? err.msg : tok < 0 ? "the grammar allows no next token" : "a token outside the grammar was drawn");
+    sl_output_abort_request(e, s->req, rc < 0 || s->guide.mask_rc ? "structured output: the grammar's state outgrew its bound"
+                                                                   : "structured output: the grammar allows no next token");
+    return true;
+}
+
 static void process_logits_row(sl_engine *e, sl_seq *s, float *logits, int32_t sampled) {
     sl_req *r = s->req;
     logprob_info lp;
     const bool want_logprobs = r->params.logprobs >= 0; /* such rows are always sampled here */
     const int32_t tok = sampled >= 0 ? sampled : host_sample(e, s, logits, &lp);
+    if (s->guide.matcher && guide_dead_end(e, s, tok)) return;
     s->tokens[s->n_tokens++] = tok;
     if (s->output_counts) s->output_counts[tok]++;
     e->stats.generation_tokens++;
@@ -287,6 +324,7 @@ void sl_output_process_step(sl_engine *e, sl_step *st) {
     }
     if (st->backend_samples)
         for (int j = 0; j < st->n_full_rows; j++) st->sampled[st->full_rows[j]] = -1;
+    if (st->n_guided) sl_guides_wait_masks(e->guides);
     for (int i = 0; i < st->n_logits; i++) {
         sl_seq *s = st->logit_seqs[i];
         if (s->state == SL_SEQ_RUNNING && !s->req->abort)
@@ -306,7 +344,7 @@ void sl_output_abort_request(sl_engine *e, sl_req *r, const char *error) {
 }
 
 void sl_req_free(sl_engine *e, sl_req *r) {
-    (void)e;
+    if (r->grammar) sl_guides_wait_masks(e->guides); /* the worker may still read its states */
     for (int i = 0; i < r->params.n && r->seqs; i++) {
         sl_seq *s = &r->seqs[i];
         free(s->tokens);
@@ -314,7 +352,9 @@ void sl_req_free(sl_engine *e, sl_req *r) {
         free(s->output_counts);
         free(s->text);
         sl_detokenizer_free(s->detok);
+        sl_guide_state_destroy(&s->guide);
     }
+    sl_guides_release(e->guides, r->grammar);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->stop_ids);

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/guide.h"
 #include "engine/sampler.h"
 #include "shardlm.h"
 #include "tokenizer/tokenizer.h"
@@ -43,6 +44,7 @@ typedef struct sl_seq {
     const char *stop_reason;     /* points into the request's stop strings */
     int32_t stop_token;
     int step_slot;               /* the in-flight step computing it (engine.steps index), or -1 */
+    sl_guide_state guide;        /* structured output: grammar state and next mask (matcher NULL: none) */
 } sl_seq;
 
 #endif

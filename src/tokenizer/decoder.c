@@ -292,3 +292,47 @@ int sl_tok_decode_tokens(const sl_tok_decoder *d, sl_tok_buf *arena, sl_tok_piec
     }
     return sl_tok_buf_append(out, "", 0);
 }
+
+/* ---- one token's bytes (for grammars) ------------------------------------ */
+
+typedef struct token_bytes_rule {
+    bool bytelevel, bytefallback;
+    uint32_t space_ch; /* a Metaspace / Replace(-> " ") character read as a space, 0: none */
+} token_bytes_rule;
+
+static void token_bytes_rule_of(const sl_tok_decoder *d, token_bytes_rule *r) {
+    if (!d) return;
+    if (d->kind == SL_DEC_BYTELEVEL) r->bytelevel = true;
+    if (d->kind == SL_DEC_BYTEFALLBACK) r->bytefallback = true;
+    if (d->kind == SL_DEC_METASPACE) r->space_ch = d->ch;
+    if (d->kind == SL_DEC_REPLACE && d->content_len == 1 && d->content[0] == ' ') r->space_ch = 0x2581;
+    for (size_t i = 0; i < d->n_subs; i++) token_bytes_rule_of(&d->subs[i], r);
+}
+
+int sl_tok_decoder_token_bytes(const sl_tok_decoder *d, const char *s, size_t len, uint8_t *buf, size_t cap,
+                               size_t *n_bytes) {
+    token_bytes_rule r = {0};
+    token_bytes_rule_of(d, &r);
+    const sl_tok_bytelevel *bl = sl_tok_bytelevel_table();
+    size_t n = 0;
+    int b = r.bytefallback ? fallback_byte(s, len) : -1;
+    if (b >= 0) {
+        if (cap < 1) return SL_ENOSPACE;
+        buf[n++] = (uint8_t)b;
+    }
+    for (size_t i = 0; b < 0 && i < len;) {
+        uint32_t cp;
+        int l = sl_tok_utf8_next(s + i, len - i, &cp);
+        const bool is_byte = r.bytelevel && cp < 324 && bl->dec[cp] >= 0;
+        const bool is_space = r.space_ch && cp == r.space_ch;
+        size_t need = is_byte || is_space ? 1 : (size_t)l;
+        if (n + need > cap) return SL_ENOSPACE;
+        if (is_byte) buf[n] = (uint8_t)bl->dec[cp];
+        else if (is_space) buf[n] = ' ';
+        else memcpy(buf + n, s + i, (size_t)l);
+        n += need;
+        i += (size_t)l;
+    }
+    *n_bytes = n;
+    return SL_OK;
+}

@@ -623,6 +623,15 @@ bool sl_tokenizer_is_special(const sl_tokenizer *t, int32_t id) {
     return id >= 0 && (size_t)id < t->n_ids && t->added_by_id[id] >= 0 && t->added[t->added_by_id[id]].special;
 }
 
+int sl_tokenizer_token_bytes(const sl_tokenizer *t, int32_t id, uint8_t *buf, size_t cap, size_t *n_bytes,
+                             sl_err *err) {
+    const char *s = sl_tokenizer_id_to_token(t, id);
+    if (!s) return sl_err_set(err, SL_EINVAL, "tokenizer: no token has id %d", id);
+    if (sl_tok_decoder_token_bytes(t->decoder, s, strlen(s), buf, cap, n_bytes))
+        return sl_err_set(err, SL_ENOSPACE, "tokenizer: token %d is longer than %zu bytes", id, cap);
+    return SL_OK;
+}
+
 size_t sl_tokenizer_vocab_size(const sl_tokenizer *t) { return t->n_ids; }
 int32_t sl_tokenizer_bos_id(const sl_tokenizer *t) { return t->bos_id; }
 int32_t sl_tokenizer_eos_id(const sl_tokenizer *t) { return t->eos_id; }

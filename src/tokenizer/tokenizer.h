@@ -40,6 +40,14 @@ size_t sl_tokenizer_vocab_size(const sl_tokenizer *t); /* incl. added tokens: ma
 int32_t sl_tokenizer_token_to_id(const sl_tokenizer *t, const char *token); /* -1 if none */
 const char *sl_tokenizer_id_to_token(const sl_tokenizer *t, int32_t id);  /* NULL if none */
 bool sl_tokenizer_is_special(const sl_tokenizer *t, int32_t id);
+/* The bytes token id stands for inside a text (what a grammar matches): the
+ * ByteLevel decoders' characters mapped back to bytes, a byte-fallback
+ * token <0xHH> as its one byte, and otherwise the token's string with the
+ * Metaspace / Replace decoders' U+2581 as a space. A token that is only part
+ * of a UTF-8 character gives those raw bytes. Writes at most cap bytes;
+ * SL_ENOSPACE when the token is longer, SL_EINVAL for an unknown id. */
+int sl_tokenizer_token_bytes(const sl_tokenizer *t, int32_t id, uint8_t *buf, size_t cap, size_t *n_bytes,
+                             sl_err *err);
 /* -1 / NULL when the model has none. */
 int32_t sl_tokenizer_bos_id(const sl_tokenizer *t);
 int32_t sl_tokenizer_eos_id(const sl_tokenizer *t);

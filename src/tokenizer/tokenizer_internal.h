@@ -276,6 +276,11 @@ void sl_tok_decoder_free(sl_tok_decoder *d);
 int sl_tok_decode_tokens(const sl_tok_decoder *d, sl_tok_buf *arena, sl_tok_pieces *ps,
                          sl_tok_buf *out, sl_tok_scratch *sc, sl_err *err);
 
+/* The bytes one token's string s stands for in a text, by the chain d's rule
+ * (sl_tokenizer_token_bytes); SL_ENOSPACE when more than cap. */
+int sl_tok_decoder_token_bytes(const sl_tok_decoder *d, const char *s, size_t len, uint8_t *buf, size_t cap,
+                               size_t *n_bytes);
+
 /* ---- whole-tokenizer helpers (tokenizer.c) ------------------------------ */
 
 struct sl_tokenizer;

@@ -13,6 +13,7 @@
 
 #include "test.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_internal.h"
 #include "util/fs.h"
 
 static const char *root;
@@ -78,6 +79,46 @@ static void check_decode(const sl_tokenizer *t, const char *name, const json_t *
  * text. Not so for DeepSeek V3, whose ids transformers 5 produced through
  * its own LlamaTokenizerFast rebuild (spaces dropped: "You", "are", ...);
  * `tokenizers` itself encodes that text differently, and so do we. */
+/* Every token's bytes, as a grammar sees them, are what decoding adds after an
+ * anchor token ("a"), wherever those bytes are whole UTF-8 (decoding writes U+FFFD
+ * for the rest); byte-fallback tokens give their byte. */
+static void check_token_bytes(const sl_tokenizer *t, const char *name) {
+    const int32_t anchor = sl_tokenizer_token_to_id(t, "a");
+    CHECK(anchor >= 0);
+    char *base = NULL;
+    size_t n_base = 0, n_checked = 0;
+    CHECK_EQ_INT(sl_tokenizer_decode(t, &anchor, 1, false, &base, &n_base, NULL), 0);
+    for (int32_t id = 0; anchor >= 0 && id < (int32_t)sl_tokenizer_vocab_size(t); id++) {
+        uint8_t buf[512];
+        size_t n = 0;
+        if (!sl_tokenizer_id_to_token(t, id) || sl_tokenizer_is_special(t, id)) continue;
+        CHECK_EQ_INT(sl_tokenizer_token_bytes(t, id, buf, sizeof buf, &n, NULL), 0);
+        if (!sl_tok_utf8_valid((const char *)buf, n)) continue;
+        int32_t pair[2] = {anchor, id};
+        char *text = NULL;
+        size_t n_text = 0;
+        CHECK_EQ_INT(sl_tokenizer_decode(t, pair, 2, false, &text, &n_text, NULL), 0);
+        if (!text || n_text != n_base + n || memcmp(text + n_base, buf, n)) {
+            fprintf(stderr, "%s: token %d (%s): bytes differ from its decoding\n", name, id, sl_tokenizer_id_to_token(t, id));
+            test_case_failed_ = 1;
+            free(text);
+            break;
+        }
+        n_checked++;
+        free(text);
+    }
+    CHECK(n_checked > sl_tokenizer_vocab_size(t) / 2);
+    free(base);
+    uint8_t small[1];
+    size_t n;
+    CHECK_EQ_INT(sl_tokenizer_token_bytes(t, (int32_t)sl_tokenizer_vocab_size(t), small, 1, &n, NULL), SL_EINVAL);
+    int32_t byte_id = sl_tokenizer_token_to_id(t, "<0x0A>");
+    if (byte_id >= 0) {
+        CHECK_EQ_INT(sl_tokenizer_token_bytes(t, byte_id, small, 1, &n, NULL), 0);
+        CHECK(n == 1 && small[0] == '\n');
+    }
+}
+
 static void run_tokenizer(const char *name, const char *bos, const char *eos, bool chat_ids) {
     char dir[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/%s", root, name);
@@ -107,6 +148,7 @@ static void run_tokenizer(const char *name, const char *bos, const char *eos, bo
         check_encode(t, name, json_string_value(json_object_get(c, "text")), false, json_object_get(c, "ids"));
         check_decode(t, name, json_object_get(c, "ids"), json_string_value(json_object_get(c, "text")));
     }
+    check_token_bytes(t, name);
     if (bos) CHECK_STR(sl_tokenizer_bos_token(t), bos);
     else CHECK(sl_tokenizer_bos_token(t) == NULL && sl_tokenizer_bos_id(t) == -1);
     CHECK_STR(sl_tokenizer_eos_token(t), eos);

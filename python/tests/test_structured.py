@@ -1,0 +1,101 @@
+"""Structured output through vLLM's API shape (SamplingParams.structured_outputs)
+on the default model: every output is checked by an outside judge -- JSON
+schemas by the `jsonschema` library, regexes by Python's `re`, choices by
+membership -- with greedy and random sampling and several choices per prompt.
+A bad constraint raises ValueError with the engine's message."""
+
+import json
+import re
+
+import jsonschema
+import pytest
+
+from shardlm import GuidedDecodingParams, SamplingParams, StructuredOutputsParams
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer"},
+        "email": {"type": "string", "format": "email"},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 10}, "maxItems": 3},
+        "address": {"$ref": "#/$defs/address"},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "score": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+    },
+    "required": ["name", "age", "role", "address"],
+    "additionalProperties": False,
+    "$defs": {
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "zip": {"type": "string", "pattern": "[0-9]{5}"}},
+            "required": ["city", "zip"],
+            "additionalProperties": False,
+        }
+    },
+}
+
+
+def chat(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_json_schema_greedy_and_sampled(smol):
+    conv = chat("Describe a user of a web site as JSON.")
+    greedy = SamplingParams(temperature=0, max_tokens=200, structured_outputs=StructuredOutputsParams(json=PERSON))
+    sampled = SamplingParams(temperature=1.0, seed=11, n=4, max_tokens=200,
+                             structured_outputs=StructuredOutputsParams(json=json.dumps(PERSON)))
+    outs = smol.chat([conv, conv], [greedy, sampled], use_tqdm=False)
+    choices = outs[0].outputs + outs[1].outputs
+    assert len(choices) == 5
+    for c in choices:
+        assert c.finish_reason == "stop", c.text
+        jsonschema.validate(json.loads(c.text), PERSON)
+
+
+def test_regex_choice_grammar(smol):
+    cases = [
+        (StructuredOutputsParams(regex=r"(19|20)[0-9]{2}-(0[1-9]|1[0-2])-[0-3][0-9]"),
+         lambda t: re.fullmatch(r"(19|20)[0-9]{2}-(0[1-9]|1[0-2])-[0-3][0-9]", t)),
+        (StructuredOutputsParams(choice=["Paris", "London", "Berlin"]), lambda t: t in ("Paris", "London", "Berlin")),
+        (GuidedDecodingParams(grammar='root ::= "The answer is " [0-9]+ "."'),
+         lambda t: re.fullmatch(r"The answer is [0-9]+\.", t)),
+    ]
+    conv = chat("When and where did the French revolution start? Answer briefly.")
+    for seed in (0, 1):
+        params = [SamplingParams(temperature=0.9, seed=seed, max_tokens=300, structured_outputs=g) for g, _ in cases]
+        for (g, ok), out in zip(cases, smol.chat([conv] * len(cases), params, use_tqdm=False)):
+            text = out.outputs[0].text
+            assert out.outputs[0].finish_reason == "stop", (g, text)
+            assert ok(text), (g, text)
+
+
+def test_json_object(smol):
+    sp = SamplingParams(temperature=0, max_tokens=300, structured_outputs=StructuredOutputsParams(json_object=True))
+    for q in ("What is the capital of France? Answer in JSON.", "Give me a JSON object with two fields."):
+        out = smol.chat(chat(q), sp, use_tqdm=False)[0].outputs[0]
+        assert out.finish_reason == "stop", out.text
+        assert isinstance(json.loads(out.text), dict)
+
+
+def test_guided_decoding_alias_and_logprobs(smol):
+    sp = SamplingParams(temperature=0, max_tokens=8, logprobs=3,
+                        guided_decoding=GuidedDecodingParams(choice=["yes", "no"]))
+    out = smol.chat(chat("Is the sky blue?"), sp, use_tqdm=False)[0].outputs[0]
+    assert out.text in ("yes", "no")
+    assert len(out.logprobs) == len(out.token_ids)
+
+
+def test_bad_constraints(smol):
+    with pytest.raises(ValueError, match="one kind"):
+        StructuredOutputsParams(json=PERSON, regex="a+")
+    with pytest.raises(ValueError, match="one kind"):
+        StructuredOutputsParams()
+    for g, needle in [(StructuredOutputsParams(json='{"type": '), "not valid JSON"),
+                      (StructuredOutputsParams(json={"type": "string", "contentEncoding": "base64"}), "contentEncoding"),
+                      (StructuredOutputsParams(grammar="root ::= missing"), "missing"),
+                      (StructuredOutputsParams(regex="(unclosed"), "regex")]:
+        with pytest.raises(ValueError, match=needle):
+            smol.generate(["Hi"], SamplingParams(max_tokens=4, structured_outputs=g), use_tqdm=False)
+    # the engine is unharmed
+    assert smol.generate(["Hi"], SamplingParams(max_tokens=2), use_tqdm=False)[0].outputs[0].token_ids

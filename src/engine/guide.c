@@ -1,0 +1,377 @@
+/* guide.c -- structured output in the engine (guide.h): the grammar cache,
+ * the vocabulary's token trie, and the mask worker.
+ *
+ * The cache is a short list searched by key (the kind, then the text, or
+ * each choice followed by a NUL): requests of one application repeat a few
+ * schemas, and a compile costs far more than a scan. A miss compiles
+ * outside the lock, so a long schema never holds up other submitters.
+ *
+ * The worker is one thread, started with the first mask: it fills a step's
+ * masks while the engine thread waits for the step's forward pass. */
+#include "engine/guide.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grammar/json_schema.h"
+
+#define GUIDE_CACHE_UNUSED 32        /* grammars kept with no request holding them */
+#define GUIDE_MAX_TOKEN_BYTES 1024   /* longer tokens are never allowed by a grammar */
+#define GUIDE_MAX_EOS 16
+
+struct sl_guide_grammar {
+    char *key;
+    size_t key_len;
+    sl_grammar *g;
+    int refs;
+    uint64_t last_used;
+    struct sl_guide_grammar *next;
+};
+
+struct sl_guides {
+    const sl_tokenizer *tok;
+    int32_t eos_ids[GUIDE_MAX_EOS];
+    int n_eos, vocab;
+
+    pthread_mutex_t mu;              /* the cache and the trie's construction */
+    sl_token_trie *trie;             /* built with the first grammar; immutable after */
+    sl_guide_grammar *cache;
+    uint64_t clock;
+
+    pthread_mutex_t wmu;             /* the worker's job */
+    pthread_cond_t wcond;
+    pthread_t worker;
+    bool worker_started, busy, quit;
+    sl_guide_state **jobs;
+    int n_jobs, cap_jobs;
+};
+
+/* ---- the vocabulary ---- */
+
+static int build_trie(sl_guides *gs, sl_err *err) {
+    const uint32_t n = (uint32_t)sl_tokenizer_vocab_size(gs->tok);
+    sl_token_bytes *tokens = calloc(n ? n : 1, sizeof *tokens);
+    uint8_t *arena = NULL;
+    size_t used = 0, cap = (size_t)n * 8 + GUIDE_MAX_TOKEN_BYTES;
+    size_t *off = calloc((size_t)n + 1, sizeof *off);
+    int rc = tokens && off && (arena = malloc(cap)) ? SL_OK : sl_err_set(err, SL_ENOMEM, "out of memory");
+    for (uint32_t id = 0; !rc && id < n; id++) {
+        size_t len = 0;
+        if (cap - used < GUIDE_MAX_TOKEN_BYTES) {
+            uint8_t *grown = realloc(arena, cap * 2);
+            if (!grown) rc = sl_err_set(err, SL_ENOMEM, "out of memory");
+            else arena = grown, cap *= 2;
+        }
+        const bool special = sl_tokenizer_is_special(gs->tok, (int32_t)id) || !sl_tokenizer_id_to_token(gs->tok, (int32_t)id);
+        if (!rc && !special && sl_tokenizer_token_bytes(gs->tok, (int32_t)id, arena + used, GUIDE_MAX_TOKEN_BYTES, &len, NULL))
+            len = 0; /* too long for any grammar: left out like a special token */
+        off[id] = used;
+        tokens[id].n_bytes = (uint32_t)len;
+        tokens[id].special = special || len == 0;
+        used += len;
+    }
+    for (uint32_t id = 0; !rc && id < n; id++) tokens[id].bytes = arena + off[id]; /* the arena has stopped moving */
+    int32_t eos[GUIDE_MAX_EOS];
+    uint32_t n_eos = 0;
+    for (int i = 0; i < gs->n_eos; i++)
+        if (gs->eos_ids[i] >= 0 && (uint32_t)gs->eos_ids[i] < n) eos[n_eos++] = gs->eos_ids[i];
+    if (!rc) rc = sl_token_trie_create(tokens, n, eos, n_eos, &gs->trie, err);
+    free(tokens);
+    free(arena);
+    free(off);
+    return rc;
+}
+
+int sl_guides_create(const sl_tokenizer *tok, const int32_t *eos_ids, int n_eos, int vocab, sl_guides **out,
+                     sl_err *err) {
+    sl_guides *gs = calloc(1, sizeof *gs);
+    if (!gs) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    gs->tok = tok;
+    gs->vocab = vocab;
+    for (int i = 0; i < n_eos && gs->n_eos < GUIDE_MAX_EOS; i++) gs->eos_ids[gs->n_eos++] = eos_ids[i];
+    pthread_mutex_init(&gs->mu, NULL);
+    pthread_mutex_init(&gs->wmu, NULL);
+    pthread_cond_init(&gs->wcond, NULL);
+    *out = gs;
+    return SL_OK;
+}
+
+static void grammar_free(sl_guide_grammar *gg) {
+    sl_grammar_free(gg->g);
+    free(gg->key);
+    free(gg);
+}
+
+void sl_guides_free(sl_guides *gs) {
+    if (!gs) return;
+    if (gs->worker_started) {
+        pthread_mutex_lock(&gs->wmu);
+        gs->quit = true;
+        pthread_cond_broadcast(&gs->wcond);
+        pthread_mutex_unlock(&gs->wmu);
+        pthread_join(gs->worker, NULL);
+    }
+    for (sl_guide_grammar *gg = gs->cache, *next; gg; gg = next) {
+        next = gg->next;
+        grammar_free(gg);
+    }
+    sl_token_trie_free(gs->trie);
+    free(gs->jobs);
+    pthread_cond_destroy(&gs->wcond);
+    pthread_mutex_destroy(&gs->wmu);
+    pthread_mutex_destroy(&gs->mu);
+    free(gs);
+}
+
+/* ---- compiling, with the cache ---- */
+
+static const char *kind_name(sl_guide_kind k) {
+    switch (k) {
+    case SL_GUIDE_JSON: return "JSON schema";
+    case SL_GUIDE_JSON_OBJECT: return "JSON object";
+    case SL_GUIDE_REGEX: return "regex";
+    case SL_GUIDE_CHOICE: return "choice";
+    case SL_GUIDE_GRAMMAR: return "grammar";
+    default: return "guide";
+    }
+}
+
+/* The cache key: the kind's byte, then the text or each choice with its NUL. */
+static int make_key(const sl_guide *spec, char **key, size_t *len, sl_err *err) {
+    size_t n = 1;
+    if (spec->kind == SL_GUIDE_CHOICE)
+        for (int i = 0; i < spec->n_choices; i++) n += strlen(spec->choices[i]) + 1;
+    else if (spec->text) n += strlen(spec->text);
+    char *k = malloc(n + 1);
+    if (!k) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    size_t at = 0;
+    k[at++] = (char)spec->kind;
+    if (spec->kind == SL_GUIDE_CHOICE)
+        for (int i = 0; i < spec->n_choices; i++) {
+            size_t l = strlen(spec->choices[i]) + 1;
+            memcpy(k + at, spec->choices[i], l);
+            at += l;
+        }
+    else if (spec->text) memcpy(k + at, spec->text, n - 1), at = n;
+    *key = k;
+    *len = at;
+    return SL_OK;
+}
+
+static int check_spec(const sl_guide *spec, sl_err *err) {
+    const char *what = kind_name(spec->kind);
+    switch (spec->kind) {
+    case SL_GUIDE_JSON:
+    case SL_GUIDE_REGEX:
+    case SL_GUIDE_GRAMMAR:
+        if (!spec->text || !*spec->text) return sl_err_set(err, SL_EINVAL, "structured output: the %s is empty", what);
+        return SL_OK;
+    case SL_GUIDE_JSON_OBJECT: return SL_OK;
+    case SL_GUIDE_CHOICE:
+        if (spec->n_choices < 1 || !spec->choices)
+            return sl_err_set(err, SL_EINVAL, "structured output: choice needs at least one choice");
+        for (int i = 0; i < spec->n_choices; i++)
+            if (!spec->choices[i] || !*spec->choices[i])
+                return sl_err_set(err, SL_EINVAL, "structured output: choice %d is empty", i);
+        return SL_OK;
+    default: return sl_err_set(err, SL_EINVAL, "structured output: unknown kind %d", (int)spec->kind);
+    }
+}
+
+static int compile(const sl_guide *spec, sl_grammar **g, sl_err *err) {
+    switch (spec->kind) {
+    case SL_GUIDE_JSON: {
+        json_error_t jerr;
+        json_t *schema = json_loads(spec->text, JSON_DECODE_ANY, &jerr);
+        if (!schema)
+            return sl_err_set(err, SL_EINVAL, "structured output: the JSON schema is not valid JSON: %s (line %d, column %d)",
+                              jerr.text, jerr.line, jerr.column);
+        int rc = sl_grammar_from_json_schema(schema, g, err);
+        json_decref(schema);
+        return rc;
+    }
+    case SL_GUIDE_JSON_OBJECT: return sl_grammar_json_object(g, err);
+    case SL_GUIDE_REGEX: return sl_grammar_from_regex(spec->text, strlen(spec->text), g, err);
+    case SL_GUIDE_CHOICE: return sl_grammar_from_choices(spec->choices, (size_t)spec->n_choices, g, err);
+    case SL_GUIDE_GRAMMAR: return sl_grammar_parse_gbnf(spec->text, strlen(spec->text), g, err);
+    default: return sl_err_set(err, SL_EINTERNAL, "structured output: unknown kind");
+    }
+}
+
+/* Under mu: the cached grammar of key, now referenced once more, or NULL. */
+static sl_guide_grammar *cache_take(sl_guides *gs, const char *key, size_t len) {
+    for (sl_guide_grammar *gg = gs->cache; gg; gg = gg->next)
+        if (gg->key_len == len && !memcmp(gg->key, key, len)) {
+            gg->refs++;
+            gg->last_used = ++gs->clock;
+            return gg;
+        }
+    return NULL;
+}
+
+/* Under mu: frees the least recently used grammars no request holds, beyond the allowance. */
+static void cache_trim(sl_guides *gs) {
+    for (;;) {
+        int unused = 0;
+        sl_guide_grammar **oldest = NULL;
+        for (sl_guide_grammar **p = &gs->cache; *p; p = &(*p)->next)
+            if ((*p)->refs == 0) {
+                unused++;
+                if (!oldest || (*p)->last_used < (*oldest)->last_used) oldest = p;
+            }
+        if (unused <= GUIDE_CACHE_UNUSED) return;
+        sl_guide_grammar *victim = *oldest;
+        *oldest = victim->next;
+        grammar_free(victim);
+    }
+}
+
+int sl_guides_compile(sl_guides *gs, const sl_guide *spec, sl_guide_grammar **out, sl_err *err) {
+    *out = NULL;
+    if (!gs->tok) return sl_err_set(err, SL_EINVAL, "structured output needs the model's tokenizer.json, which it lacks");
+    int rc = check_spec(spec, err);
+    char *key = NULL;
+    size_t len = 0;
+    if (!rc) rc = make_key(spec, &key, &len, err);
+    if (rc) return rc;
+    pthread_mutex_lock(&gs->mu);
+    if (!gs->trie) rc = build_trie(gs, err);
+    sl_guide_grammar *gg = rc ? NULL : cache_take(gs, key, len);
+    pthread_mutex_unlock(&gs->mu);
+    if (rc || gg) {
+        free(key);
+        *out = gg;
+        return rc;
+    }
+    sl_grammar *g = NULL;
+    if ((rc = compile(spec, &g, err))) {
+        if (strncmp(err->msg, "structured output", 17)) {
+            char msg[SL_ERR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            sl_err_set(err, rc, "structured output: %s", msg);
+        }
+        free(key);
+        return rc;
+    }
+    pthread_mutex_lock(&gs->mu);
+    if (!(gg = cache_take(gs, key, len))) { /* nobody compiled it meanwhile */
+        gg = calloc(1, sizeof *gg);
+        if (gg) {
+            *gg = (sl_guide_grammar){.key = key, .key_len = len, .g = g, .refs = 1, .last_used = ++gs->clock,
+                                     .next = gs->cache};
+            gs->cache = gg;
+            key = NULL;
+            g = NULL;
+        } else {
+            rc = sl_err_set(err, SL_ENOMEM, "out of memory");
+        }
+    }
+    pthread_mutex_unlock(&gs->mu);
+    sl_grammar_free(g);
+    free(key);
+    *out = gg;
+    return rc;
+}
+
+void sl_guides_release(sl_guides *gs, sl_guide_grammar *gg) {
+    if (!gg) return;
+    pthread_mutex_lock(&gs->mu);
+    gg->refs--;
+    cache_trim(gs);
+    pthread_mutex_unlock(&gs->mu);
+}
+
+/* ---- one choice's state ---- */
+
+int sl_guide_state_init(sl_guides *gs, sl_guide_grammar *gg, sl_guide_state *st, sl_err *err) {
+    memset(st, 0, sizeof *st);
+    int rc = sl_matcher_create(gg->g, 0, &st->matcher, err);
+    if (rc) return rc;
+    if (!(st->mask = calloc(((size_t)gs->trie->n_tokens + 31) / 32, sizeof *st->mask)))
+        return sl_err_set(err, SL_ENOMEM, "out of memory");
+    return SL_OK;
+}
+
+void sl_guide_state_destroy(sl_guide_state *st) {
+    sl_matcher_free(st->matcher);
+    free(st->mask);
+    memset(st, 0, sizeof *st);
+}
+
+int sl_guide_apply_mask(const sl_guides *gs, const sl_guide_state *st, float *logits, int vocab) {
+    const int n_tok = (int)gs->trie->n_tokens < vocab ? (int)gs->trie->n_tokens : vocab;
+    int allowed = 0;
+    for (int id = 0; id < n_tok; id++) {
+        if ((st->mask[id >> 5] >> (id & 31)) & 1) allowed++;
+        else logits[id] = -INFINITY;
+    }
+    for (int id = n_tok; id < vocab; id++) logits[id] = -INFINITY;
+    return allowed;
+}
+
+int sl_guide_accept(const sl_guides *gs, sl_guide_state *st, int32_t tok, sl_err *err) {
+    const sl_token_trie *t = gs->trie;
+    for (uint32_t i = 0; i < t->n_eos; i++)
+        if (t->eos_ids[i] == tok) return 1;
+    if (tok < 0 || (uint32_t)tok >= t->n_tokens) return 0;
+    uint32_t n;
+    const uint8_t *bytes = sl_token_trie_bytes(t, tok, &n);
+    return n == 0 ? 0 : sl_matcher_accept(st->matcher, bytes, n, err);
+}
+
+bool sl_guide_complete(const sl_guide_state *st) { return sl_matcher_is_accepting(st->matcher); }
+
+/* ---- the mask worker ---- */
+
+static void *mask_worker(void *arg) {
+    sl_guides *gs = arg;
+    pthread_mutex_lock(&gs->wmu);
+    for (;;) {
+        while (!gs->busy && !gs->quit) pthread_cond_wait(&gs->wcond, &gs->wmu);
+        if (gs->quit) break;
+        pthread_mutex_unlock(&gs->wmu);
+        for (int i = 0; i < gs->n_jobs; i++) {
+            sl_guide_state *st = gs->jobs[i];
+            st->mask_rc = sl_matcher_fill_mask(st->matcher, gs->trie, st->mask, NULL);
+        }
+        pthread_mutex_lock(&gs->wmu);
+        gs->busy = false;
+        pthread_cond_broadcast(&gs->wcond);
+    }
+    pthread_mutex_unlock(&gs->wmu);
+    return NULL;
+}
+
+int sl_guides_begin_masks(sl_guides *gs, sl_guide_state *const *states, int n, sl_err *err) {
+    if (n == 0) return SL_OK;
+    if (!gs->worker_started) {
+        if (pthread_create(&gs->worker, NULL, mask_worker, gs))
+            return sl_err_set(err, SL_ENOMEM, "cannot start the structured-output mask thread");
+        gs->worker_started = true;
+    }
+    int rc = SL_OK;
+    pthread_mutex_lock(&gs->wmu);
+    while (gs->busy) pthread_cond_wait(&gs->wcond, &gs->wmu); /* an earlier step's masks (pipeline slots) */
+    if (n > gs->cap_jobs) { /* grows to the largest step once */
+        sl_guide_state **grown = realloc(gs->jobs, sizeof *grown * (size_t)n);
+        if (grown) gs->jobs = grown, gs->cap_jobs = n;
+        else rc = sl_err_set(err, SL_ENOMEM, "out of memory");
+    }
+    if (!rc) {
+        memcpy(gs->jobs, states, sizeof *states * (size_t)n);
+        gs->n_jobs = n;
+        gs->busy = true;
+        pthread_cond_broadcast(&gs->wcond);
+    }
+    pthread_mutex_unlock(&gs->wmu);
+    return rc;
+}
+
+void sl_guides_wait_masks(sl_guides *gs) {
+    pthread_mutex_lock(&gs->wmu);
+    while (gs->busy) pthread_cond_wait(&gs->wcond, &gs->wmu);
+    pthread_mutex_unlock(&gs->wmu);
+}

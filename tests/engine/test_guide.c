@@ -1,0 +1,247 @@
+/* test_guide.c -- structured output through the engine's C API on the
+ * default model (SmolLM2): JSON schema, json_object, regex, choice and GBNF
+ * outputs follow their grammar with greedy and random sampling, n > 1,
+ * logprobs and min_tokens; bad grammars fail the submit with a message
+ * naming the problem; a model without a tokenizer refuses guided requests.
+ * (python/tests/test_structured.py checks JSON outputs with `jsonschema`.)
+ * Usage: test_guide MODEL_DIR FIXTURE_WITHOUT_TOKENIZER; exits 77 without the model. */
+#include <jansson.h>
+#include <unistd.h>
+
+#include "shardlm.h"
+#include "test.h"
+#include "util/error.h"
+
+static sl_engine *g_e;
+static const char *g_fixture;
+
+typedef struct reply {
+    char text[4096];
+    size_t len;
+    sl_finish_reason finish;
+    int n_tokens, n_logprobs;
+} reply;
+
+static char *chat_prompt(const char *user) {
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", user);
+    char *m = json_dumps(msgs, 0), *prompt = NULL, err[512];
+    CHECK_EQ_INT(sl_engine_apply_chat_template(g_e, m, NULL, &prompt, err, sizeof err), 0);
+    free(m);
+    json_decref(msgs);
+    return prompt;
+}
+
+/* Runs one request to the end: rc of the submit (err holds its message). */
+static int run(const char *user, sl_sampling p, reply *out, int n_out, char *err, size_t err_size) {
+    char *prompt = chat_prompt(user);
+    sl_request r;
+    sl_request_init(&r);
+    r.prompt = prompt;
+    if (p.max_tokens == SL_UNSET) p.max_tokens = 96;
+    r.params = p;
+    uint64_t id;
+    int rc = sl_engine_submit(g_e, &r, NULL, NULL, &id, err, err_size);
+    free(prompt);
+    memset(out, 0, sizeof *out * (size_t)n_out);
+    if (rc) return rc;
+    sl_output *o;
+    for (int done = 0; done < n_out && sl_engine_poll(g_e, id, 60000, &o) == 0;) {
+        reply *c = &out[o->index];
+        if (c->len + o->text_len < sizeof c->text) memcpy(c->text + c->len, o->text, o->text_len), c->len += o->text_len;
+        c->n_tokens += o->n_tokens;
+        c->n_logprobs += o->logprobs ? o->n_tokens : 0;
+        if (o->finished) c->finish = o->finish_reason, done++;
+        sl_output_free(o);
+    }
+    return 0;
+}
+
+static sl_sampling greedy(void) {
+    sl_request r;
+    sl_request_init(&r);
+    r.params.temperature = 0;
+    return r.params;
+}
+
+static const char PERSON[] =
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":16},"
+    "\"age\":{\"type\":\"integer\"},\"pet\":{\"enum\":[\"cat\",\"dog\",\"none\"]}},"
+    "\"required\":[\"name\",\"age\",\"pet\"],\"additionalProperties\":false}";
+
+/* A person object as PERSON describes it. */
+static void check_person(const reply *c) {
+    json_error_t jerr;
+    json_t *v = json_loadb(c->text, c->len, 0, &jerr);
+    if (!v) fprintf(stderr, "not JSON: %.*s (%s)\n", (int)c->len, c->text, jerr.text);
+    CHECK(v && json_is_object(v));
+    CHECK(json_object_size(v) == 3);
+    json_t *name = json_object_get(v, "name"), *age = json_object_get(v, "age"), *pet = json_object_get(v, "pet");
+    CHECK(json_is_string(name) && json_string_length(name) <= 16);
+    CHECK(json_is_integer(age));
+    CHECK(json_is_string(pet) && (!strcmp(json_string_value(pet), "cat") || !strcmp(json_string_value(pet), "dog") ||
+                                  !strcmp(json_string_value(pet), "none")));
+    CHECK_EQ_INT(c->finish, SL_FINISH_STOP);
+    json_decref(v);
+}
+
+static void test_json_schema(void) {
+    sl_sampling p = greedy();
+    p.guide = (sl_guide){.kind = SL_GUIDE_JSON, .text = PERSON};
+    reply c;
+    char err[512];
+    CHECK_EQ_INT(run("Describe a person as JSON.", p, &c, 1, err, sizeof err), 0);
+    fprintf(stderr, "json schema: %.*s\n", (int)c.len, c.text);
+    check_person(&c);
+}
+
+/* Random sampling, three choices, logprobs: each choice is its own valid object. */
+static void test_json_sampled(void) {
+    sl_sampling p = greedy();
+    p.temperature = 1.0f;
+    p.seed = 7;
+    p.n = 3;
+    p.logprobs = 2;
+    p.guide = (sl_guide){.kind = SL_GUIDE_JSON, .text = PERSON};
+    reply c[3];
+    char err[512];
+    CHECK_EQ_INT(run("Describe a person as JSON.", p, c, 3, err, sizeof err), 0);
+    for (int i = 0; i < 3; i++) {
+        fprintf(stderr, "choice %d: %.*s\n", i, (int)c[i].len, c[i].text);
+        check_person(&c[i]);
+        CHECK_EQ_INT(c[i].n_logprobs, c[i].n_tokens);
+    }
+}
+
+static void test_json_object(void) {
+    sl_sampling p = greedy();
+    p.temperature = 0.8f;
+    p.seed = 3;
+    p.max_tokens = 200;
+    p.guide = (sl_guide){.kind = SL_GUIDE_JSON_OBJECT};
+    reply c;
+    char err[512];
+    CHECK_EQ_INT(run("Give me a JSON object with two fields.", p, &c, 1, err, sizeof err), 0);
+    json_t *v = c.finish == SL_FINISH_STOP ? json_loadb(c.text, c.len, 0, NULL) : NULL;
+    if (c.finish == SL_FINISH_STOP) CHECK(v && json_is_object(v));
+    else CHECK(c.len > 0 && c.text[0] == '{'); /* cut by max_tokens: an object's start */
+    json_decref(v);
+}
+
+static void test_choice_and_min_tokens(void) {
+    const char *colors[] = {"red", "green", "blue"};
+    sl_sampling p = greedy();
+    p.min_tokens = 5; /* cannot be met inside the grammar: EOS stays allowed once it is the only way on */
+    p.guide = (sl_guide){.kind = SL_GUIDE_CHOICE, .choices = colors, .n_choices = 3};
+    reply c;
+    char err[512];
+    CHECK_EQ_INT(run("What color is the sky?", p, &c, 1, err, sizeof err), 0);
+    fprintf(stderr, "choice: %.*s\n", (int)c.len, c.text);
+    CHECK(c.len == 3 || c.len == 4 || c.len == 5);
+    CHECK(!strcmp(c.text, "red") || !strcmp(c.text, "green") || !strcmp(c.text, "blue"));
+    CHECK_EQ_INT(c.finish, SL_FINISH_STOP);
+}
+
+static void test_regex_and_gbnf(void) {
+    sl_sampling p = greedy();
+    p.guide = (sl_guide){.kind = SL_GUIDE_REGEX, .text = "[0-9]{3}-[0-9]{4}"};
+    reply c;
+    char err[512];
+    CHECK_EQ_INT(run("Make up a phone number.", p, &c, 1, err, sizeof err), 0);
+    fprintf(stderr, "regex: %.*s\n", (int)c.len, c.text);
+    CHECK_EQ_INT(c.len, 8);
+    for (size_t i = 0; i < c.len && c.len == 8; i++) CHECK(i == 3 ? c.text[i] == '-' : (c.text[i] >= '0' && c.text[i] <= '9'));
+    CHECK_EQ_INT(c.finish, SL_FINISH_STOP);
+
+    p.guide = (sl_guide){.kind = SL_GUIDE_GRAMMAR, .text = "root ::= answer \".\"\nanswer ::= \"yes\" | \"no\"\n"};
+    CHECK_EQ_INT(run("Is water wet?", p, &c, 1, err, sizeof err), 0);
+    fprintf(stderr, "gbnf: %.*s\n", (int)c.len, c.text);
+    CHECK(!strcmp(c.text, "yes.") || !strcmp(c.text, "no."));
+}
+
+/* Bad grammars fail the submit with a message naming what is wrong; nothing is queued. */
+static void test_errors(void) {
+    struct {
+        sl_guide g;
+        int rc;
+        const char *needle;
+    } cases[] = {
+        {{.kind = SL_GUIDE_JSON, .text = "{\"type\": "}, SL_EINVAL, "not valid JSON"},
+        {{.kind = SL_GUIDE_JSON, .text = "{\"type\":\"string\",\"contentEncoding\":\"base64\"}"}, SL_ENOTSUP, "contentEncoding"},
+        {{.kind = SL_GUIDE_CHOICE, .n_choices = 0}, SL_EINVAL, "at least one"},
+        {{.kind = SL_GUIDE_GRAMMAR, .text = "root ::= \"a\" | \n  (b"}, SL_EINVAL, "line"},
+        {{.kind = SL_GUIDE_GRAMMAR, .text = "root ::= undefined-rule"}, SL_EINVAL, "undefined-rule"},
+        {{.kind = SL_GUIDE_REGEX, .text = ""}, SL_EINVAL, "empty"},
+        {{.kind = (sl_guide_kind)99}, SL_EINVAL, "unknown"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sl_sampling p = greedy();
+        p.guide = cases[i].g;
+        reply c;
+        char err[512] = "";
+        int rc = run("Hi", p, &c, 1, err, sizeof err);
+        if (rc != cases[i].rc || !strstr(err, cases[i].needle))
+            fprintf(stderr, "case %zu: rc %d, message: %s (want %d, \"%s\")\n", i, rc, err, cases[i].rc, cases[i].needle);
+        CHECK_EQ_INT(rc, cases[i].rc);
+        CHECK(strstr(err, cases[i].needle) != NULL);
+    }
+    const char *yes_no[] = {"yes", "no"}; /* the engine goes on serving */
+    sl_sampling p = greedy();
+    p.guide = (sl_guide){.kind = SL_GUIDE_CHOICE, .choices = yes_no, .n_choices = 2};
+    reply c;
+    char err[512];
+    CHECK_EQ_INT(run("Is water wet?", p, &c, 1, err, sizeof err), 0);
+    CHECK(!strcmp(c.text, "yes") || !strcmp(c.text, "no"));
+}
+
+/* Without tokenizer.json there are no token bytes: guided requests are refused, others run. */
+static void test_no_tokenizer(void) {
+    sl_engine_options o;
+    sl_engine_options_init(&o);
+    o.model = g_fixture;
+    o.quiet = 1;
+    sl_engine *e;
+    char err[512];
+    CHECK_EQ_INT(sl_engine_open(&o, &e, err, sizeof err), 0);
+    sl_request r;
+    sl_request_init(&r);
+    int32_t ids[] = {5, 6, 7};
+    r.prompt_ids = ids;
+    r.n_prompt_ids = 3;
+    r.params.max_tokens = 2;
+    r.params.guide.kind = SL_GUIDE_JSON_OBJECT;
+    uint64_t id;
+    CHECK_EQ_INT(sl_engine_submit(e, &r, NULL, NULL, &id, err, sizeof err), SL_EINVAL);
+    CHECK(strstr(err, "tokenizer.json") != NULL);
+    sl_engine_close(e);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", argv[1]);
+    if (access(path, R_OK)) {
+        printf("SKIP: no default model at %s (tools/get-default-model.sh)\n", argv[1]);
+        return 77;
+    }
+    g_fixture = argv[2];
+    sl_engine_options o;
+    sl_engine_options_init(&o);
+    o.model = argv[1];
+    o.quiet = 1;
+    o.debug_checks = 1;
+    o.max_model_len = 512;
+    char err[512];
+    if (sl_engine_open(&o, &g_e, err, sizeof err)) {
+        fprintf(stderr, "open: %s\n", err);
+        return 1;
+    }
+    TEST_RUN(test_json_schema);
+    TEST_RUN(test_json_sampled);
+    TEST_RUN(test_json_object);
+    TEST_RUN(test_choice_and_min_tokens);
+    TEST_RUN(test_regex_and_gbnf);
+    TEST_RUN(test_errors);
+    sl_engine_close(g_e);
+    TEST_RUN(test_no_tokenizer);
+    TEST_EXIT();
+}
