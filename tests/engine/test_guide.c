@@ -1,7 +1,8 @@
 /* test_guide.c -- structured output through the engine's C API on the
  * default model (SmolLM2): JSON schema, json_object, regex, choice and GBNF
  * outputs follow their grammar with greedy and random sampling, n > 1,
- * logprobs and min_tokens; bad grammars fail the submit with a message
+ * logprobs and min_tokens, under preemption (a KV cache too small for the
+ * batch: the same seeded outputs as alone); bad grammars fail the submit with a message
  * naming the problem; a model without a tokenizer refuses guided requests.
  * (python/tests/test_structured.py checks JSON outputs with `jsonschema`.)
  * Usage: test_guide MODEL_DIR FIXTURE_WITHOUT_TOKENIZER; exits 77 without the model. */
@@ -13,7 +14,7 @@
 #include "util/error.h"
 
 static sl_engine *g_e;
-static const char *g_fixture;
+static const char *g_model, *g_fixture;
 
 typedef struct reply {
     char text[4096];
@@ -158,6 +159,67 @@ static void test_regex_and_gbnf(void) {
     CHECK(!strcmp(c.text, "yes.") || !strcmp(c.text, "no."));
 }
 
+/* Eight seeded guided requests at once in a KV cache that holds about two:
+ * sequences are preempted and recomputed, and each output is the one the
+ * request gives alone, valid for its schema. */
+static void test_preemption(void) {
+    sl_engine_options o;
+    sl_engine_options_init(&o);
+    o.model = g_model;
+    o.quiet = 1;
+    o.debug_checks = 1;
+    o.max_model_len = 128;
+    o.enable_prefix_caching = 0;
+    o.kv_cache_memory = 7 << 20; /* SmolLM2 keeps 45 KiB per token: ~160 tokens */
+    sl_engine *small;
+    char err[512];
+    CHECK_EQ_INT(sl_engine_open(&o, &small, err, sizeof err), 0);
+    enum { N = 8 };
+    char *prompt = chat_prompt("Describe a person as JSON.");
+    uint64_t ids[N];
+    for (int i = 0; i < N; i++) {
+        sl_request r;
+        sl_request_init(&r);
+        r.prompt = prompt;
+        r.params.temperature = 1.0f;
+        r.params.seed = 100 + i;
+        r.params.max_tokens = 80;
+        r.params.guide = (sl_guide){.kind = SL_GUIDE_JSON, .text = PERSON};
+        CHECK_EQ_INT(sl_engine_submit(small, &r, NULL, NULL, &ids[i], err, sizeof err), 0);
+    }
+    reply together[N];
+    memset(together, 0, sizeof together);
+    for (int i = 0; i < N; i++) {
+        sl_output *out;
+        while (sl_engine_poll(small, ids[i], 60000, &out) == 0) {
+            reply *c = &together[i];
+            if (c->len + out->text_len < sizeof c->text) memcpy(c->text + c->len, out->text, out->text_len), c->len += out->text_len;
+            int done = out->finished;
+            if (done) c->finish = out->finish_reason;
+            sl_output_free(out);
+            if (done) break;
+        }
+    }
+    sl_engine_stats s;
+    sl_engine_get_stats(small, &s);
+    fprintf(stderr, "%lld preemptions\n", (long long)s.n_preemptions);
+    CHECK(s.n_preemptions > 0);
+    sl_engine_close(small);
+    free(prompt);
+    for (int i = 0; i < N; i++) {
+        sl_sampling p = greedy();
+        p.temperature = 1.0f;
+        p.seed = 100 + i;
+        p.max_tokens = 80;
+        p.guide = (sl_guide){.kind = SL_GUIDE_JSON, .text = PERSON};
+        reply alone;
+        CHECK_EQ_INT(run("Describe a person as JSON.", p, &alone, 1, err, sizeof err), 0);
+        if (alone.finish == SL_FINISH_STOP) check_person(&alone);
+        CHECK_EQ_INT(together[i].finish, alone.finish);
+        CHECK(together[i].len == alone.len && !memcmp(together[i].text, alone.text, alone.len));
+    }
+}
+
 /* Bad grammars fail the submit with a message naming what is wrong; nothing is queued. */
 static void test_errors(void) {
     struct {
@@ -223,6 +285,7 @@ int main(int argc, char **argv) {
         printf("SKIP: no default model at %s (tools/get-default-model.sh)\n", argv[1]);
         return 77;
     }
+    g_model = argv[1];
     g_fixture = argv[2];
     sl_engine_options o;
     sl_engine_options_init(&o);
@@ -240,6 +303,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_json_object);
     TEST_RUN(test_choice_and_min_tokens);
     TEST_RUN(test_regex_and_gbnf);
+    TEST_RUN(test_preemption);
     TEST_RUN(test_errors);
     sl_engine_close(g_e);
     TEST_RUN(test_no_tokenizer);
