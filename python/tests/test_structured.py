@@ -5,11 +5,15 @@ membership -- with greedy and random sampling and several choices per prompt.
 A bad constraint raises ValueError with the engine's message."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import jsonschema
 import pytest
 
+from conftest import DEFAULT_MODEL
 from shardlm import GuidedDecodingParams, SamplingParams, StructuredOutputsParams
 
 PERSON = {
@@ -99,3 +103,34 @@ def test_bad_constraints(smol):
             smol.generate(["Hi"], SamplingParams(max_tokens=4, structured_outputs=g), use_tqdm=False)
     # the engine is unharmed
     assert smol.generate(["Hi"], SamplingParams(max_tokens=2), use_tqdm=False)[0].outputs[0].token_ids
+
+
+# The mask is applied where the sampling happens (rank 0): every layout gives one process's outputs.
+LAYOUT = """
+import json, sys
+from shardlm import LLM, SamplingParams, StructuredOutputsParams
+tp, pp, model, schema = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with LLM(model=model, tensor_parallel_size=tp, pipeline_parallel_size=pp, quiet=True, max_model_len=512,
+         kv_cache_memory="256M") as llm:
+    sp = SamplingParams(temperature=1.0, seed=5, n=2, max_tokens=120,
+                        structured_outputs=StructuredOutputsParams(json=schema))
+    out = llm.chat([{"role": "user", "content": "Describe a user of a web site as JSON."}], sp, use_tqdm=False)[0]
+print(json.dumps([c.text for c in out.outputs]))
+"""
+
+
+@pytest.mark.parametrize("tp, pp", [(2, 1), (1, 2)])
+def test_layouts_give_the_same_guided_outputs(smol, tp, pp):
+    exe = os.environ.get("SHARDLM_WORKER_EXE")
+    if not exe or not os.path.exists(exe):
+        pytest.skip("SHARDLM_WORKER_EXE (the shardlm executable that worker ranks run) is not set")
+    sp = SamplingParams(temperature=1.0, seed=5, n=2, max_tokens=120,
+                        structured_outputs=StructuredOutputsParams(json=PERSON))
+    one = smol.chat(chat("Describe a user of a web site as JSON."), sp, use_tqdm=False)[0]
+    run = subprocess.run([sys.executable, "-c", LAYOUT, str(tp), str(pp), DEFAULT_MODEL, json.dumps(PERSON)],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr
+    texts = json.loads(run.stdout)
+    for t in texts:
+        jsonschema.validate(json.loads(t), PERSON)
+    assert texts == [c.text for c in one.outputs]
