@@ -7,7 +7,8 @@
  * maxItems, enum, const, anyOf, allOf with one member, $ref to "#",
  * "#/$defs/x" or "#/definitions/x", string formats date, time, date-time,
  * email, uuid, pattern (regex.c, in JSON-string mode), minLength /
- * maxLength; annotations (title, description, default, examples, $schema,
+ * maxLength, minimum / maximum / exclusiveMinimum / exclusiveMaximum on
+ * integers (exact ranges, below) and minimum 0 on numbers; annotations (title, description, default, examples, $schema,
  * $id, $comment, deprecated, readOnly, writeOnly) are ignored. Any other
  * keyword is an SL_ENOTSUP error naming it and its place in the schema.
  *
@@ -24,6 +25,7 @@
  * before or after the top-level value. */
 #include "grammar/json_schema.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,7 +143,8 @@ static const char *const ANNOTATIONS[] = {"title", "description", "default", "ex
                                           "definitions", NULL};
 static const char *const KEYWORDS[] = {"type", "properties", "required", "additionalProperties", "items",
                                        "minItems", "maxItems", "enum", "const", "anyOf", "allOf", "$ref",
-                                       "format", "pattern", "minLength", "maxLength", NULL};
+                                       "format", "pattern", "minLength", "maxLength", "minimum", "maximum",
+                                       "exclusiveMinimum", "exclusiveMaximum", NULL};
 
 static int in_list(const char *const *list, const char *key) {
     for (; *list; list++)
@@ -404,10 +407,128 @@ static int compile_object(compiler *c, unsigned self, const json_t *s) {
     return compile_properties(c, self, props, required);
 }
 
+/* ---- numbers with bounds -----------------------------------------------------
+ *
+ * An integer range [lo, hi] becomes alternatives over decimal strings without
+ * leading zeros: "-" and the magnitudes of its negative part, and its
+ * non-negative part split by digit count; a range of one length is a digit
+ * class when its bounds differ only in the first digit's span, else the
+ * first digit of each bound followed by the rest of that bound's range and
+ * a class for the first digits strictly between. An unbounded side allows
+ * any longer number. */
+
+#define RANGE_LIMIT 1000000000000000000ll /* bounds beyond 1e18 are refused */
+
+/* The range of same-length digit strings lo..hi (n digits, lo <= hi). */
+static void emit_same_length(sl_gtext *o, const char *lo, const char *hi, int n) {
+    while (n > 0 && lo[0] == hi[0]) {
+        sl_gtext_printf(o, "\"%c\" ", lo[0]);
+        lo++, hi++, n--;
+    }
+    if (n == 0) return;
+    int lo_rest_min = 1, hi_rest_max = 1;
+    for (int i = 1; i < n; i++) lo_rest_min &= lo[i] == '0', hi_rest_max &= hi[i] == '9';
+    char zeros[24], nines[24];
+    memset(zeros, '0', sizeof zeros);
+    memset(nines, '9', sizeof nines);
+    int first = lo[0], last = hi[0], alts = 0;
+    sl_gtext_printf(o, "( ");
+    if (!lo_rest_min) {
+        sl_gtext_printf(o, "\"%c\" ", lo[0]);
+        emit_same_length(o, lo + 1, nines, n - 1);
+        first++, alts++;
+    }
+    if (first <= (hi_rest_max ? last : last - 1)) {
+        sl_gtext_printf(o, "%s[%c-%c]", alts++ ? "| " : "", first, hi_rest_max ? last : last - 1);
+        if (n > 1) sl_gtext_printf(o, " [0-9]{%d}", n - 1);
+        sl_gtext_printf(o, " ");
+    }
+    if (!hi_rest_max) {
+        sl_gtext_printf(o, "%s\"%c\" ", alts++ ? "| " : "", hi[0]);
+        emit_same_length(o, zeros, hi + 1, n - 1);
+    }
+    sl_gtext_printf(o, ") ");
+}
+
+/* Non-negative integers a..b (b < 0: no upper bound) as alternatives. */
+static void emit_nonneg_range(sl_gtext *o, long long a, long long b) {
+    char as[24], bs[24];
+    const int la = snprintf(as, sizeof as, "%lld", a), lb = b < 0 ? la : snprintf(bs, sizeof bs, "%lld", b);
+    long long pow = 1;
+    for (int i = 1; i < la; i++) pow *= 10;
+    for (int len = la; len <= lb; len++, pow *= 10) {
+        const long long lo = len == la ? a : pow, hi = b >= 0 && len == lb ? b : pow * 10 - 1;
+        char los[24], his[24];
+        snprintf(los, sizeof los, "%lld", lo);
+        snprintf(his, sizeof his, "%lld", hi);
+        sl_gtext_printf(o, "%s", len > la ? "| " : "");
+        emit_same_length(o, los, his, len);
+    }
+    if (b < 0) sl_gtext_printf(o, "| [1-9] [0-9]{%d,} ", la);
+}
+
+/* bound as an integer: the smallest integer >= it (ceil) or largest <= it; exclusive moves one further. */
+static int integer_bound(compiler *c, const json_t *s, const char *key, int upper, long long *out, int *has) {
+    const json_t *v = json_object_get(s, key);
+    if (!v) return 0;
+    if (!json_is_number(v)) {
+        char what[80];
+        snprintf(what, sizeof what, "%s must be a number", key);
+        return invalid(c, what);
+    }
+    const double d = json_number_value(v);
+    if (d > (double)RANGE_LIMIT || d < -(double)RANGE_LIMIT) {
+        char what[80];
+        snprintf(what, sizeof what, "%s beyond 1e18", key);
+        return unsupported(c, what);
+    }
+    const int exclusive = strncmp(key, "exclusive", 9) == 0;
+    long long b = upper ? (long long)floor(d) : (long long)ceil(d);
+    if (exclusive && (double)b == d) b += upper ? -1 : 1;
+    if (!*has || (upper ? b < *out : b > *out)) *out = b;
+    *has = 1;
+    return 0;
+}
+
+static int compile_integer(compiler *c, const json_t *s) {
+    long long lo = 0, hi = 0;
+    int has_lo = 0, has_hi = 0, rc;
+    if ((rc = integer_bound(c, s, "minimum", 0, &lo, &has_lo)) || (rc = integer_bound(c, s, "exclusiveMinimum", 0, &lo, &has_lo)) ||
+        (rc = integer_bound(c, s, "maximum", 1, &hi, &has_hi)) || (rc = integer_bound(c, s, "exclusiveMaximum", 1, &hi, &has_hi)))
+        return rc;
+    if (!has_lo && !has_hi) return sl_gtext_printf(&c->out, "json-int"), 0;
+    if (has_lo && has_hi && lo > hi) return invalid(c, "the integer bounds leave no value");
+    sl_gtext *o = &c->out;
+    int alts = 0;
+    if (!has_lo || lo < 0) { /* "-" then magnitudes max(1, -hi) .. -lo */
+        sl_gtext_printf(o, "\"-\" ( ");
+        emit_nonneg_range(o, has_hi && hi < 0 ? -hi : 1, has_lo ? -lo : -1);
+        sl_gtext_printf(o, ") ");
+        alts++;
+    }
+    if (!has_hi || hi >= 0) {
+        sl_gtext_printf(o, "%s( ", alts ? "| " : "");
+        emit_nonneg_range(o, has_lo && lo > 0 ? lo : 0, has_hi ? hi : -1);
+        sl_gtext_printf(o, ")");
+    }
+    return 0;
+}
+
+/* Numbers: bounds only as minimum 0 (no sign), the common "non-negative". */
+static int compile_number(compiler *c, const json_t *s) {
+    const json_t *min = json_object_get(s, "minimum");
+    if (json_object_get(s, "maximum") || json_object_get(s, "exclusiveMinimum") || json_object_get(s, "exclusiveMaximum") ||
+        (min && (!json_is_number(min) || json_number_value(min) != 0)))
+        return unsupported(c, "a bound on a number other than minimum 0");
+    if (!min) return sl_gtext_printf(&c->out, "json-number"), 0;
+    sl_gtext_printf(&c->out, "( \"0\" | [1-9] [0-9]* ) ( \".\" [0-9]+ )? ( [eE] [-+]? [0-9]+ )?");
+    return 0;
+}
+
 static int compile_type(compiler *c, unsigned self, const json_t *s, const char *type) {
     if (strcmp(type, "string") == 0) return compile_string(c, s);
-    if (strcmp(type, "integer") == 0) return sl_gtext_printf(&c->out, "json-int"), 0;
-    if (strcmp(type, "number") == 0) return sl_gtext_printf(&c->out, "json-number"), 0;
+    if (strcmp(type, "integer") == 0) return compile_integer(c, s);
+    if (strcmp(type, "number") == 0) return compile_number(c, s);
     if (strcmp(type, "boolean") == 0) return sl_gtext_printf(&c->out, "\"true\" | \"false\""), 0;
     if (strcmp(type, "null") == 0) return sl_gtext_printf(&c->out, "\"null\""), 0;
     if (strcmp(type, "array") == 0) return compile_array(c, s);
@@ -442,6 +563,9 @@ static int compile_untyped(compiler *c, unsigned self, const json_t *s) {
     if (json_object_get(s, "pattern") || json_object_get(s, "format") || json_object_get(s, "minLength") ||
         json_object_get(s, "maxLength"))
         return compile_string(c, s);
+    if (json_object_get(s, "minimum") || json_object_get(s, "maximum") || json_object_get(s, "exclusiveMinimum") ||
+        json_object_get(s, "exclusiveMaximum"))
+        return compile_number(c, s);
     sl_gtext_printf(&c->out, "json-value");
     return 0;
 }
