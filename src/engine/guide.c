@@ -6,8 +6,11 @@
  * schemas, and a compile costs far more than a scan. A miss compiles
  * outside the lock, so a long schema never holds up other submitters.
  *
- * The worker is one thread, started with the first mask: it fills a step's
- * masks while the engine thread waits for the step's forward pass. */
+ * Each grammar carries a mask cache (grammar/matcher.h): the tokens each
+ * grammar position takes or refuses on its own, so a step's mask walks only
+ * the few tokens that depend on what follows. The worker is one thread,
+ * started with the first mask: it fills a step's masks while the engine
+ * thread waits for the step's forward pass. */
 #include "engine/guide.h"
 
 #include <jansson.h>
@@ -21,11 +24,13 @@
 #define GUIDE_CACHE_UNUSED 32        /* grammars kept with no request holding them */
 #define GUIDE_MAX_TOKEN_BYTES 1024   /* longer tokens are never allowed by a grammar */
 #define GUIDE_MAX_EOS 16
+#define GUIDE_MASK_CACHE_BYTES (16u << 20) /* per grammar: its cached masks (typically KiBs) stop growing here */
 
 struct sl_guide_grammar {
     char *key;
     size_t key_len;
     sl_grammar *g;
+    sl_mask_cache *masks;            /* token sets per grammar position, shared by its requests */
     int refs;
     uint64_t last_used;
     struct sl_guide_grammar *next;
@@ -100,6 +105,7 @@ int sl_guides_create(const sl_tokenizer *tok, const int32_t *eos_ids, int n_eos,
 }
 
 static void grammar_free(sl_guide_grammar *gg) {
+    sl_mask_cache_free(gg->masks);
     sl_grammar_free(gg->g);
     free(gg->key);
     free(gg);
@@ -247,7 +253,10 @@ int sl_guides_compile(sl_guides *gs, const sl_guide *spec, sl_guide_grammar **ou
         return rc;
     }
     sl_grammar *g = NULL;
-    if ((rc = compile(spec, &g, err))) {
+    sl_mask_cache *masks = NULL;
+    if (!(rc = compile(spec, &g, err))) rc = sl_mask_cache_create(g, gs->trie, GUIDE_MASK_CACHE_BYTES, &masks, err);
+    if (rc) {
+        sl_grammar_free(g);
         if (strncmp(err->msg, "structured output", 17)) {
             char msg[SL_ERR_MSG_MAX];
             snprintf(msg, sizeof msg, "%s", err->msg);
@@ -260,16 +269,18 @@ int sl_guides_compile(sl_guides *gs, const sl_guide *spec, sl_guide_grammar **ou
     if (!(gg = cache_take(gs, key, len))) { /* nobody compiled it meanwhile */
         gg = calloc(1, sizeof *gg);
         if (gg) {
-            *gg = (sl_guide_grammar){.key = key, .key_len = len, .g = g, .refs = 1, .last_used = ++gs->clock,
-                                     .next = gs->cache};
+            *gg = (sl_guide_grammar){.key = key, .key_len = len, .g = g, .masks = masks, .refs = 1,
+                                     .last_used = ++gs->clock, .next = gs->cache};
             gs->cache = gg;
             key = NULL;
             g = NULL;
+            masks = NULL;
         } else {
             rc = sl_err_set(err, SL_ENOMEM, "out of memory");
         }
     }
     pthread_mutex_unlock(&gs->mu);
+    sl_mask_cache_free(masks);
     sl_grammar_free(g);
     free(key);
     *out = gg;
@@ -290,6 +301,7 @@ int sl_guide_state_init(sl_guides *gs, sl_guide_grammar *gg, sl_guide_state *st,
     memset(st, 0, sizeof *st);
     int rc = sl_matcher_create(gg->g, 0, &st->matcher, err);
     if (rc) return rc;
+    st->masks = gg->masks;
     if (!(st->mask = calloc(((size_t)gs->trie->n_tokens + 31) / 32, sizeof *st->mask)))
         return sl_err_set(err, SL_ENOMEM, "out of memory");
     return SL_OK;
@@ -335,7 +347,7 @@ static void *mask_worker(void *arg) {
         pthread_mutex_unlock(&gs->wmu);
         for (int i = 0; i < gs->n_jobs; i++) {
             sl_guide_state *st = gs->jobs[i];
-            st->mask_rc = sl_matcher_fill_mask(st->matcher, gs->trie, st->mask, NULL);
+            st->mask_rc = sl_matcher_fill_mask_cached(st->matcher, st->masks, st->mask, NULL);
         }
         pthread_mutex_lock(&gs->wmu);
         gs->busy = false;

@@ -32,6 +32,7 @@ typedef struct sl_guide_grammar sl_guide_grammar;
 /* One choice's grammar state and the mask of its next token. */
 typedef struct sl_guide_state {
     sl_matcher *matcher;
+    sl_mask_cache *masks; /* its grammar's (borrowed) */
     uint32_t *mask;      /* [ceil(vocab / 32)] bits of allowed ids */
     int mask_rc;         /* the worker's result for this step's mask */
 } sl_guide_state;

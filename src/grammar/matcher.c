@@ -19,9 +19,15 @@
  * it. fill_mask walks the token trie in preorder: a node whose byte is not
  * allowed skips its subtree; a token is allowed when every byte on its path
  * was; a node with children pushes its byte to get the next allowed set,
- * and leaves need no push at all. A per-state cache of context-independent
- * tokens (XGrammar's idea) would plug in at the top of fill_mask. */
+ * and leaves need no push at all.
+ *
+ * For the mask cache (mask_cache.c, matcher_internal.h) the walk can visit
+ * only the subtrees holding chosen tokens, and can report the tokens refused
+ * after a prefix at which a rule begun at set 0 completed; a waiting item's
+ * chain of parents is read off the sets, and a matcher can be seeded with
+ * just that chain. */
 #include "grammar/matcher.h"
+#include "grammar/matcher_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +50,8 @@ struct sl_matcher {
     uint32_t epoch;       /* of the set being built */
     sl_gclass *allowed;   /* fill_mask scratch: allowed bytes per trie depth */
     uint32_t cap_allowed;
+    uint32_t *scratch;    /* sl__matcher_scratch */
+    uint32_t cap_scratch;
     sl_err *err;          /* where add() reports, during one public call */
 };
 
@@ -170,13 +178,13 @@ static int push_byte(sl_matcher *m, uint8_t b) {
 
 /* ---- public operations ---------------------------------------------------- */
 
-int sl_matcher_create(const sl_grammar *g, uint32_t max_items, sl_matcher **out, sl_err *err) {
+/* A matcher with no sets yet. */
+static int matcher_alloc(const sl_grammar *g, uint32_t max_items, sl_matcher **out, sl_err *err) {
     *out = NULL;
     if (!g->finalized) return sl_err_set(err, SL_EINVAL, "grammar matcher: the grammar is not finalized");
     sl_matcher *m = calloc(1, sizeof *m);
     if (!m) return sl_err_set(err, SL_ENOMEM, "grammar matcher: out of memory");
     m->g = g;
-    m->err = err;
     m->max_items = max_items ? max_items : SL_MATCHER_DEFAULT_MAX_ITEMS;
     m->cap_items = m->max_items < 1024 ? m->max_items : 1024;
     m->cap_sets = 256;
@@ -185,9 +193,20 @@ int sl_matcher_create(const sl_grammar *g, uint32_t max_items, sl_matcher **out,
     m->dot_stamp = calloc(g->n_elems ? g->n_elems : 1, sizeof *m->dot_stamp);
     m->dot_head = calloc(g->n_elems ? g->n_elems : 1, sizeof *m->dot_head);
     m->rule_stamp = calloc(g->n_rules ? g->n_rules : 1, sizeof *m->rule_stamp);
-    int rc = m->items && m->sets && m->dot_stamp && m->dot_head && m->rule_stamp
-                 ? open_set(m)
-                 : sl_err_set(err, SL_ENOMEM, "grammar matcher: out of memory");
+    if (!m->items || !m->sets || !m->dot_stamp || !m->dot_head || !m->rule_stamp) {
+        sl_matcher_free(m);
+        return sl_err_set(err, SL_ENOMEM, "grammar matcher: out of memory");
+    }
+    *out = m;
+    return 0;
+}
+
+int sl_matcher_create(const sl_grammar *g, uint32_t max_items, sl_matcher **out, sl_err *err) {
+    sl_matcher *m;
+    int rc = matcher_alloc(g, max_items, &m, err);
+    if (rc) return rc;
+    m->err = err;
+    rc = open_set(m);
     if (!rc) rc = predict(m, g->root, 0);
     if (!rc) rc = close_set(m, 0);
     m->err = NULL;
@@ -207,6 +226,7 @@ void sl_matcher_free(sl_matcher *m) {
     free(m->dot_head);
     free(m->rule_stamp);
     free(m->allowed);
+    free(m->scratch);
     free(m);
 }
 
@@ -298,15 +318,56 @@ static void mark_tokens(const sl_token_trie *t, const sl_trie_node *nd, uint32_t
     }
 }
 
-/* The trie walk (see the top comment); the state is back at base after. */
-static int walk_trie(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask) {
-    uint32_t base = m->n_sets; /* sets before the walk */
+/* The trie positions of node i's subtree are [tok_first, subtree_end). */
+static uint32_t subtree_end(const sl_token_trie *t, uint32_t i) {
+    uint32_t s = t->nodes[i].skip;
+    return s < t->n_nodes ? t->nodes[s].tok_first : t->n_ids;
+}
+
+static uint32_t next_set_bit(const uint32_t *w, uint32_t from, uint32_t n_bits) {
+    if (from >= n_bits) return n_bits;
+    uint32_t k = from >> 5, n_words = (n_bits + 31) / 32, bits = w[k] & (~0u << (from & 31));
+    while (!bits) {
+        if (++k == n_words) return n_bits;
+        bits = w[k];
+    }
+    return (k << 5) + (uint32_t)__builtin_ctz(bits);
+}
+
+static void set_range(uint32_t *w, uint32_t from, uint32_t to) {
+    for (uint32_t b = from; b < to; b++) w[b >> 5] |= 1u << (b & 31);
+}
+
+/* Whether node i's subtree holds a position set in only. *next is the first
+ * set position at or after the previous node asked about; preorder only moves
+ * forward, so a whole walk scans the bitset once. */
+static bool subtree_wanted(const sl_token_trie *t, const uint32_t *only, uint32_t i, uint32_t *next) {
+    if (*next < t->nodes[i].tok_first) *next = next_set_bit(only, t->nodes[i].tok_first, t->n_ids);
+    return *next < subtree_end(t, i);
+}
+
+/* An item of the newest set completes a rule begun at set 0. */
+static bool top_completes(const sl_matcher *m) {
+    for (uint32_t i = m->sets[m->n_sets - 1]; i < m->n_items; i++)
+        if (m->items[i].origin == 0 && m->g->elems[m->items[i].dot].kind == SL_GELEM_END) return true;
+    return false;
+}
+
+/* The trie walk (see the top comment and sl__matcher_walk); the state is
+ * back at base after. `crossed` is the depth after which the top completed
+ * on the current path. */
+static int walk_trie(sl_matcher *m, const sl_token_trie *t, const uint32_t *only, uint32_t *bitmask,
+                     uint32_t *uncertain) {
+    uint32_t base = m->n_sets, next = only ? next_set_bit(only, 0, t->n_ids) : 0, crossed = UINT32_MAX;
     int rc = 0;
     sl_matcher_next_bytes(m, &m->allowed[0]);
     for (uint32_t i = 1; i < t->n_nodes;) {
         const sl_trie_node *nd = &t->nodes[i];
         if (m->n_sets > base + nd->depth - 1) truncate_sets(m, base + nd->depth - 1);
-        if (!sl_gclass_has(&m->allowed[nd->depth - 1], nd->byte)) {
+        if (crossed >= nd->depth) crossed = UINT32_MAX;
+        bool take = sl_gclass_has(&m->allowed[nd->depth - 1], nd->byte);
+        if (!take && uncertain && crossed != UINT32_MAX) set_range(uncertain, nd->tok_first, subtree_end(t, i));
+        if (!take || (only && !subtree_wanted(t, only, i, &next))) {
             i = nd->skip;
             continue;
         }
@@ -315,6 +376,7 @@ static int walk_trie(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask) {
             rc = push_byte(m, nd->byte);
             if (rc < 0) break;
             sl_matcher_next_bytes(m, &m->allowed[nd->depth]);
+            if (uncertain && crossed == UINT32_MAX && top_completes(m)) crossed = nd->depth;
         }
         i++;
     }
@@ -322,13 +384,113 @@ static int walk_trie(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask) {
     return rc < 0 ? rc : 0;
 }
 
-int sl_matcher_fill_mask(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask, sl_err *err) {
-    m->err = err;
+void sl__matcher_mask_begin(const sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask) {
     memset(bitmask, 0, ((t->n_tokens + 31) / 32) * sizeof *bitmask);
     if (sl_matcher_is_accepting(m))
         for (uint32_t i = 0; i < t->n_eos; i++) bitmask[t->eos_ids[i] >> 5] |= 1u << (t->eos_ids[i] & 31);
+}
+
+int sl__matcher_walk(sl_matcher *m, const sl_token_trie *t, const uint32_t *only, uint32_t *bitmask,
+                     uint32_t *uncertain, sl_err *err) {
+    m->err = err;
     int rc = ensure_allowed(m, t->max_depth);
-    if (!rc) rc = walk_trie(m, t, bitmask);
+    if (!rc) rc = walk_trie(m, t, only, bitmask, uncertain);
     m->err = NULL;
     return rc;
+}
+
+int sl_matcher_fill_mask(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask, sl_err *err) {
+    sl__matcher_mask_begin(m, t, bitmask);
+    return sl__matcher_walk(m, t, NULL, bitmask, NULL, err);
+}
+
+uint32_t *sl__matcher_scratch(sl_matcher *m, uint32_t n_words, sl_err *err) {
+    if (n_words > m->cap_scratch) {
+        uint32_t *p = realloc(m->scratch, (size_t)n_words * sizeof *p);
+        if (!p) {
+            sl_err_set(err, SL_ENOMEM, "grammar matcher: out of memory for mask scratch");
+            return NULL;
+        }
+        m->scratch = p;
+        m->cap_scratch = n_words;
+    }
+    if (n_words) memset(m->scratch, 0, (size_t)n_words * sizeof *m->scratch);
+    return m->scratch;
+}
+
+/* ---- chains (for the mask cache) ------------------------------------------- */
+
+const sl_grammar *sl__matcher_grammar(const sl_matcher *m) { return m->g; }
+
+/* The item at dot waits on rule: is it rule's own left recursion (an
+ * alternative of rule that begins with rule)? Predicting rule adds those. */
+static bool left_recursion(const sl_grammar *g, const uint32_t *rule_of, uint32_t dot, uint32_t rule) {
+    return rule_of[dot] == rule && (dot == 0 || g->elems[dot - 1].kind == SL_GELEM_END);
+}
+
+/* The one item of set k that waits on rule, left recursion aside; NO_ITEM
+ * when there is none or more than one. */
+static uint32_t sole_parent(const sl_matcher *m, const uint32_t *rule_of, uint32_t rule, uint32_t k) {
+    uint32_t found = NO_ITEM;
+    for (uint32_t i = m->sets[k], end = set_end(m, k); i < end; i++) {
+        uint32_t dot = m->items[i].dot;
+        sl_gelem e = m->g->elems[dot];
+        if (e.kind != SL_GELEM_RULE || e.value != rule || left_recursion(m->g, rule_of, dot, rule)) continue;
+        if (found != NO_ITEM) return NO_ITEM;
+        found = i;
+    }
+    return found;
+}
+
+bool sl__matcher_next_chain(const sl_matcher *m, const uint32_t *rule_of, uint32_t *cursor,
+                            uint32_t chain[SL__CHAIN_MAX], uint32_t *n_chain) {
+    uint32_t k = m->n_sets - 1, i = m->sets[k] + *cursor, end = set_end(m, k);
+    while (i < end && m->g->elems[m->items[i].dot].kind != SL_GELEM_CLASS) i++;
+    if (i >= end) return false;
+    *cursor = i + 1 - m->sets[k];
+    item it = m->items[i];
+    uint32_t n = 0;
+    chain[n++] = it.dot;
+    for (uint32_t p; n < SL__CHAIN_MAX && (p = sole_parent(m, rule_of, rule_of[it.dot], it.origin)) != NO_ITEM;) {
+        it = m->items[p];
+        chain[n++] = it.dot;
+    }
+    *n_chain = n;
+    return true;
+}
+
+/* Set k gets rule's left recursion: its alternatives that begin with rule. */
+static int add_left_recursion(sl_matcher *m, uint32_t rule, uint32_t k) {
+    const sl_grule *r = &m->g->rules[rule];
+    for (uint32_t a = 0; a < r->n_alts; a++) {
+        uint32_t dot = m->g->alts[r->first_alt + a].first_elem;
+        sl_gelem e = m->g->elems[dot];
+        int rc = e.kind == SL_GELEM_RULE && e.value == rule ? add(m, dot, k) : 0;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Set j < n holds the parent chain[n - j] (begun at set j - 1; none in set 0)
+ * and the left recursion of the rule it waits on; set n holds chain[0].
+ * Nothing else: rules complete into exactly the chain, and the top's
+ * completion has nothing to move in set 0 but its own left recursion. */
+int sl__matcher_create_chain(const sl_grammar *g, const uint32_t *rule_of, const uint32_t *chain, uint32_t n_chain,
+                             sl_matcher **out, sl_err *err) {
+    sl_matcher *m;
+    int rc = matcher_alloc(g, 0, &m, err);
+    if (rc) return rc;
+    m->err = err;
+    for (uint32_t j = 0; !rc && j <= n_chain; j++) {
+        rc = open_set(m);
+        if (!rc && j > 0) rc = add(m, chain[n_chain - j], j - 1);
+        if (!rc && j < n_chain) rc = add_left_recursion(m, rule_of[chain[n_chain - 1 - j]], j);
+    }
+    m->err = NULL;
+    if (rc) {
+        sl_matcher_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
 }

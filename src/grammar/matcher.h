@@ -2,7 +2,9 @@
  *
  * An Earley recognizer over bytes: one item set per byte accepted, kept for
  * rollback. accept/rollback/copy move the state; fill_mask walks a token
- * trie to say which token ids may come next.
+ * trie to say which token ids may come next; fill_mask_cached gives the same
+ * mask from a cache of per-position token sets (one per grammar and
+ * vocabulary, shared by its matchers): what the engine calls every step.
  *
  * Memory: at most max_items Earley items (12 bytes each) over the whole
  * sequence plus one set start (4 bytes) per byte accepted; an operation that
@@ -52,5 +54,27 @@ size_t sl_matcher_next_classes(const sl_matcher *m, sl_gclass *out, size_t max);
  * set for every token whose bytes the grammar can take next, and for the
  * trie's EOS ids when the state is accepting. The state is unchanged. */
 int sl_matcher_fill_mask(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmask, sl_err *err);
+
+/* ---- cached masks (mask_cache.c) ----
+ * A mask cache belongs to one grammar and one trie, both of which must
+ * outlive it; any number of that grammar's matchers, on any threads, may
+ * fill masks from it. It takes 4 bytes per grammar element, then grows by an
+ * entry at the first use of each grammar position in its context (one trie
+ * walk, about the cost of a plain mask) up to max_bytes; past that it stops
+ * growing and states that need a missing entry get the plain walk. A matcher
+ * filling from it keeps a bitset of the trie's tokens as scratch. */
+typedef struct sl_mask_cache sl_mask_cache;
+
+#define SL_MASK_CACHE_DEFAULT_BYTES ((size_t)64 << 20)
+
+/* max_bytes 0 picks the default. */
+int sl_mask_cache_create(const sl_grammar *g, const sl_token_trie *t, size_t max_bytes, sl_mask_cache **out,
+                         sl_err *err);
+void sl_mask_cache_free(sl_mask_cache *c);
+/* Entries held, bytes they take, and whether an entry was refused for lack of room. */
+void sl_mask_cache_usage(sl_mask_cache *c, uint32_t *n_entries, size_t *n_bytes, bool *full);
+/* The mask sl_matcher_fill_mask(m, c's trie, ...) gives, bit for bit; m's
+ * grammar must be c's (else SL_EINVAL). The state is unchanged. */
+int sl_matcher_fill_mask_cached(sl_matcher *m, sl_mask_cache *c, uint32_t *bitmask, sl_err *err);
 
 #endif

@@ -1,5 +1,5 @@
 /* grammar_test_util.h -- helpers the grammar tests and driver share:
- * a seeded RNG, random walks through a matcher, token vocabularies (a
+ * a seeded RNG, random walks and states of a matcher, token vocabularies (a
  * synthetic one, and a real tokenizer's raw token bytes), and the
  * brute-force mask every fill_mask result is checked against. */
 #ifndef SL_TEST_GRAMMAR_UTIL_H
@@ -53,6 +53,20 @@ static inline int random_walk(sl_matcher *m, uint64_t *rng, size_t max_len, doub
         out[(*n_out)++] = b;
     }
     return sl_matcher_is_accepting(m);
+}
+
+/* A random point of a random output: from the start, walks (random_walk,
+ * ending with probability p_stop per step once accepting) and rolls back a
+ * random number of the bytes walked; *n_out is the bytes kept. */
+static inline int random_state(sl_matcher *m, uint64_t *rng, size_t max_len, double p_stop, uint8_t *out,
+                               size_t *n_out) {
+    sl_matcher_rollback(m, sl_matcher_len(m));
+    *n_out = 0;
+    int rc = random_walk(m, rng, max_len, p_stop, out, n_out);
+    size_t back = rng_below(rng, (uint32_t)*n_out + 1);
+    sl_matcher_rollback(m, back);
+    *n_out -= back;
+    return rc;
 }
 
 /* ---- vocabularies ------------------------------------------------------ */

@@ -1,7 +1,10 @@
 /* test_grammar.c -- the grammar engine: GBNF parsing and its errors, the
- * matcher on JSON / arithmetic / choice / regex / JSON-schema grammars, and
- * fill_mask against brute force on a synthetic vocabulary over random
- * states; random GBNF texts, schemas and bytes must not crash. */
+ * matcher on JSON / arithmetic / choice / regex / JSON-schema grammars,
+ * fill_mask (plain and cached) against brute force on a synthetic vocabulary
+ * over random states, the cached mask against the plain walk on many states
+ * of eight grammars (a full cache, two threads sharing one); random GBNF
+ * texts, schemas and bytes must not crash. */
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -44,6 +47,7 @@ static void schema_error(const char *json, const char *needle) {
     CHECK(sl_grammar_from_json_schema(s, &g, &err) != 0);
     CHECK(g == NULL);
     CHECK_CONTAINS(err.msg, needle);
+    sl_grammar_free(g);
     json_decref(s);
 }
 
@@ -217,7 +221,7 @@ static void test_schema_match(void) {
 }
 
 static void test_schema_errors(void) {
-    schema_error("{\"type\":\"integer\",\"minimum\":3}", "the keyword 'minimum' at '#' is not supported");
+    schema_error("{\"type\":\"integer\",\"multipleOf\":3}", "the keyword 'multipleOf' at '#' is not supported");
     schema_error("{\"properties\":{\"a\":{\"oneOf\":[{}]}}}", "'oneOf' at '#/properties/a'");
     schema_error("{\"type\":\"string\",\"format\":\"uri\"}", "the string format 'uri'");
     schema_error("{\"$ref\":\"#/$defs/missing\"}", "$ref '#/$defs/missing'");
@@ -236,13 +240,15 @@ static const char *const MASK_GRAMMARS[] = {
     "root ::= \"a\" ( \"b\" | \"\\u4e2d\" )* [^a]? \"\\n\"?\n",
 };
 
-/* Masks from random states of g equal brute force. */
+/* Masks from random states of g equal brute force, plain and cached. */
 static void check_masks(const sl_grammar *g, const vocab *v, const sl_token_trie *t, int n_states, uint64_t seed) {
     sl_matcher *m, *scratch;
+    sl_mask_cache *cache;
     CHECK_EQ_INT(sl_matcher_create(g, 0, &m, NULL), 0);
     CHECK_EQ_INT(sl_matcher_create(g, 0, &scratch, NULL), 0);
+    CHECK_EQ_INT(sl_mask_cache_create(g, t, 0, &cache, NULL), 0);
     uint32_t words = (v->n + 31) / 32;
-    uint32_t *mask = calloc(words, 4), *want = calloc(words, 4);
+    uint32_t *mask = calloc(words, 4), *want = calloc(words, 4), *cached = calloc(words, 4);
     uint64_t rng = seed;
     uint8_t buf[4096];
     size_t total_bytes = 0, total_allowed = 0;
@@ -252,7 +258,10 @@ static void check_masks(const sl_grammar *g, const vocab *v, const sl_token_trie
         CHECK(random_walk(m, &rng, rng_below(&rng, 200), 0.02, buf, &n) >= 0);
         CHECK_EQ_INT(sl_matcher_fill_mask(m, t, mask, NULL), 0);
         CHECK_EQ_INT(sl_matcher_len(m), n); /* the walk left the state alone */
+        CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, cached, NULL), 0);
+        CHECK_EQ_INT(sl_matcher_len(m), n);
         brute_mask(m, scratch, v, want);
+        CHECK(memcmp(cached, want, words * 4) == 0);
         total_bytes += n;
         for (uint32_t id = 0; id < v->n; id++) total_allowed += (want[id >> 5] >> (id & 31)) & 1;
         int diff = memcmp(mask, want, words * 4) != 0;
@@ -270,6 +279,8 @@ static void check_masks(const sl_grammar *g, const vocab *v, const sl_token_trie
     CHECK(total_allowed > 0);
     free(mask);
     free(want);
+    free(cached);
+    sl_mask_cache_free(cache);
     sl_matcher_free(m);
     sl_matcher_free(scratch);
 }
@@ -291,6 +302,149 @@ static void test_masks_synthetic(void) {
     g = schema("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"n\":{\"type\":\"array\","
                "\"items\":{\"type\":\"number\"}},\"e\":{\"enum\":[\"x\",\"é\",null]}},\"required\":[\"name\"]}");
     check_masks(g, &v, t, 60, 4);
+    sl_grammar_free(g);
+    sl_token_trie_free(t);
+    vocab_free(&v);
+}
+
+/* ---- cached masks vs the plain walk ------------------------------------------ */
+
+/* Grammars for the cached masks: JSON schema (string lengths, a pattern, a
+ * format, an integer range, nesting, recursion through $ref), json_object, regexes, choices,
+ * GBNF with nested, left-, right- and middle-recursive, nullable, shared and
+ * ambiguous rules. */
+static sl_grammar *cached_grammar(int i) {
+    static const char *const schemas[] = {
+        "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"minLength\":2,\"maxLength\":6},"
+        "\"zip\":{\"type\":\"string\",\"pattern\":\"^[0-9]{3}(-[a-z]+)?$\"},\"when\":{\"type\":\"string\","
+        "\"format\":\"date\"},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"maxItems\":3},"
+        "\"n\":{\"type\":[\"number\",\"null\"]},\"age\":{\"type\":\"integer\",\"minimum\":-5,\"maximum\":1200},\"e\":{\"enum\":[\"x\",\"é\",null,1]}},\"required\":[\"name\"]}",
+        "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"string\"},"
+        "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}}},\"required\":[\"v\"]}},"
+        "\"anyOf\":[{\"$ref\":\"#/$defs/node\"},{\"type\":\"string\",\"maxLength\":3}]}",
+    };
+    static const char *const regexes[] = {"[A-Z][a-z]{1,8}( [a-z]+)*\\.", "(ab|a)*b?[^ab\\n]{0,3}(\\d+|x)"};
+    static const char *const gbnfs[] = {
+        "root ::= stmt+\nstmt ::= ident ws \"=\" ws expr \";\" \"\\n\"?\n"
+        "expr ::= term ( ws [-+] ws term )*\nterm ::= ident | [0-9]+ | \"(\" expr \")\" | str\n"
+        "str ::= \"'\" [^'\\n]* \"'\"\nident ::= [a-z_] [a-z_0-9]*\nws ::= \" \"?\n",
+        "root ::= list \"!\"?\nlist ::= list \",\" item | item\nitem ::= \"[\" inner \"]\" | word\n"
+        "inner ::= | item inner\nword ::= [a-z]+ | [a-c]+ [x-z]* | \"\\u00e9\"+\n",
+    };
+    static const char *const choices[] = {"yes", "no", "maybe \"so\"", "y"};
+    sl_grammar *g = NULL;
+    if (i < 2) g = schema(schemas[i]);
+    else if (i == 2) sl_grammar_json_object(&g, NULL);
+    else if (i < 5) sl_grammar_from_regex(regexes[i - 3], strlen(regexes[i - 3]), &g, NULL);
+    else if (i < 7) g = gbnf(gbnfs[i - 5]);
+    else sl_grammar_from_choices(choices, 4, &g, NULL);
+    return g;
+}
+#define N_CACHED_GRAMMARS 8
+
+/* n_states random states of g: the cached mask equals the plain walk; two
+ * matchers share the cache, and each state is asked twice (built, then warm).
+ * Returns the number of mismatches. */
+static int cached_vs_plain(const sl_grammar *g, const sl_token_trie *t, sl_mask_cache *cache, int n_states,
+                           uint64_t seed) {
+    sl_matcher *m[2];
+    if (sl_matcher_create(g, 0, &m[0], NULL) || sl_matcher_create(g, 0, &m[1], NULL)) return -1;
+    uint32_t words = (t->n_tokens + 31) / 32;
+    uint32_t *want = calloc(words, 4), *got = calloc(words, 4);
+    uint64_t rng = seed;
+    uint8_t buf[4096];
+    int bad = 0;
+    for (int s = 0; s < n_states; s++) {
+        sl_matcher *mm = m[s & 1];
+        size_t n;
+        if (random_state(mm, &rng, 300, 0.02, buf, &n) < 0) bad++;
+        if (sl_matcher_fill_mask(mm, t, want, NULL)) bad++;
+        for (int r = 0; r < 2; r++) {
+            if (sl_matcher_fill_mask_cached(mm, cache, got, NULL) || sl_matcher_len(mm) != n) bad++;
+            else if (memcmp(got, want, words * 4) != 0) {
+                if (!bad) fprintf(stderr, "  state %d (%zu bytes '%.*s'): cached mask differs\n", s, n, (int)n, buf);
+                bad++;
+            }
+        }
+    }
+    free(want);
+    free(got);
+    sl_matcher_free(m[0]);
+    sl_matcher_free(m[1]);
+    return bad;
+}
+
+static void test_masks_cached(void) {
+    vocab v;
+    vocab_synthetic(&v, 3000, 11);
+    sl_token_trie *t;
+    CHECK_EQ_INT(sl_token_trie_create(v.tok, v.n, &v.eos, 1, &t, NULL), 0);
+    for (int i = 0; i < N_CACHED_GRAMMARS; i++) {
+        sl_grammar *g = cached_grammar(i);
+        CHECK(g != NULL);
+        if (!g) continue;
+        sl_mask_cache *cache, *tiny;
+        CHECK_EQ_INT(sl_mask_cache_create(g, t, 0, &cache, NULL), 0);
+        CHECK_EQ_INT(sl_mask_cache_create(g, t, 4096, &tiny, NULL), 0); /* fills up: the plain walk after */
+        CHECK_EQ_INT(cached_vs_plain(g, t, cache, 300, 500 + i), 0);
+        CHECK_EQ_INT(cached_vs_plain(g, t, tiny, 100, 600 + i), 0);
+        uint32_t n_entries;
+        size_t n_bytes;
+        bool full;
+        sl_mask_cache_usage(cache, &n_entries, &n_bytes, &full);
+        fprintf(stderr, "  grammar %d: %u entries, %zu bytes\n", i, n_entries, n_bytes);
+        CHECK(n_entries > 0 && !full);
+        sl_mask_cache_usage(tiny, &n_entries, &n_bytes, &full);
+        CHECK(n_bytes <= 4096);
+        sl_mask_cache_free(cache);
+        sl_mask_cache_free(tiny);
+        sl_grammar_free(g);
+    }
+    sl_token_trie_free(t);
+    vocab_free(&v);
+}
+
+typedef struct cached_job {
+    const sl_grammar *g;
+    const sl_token_trie *t;
+    sl_mask_cache *cache;
+    uint64_t seed;
+    int bad;
+} cached_job;
+
+static void *cached_thread(void *arg) {
+    cached_job *j = arg;
+    j->bad = cached_vs_plain(j->g, j->t, j->cache, 150, j->seed);
+    return NULL;
+}
+
+/* Matchers on two threads fill masks from one cache while it grows. */
+static void test_masks_cached_threads(void) {
+    vocab v;
+    vocab_synthetic(&v, 3000, 12);
+    sl_token_trie *t;
+    CHECK_EQ_INT(sl_token_trie_create(v.tok, v.n, &v.eos, 1, &t, NULL), 0);
+    sl_grammar *g = cached_grammar(2);
+    sl_mask_cache *cache;
+    CHECK_EQ_INT(sl_mask_cache_create(g, t, 0, &cache, NULL), 0);
+    cached_job jobs[2] = {{g, t, cache, 1, 0}, {g, t, cache, 2, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) CHECK_EQ_INT(pthread_create(&th[i], NULL, cached_thread, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    CHECK_EQ_INT(jobs[0].bad, 0);
+    CHECK_EQ_INT(jobs[1].bad, 0);
+    /* A matcher of another grammar is refused. */
+    sl_grammar *other = cached_grammar(3);
+    sl_matcher *m;
+    sl_err err = {0};
+    uint32_t *mask = calloc((v.n + 31) / 32, 4);
+    CHECK_EQ_INT(sl_matcher_create(other, 0, &m, NULL), 0);
+    CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, mask, &err), SL_EINVAL);
+    CHECK_CONTAINS(err.msg, "not the cache's");
+    free(mask);
+    sl_matcher_free(m);
+    sl_grammar_free(other);
+    sl_mask_cache_free(cache);
     sl_grammar_free(g);
     sl_token_trie_free(t);
     vocab_free(&v);
@@ -399,6 +553,8 @@ int main(void) {
     TEST_RUN(test_schema_errors);
     TEST_RUN(test_state_ops);
     TEST_RUN(test_masks_synthetic);
+    TEST_RUN(test_masks_cached);
+    TEST_RUN(test_masks_cached_threads);
     TEST_RUN(test_random_inputs);
     TEST_EXIT();
 }

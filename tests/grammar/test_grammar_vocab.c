@@ -1,6 +1,8 @@
 /* test_grammar_vocab.c -- masks on a real vocabulary (argv[1]: a byte-level
- * tokenizer.json, the default model's when present) against brute force, at
- * random states of a JSON-schema grammar, and the time per mask.
+ * tokenizer.json, the default model's when present): the plain walk and the
+ * cached mask against brute force at states of a JSON-schema grammar, the
+ * cached mask against the plain walk at random states of four grammars, and
+ * the time of each (the cached one warm and at first use).
  *
  * The token bytes come from the tokenizer's token strings through the GPT-2
  * byte<->char table (vocab_from_tokenizer); exits 77 (skip) when the file is
@@ -24,24 +26,45 @@ static const char SCHEMA[] =
     "\"role\":{\"enum\":[\"admin\",\"user\",\"guest\"]}},"
     "\"required\":[\"name\",\"age\",\"role\"],\"additionalProperties\":false}";
 
+static double now_us(void) { return sl_now_s() * 1e6; }
+
+static uint32_t count_bits(const uint32_t *mask, uint32_t n) {
+    uint32_t k = 0;
+    for (uint32_t id = 0; id < n; id++) k += (mask[id >> 5] >> (id & 31)) & 1;
+    return k;
+}
+
+static void print_usage(sl_mask_cache *c) {
+    uint32_t n_entries;
+    size_t n_bytes;
+    bool full;
+    sl_mask_cache_usage(c, &n_entries, &n_bytes, &full);
+    fprintf(stderr, "  mask cache: %u entries, %.0f KiB%s\n", n_entries, n_bytes / 1024.0, full ? " (full)" : "");
+}
+
+/* Ten states of SCHEMA (two inside a string, eight random): the plain walk
+ * against brute force, then the cached mask against it -- first use (which
+ * builds the entries the state needs) and warm. */
 static void test_vocab_masks(void) {
     const vocab *v = &g_vocab;
-    double t0 = sl_now_s() * 1e6;
+    double t0 = now_us();
     sl_token_trie *t;
     CHECK_EQ_INT(sl_token_trie_create(v->tok, v->n, &v->eos, 1, &t, NULL), 0);
-    fprintf(stderr, "trie: %u tokens, %u nodes, built in %.1f ms\n", v->n, t->n_nodes, (sl_now_s() * 1e6 - t0) / 1e3);
+    fprintf(stderr, "trie: %u tokens, %u nodes, built in %.1f ms\n", v->n, t->n_nodes, (now_us() - t0) / 1e3);
     json_t *s = json_loads(SCHEMA, 0, NULL);
     sl_grammar *g = NULL;
     sl_err err = {0};
     CHECK_EQ_INT(sl_grammar_from_json_schema(s, &g, &err), 0);
     sl_matcher *m, *scratch;
+    sl_mask_cache *cache;
     CHECK_EQ_INT(sl_matcher_create(g, 0, &m, NULL), 0);
     CHECK_EQ_INT(sl_matcher_create(g, 0, &scratch, NULL), 0);
+    CHECK_EQ_INT(sl_mask_cache_create(g, t, 0, &cache, NULL), 0);
     uint32_t words = (v->n + 31) / 32;
-    uint32_t *mask = calloc(words, 4), *want = calloc(words, 4);
+    uint32_t *mask = calloc(words, 4), *want = calloc(words, 4), *cached = calloc(words, 4);
     uint64_t rng = 2024;
     uint8_t buf[4096];
-    double total_us = 0;
+    double plain_sum = 0, cached_sum = 0, cached_max = 0;
     int n_masks = 0;
     for (int st = 0; st < 10; st++) {
         sl_matcher_rollback(m, sl_matcher_len(m));
@@ -54,30 +77,114 @@ static void test_vocab_masks(void) {
         } else {
             CHECK(random_walk(m, &rng, 10 + rng_below(&rng, 150), 0.0, buf, &n) >= 0);
         }
-        double a = sl_now_s() * 1e6;
+        double a = now_us();
         for (int r = 0; r < 5; r++) CHECK_EQ_INT(sl_matcher_fill_mask(m, t, mask, NULL), 0);
-        double us = (sl_now_s() * 1e6 - a) / 5;
-        total_us += us;
+        double plain = (now_us() - a) / 5;
+        a = now_us();
+        CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, cached, NULL), 0);
+        double first = now_us() - a;
+        a = now_us();
+        for (int r = 0; r < 5; r++) CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, cached, NULL), 0);
+        double warm = (now_us() - a) / 5;
+        plain_sum += plain;
+        cached_sum += warm;
+        cached_max = warm > cached_max ? warm : cached_max;
         n_masks++;
         brute_mask(m, scratch, v, want);
-        uint32_t allowed = 0;
-        for (uint32_t id = 0; id < v->n; id++) allowed += (mask[id >> 5] >> (id & 31)) & 1;
         json_t *tail = json_stringn((const char *)buf + (n > 30 ? n - 30 : 0), n > 30 ? 30 : n);
         char *shown = tail ? json_dumps(tail, JSON_ENCODE_ANY) : NULL;
-        fprintf(stderr, "state %d: %zu bytes, ending %s: %u tokens allowed, %.0f us per mask\n", st, n,
-                shown ? shown : "(cut inside a character)", allowed, us);
+        fprintf(stderr, "state %d: %zu bytes, ending %s: %u tokens allowed; plain %.0f us, cached %.0f us "
+                "(first use %.0f us)\n", st, n, shown ? shown : "(cut inside a character)", count_bits(mask, v->n),
+                plain, warm, first);
         free(shown);
         json_decref(tail);
         CHECK(memcmp(mask, want, words * 4) == 0);
+        CHECK(memcmp(cached, want, words * 4) == 0);
     }
-    fprintf(stderr, "mask: %.0f us on average over %d states (%u-token vocabulary)\n", total_us / n_masks, n_masks,
-            v->n);
+    fprintf(stderr, "mask: plain %.0f us, cached %.1f us on average (at most %.1f) over %d states (%u tokens)\n",
+            plain_sum / n_masks, cached_sum / n_masks, cached_max, n_masks, v->n);
+    print_usage(cache);
     free(mask);
     free(want);
+    free(cached);
+    sl_mask_cache_free(cache);
     sl_matcher_free(m);
     sl_matcher_free(scratch);
     sl_grammar_free(g);
     json_decref(s);
+    sl_token_trie_free(t);
+}
+
+/* Cached masks equal the plain walk at random states of g (freed after);
+ * prints the time of each (the cached one warm: each state's mask twice). */
+static void check_cached_random(const char *name, sl_grammar *g, const sl_token_trie *t, int n_states,
+                                uint64_t seed) {
+    sl_matcher *m;
+    sl_mask_cache *cache;
+    CHECK(g != NULL);
+    if (!g) return;
+    CHECK_EQ_INT(sl_matcher_create(g, 0, &m, NULL), 0);
+    CHECK_EQ_INT(sl_mask_cache_create(g, t, 0, &cache, NULL), 0);
+    uint32_t words = (t->n_tokens + 31) / 32;
+    uint32_t *want = calloc(words, 4), *got = calloc(words, 4);
+    uint64_t rng = seed;
+    uint8_t buf[4096];
+    double plain_sum = 0, first_sum = 0, warm_sum = 0, warm_max = 0;
+    int mismatches = 0;
+    for (int s = 0; s < n_states; s++) {
+        size_t n;
+        CHECK(random_state(m, &rng, 400, 0.01, buf, &n) >= 0);
+        double a = now_us();
+        CHECK_EQ_INT(sl_matcher_fill_mask(m, t, want, NULL), 0);
+        double b = now_us();
+        CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, got, NULL), 0);
+        double c = now_us();
+        mismatches += memcmp(got, want, words * 4) != 0;
+        CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, got, NULL), 0);
+        double d = now_us();
+        mismatches += memcmp(got, want, words * 4) != 0;
+        plain_sum += b - a;
+        first_sum += c - b;
+        warm_sum += d - c;
+        warm_max = d - c > warm_max ? d - c : warm_max;
+    }
+    CHECK_EQ_INT(mismatches, 0);
+    fprintf(stderr, "%s: %d random states: plain %.0f us, cached first %.0f us, warm %.1f us (at most %.1f)\n", name,
+            n_states, plain_sum / n_states, first_sum / n_states, warm_sum / n_states, warm_max);
+    print_usage(cache);
+    free(want);
+    free(got);
+    sl_mask_cache_free(cache);
+    sl_matcher_free(m);
+    sl_grammar_free(g);
+}
+
+static void test_vocab_cached_random(void) {
+    const vocab *v = &g_vocab;
+    sl_token_trie *t;
+    CHECK_EQ_INT(sl_token_trie_create(v->tok, v->n, &v->eos, 1, &t, NULL), 0);
+    json_t *s = json_loads(SCHEMA, 0, NULL);
+    sl_grammar *g = NULL;
+    CHECK_EQ_INT(sl_grammar_from_json_schema(s, &g, NULL), 0);
+    json_decref(s);
+    check_cached_random("schema", g, t, 60, 1);
+    g = NULL;
+    CHECK_EQ_INT(sl_grammar_json_object(&g, NULL), 0);
+    check_cached_random("json_object", g, t, 60, 2);
+    const char *re = "[A-Z][a-z]{1,12}( [A-Z][a-z]+)* <[a-z0-9.]+@[a-z]+\\.(com|org)>";
+    g = NULL;
+    CHECK_EQ_INT(sl_grammar_from_regex(re, strlen(re), &g, NULL), 0);
+    check_cached_random("regex", g, t, 60, 3);
+    static const char GBNF[] = "root ::= stmt+\n"
+                               "stmt ::= ident ws \"=\" ws expr \";\" \"\\n\"\n"
+                               "expr ::= term ( ws [-+] ws term )*\n"
+                               "term ::= ident | [0-9]+ | \"(\" expr \")\" | string\n"
+                               "string ::= \"'\" [^'\\n]* \"'\"\n"
+                               "ident ::= [a-z_] [a-z_0-9]*\n"
+                               "ws ::= \" \"?\n";
+    g = NULL;
+    CHECK_EQ_INT(sl_grammar_parse_gbnf(GBNF, strlen(GBNF), &g, NULL), 0);
+    check_cached_random("gbnf", g, t, 60, 4);
     sl_token_trie_free(t);
 }
 
@@ -97,6 +204,7 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "tokenizer: %s (eos %d)\n", tok_path, g_vocab.eos);
     TEST_RUN(test_vocab_masks);
+    TEST_RUN(test_vocab_cached_random);
     vocab_free(&g_vocab);
     sl_tokenizer_free(tok);
     TEST_EXIT();
