@@ -34,10 +34,12 @@ if [ -z "$bin" ]; then
   bin=$root/build/gpu
   if [ ! -x "$bin/shardlm" ]; then
     cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DSHARDLM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a-real >/dev/null &&
-      cmake --build build/gpu -j "$(nproc)" --target shardlm_cli test_cuda_ops test_golden >/dev/null || exit 1
+      cmake --build build/gpu -j "$(nproc)" --target gpu_tests >/dev/null || exit 1
   fi
 fi
 shardlm=$bin/shardlm
+# a test program: beside shardlm in a bundle, under tests/<area>/ in a build folder
+testbin() { if [ -x "$bin/$1" ]; then echo "$bin/$1"; else find "$bin/tests" -name "$1" -type f -perm -u+x | head -1; fi; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RESULTS/gpu.txt"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
@@ -49,14 +51,14 @@ if want tests; then
     local name=$1; shift
     if "$@" >"$RESULTS/test_$name.log" 2>&1; then echo "PASS $name $(grep -o 'worst.*' "$RESULTS/test_$name.log")"; else echo "FAIL $name"; tail -20 "$RESULTS/test_$name.log"; status=1; fi
   }
-  run_test cuda_ops "$bin/test_cuda_ops"
-  run_test tensor_comm_nccl "$bin/test_tensor_comm_nccl"
+  run_test cuda_ops "$(testbin test_cuda_ops)"
+  run_test tensor_comm_nccl "$(testbin test_tensor_comm_nccl)"
   # two ranks: over NCCL with a GPU each; where they share the one GPU, the MPI fallback and nccl refused
   command -v mpirun >/dev/null && run_test tensor_comm_nccl_2x1 env OMPI_ALLOW_RUN_AS_ROOT=1 \
-    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 "$bin/test_tensor_comm_nccl" 2x1
+    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 "$(testbin test_tensor_comm_nccl)" 2x1
   for f in llama_gqa llama3_tied qwen2_bias mistral_5layer llama_mha_bias; do
     for kv in float32 bfloat16; do
-      run_test "golden_${f}_cuda_kv_$kv" "$bin/test_golden" "$fx/$f" "$fx/$f/golden.json" 0.5 medium $kv cuda
+      run_test "golden_${f}_cuda_kv_$kv" "$(testbin test_golden)" "$fx/$f" "$fx/$f/golden.json" 0.5 medium $kv cuda
     done
   done
 fi

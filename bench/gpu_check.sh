@@ -15,6 +15,8 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 parts=${*:-memcheck racecheck profile}
 want() { [[ " $parts " == *" $1 "* ]]; }
 bin=${SHARDLM_BIN:-$root/build/gpu}
+# a test program: beside shardlm in a bundle, under tests/<area>/ in a build folder
+testbin() { if [ -x "$bin/$1" ]; then echo "$bin/$1"; else find "$bin/tests" -name "$1" -type f -perm -u+x | head -1; fi; }
 MODELS=${MODELS:-/tmp/shardlm-models}
 TOKENIZERS=${TOKENIZERS:-$root/../shared/tokenizers}
 RESULTS=${RESULTS:-$root/bench/gpu-results}
@@ -34,11 +36,11 @@ check() { # TOOL NAME COMMAND...: the sanitizer's verdict, its report kept
   fi
 }
 if want memcheck; then
-  check memcheck golden_llama_gqa "$bin/test_golden" "$fx/llama_gqa" "$fx/llama_gqa/golden.json" 0.5 medium bfloat16 cuda
-  check memcheck golden_llama_mha_bias "$bin/test_golden" "$fx/llama_mha_bias" "$fx/llama_mha_bias/golden.json" 0.5 medium float32 cuda
+  check memcheck golden_llama_gqa "$(testbin test_golden)" "$fx/llama_gqa" "$fx/llama_gqa/golden.json" 0.5 medium bfloat16 cuda
+  check memcheck golden_llama_mha_bias "$(testbin test_golden)" "$fx/llama_mha_bias" "$fx/llama_mha_bias/golden.json" 0.5 medium float32 cuda
 fi
 if want racecheck; then
-  check racecheck golden_mistral_5layer "$bin/test_golden" "$fx/mistral_5layer" "$fx/mistral_5layer/golden.json" 0.5 medium bfloat16 cuda
+  check racecheck golden_mistral_5layer "$(testbin test_golden)" "$fx/mistral_5layer" "$fx/mistral_5layer/golden.json" 0.5 medium bfloat16 cuda
 fi
 
 if want profile; then
@@ -68,6 +70,6 @@ EOF
 fi
 # every op against the CPU under memcheck: the long cases make it the slowest check, so it comes last
 if want memcheck; then
-  check memcheck cuda_ops "$bin/test_cuda_ops"
+  check memcheck cuda_ops "$(testbin test_cuda_ops)"
 fi
 exit $status
