@@ -51,6 +51,10 @@ int sl_cmd_serve(int argc, char **argv) {
         {"--http-threads", SL_FLAG_INT, &so.http_threads, "Frontend", "HTTP worker threads (one per core)", NULL},
         {"--served-model-name", SL_FLAG_STRING, &so.served_model_name, "ModelConfig",
          "the model name in the API (default: the model folder or hub id)", "NAME"},
+        {"--enable-auto-tool-choice", SL_FLAG_BOOL, &so.enable_auto_tool_choice, "Frontend",
+         "allow tool_choice \"auto\": the model decides, and --tool-call-parser reads its calls", NULL},
+        {"--tool-call-parser", SL_FLAG_STRING, &so.tool_call_parser, "Frontend",
+         "how tool calls are read out of the output: hermes (Qwen2.5, Hermes), llama3_json or mistral", "NAME"},
     };
     int n = (int)(sizeof own / sizeof own[0]);
     memcpy(flags, own, sizeof own);
@@ -89,6 +93,10 @@ int sl_cmd_serve(int argc, char **argv) {
     }
     if (so.port < 0 || so.port > 65535) {
         fprintf(stderr, "shardlm serve: --port must be in 0..65535, got %d\n", so.port);
+        return 2;
+    }
+    if (sl_server_check_options(&so, &err)) {
+        fprintf(stderr, "shardlm serve: %s\n", err.msg);
         return 2;
     }
     so.api_key = api_key ? api_key : getenv("SHARDLM_API_KEY");

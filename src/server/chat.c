@@ -3,8 +3,9 @@
  *
  * The messages are copied and normalized first: content given as a list of
  * text parts becomes one string (parts joined by "\n", vLLM's "string"
- * content format); an assistant message's tool_calls[].function.arguments
- * given as a JSON string becomes the object it encodes (empty -> {}); every
+ * content format), and no content becomes ""; an assistant message's
+ * tool_calls[].function.arguments given as a JSON string becomes the object
+ * it encodes (empty -> {}), as HF templates iterate or `tojson` it; every
  * other field (reasoning_content, name, tool_call_id, ...) passes through
  * untouched. The template is the request's `chat_template` when given, else
  * the engine's. Template variables: messages, tools, add_generation_prompt,
@@ -22,10 +23,15 @@ static int fail(sl_err *err, const char **param, const char *field, const char *
     return sl_err_set(err, SL_EINVAL, fmt, i);
 }
 
-/* Text parts -> one string; other part types are refused (text-only model). */
+/* Text parts -> one string; other part types are refused (text-only model).
+ * No content (an assistant message with only tool_calls) is "", as vLLM
+ * hands it to templates, which concatenate it. */
 static int flatten_content(json_t *msg, size_t i, sl_err *err, const char **param) {
     json_t *content = json_object_get(msg, "content");
-    if (!content || json_is_null(content) || json_is_string(content)) return SL_OK;
+    if (!content || json_is_null(content))
+        return json_object_set_new(msg, "content", json_string("")) ? sl_err_set(err, SL_ENOMEM, "out of memory")
+                                                                      : SL_OK;
+    if (json_is_string(content)) return SL_OK;
     if (!json_is_array(content))
         return fail(err, param, "messages", "messages[%zu].content: Input should be a valid string or a list of "
                                             "content parts", i);

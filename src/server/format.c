@@ -6,6 +6,12 @@
  *   chat:        {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}
  *   completions: {"tokens", "token_logprobs", "top_logprobs": [{tok: lp}], "text_offset"}
  *
+ * With tools (tools.c) a chat message carries the calls read out of its
+ * text (tool_parser.c): `tool_calls` with ids, `content` the text outside
+ * them (null when none), finish_reason "tool_calls"; streamed, each piece
+ * of content or of a call is a delta (a call's first delta has its index,
+ * id, type, name and "" arguments; later ones pieces of the arguments).
+ *
  * All of it runs on the HTTP threads, over events the engine callback
  * queued (gen.c). */
 #include <stdlib.h>
@@ -159,6 +165,51 @@ static json_t *usage_json(const sl_gen *g) {
                      "completion_tokens", completion, "prompt_tokens_details", "cached_tokens", cached);
 }
 
+/* ---- tool calls ------------------------------------------------------------------------------ */
+
+/* "tool_calls" when the model called tools of its own accord or as
+ * "required" asked (a named function keeps the engine's reason, as vLLM). */
+static const char *chat_finish_name(const sl_gen *g, const sl_gen_choice *c, int called) {
+    if (called && (g->tools.mode == SL_TOOLS_AUTO || g->tools.mode == SL_TOOLS_REQUIRED)) return "tool_calls";
+    return finish_name(c->finish_reason);
+}
+
+static json_t *tool_call_json(const sl_tool_call *call) {
+    return json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", call->id, "type", "function", "function", "name", call->name,
+                     "arguments", call->arguments);
+}
+
+/* The assistant message of a finished choice: its content, and the tool
+ * calls read out of it (*called: how many). */
+static json_t *chat_message(const sl_gen *g, const sl_gen_choice *c, int *called) {
+    const char *text = c->text.data ? c->text.data : "";
+    *called = 0;
+    if (g->tools.mode == SL_TOOLS_NONE)
+        return json_pack("{s:s, s:s#, s:[]}", "role", "assistant", "content", text, c->text.len, "tool_calls");
+    sl_tool_result r;
+    if (sl_tool_parse(g->tools.format, g->tools.function, text, c->text.len, &r)) return NULL;
+    json_t *calls = json_array();
+    for (int i = 0; calls && i < r.n_calls; i++) json_array_append_new(calls, tool_call_json(&r.calls[i]));
+    json_t *content = r.content ? json_stringn(r.content, r.content_len) : json_null();
+    *called = r.n_calls;
+    sl_tool_result_free(&r);
+    return json_pack("{s:s, s:o, s:o}", "role", "assistant", "content", content, "tool_calls", calls);
+}
+
+/* One streamed piece of content or of a tool call, as a chat delta. */
+static json_t *tool_delta_json(const sl_tool_delta *d) {
+    switch (d->kind) {
+    case SL_TOOL_DELTA_CONTENT: return json_pack("{s:s#}", "content", d->text, d->n);
+    case SL_TOOL_DELTA_CALL:
+        return json_pack("{s:[{s:i, s:s, s:s, s:{s:s#, s:s}}]}", "tool_calls", "index", d->call, "id", d->id, "type",
+                         "function", "function", "name", d->text, d->n, "arguments", "");
+    case SL_TOOL_DELTA_ARGS:
+        return json_pack("{s:[{s:i, s:{s:s#}}]}", "tool_calls", "index", d->call, "function", "arguments", d->text,
+                         d->n);
+    }
+    return NULL;
+}
+
 /* ---- the final body ------------------------------------------------------------------------ */
 
 json_t *sl_server_gen_final_json(sl_gen *g) {
@@ -169,9 +220,10 @@ json_t *sl_server_gen_final_json(sl_gen *g) {
         json_t *lp = c->lp ? json_incref(c->lp) : json_null();
         json_t *choice;
         if (g->kind == SL_GEN_CHAT) {
-            choice = json_pack("{s:i, s:{s:s, s:s#, s:[]}, s:o, s:s?, s:o}", "index", i, "message", "role",
-                               "assistant", "content", c->text.data ? c->text.data : "", c->text.len, "tool_calls",
-                               "logprobs", lp, "finish_reason", fr, "stop_reason", stop_reason_json(g, c));
+            int called;
+            json_t *message = chat_message(g, c, &called);
+            choice = json_pack("{s:i, s:o, s:o, s:s?, s:o}", "index", i, "message", message, "logprobs", lp,
+                               "finish_reason", chat_finish_name(g, c, called), "stop_reason", stop_reason_json(g, c));
         } else {
             sl_server_buf text = {0};
             const char *echo = g->echo ? g->subs[i / g->n_per].echo_text : NULL;
@@ -219,6 +271,8 @@ static void put_chunk(sl_gen *g, json_t *choice) {
 
 static void stream_start(sl_gen *g) {
     for (int i = 0; i < g->n_subs * g->n_per; i++) {
+        if (g->kind == SL_GEN_CHAT && g->tools.mode != SL_TOOLS_NONE) /* NULL (out of memory): plain text */
+            g->choices[i].tool_stream = sl_tool_stream_new(g->tools.format, g->tools.function);
         if (g->kind == SL_GEN_CHAT) {
             put_chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", i, "delta", "role", "assistant",
                                    "content", "", "logprobs", "finish_reason"));
@@ -230,6 +284,26 @@ static void stream_start(sl_gen *g) {
     g->stream_started = 1;
 }
 
+/* With tools, a chat event's text goes through the choice's tool reader:
+ * one chunk per piece of content or of a call, then the finish. */
+static void stream_tool_event(sl_gen *g, sl_gen_choice *c, const sl_gen_event *e, json_t *lp) {
+    const sl_tool_delta *d;
+    int n = 0;
+    if (sl_tool_stream_feed(c->tool_stream, e->text, e->text_len, e->finished, &d, &n))
+        sse_put(g, sl_server_error_json(500, NULL, "out of memory reading tool calls"));
+    for (int i = 0; i < n; i++) {
+        put_chunk(g, json_pack("{s:i, s:o, s:o, s:n}", "index", e->choice, "delta", tool_delta_json(&d[i]), "logprobs",
+                               lp ? lp : json_null(), "finish_reason"));
+        lp = NULL; /* the event's logprobs go with its first chunk */
+    }
+    if (!e->finished && !lp) return;
+    const char *fr = e->finished ? chat_finish_name(g, c, sl_tool_stream_calls(c->tool_stream)) : NULL;
+    json_t *choice = json_pack("{s:i, s:{}, s:o, s:s?}", "index", e->choice, "delta", "logprobs",
+                               lp ? lp : json_null(), "finish_reason", fr);
+    if (choice && e->finished) json_object_set_new(choice, "stop_reason", stop_reason_json(g, c));
+    put_chunk(g, choice);
+}
+
 static void stream_event(sl_gen *g, const sl_gen_event *e) {
     sl_gen_choice *c = &g->choices[e->choice];
     json_t *lp = NULL;
@@ -238,6 +312,10 @@ static void stream_event(sl_gen *g, const sl_gen_event *e) {
     if (e->error) {
         sse_put(g, sl_server_error_json(500, NULL, e->error));
         json_decref(lp);
+        return;
+    }
+    if (c->tool_stream) {
+        stream_tool_event(g, c, e, lp);
         return;
     }
     if (e->text_len == 0 && !e->finished && !lp) return;

@@ -82,7 +82,9 @@ static void gen_free(sl_gen *g) {
         sl_server_buf_free(&g->choices[i].text);
         json_decref(g->choices[i].lp);
         free(g->choices[i].stop_reason);
+        sl_tool_stream_free(g->choices[i].tool_stream);
     }
+    sl_server_tools_free(&g->tools);
     free(g->subs);
     free(g->choices);
     free(g->error);

@@ -7,8 +7,9 @@
  * value is a 400 naming the field, with vLLM's wording where vLLM has one.
  * Unknown fields are ignored, as vLLM ignores them; fields that would change
  * the answer but that the engine cannot honour (suffix, logit_bias,
- * response_format other than text, best_of > n, tool_choice that forces a
- * call) are refused clearly rather than ignored. */
+ * best_of > n, prompt_logprobs) are refused clearly rather than ignored.
+ * Structured output (response_format and the guided_* family) is read by
+ * structured.c, tools and tool_choice by tools.c; both land here. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,21 +160,6 @@ static int refuse_unsupported(const json_t *body, sl_gen_kind kind, sl_err *err,
         !(json_is_object(v) && json_object_size(v) == 0)) {
         *param = "logit_bias";
         return sl_err_set(err, SL_EINVAL, "logit_bias is not currently supported");
-    }
-    if ((v = json_object_get(body, "response_format")) && !json_is_null(v)) {
-        json_t *t = json_object_get(v, "type");
-        if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0) {
-            *param = "response_format";
-            return sl_err_set(err, SL_EINVAL, "response_format: only {\"type\": \"text\"} is supported "
-                                              "(structured output is not implemented)");
-        }
-    }
-    if ((v = json_object_get(body, "tool_choice")) && !json_is_null(v)) {
-        if (!json_is_string(v) || strcmp(json_string_value(v), "none") != 0) {
-            *param = "tool_choice";
-            return sl_err_set(err, SL_EINVAL, "tool_choice: only \"none\" is supported (tools are passed to the chat "
-                                              "template, but tool calls are not parsed from the output)");
-        }
     }
     if ((v = json_object_get(body, "include_stop_str_in_output")) && json_is_true(v)) {
         *param = "include_stop_str_in_output";
@@ -362,6 +348,9 @@ int sl_server_params_parse(const sl_server *s, const json_t *body, sl_gen_kind k
     if ((rc = parse_ints(s, body, p, err, param))) return rc;
     if ((rc = parse_logprobs(body, kind, p, err, param))) return rc;
     if ((rc = parse_stop(body, p, err, param))) return rc;
+    if ((rc = sl_server_guide_parse(body, &p->guide, err, param))) return rc;
+    if (kind == SL_GEN_CHAT && (rc = sl_server_tools_parse(s, body, p, err, param))) return rc;
+    p->sampling.guide = p->guide.guide;
     if (kind == SL_GEN_CHAT && p->echo) {
         *param = "echo";
         return sl_err_set(err, SL_EINVAL, "echo is not currently supported for chat completions");
@@ -417,4 +406,6 @@ void sl_server_params_free(sl_server_params *p) {
     free(p->stop_ids);
     p->stop = NULL;
     p->stop_ids = NULL;
+    sl_server_guide_free(&p->guide);
+    sl_server_tools_free(&p->tools);
 }

@@ -205,6 +205,8 @@ enum MHD_Result sl_server_route_completions(sl_server *s, struct MHD_Connection 
     g->continuous_usage = p.continuous_usage;
     g->logprobs = p.logprobs;
     g->echo = p.echo;
+    g->tools = p.tools; /* the generation reads the calls out of its output */
+    p.tools = (sl_server_tools){0};
     int status = 500;
     rc = sl_server_gen_submit(g, &p.sampling, &err, &status);
     sl_server_params_free(&p);

@@ -332,6 +332,17 @@ void sl_server_options_init(sl_server_options *o) {
     *o = (sl_server_options){.host = "0.0.0.0", .port = 8000};
 }
 
+int sl_server_check_options(const sl_server_options *o, sl_err *err) {
+    sl_tool_format f;
+    if (o->tool_call_parser && sl_tool_format_from_name(o->tool_call_parser, &f) != 0)
+        return sl_err_set(err, SL_EINVAL, "--tool-call-parser: unknown parser \"%s\" (known: " SL_TOOL_PARSER_NAMES ")",
+                          o->tool_call_parser);
+    if (o->enable_auto_tool_choice && !o->tool_call_parser)
+        return sl_err_set(err, SL_EINVAL, "--enable-auto-tool-choice requires --tool-call-parser (" SL_TOOL_PARSER_NAMES
+                                          ", the one the model's chat template writes)");
+    return SL_OK;
+}
+
 static int resolve_listen(const sl_server_options *o, struct addrinfo **res, sl_err *err) {
     char port[16];
     snprintf(port, sizeof port, "%d", o->port);
@@ -402,8 +413,12 @@ static int start_daemon(sl_server *s, const sl_server_options *o, sl_err *err) {
 }
 
 int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **out, sl_err *err) {
+    int rc = sl_server_check_options(o, err);
+    if (rc) return rc;
     sl_server *s = calloc(1, sizeof *s);
     if (!s) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    s->auto_tools = o->enable_auto_tool_choice && o->tool_call_parser;
+    if (o->tool_call_parser) sl_tool_format_from_name(o->tool_call_parser, &s->tool_format);
     s->engine = engine;
     sl_engine_get_info(engine, &s->info);
     s->tok = sl_engine_tokenizer(engine);
@@ -418,8 +433,8 @@ int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **o
     s->watch_fd = s->wake_fd = -1;
     pthread_mutex_init(&s->live_mu, NULL);
     sl_server_metrics_init(&s->metrics);
-    int rc = !s->model_name || (o->api_key && *o->api_key && !s->api_key) ? sl_err_set(err, SL_ENOMEM, "out of memory")
-                                                                          : SL_OK;
+    rc = !s->model_name || (o->api_key && *o->api_key && !s->api_key) ? sl_err_set(err, SL_ENOMEM, "out of memory")
+                                                                      : SL_OK;
     if (!rc) rc = sl_server_watcher_start(s, err);
     if (!rc) rc = start_daemon(s, o, err);
     if (rc) {

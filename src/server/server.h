@@ -14,7 +14,9 @@
  * Routes (vLLM's): GET /v1/models, POST /v1/completions,
  * POST /v1/chat/completions, POST /tokenize, POST /detokenize, GET /health,
  * GET /version, GET /metrics. With an API key set, every /v1 route needs
- * `Authorization: Bearer KEY`. */
+ * `Authorization: Bearer KEY`. Structured output (response_format,
+ * guided_*) and tool calls (tools, tool_choice; "auto" with a
+ * tool_call_parser) as vLLM serves them. */
 #ifndef SL_SERVER_SERVER_H
 #define SL_SERVER_SERVER_H
 
@@ -35,9 +37,14 @@ typedef struct sl_server_options {
     int http_threads;              /* HTTP worker threads; 0: one per core, at least 2 */
     int idle_timeout_s;            /* idle (not generating) connections close after it; 0: 60 */
     int max_n;                     /* largest `n` a request may ask; 0: 128 */
+    int enable_auto_tool_choice;   /* tool_choice "auto" allowed (needs tool_call_parser), as vLLM */
+    const char *tool_call_parser;  /* how "auto" reads calls: hermes, llama3_json or mistral; NULL: none */
 } sl_server_options;
 
 void sl_server_options_init(sl_server_options *o);
+/* Checks the options that need no socket or engine (the tool-call flags):
+ * 0, or an error naming the flag. sl_server_start checks them too. */
+int sl_server_check_options(const sl_server_options *o, sl_err *err);
 /* Checks that o's host:port can be listened on, before the engine opens:
  * 0, or an error with one sentence naming host:port and what to do. */
 int sl_server_check_listen(const sl_server_options *o, sl_err *err);

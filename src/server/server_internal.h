@@ -20,6 +20,7 @@
 
 #include "engine/engine.h"
 #include "server/server.h"
+#include "server/tool_parser.h"
 #include "shardlm.h"
 #include "util/error.h"
 
@@ -81,11 +82,24 @@ struct sl_server {
     struct sl_gen *live_head;
     uint64_t next_key;
 
+    int auto_tools;                 /* --enable-auto-tool-choice (with a --tool-call-parser) */
+    sl_tool_format tool_format;     /* --tool-call-parser, for tool_choice "auto" */
+
     atomic_int stopping;
     atomic_int engine_failed;       /* set when the engine refused work as broken */
     sl_server_metrics metrics;
 };
 typedef struct sl_server sl_server;
+
+/* ---- tool calls (tools.c) ---------------------------------------------------------- */
+typedef enum { SL_TOOLS_NONE, SL_TOOLS_AUTO, SL_TOOLS_REQUIRED, SL_TOOLS_NAMED } sl_tools_mode;
+
+/* How a chat request's output holds tool calls. */
+typedef struct sl_server_tools {
+    sl_tools_mode mode;             /* NONE: plain text, no calls read */
+    sl_tool_format format;          /* how calls are read out of the output */
+    char *function;                 /* NAMED: the function's name (owned) */
+} sl_server_tools;
 
 /* ---- one generation ---------------------------------------------------------- */
 typedef enum { SL_GEN_COMPLETION, SL_GEN_CHAT } sl_gen_kind;
@@ -135,6 +149,7 @@ typedef struct sl_gen_choice {
     int32_t stop_token;
     int n_output;
     int echoed;
+    sl_tool_stream *tool_stream;    /* streaming with tools: the calls read so far */
 } sl_gen_choice;
 
 typedef struct sl_gen {
@@ -151,6 +166,7 @@ typedef struct sl_gen {
     int stream, include_usage, continuous_usage;
     int logprobs;                   /* -1: none; k: top k (completions) or top_logprobs (chat) */
     int echo;
+    sl_server_tools tools;          /* chat: how tool calls are read out of the output */
     char id[48];
     time_t created;
     double t_arrival;
@@ -202,9 +218,29 @@ void sl_server_watcher_stop(sl_server *s);
 void sl_server_watch(sl_gen *g);
 void sl_server_unwatch(sl_gen *g);
 
+/* ---- structured output (structured.c) ------------------------------------------- */
+/* The request's one constraint on its output. */
+typedef struct sl_server_guide {
+    sl_guide guide;                 /* for sl_sampling.guide; its strings are this struct's or the body's */
+    const char *field;              /* the request field that set it, for errors */
+    char *text;                     /* owned: schema JSON, regex or grammar text */
+    const char **choices;           /* owned array of the body's strings */
+} sl_server_guide;
+
+/* Reads response_format, structured_outputs, guided_* and llama.cpp's
+ * json_schema / grammar into g (zeroed first by the caller). 0 or a 400's
+ * code, *param naming the field. */
+int sl_server_guide_parse(const json_t *body, sl_server_guide *g, sl_err *err, const char **param);
+/* A JSON schema constraint from field (tool_choice); a 400 when g has one. */
+int sl_server_guide_set_schema(sl_server_guide *g, const char *field, const json_t *schema, sl_err *err,
+                               const char **param);
+void sl_server_guide_free(sl_server_guide *g);
+
 /* ---- request parsing (params.c) ---------------------------------------------- */
 typedef struct sl_server_params {
     sl_sampling sampling;           /* stop strings borrowed from the request JSON */
+    sl_server_guide guide;          /* sampling.guide points into it */
+    sl_server_tools tools;          /* chat */
     const char **stop;              /* owned array */
     int32_t *stop_ids;              /* owned */
     int max_tokens_given;           /* max_tokens (or max_completion_tokens) was set */
@@ -226,6 +262,12 @@ int sl_server_params_too_big(const sl_server *s, const json_t *body, sl_gen_kind
                              const char **param);
 /* Checks the model field: 0, or SL_ENOTFOUND with vLLM's message. */
 int sl_server_check_model(const sl_server *s, const json_t *body, sl_err *err);
+
+/* Reads tools and tool_choice of a chat body into p->tools (a forced call
+ * into p->guide; "auto" may keep special tokens in p->sampling). */
+int sl_server_tools_parse(const sl_server *s, const json_t *body, sl_server_params *p, sl_err *err,
+                          const char **param);
+void sl_server_tools_free(sl_server_tools *t);
 
 /* ---- chat (chat.c) ---------------------------------------------------------------- */
 /* Renders body's messages (with tools, chat_template, chat_template_kwargs,

@@ -24,6 +24,17 @@ BASES = [
     ("/v1/chat/completions", {"messages": [{"role": "system", "content": "S"},
                                            {"role": "user", "content": [{"type": "text", "text": "x"}]}],
                               "max_tokens": 3, "stop": ["a", "b"], "top_k": 3, "seed": 1}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 6, "stream": True,
+                              "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                                  "type": "object", "properties": {"a": {"type": "string"}}}}}],
+                              "tool_choice": "required"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "tool_choice": "auto",
+                              "tools": [{"type": "function", "function": {"name": "g"}}],
+                              "guided_regex": "<tool_call>[a-z{}\":, ]*"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5,
+                              "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+                                  "type": "object", "properties": {"b": {"type": "array", "items": {"type": "integer"}}}}}}}),
+    ("/v1/completions", {"prompt": "Pick", "max_tokens": 3, "guided_choice": ["a", "bb"], "n": 2}),
     ("/tokenize", {"prompt": "Hello world", "add_special_tokens": True}),
     ("/tokenize", {"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": True}),
     ("/detokenize", {"tokens": [1, 2, 3]}),
@@ -49,7 +60,9 @@ def mutate_value(rng, v, depth=0):
                 v[rng.choice(["n", "max_tokens", "stream", "messages", "prompt", "model", "tools", "stop",
                               "chat_template", "logprobs", "top_logprobs", "temperature", "suffix",
                               "stream_options", "continue_final_message", "chat_template_kwargs",
-                              "add_generation_prompt", "tokens", "min_tokens", "stop_token_ids"])] = rng.choice(WEIRD)
+                              "add_generation_prompt", "tokens", "min_tokens", "stop_token_ids", "response_format",
+                              "tool_choice", "guided_json", "guided_choice", "guided_regex", "guided_grammar",
+                              "structured_outputs", "json_schema", "grammar"])] = rng.choice(WEIRD)
         return v
     if isinstance(v, list):
         v = list(v)
@@ -132,7 +145,8 @@ def slowloris(port, stop, rng):
 
 
 def test_fuzz_requests_server_stays_up():
-    srv = Server(MODEL, "--max-model-len", "128", "--max-request-body", "64K")
+    srv = Server(MODEL, "--max-model-len", "128", "--max-request-body", "64K", "--enable-auto-tool-choice",
+                 "--tool-call-parser", "hermes")
     rng = random.Random(SEED)
     stop = threading.Event()
     loris = threading.Thread(target=slowloris, args=(srv.port, stop, random.Random(SEED + 1)))
