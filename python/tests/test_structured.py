@@ -64,6 +64,8 @@ def test_regex_choice_grammar(smol):
         (StructuredOutputsParams(choice=["Paris", "London", "Berlin"]), lambda t: t in ("Paris", "London", "Berlin")),
         (GuidedDecodingParams(grammar='root ::= "The answer is " [0-9]+ "."'),
          lambda t: re.fullmatch(r"The answer is [0-9]+\.", t)),
+        (StructuredOutputsParams(grammar='start: "The answer is " INT "."\n%import common.INT\n'),  # Lark
+         lambda t: re.fullmatch(r"The answer is [0-9]+\.", t)),
     ]
     conv = chat("When and where did the French revolution start? Answer briefly.")
     for seed in (0, 1):
@@ -98,6 +100,7 @@ def test_bad_constraints(smol):
     for g, needle in [(StructuredOutputsParams(json='{"type": '), "not valid JSON"),
                       (StructuredOutputsParams(json={"type": "string", "contentEncoding": "base64"}), "contentEncoding"),
                       (StructuredOutputsParams(grammar="root ::= missing"), "missing"),
+                      (StructuredOutputsParams(grammar="start: a\n%declare X\n"), "%declare"),
                       (StructuredOutputsParams(regex="(unclosed"), "regex")]:
         with pytest.raises(ValueError, match=needle):
             smol.generate(["Hi"], SamplingParams(max_tokens=4, structured_outputs=g), use_tqdm=False)

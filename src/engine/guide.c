@@ -202,7 +202,7 @@ static int compile(const sl_guide *spec, sl_grammar **g, sl_err *err) {
     case SL_GUIDE_JSON_OBJECT: return sl_grammar_json_object(g, err);
     case SL_GUIDE_REGEX: return sl_grammar_from_regex(spec->text, strlen(spec->text), g, err);
     case SL_GUIDE_CHOICE: return sl_grammar_from_choices(spec->choices, (size_t)spec->n_choices, g, err);
-    case SL_GUIDE_GRAMMAR: return sl_grammar_parse_gbnf(spec->text, strlen(spec->text), g, err);
+    case SL_GUIDE_GRAMMAR: return sl_grammar_parse_any(spec->text, strlen(spec->text), g, err); /* GBNF or Lark */
     default: return sl_err_set(err, SL_EINTERNAL, "structured output: unknown kind");
     }
 }

@@ -15,8 +15,10 @@
  * elements followed by an END element naming its rule, so a parse position
  * ("dot") is simply an index into elems[].
  *
- * Front ends: sl_grammar_parse_gbnf (llama.cpp's GBNF, gbnf.c) and the JSON
- * schema / json_object / regex / choice compilers (json_schema.h). */
+ * Front ends: sl_grammar_parse_gbnf (llama.cpp's GBNF, gbnf.c),
+ * sl_grammar_parse_lark (Lark, lark.c), sl_grammar_parse_any (either, for
+ * requests) and the JSON schema / json_object / regex / choice compilers
+ * (json_schema.h). */
 #ifndef SL_GRAMMAR_H
 #define SL_GRAMMAR_H
 
@@ -117,6 +119,18 @@ int sl_grammar_finalize(sl_grammar *g, const char *root, sl_err *err);
 /* GBNF text (llama.cpp syntax) -> a finalized grammar whose start rule is
  * `root`. Errors say "line L, column C: ...". */
 int sl_grammar_parse_gbnf(const char *text, size_t n_bytes, sl_grammar **out, sl_err *err);
+
+/* Lark grammar text (the subset lark.c's top comment lists; %import common
+ * and %ignore included) -> a finalized grammar whose start rule is `start`.
+ * Errors say "line L, column C: ..."; constructs outside the subset
+ * (templates, %declare, %override, %extend, other imports) are SL_ENOTSUP
+ * naming the construct. */
+int sl_grammar_parse_lark(const char *text, size_t n_bytes, sl_grammar **out, sl_err *err);
+
+/* A request's grammar in either syntax: GBNF when some line defines a rule
+ * with "::=", Lark otherwise. The error names the syntax tried, why, and
+ * the line and column. */
+int sl_grammar_parse_any(const char *text, size_t n_bytes, sl_grammar **out, sl_err *err);
 
 /* UTF-8 encoding of cp into buf (4 bytes); returns its length. */
 int sl_grammar_utf8_encode(uint32_t cp, uint8_t *buf);
