@@ -2,8 +2,13 @@
 # gpu.sh -- on a machine with an NVIDIA GPU: the GPU tests, then the benchmarks
 # of the Llama-3.1-8B shape beside the peers, in one run, ending with one table.
 #
-#   bench/gpu.sh [PARTS...]      PARTS: tests python bench throughput serve peers (default: all)
+#   bench/gpu.sh [PARTS...]      PARTS: tests python bench throughput serve structured preflight peers
+#                                (default: all)
 #
+# structured: bench/structured/bench_structured.py on the 8B shape, $STRUCTURED_SEQS
+# (default 256) JSON-schema requests at once against as many unconstrained ones.
+# preflight: a Qwen2.5-72B config (no weights) must be refused before loading,
+# naming --tensor-parallel-size 2.
 # serve: start to a ready /health, then `shardlm bench serve` against it at
 # $REQUEST_RATE requests/s (default 8, near saturation for the 8B shape)
 # for $SERVE_PROMPTS requests: TTFT, TPOT and ITL percentiles.
@@ -21,7 +26,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-parts=${*:-tests python bench throughput serve peers}
+parts=${*:-tests python bench throughput serve structured preflight peers}
 want() { [[ " $parts " == *" $1 "* ]]; }
 MODELS=${MODELS:-/tmp/shardlm-models}
 TOKENIZERS=${TOKENIZERS:-$root/../shared/tokenizers}
@@ -77,7 +82,7 @@ if want python; then
 fi
 
 model=$MODELS/llama-3.1-8b
-if want bench || want throughput || want serve || want peers; then
+if want bench || want throughput || want serve || want structured || want peers; then
   $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model" --tokenizer "$TOKENIZERS/llama3.1" || exit 1
   # the GPU's read bandwidth, measured as DEVICE.md does (torch sum over 4 GiB of bf16), best of 10
   $PY - <<'EOF' >"$RESULTS/read_bw.json"
@@ -118,6 +123,25 @@ if want serve; then
       --request-rate "${REQUEST_RATE:-8}" --input-len 256 --output-len 256 | tee "$RESULTS/serve_bench.txt" || status=1
   kill $pid 2>/dev/null; wait $pid 2>/dev/null
 fi
+if want structured; then
+  lib=$bin/libshardlm.so
+  [ -f "$lib" ] || lib=$bin/../libshardlm.so
+  seqs=${STRUCTURED_SEQS:-256}
+  SHARDLM_LIBRARY=$lib PYTHONPATH=$root/python timeout 300 $PY bench/structured/bench_structured.py "$model" \
+      tests/grammar/schemas/person.json --threads 8 --concurrency "$seqs" --runs "${STRUCTURED_RUNS:-2}" |
+    tee "$RESULTS/structured.jsonl" || status=1
+fi
+if want preflight; then
+  big=$MODELS/qwen2.5-72b-config
+  $PY tools/make_bench_model.py --shape qwen2.5-72b --out "$big" --tokenizer "$TOKENIZERS/qwen3" --config-only >/dev/null
+  timeout 60 "$shardlm" serve "$big" --port 8124 >"$RESULTS/preflight.log" 2>&1
+  rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -- "--tensor-parallel-size 2" "$RESULTS/preflight.log"; then
+    echo "PASS preflight: $(tail -1 "$RESULTS/preflight.log")"
+  else
+    echo "FAIL preflight (exit $rc): $(tail -3 "$RESULTS/preflight.log")"; status=1
+  fi
+fi
 if want peers; then
   peer=$root/../shared/peers/torch_static.py
   [ -f "${TORCH_STATIC:-}" ] && peer=$TORCH_STATIC
@@ -154,6 +178,13 @@ m64 = re.search(r'"decode_tokps_b64": ([\d.]+)', ts)
 if thr: print(f"| throughput, {thr['num_prompts']} x (512 in, 256 out) | {thr['output_tok_s']:.0f} output tok/s | "
               f"torch_static b64 decode {m64.group(1) if m64 else '?'} |")
 if srv: print(f"| serve: start to ready /health | {srv['start_to_ready_s']:.2f} s | |")
+try:
+    for line in open(os.path.join(d, "structured.jsonl")):
+        r = json.loads(line)
+        print(f"| {r['concurrency']} JSON-schema requests at once: guided / unconstrained output tok/s | "
+              f"{r['guided_tok_s']:.0f} / {r['unconstrained_tok_s']:.0f} = {r['ratio']:.3f} | |")
+except (OSError, ValueError, KeyError):
+    pass
 try:
     sb = open(os.path.join(d, "serve_bench.txt")).read()
     get = lambda label: (re.search(re.escape(label) + r"\s+([\d.]+)", sb) or [None, "?"])[1]

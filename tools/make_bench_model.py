@@ -19,7 +19,12 @@ Shapes: llama-3.1-8b, llama-3.1-70b, qwen2.5-32b, qwen2.5-72b, and tiny (the
 8B shape with 2 layers, for quick checks). --layers overrides
 num_hidden_layers of any shape.
 
-Usage: make_bench_model.py --shape NAME --out DIR --tokenizer DIR [--seed N] [--layers N]
+--config-only writes the configs and the tokenizer without weights: enough
+for what shardlm decides from the config alone (`shardlm plan`, and the
+pre-flight check that refuses a layout the model does not fit, before any
+weight is read).
+
+Usage: make_bench_model.py --shape NAME --out DIR --tokenizer DIR [--seed N] [--layers N] [--config-only]
 """
 
 import argparse
@@ -30,9 +35,6 @@ import sys
 import threading
 import time
 import zlib
-
-import torch
-from safetensors.torch import save_file
 
 SHARD_BYTES = 5 * 10**9
 STAMP = ".make_bench_model.json"  # written last: its presence means the folder is complete
@@ -118,6 +120,7 @@ def split_shards(plan):
 
 
 def make_tensor(name, shape, kind, seed, dev):
+    import torch
     if kind == "norm":
         return torch.ones(shape, dtype=torch.bfloat16, device=dev)
     g = torch.Generator(device=dev)
@@ -175,6 +178,7 @@ def main(argv):
     ap.add_argument("--tokenizer", required=True, help="folder with tokenizer.json and tokenizer_config.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, help="override num_hidden_layers")
+    ap.add_argument("--config-only", action="store_true", help="configs and tokenizer, no weights")
     args = ap.parse_args(argv)
 
     cfg, gen = (json.loads(json.dumps(x)) for x in SHAPES[args.shape])
@@ -198,6 +202,11 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):  # cheap: always (re)copied
         shutil.copyfile(os.path.join(args.tokenizer, name), os.path.join(out, name))
+    if args.config_only:
+        write_json(os.path.join(out, "config.json"), cfg)
+        write_json(os.path.join(out, "generation_config.json"), gen)
+        print(f"{out}: {args.shape} config and tokenizer, no weights ({total / 1e9:.2f} GB in bf16)")
+        return 0
     if is_complete(out, stamp, names):
         print(f"{out}: already a complete {args.shape} model (seed {args.seed}), {total / 1e9:.2f} GB: nothing to do")
         check_with_transformers(out, cfg)
@@ -214,6 +223,9 @@ def main(argv):
             os.remove(os.path.join(out, n))
     write_json(os.path.join(out, "config.json"), cfg)
     write_json(os.path.join(out, "generation_config.json"), gen)
+
+    import torch
+    from safetensors.torch import save_file
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{out}: {args.shape}, {cfg['num_hidden_layers']} layers, {len(plan)} tensors, {total / 1e9:.2f} GB "
