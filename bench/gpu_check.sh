@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # gpu_check.sh -- on a machine with an NVIDIA GPU: compute-sanitizer over the
 # GPU tests, then a per-kernel profile of batch-1 decode steps (Nsight Compute),
-# so a slow step can be read kernel by kernel.
+# so a slow step can be read kernel by kernel; profile_batch does the same for
+# 256 prompts of 512 tokens (their prefill, then decode steps at 256 sequences).
 #
-#   bench/gpu_check.sh [PARTS...]     PARTS: memcheck racecheck profile (default: all)
+#   bench/gpu_check.sh [PARTS...]     PARTS: memcheck racecheck profile profile_batch
+#                                     (default: memcheck racecheck profile)
 #
 # Binaries and folders as bench/gpu.sh takes them ($SHARDLM_BIN, $MODELS,
 # $TOKENIZERS, $RESULTS). The profile runs on the `tiny` shape (two layers of
@@ -13,6 +15,29 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 parts=${*:-memcheck racecheck profile}
+# ncu's CSV -> time per kernel name, largest first: kernel_table CSV WHICH TITLE, WHICH one of all, prefill (the
+# kernels up to the last prefill attention) and decode (those after it)
+kernel_table() {
+  $PY - "$@" <<'EOF'
+import csv, sys, collections
+path, which, title = sys.argv[1:4]
+rows = [r for r in csv.reader(open(path)) if len(r) > 14]
+head, rows = rows[0], rows[1:]
+k, unit, val, grid = head.index("Kernel Name"), head.index("Metric Unit"), head.index("Metric Value"), head.index("Grid Size")
+split = max([i + 1 for i, r in enumerate(rows) if "attention_prefill" in r[k]] or [0])
+rows = {"prefill": rows[:split], "decode": rows[split:]}.get(which, rows)
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+total = collections.defaultdict(float); count = collections.Counter(); grids = {}
+for r in rows:
+    name = r[k].split("(")[0].split("<")[0][:60]
+    total[name] += float(r[val].replace(",", "")) * scale.get(r[unit], 1.0); count[name] += 1; grids[name] = r[grid]
+all_us = sum(total.values())
+print(f"{title}: {len(rows)} kernels, {all_us:.1f} us of kernel time")
+for name, us in sorted(total.items(), key=lambda x: -x[1]):
+    print(f"  {us:9.1f} us {100 * us / max(all_us, 1e-9):5.1f}%  {count[name]:5d} x  {us / count[name]:8.2f} us each"
+          f"  grid {grids[name]:>14}  {name}")
+EOF
+}
 want() { [[ " $parts " == *" $1 "* ]]; }
 bin=${SHARDLM_BIN:-$root/build/gpu}
 # a test program: beside shardlm in a bundle, under tests/<area>/ in a build folder
@@ -52,21 +77,17 @@ if want profile; then
   timeout 240 "$ncu" --csv --clock-control none --metrics gpu__time_duration.sum --launch-skip 100 \
       --launch-count 90 "$bin/shardlm" bench latency "$model" --batch-size 1 --input-len 128 \
       --output-len 10 --num-iters 1 --num-iters-warmup 0 >"$RESULTS/profile.csv" 2>"$RESULTS/profile.err" || status=1
-  $PY - "$RESULTS/profile.csv" <<'EOF'
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14]
-head, rows = rows[0], rows[1:]
-k, unit, val, grid = head.index("Kernel Name"), head.index("Metric Unit"), head.index("Metric Value"), head.index("Grid Size")
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
-total = collections.defaultdict(float); count = collections.Counter(); grids = {}
-for r in rows:
-    name = r[k].split("(")[0].split("<")[0][:60]
-    total[name] += float(r[val].replace(",", "")) * scale.get(r[unit], 1.0); count[name] += 1; grids[name] = r[grid]
-all_us = sum(total.values())
-print(f"{len(rows)} kernels, {all_us:.1f} us of kernel time (about three decode steps of the tiny shape)")
-for name, us in sorted(total.items(), key=lambda x: -x[1]):
-    print(f"  {us:9.1f} us  {count[name]:4d} x  {us / count[name]:7.2f} us each  grid {grids[name]:>14}  {name}")
-EOF
+  kernel_table "$RESULTS/profile.csv" all "three decode steps of the tiny shape, batch 1"
+fi
+if want profile_batch; then
+  ncu=$(tool ncu)
+  model=$MODELS/tiny
+  $PY tools/make_bench_model.py --shape tiny --out "$model" --tokenizer "$TOKENIZERS/llama3.1" >/dev/null || exit 1
+  timeout 300 "$ncu" --csv --clock-control none --metrics gpu__time_duration.sum \
+      "$bin/shardlm" bench latency "$model" --batch-size 256 --input-len 512 --output-len 4 --num-iters 1 \
+      --num-iters-warmup 0 --enforce-eager >"$RESULTS/profile_batch.csv" 2>"$RESULTS/profile_batch.err" || status=1
+  kernel_table "$RESULTS/profile_batch.csv" prefill "tiny shape: the prefill of 256 prompts of 512 tokens"
+  kernel_table "$RESULTS/profile_batch.csv" decode "tiny shape: the decode steps after it, 256 sequences"
 fi
 # every op against the CPU under memcheck: the long cases make it the slowest check, so it comes last
 if want memcheck; then
