@@ -6,9 +6,10 @@
  * so element (block, h, row, d) sits at ((block * n_kv_heads + h) * block_size
  * + row) * head_dim + d, float32, float16 or bfloat16 (rounded to nearest
  * even when stored, widened to float32 when read). One head's keys of a block
- * are one contiguous run: both attention kernels copy whole rows into shared
+ * are one contiguous run: the attention kernels copy whole rows into shared
  * memory with 16-byte cp.async, in chunks of CHUNK keys (32; 16 for rows of
- * 512 bytes or more), double-buffered where shared memory allows.
+ * 512 bytes or more; 64 in attention_mma.cu), double-buffered where shared
+ * memory allows.
  *
  * A thread block (4 warps) computes a tile: the query rows of one KV head of
  * one sequence, a row being one (query token, query head of the group) pair,
@@ -40,18 +41,25 @@
  *       than decode takes. Reads keys up to the tile's last position only (the
  *       causal diagonal); tiles later in a sequence, which read more keys, get
  *       the lower block indices so they start first. Launched only when
- *       max_query_len exceeds the decode tokens.
+ *       max_query_len exceeds the decode tokens, and only for float32 caches
+ *       and the head sizes attention_mma.cu has no tensor-core kernel for:
+ *   attention_prefill_mma (attention_mma.cu) takes the same tiles, grid and
+ *       rows for bfloat16 and float16 caches of head_dim 64, 80, 96 and 128,
+ *       FlashAttention-2 style: Q K^T and P V on tensor cores (mma.sync), Q
+ *       and the weights rounded to the cache's 16-bit type, float32 sums.
  *
- * Each sequence of a step is computed by exactly one of the two kernels, so a
- * step mixing a long prompt with many decodes runs both, each at its shape.
+ * Each sequence of a step is computed by exactly one of decode and prefill, so
+ * a step mixing a long prompt with many decodes runs both, each at its shape.
  * Query heads beyond a tile's rows (groups over 8 in decode, over 64 in
  * prefill) go in several head passes. Grid limits: n_seqs <= 65535 when a
  * prefill runs (grid z), n_kv_heads * passes <= 65535.
  *
  * A row's arithmetic does not depend on the other rows of its tile, but the
- * two kernels group the sums differently and the split count follows the
- * step's shape, so unlike the CPU reference a token's output is the same
- * alone or batched only to float32 rounding, not bit for bit.
+ * kernels group the sums differently and the split count follows the step's
+ * shape, so unlike the CPU reference a token's output is the same alone or
+ * batched only to float32 rounding, not bit for bit; and where the tensor-core
+ * prefill takes a token (16-bit caches), to the 16-bit rounding of its query
+ * and weights (about 2^-8 relative for bfloat16, 2^-11 for float16).
  *
  * head_dim is dispatched over 16, 32, 64, 80, 96, 128 and 256 (template
  * instances, cuda_attention_tiled_head_dim); for any other size the launcher
@@ -704,7 +712,8 @@ template <typename T, int D> void launch_attention(const attention_call &c) {
     attention_decode<T, D><<<dim3(b->n_seqs, n_kv * dh.passes, p.n_splits), THREADS, decode_cfg<T, D>::SMEM,
                              c.stream>>>(p, dh);
     if (p.n_splits > 1) attention_combine<<<dim3(b->n_seqs, c.n_heads), D / 4, 0, c.stream>>>(p, D);
-    if (b->max_query_len > dh.tokens) {
+    if (b->max_query_len > dh.tokens &&
+        (sizeof(T) != 2 || !cuda_attention_prefill_mma(c.stream, c.out, c.q, c.kv, b, c.n_heads, c.scale, dh.tokens))) {
         const int tiles = (b->max_query_len + ph.tokens - 1) / ph.tokens;
         attention_prefill<T, D><<<dim3(tiles, n_kv * ph.passes, b->n_seqs), THREADS, prefill_cfg<T, D>::SMEM,
                                   c.stream>>>(p, ph);

@@ -1,0 +1,404 @@
+/* attention_mma.cu -- prefill attention on tensor cores (mma.sync) for 16-bit
+ * KV caches: FlashAttention-2's loop over attention.cu's prefill tiles.
+ *
+ * What it computes is attention_prefill's (attention.cu): a block takes a tile
+ * of ROWS (64) query rows of one KV head of one sequence, a row being one
+ * (query token, query head of the group) pair ordered token-major, so each
+ * key and value is read once for the whole GQA group; keys [0, the tile's last
+ * position], row r seeing keys < pos0 + r / heads + 1; the last tiles of a
+ * sequence first; query heads beyond 64 in several head passes. Only the
+ * arithmetic differs, and only for bfloat16 / float16 caches and head sizes
+ * 64, 80, 96 and 128 (the others stay on attention.cu's float32 kernel: 256
+ * would not fit its output in registers).
+ *
+ * A block is 4 warps; warp w owns rows [16w, 16w + 16), one mma's M. Keys come
+ * in chunks of CHUNK (64) through shared memory, copied by cp.async from the
+ * paged cache ([block][kv head][slot][head_dim], 16-byte pieces), two stages
+ * so the next chunk flies while this one computes; K and V rows sit as in the
+ * cache, one row per key, padded by 16 bytes: a row is an odd number of
+ * 16-byte units, so the 8 rows one ldmatrix phase reads fall in 8 different
+ * bank quads (no conflicts, no swizzle). Keys past the tile's range are zeros.
+ *
+ * Per warp, all with mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}:
+ *   - Q: the warp's 16 rows x head_dim, read once from global float32,
+ *     multiplied by q_scale (softmax scale * log2 e, as attention.cu) and
+ *     rounded to T, kept in registers as A fragments for the whole tile:
+ *     qa[kk] covers features [16kk, 16kk + 16).
+ *   - S = Q K^T, 16 rows x 64 keys: 8 accumulators of m16n8 (keys [8jb, 8jb + 8)).
+ *     K is the "col" operand B (k = feature, n = key): a key row in shared
+ *     memory is exactly a column of B, so plain ldmatrix of 8 keys x 8
+ *     features gives B's register (lane l: key l/4, features 2(l%4), +1).
+ *   - online softmax in float32 and base 2 (exp2f), each row's max reduced
+ *     over the 4 lanes that hold it; masked scores are -inf and weigh 0.
+ *   - P = 2^(S - max) rounded to T; the m16n8 accumulator layout of two
+ *     adjacent key blocks is the m16n8k16 A layout, so P stays in registers.
+ *     The row sums add the rounded weights, so the output is a true weighted
+ *     mean of value rows.
+ *   - O += P V: V is B with k = key, n = feature, i.e. a value row is a row
+ *     of B; ldmatrix.trans hands each lane keys 2(l%4), +1 of feature l/4.
+ *   - at the end O / sum, written as float32 to out[token][head][head_dim].
+ *
+ * Fragments (PTX ISA, mma.m16n8k16 with .bf16/.f16; g = lane / 4, t = lane % 4;
+ * a register holds two 16-bit elements, the lower column / k index in the
+ * low half):
+ *     A (16 x 16, row):  a0 (g, 2t..2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+ *     B (16 x 8, col):   b0 (k 2t..2t+1, n g)              b1 (k 2t+8..2t+9, n g)
+ *     C (16 x 8, f32):   c0 (g, 2t)  c1 (g, 2t+1)  c2 (g+8, 2t)  c3 (g+8, 2t+1)
+ * ldmatrix .x4: lanes 8i..8i+7 give the row addresses of matrix i, register i
+ * receives matrix i (lane l: row l/4, columns 2(l%4), +1; with .trans the
+ * transpose: stored rows 2(l%4), +1 of stored column l/4).
+ *
+ * Rounding: Q and P go to 16 bits (relative error 2^-8 for bfloat16, 2^-11
+ * for float16) where the float32 kernel keeps them float32; K and V are the
+ * cache's own 16-bit values in both. tests/backend/test_cuda_ops.c holds the
+ * difference to the CPU's float32 reference (see its tolerance's comment).
+ *
+ * The launcher only enqueues (graph-capture safe); the first launch of an
+ * instance raises its shared-memory limit past 48 KB where needed. sm_80+. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_pipeline.h>
+#include <math.h>
+#include <type_traits>
+
+#include "backend/cuda/kernels.h"
+
+namespace {
+
+constexpr int THREADS = 128; /* 4 warps */
+constexpr int ROWS = 64;     /* query rows of a tile: 16 per warp */
+constexpr int CHUNK = 64;    /* keys per online-softmax step */
+constexpr unsigned FULL_MASK = 0xffffffffu;
+constexpr float LOG2E = 1.4426950408889634f;
+
+/* Shapes fixed by head_dim D (elements are 2 bytes). */
+template <int D> struct mma_cfg {
+    static constexpr int ROW_BYTES = D * 2;
+    static constexpr int PIECES = ROW_BYTES / 16;     /* 16-byte pieces per key row */
+    static constexpr int STRIDE = ROW_BYTES + 16;     /* a row in shared memory: an odd number of 16-byte units */
+    static constexpr int FEAT_STEPS = D / 16;         /* k-steps of S = Q K^T */
+    static constexpr int OUT_BLOCKS = D / 8;          /* n-blocks of O */
+    static constexpr int KEY_BLOCKS = CHUNK / 8;      /* n-blocks of S */
+    static constexpr int KEY_STEPS = CHUNK / 16;      /* k-steps of O += P V */
+    static constexpr int STAGE_BYTES = 2 * CHUNK * STRIDE; /* K rows, then V rows */
+    static constexpr int SMEM = 2 * STAGE_BYTES;
+    /* 3 blocks per SM on sm_90 (228 KB) for D = 128, more for the smaller heads */
+    static constexpr int MIN_BLOCKS = 3;
+
+    static_assert(D % 16 == 0 && D >= 64 && D <= 128, "head_dim: 64, 80, 96 or 128");
+    static_assert((STRIDE / 16) % 2 == 1, "padded rows: ldmatrix phases conflict-free");
+    static_assert((CHUNK * PIECES) % THREADS == 0, "loading: every thread the same number of pieces");
+};
+
+/* What every block of a launch shares. */
+struct mma_params {
+    float *out;
+    const float *q;
+    const unsigned char *k_cache, *v_cache;
+    const int32_t *query_start, *context_len, *block_tables;
+    int max_blocks, block_size, n_kv_heads, n_heads, group;
+    int decode_tokens;         /* sequences with at most this many query tokens are attention_decode's */
+    int passes, heads, tokens; /* head plan: `passes` of `heads` heads, `tokens` query tokens per tile */
+    float q_scale;             /* scale * log2(e) */
+};
+
+/* ---- 16-bit pairs and the tensor-core instructions ---- */
+
+/* Two floats rounded to nearest even, as a word of two T (the first in the low half). */
+template <typename T> __device__ inline uint32_t narrow_pair(float lo, float hi) {
+    if constexpr (std::is_same_v<T, __half>)
+        return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
+    else
+        return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+               (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16;
+}
+
+/* The sum of a word's two T as floats. */
+template <typename T> __device__ inline float pair_sum(uint32_t w) {
+    if constexpr (std::is_same_v<T, __half>)
+        return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))) +
+               __half2float(__ushort_as_half((unsigned short)(w >> 16)));
+    else
+        return __uint_as_float(w << 16) + __uint_as_float(w & 0xffff0000u);
+}
+
+/* c += A B for one m16n8k16: A four words, B two, C four floats (layouts at the top of the file). */
+template <typename T> __device__ inline void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    if constexpr (std::is_same_v<T, __half>)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 matrices of 16-bit elements from shared memory (this lane's row address: addr). */
+__device__ inline void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* The same, each matrix transposed. */
+__device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* ---- a tile ---- */
+
+/* One block's work: rows r = token * heads + head of [0, rows), keys [0, key_end). */
+struct mma_tile {
+    const int32_t *table; /* the sequence's block table */
+    int kv_head, head0, heads;
+    int token0, pos0;     /* the step index and position of its first query token */
+    int rows, key_end;
+};
+
+/* Starts copying keys [j0, j0 + CHUNK) of the tile's KV head and their values into a stage (K rows,
+ * then V rows); rows past key_end are zeroed instead. Consecutive threads copy consecutive pieces. */
+template <int D>
+__device__ __forceinline__ void load_chunk(const mma_params &p, const mma_tile &tl, unsigned char *stage, int j0) {
+    using Cfg = mma_cfg<D>;
+#pragma unroll
+    for (int it = 0; it < CHUNK * Cfg::PIECES / THREADS; it++) {
+        const int i = threadIdx.x + it * THREADS, c = i / Cfg::PIECES, piece = i % Cfg::PIECES, j = j0 + c;
+        unsigned char *kd = stage + c * Cfg::STRIDE + piece * 16, *vd = kd + CHUNK * Cfg::STRIDE;
+        if (j < tl.key_end) {
+            const size_t block = (size_t)tl.table[j / p.block_size];
+            const size_t at =
+                ((block * p.n_kv_heads + tl.kv_head) * p.block_size + j % p.block_size) * Cfg::ROW_BYTES + piece * 16;
+            __pipeline_memcpy_async(kd, p.k_cache + at, 16);
+            __pipeline_memcpy_async(vd, p.v_cache + at, 16);
+        } else {
+            *reinterpret_cast<uint4 *>(kd) = make_uint4(0, 0, 0, 0);
+            *reinterpret_cast<uint4 *>(vd) = make_uint4(0, 0, 0, 0);
+        }
+    }
+}
+
+/* The float32 query row of tile row r, or null past the tile's rows. */
+template <int D> __device__ inline const float *query_row(const mma_params &p, const mma_tile &tl, int r) {
+    if (r >= tl.rows) return nullptr;
+    return p.q + ((size_t)(tl.token0 + r / tl.heads) * p.n_heads + tl.head0 + r % tl.heads) * D;
+}
+
+/* q_scale * row[d], row[d + 1] rounded to T (zeros for a null row). */
+template <typename T>
+__device__ inline uint32_t query_pair(const float *row, int d, float q_scale) {
+    if (!row) return 0;
+    const float2 x = __ldg(reinterpret_cast<const float2 *>(row + d));
+    return narrow_pair<T>(x.x * q_scale, x.y * q_scale);
+}
+
+/* One warp's state over the tile: its rows g and g + 8 (h = 0, 1) of this lane. */
+template <int D> struct warp_state {
+    uint32_t qa[mma_cfg<D>::FEAT_STEPS][4]; /* Q as A fragments */
+    float o[mma_cfg<D>::OUT_BLOCKS][4];     /* unnormalized output, C layout */
+    float max[2];                           /* running max (base 2), the same in the row's 4 lanes */
+    float sum[2];                           /* this lane's part of the row's sum of weights */
+    int limit[2];                           /* the first key the row may not see */
+};
+
+/* Scores of the warp's rows against a chunk's keys, weights, and O += P V, for chunk keys [j0, j0 + CHUNK)
+ * in the stage at shared address kv (K rows at kv, V rows CHUNK rows further). */
+template <typename T, int D>
+__device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int j0, bool masked, int lane) {
+    using Cfg = mma_cfg<D>;
+    const int t = lane % 4;
+
+    /* S = Q K^T. Matrix i of an ldmatrix: keys 8 * (i / 2) + [0, 8) of the pair of key blocks,
+     * features 8 * (i % 2) + [0, 8) of the k-step: registers {0, 1} are B of key block 2kb,
+     * {2, 3} of key block 2kb + 1. */
+    float s[Cfg::KEY_BLOCKS][4];
+#pragma unroll
+    for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++) s[jb][0] = s[jb][1] = s[jb][2] = s[jb][3] = 0.0f;
+    const uint32_t k_lane = kv + ((lane & 7) + (lane >> 4) * 8) * Cfg::STRIDE + ((lane >> 3) & 1) * 16;
+#pragma unroll
+    for (int kb = 0; kb < Cfg::KEY_BLOCKS / 2; kb++)
+#pragma unroll
+        for (int kk = 0; kk < Cfg::FEAT_STEPS; kk++) {
+            uint32_t b[4];
+            ldmatrix_x4(b, k_lane + kb * 16 * Cfg::STRIDE + kk * 32);
+            mma16816<T>(s[2 * kb], w.qa[kk], b[0], b[1]);
+            mma16816<T>(s[2 * kb + 1], w.qa[kk], b[2], b[3]);
+        }
+
+    /* the causal limit: s[jb][e] is key j0 + 8jb + 2t + (e & 1) of row h = e / 2 */
+    if (masked) {
+#pragma unroll
+        for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (j0 + 8 * jb + 2 * t + (e & 1) >= w.limit[e >> 1]) s[jb][e] = -INFINITY;
+    }
+
+    /* online softmax: the new max of each row over its 4 lanes, what the earlier sums are worth now */
+    float base[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float m = w.max[h];
+#pragma unroll
+        for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++) m = fmaxf(m, fmaxf(s[jb][2 * h], s[jb][2 * h + 1]));
+        m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, 2));
+        base[h] = m == -INFINITY ? 0.0f : m; /* a row that has seen no key yet: weights and alpha 0 */
+        const float alpha = exp2f(w.max[h] - base[h]);
+        w.max[h] = m;
+        w.sum[h] *= alpha;
+#pragma unroll
+        for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++) w.o[nb][2 * h] *= alpha, w.o[nb][2 * h + 1] *= alpha;
+    }
+
+    /* P as A fragments: key blocks 2ks and 2ks + 1 make k-step ks (a0 a1 from the first, a2 a3 from the second) */
+    uint32_t pa[Cfg::KEY_STEPS][4];
+#pragma unroll
+    for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++) {
+        const uint32_t lo = narrow_pair<T>(exp2f(s[jb][0] - base[0]), exp2f(s[jb][1] - base[0]));
+        const uint32_t hi = narrow_pair<T>(exp2f(s[jb][2] - base[1]), exp2f(s[jb][3] - base[1]));
+        w.sum[0] += pair_sum<T>(lo);
+        w.sum[1] += pair_sum<T>(hi);
+        pa[jb / 2][(jb & 1) * 2] = lo;
+        pa[jb / 2][(jb & 1) * 2 + 1] = hi;
+    }
+
+    /* O += P V. Matrix i of an ldmatrix.trans: keys 8 * (i % 2) + [0, 8) of the k-step, features
+     * 8 * (i / 2) + [0, 8) of the pair of output blocks: registers {0, 1} are B of output block 2nb,
+     * {2, 3} of output block 2nb + 1. */
+    const uint32_t v_lane =
+        kv + CHUNK * Cfg::STRIDE + ((lane & 7) + ((lane >> 3) & 1) * 8) * Cfg::STRIDE + (lane >> 4) * 16;
+#pragma unroll
+    for (int ks = 0; ks < Cfg::KEY_STEPS; ks++)
+#pragma unroll
+        for (int nb = 0; nb < Cfg::OUT_BLOCKS / 2; nb++) {
+            uint32_t b[4];
+            ldmatrix_x4_trans(b, v_lane + ks * 16 * Cfg::STRIDE + nb * 32);
+            mma16816<T>(w.o[2 * nb], pa[ks], b[0], b[1]);
+            mma16816<T>(w.o[2 * nb + 1], pa[ks], b[2], b[3]);
+        }
+}
+
+/* Block (query tile, kv head x head pass, seq): p.tokens query tokens of a sequence with more than
+ * p.decode_tokens, over keys [0, the tile's last position]. The last tiles come first. */
+template <typename T, int D>
+__global__ void __launch_bounds__(THREADS, mma_cfg<D>::MIN_BLOCKS) attention_prefill_mma(mma_params p) {
+    using Cfg = mma_cfg<D>;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int seq = blockIdx.z, q0 = p.query_start[seq], q_len = p.query_start[seq + 1] - q0;
+    const int t0 = (gridDim.x - 1 - blockIdx.x) * p.tokens, pass = blockIdx.y % p.passes;
+    mma_tile tl;
+    tl.kv_head = blockIdx.y / p.passes;
+    tl.head0 = tl.kv_head * p.group + pass * p.heads;
+    tl.heads = min(p.heads, p.group - pass * p.heads);
+    if (q_len <= p.decode_tokens || t0 >= q_len || tl.heads <= 0) return;
+    const int n = min(p.tokens, q_len - t0);
+    tl.table = p.block_tables + (size_t)seq * p.max_blocks;
+    tl.token0 = q0 + t0, tl.pos0 = p.context_len[seq] - q_len + t0;
+    tl.rows = n * tl.heads, tl.key_end = tl.pos0 + n;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const bool active = warp * 16 < tl.rows; /* a warp whose rows are all past tl.rows only helps load */
+    const int n_chunks = (tl.key_end + CHUNK - 1) / CHUNK;
+    const int first_masked = tl.pos0 / CHUNK; /* earlier chunks hold only keys < pos0, which every row sees */
+
+    load_chunk<D>(p, tl, smem, 0);
+    __pipeline_commit();
+
+    warp_state<D> w;
+    const int r0 = warp * 16 + g; /* this lane's rows: r0 and r0 + 8 */
+    {
+        const float *lo = query_row<D>(p, tl, r0), *hi = query_row<D>(p, tl, r0 + 8);
+#pragma unroll
+        for (int kk = 0; kk < Cfg::FEAT_STEPS; kk++) {
+            w.qa[kk][0] = query_pair<T>(lo, 16 * kk + 2 * t, p.q_scale);
+            w.qa[kk][1] = query_pair<T>(hi, 16 * kk + 2 * t, p.q_scale);
+            w.qa[kk][2] = query_pair<T>(lo, 16 * kk + 2 * t + 8, p.q_scale);
+            w.qa[kk][3] = query_pair<T>(hi, 16 * kk + 2 * t + 8, p.q_scale);
+        }
+    }
+#pragma unroll
+    for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++) w.o[nb][0] = w.o[nb][1] = w.o[nb][2] = w.o[nb][3] = 0.0f;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int last_key = tl.pos0 + (r0 + 8 * h) / tl.heads + 1; /* rows past tl.rows: junk, never written */
+        w.max[h] = -INFINITY, w.sum[h] = 0.0f;
+        w.limit[h] = last_key < tl.key_end ? last_key : tl.key_end;
+    }
+
+    const uint32_t smem_at = (uint32_t)__cvta_generic_to_shared(smem);
+    for (int i = 0; i < n_chunks; i++) {
+        const int j0 = i * CHUNK, stage = i & 1;
+        if (i + 1 < n_chunks) load_chunk<D>(p, tl, smem + (stage ^ 1) * Cfg::STAGE_BYTES, j0 + CHUNK);
+        __pipeline_commit();
+        __pipeline_wait_prior(1); /* this chunk's copies are done, the next one's may fly */
+        __syncthreads();
+        if (active) attend_chunk<T, D>(w, smem_at + stage * Cfg::STAGE_BYTES, j0, i >= first_masked, lane);
+        __syncthreads(); /* the stage is free for the copies that follow */
+    }
+    if (!active) return;
+
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float sum = w.sum[h];
+        sum += __shfl_xor_sync(FULL_MASK, sum, 1);
+        sum += __shfl_xor_sync(FULL_MASK, sum, 2);
+        const int r = r0 + 8 * h;
+        if (r >= tl.rows) continue;
+        const float f = 1.0f / sum;
+        float *dst = p.out + ((size_t)(tl.token0 + r / tl.heads) * p.n_heads + tl.head0 + r % tl.heads) * D;
+#pragma unroll
+        for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++)
+            *reinterpret_cast<float2 *>(dst + 8 * nb + 2 * t) = make_float2(w.o[nb][2 * h] * f, w.o[nb][2 * h + 1] * f);
+    }
+}
+
+/* ---- launching ---- */
+
+template <typename T, int D> void launch_prefill_mma(cudaStream_t s, const mma_params &p, const sl_attn_batch *b) {
+    using Cfg = mma_cfg<D>;
+    static const bool allowed = [] { /* past 48 KB of shared memory asks first; once per instance */
+        if (Cfg::SMEM > 48 * 1024)
+            cudaFuncSetAttribute(attention_prefill_mma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::SMEM);
+        return true;
+    }();
+    (void)allowed;
+    const int tiles = (b->max_query_len + p.tokens - 1) / p.tokens;
+    attention_prefill_mma<T, D><<<dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, Cfg::SMEM, s>>>(p);
+}
+
+template <typename T> bool launch_for_head_dim(cudaStream_t s, const mma_params &p, const sl_attn_batch *b, int head_dim) {
+    switch (head_dim) {
+    case 64: launch_prefill_mma<T, 64>(s, p, b); return true;
+    case 80: launch_prefill_mma<T, 80>(s, p, b); return true;
+    case 96: launch_prefill_mma<T, 96>(s, p, b); return true;
+    case 128: launch_prefill_mma<T, 128>(s, p, b); return true;
+    default: return false;
+    }
+}
+
+} /* namespace */
+
+extern "C" int cuda_attention_prefill_mma(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv,
+                                          const sl_attn_batch *b, int n_heads, float scale, int decode_tokens) {
+    if (kv->dtype != SL_DTYPE_BF16 && kv->dtype != SL_DTYPE_F16) return 0;
+    if (kv->head_dim != 64 && kv->head_dim != 80 && kv->head_dim != 96 && kv->head_dim != 128) return 0;
+    if (b->n_seqs <= 0 || b->max_query_len <= decode_tokens) return 1; /* no sequence of prefill's */
+    mma_params p;
+    p.out = out, p.q = q;
+    p.k_cache = static_cast<const unsigned char *>(kv->k), p.v_cache = static_cast<const unsigned char *>(kv->v);
+    p.query_start = b->query_start, p.context_len = b->context_len, p.block_tables = b->block_tables;
+    p.max_blocks = b->max_blocks, p.block_size = kv->block_size;
+    p.n_kv_heads = kv->n_kv_heads, p.n_heads = n_heads, p.group = n_heads / kv->n_kv_heads;
+    p.decode_tokens = decode_tokens;
+    p.passes = (p.group + ROWS - 1) / ROWS; /* attention.cu's plan_heads for a tile of ROWS rows */
+    p.heads = (p.group + p.passes - 1) / p.passes;
+    p.tokens = ROWS / p.heads;
+    p.q_scale = scale * LOG2E;
+    if (kv->dtype == SL_DTYPE_BF16) return launch_for_head_dim<__nv_bfloat16>(s, p, b, kv->head_dim);
+    return launch_for_head_dim<__half>(s, p, b, kv->head_dim);
+}
