@@ -7,8 +7,9 @@
 #
 # structured: bench/structured/bench_structured.py on the 8B shape, $STRUCTURED_SEQS
 # (default 256) JSON-schema requests at once against as many unconstrained ones.
-# preflight: a Qwen2.5-72B config (no weights) must be refused before loading,
-# naming --tensor-parallel-size 2.
+# preflight: a Qwen2.5-72B config (no weights, 145 GB in bf16) must be refused
+# before loading with the layout that fits (--tensor-parallel-size 2 on a
+# 141 GB H200, 3 on an 80 GB H100).
 # serve: start to a ready /health, then `shardlm bench serve` against it at
 # $REQUEST_RATE requests/s (default 8, near saturation for the 8B shape)
 # for $SERVE_PROMPTS requests: TTFT, TPOT and ITL percentiles.
@@ -133,10 +134,10 @@ if want structured; then
 fi
 if want preflight; then
   big=$MODELS/qwen2.5-72b-config
-  $PY tools/make_bench_model.py --shape qwen2.5-72b --out "$big" --tokenizer "$TOKENIZERS/qwen3" --config-only >/dev/null
+  $PY tools/make_bench_model.py --shape qwen2.5-72b --out "$big" --tokenizer "$TOKENIZERS/llama3.1" --config-only >/dev/null
   timeout 60 "$shardlm" serve "$big" --port 8124 >"$RESULTS/preflight.log" 2>&1
   rc=$?
-  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -- "--tensor-parallel-size 2" "$RESULTS/preflight.log"; then
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -- "use --tensor-parallel-size [23] " "$RESULTS/preflight.log"; then
     echo "PASS preflight: $(tail -1 "$RESULTS/preflight.log")"
   else
     echo "FAIL preflight (exit $rc): $(tail -3 "$RESULTS/preflight.log")"; status=1

@@ -2,7 +2,8 @@
 # gpu_check.sh -- on a machine with an NVIDIA GPU: compute-sanitizer over the
 # GPU tests, then a per-kernel profile of batch-1 decode steps (Nsight Compute),
 # so a slow step can be read kernel by kernel; profile_batch does the same for
-# 256 prompts of 512 tokens (their prefill, then decode steps at 256 sequences).
+# 256 prompts of 512 tokens (the prefill chunks, which decode the finished
+# prompts alongside, then the steps after the last chunk).
 #
 #   bench/gpu_check.sh [PARTS...]     PARTS: memcheck racecheck profile profile_batch
 #                                     (default: memcheck racecheck profile)
@@ -26,10 +27,14 @@ head, rows = rows[0], rows[1:]
 k, unit, val, grid = head.index("Kernel Name"), head.index("Metric Unit"), head.index("Metric Value"), head.index("Grid Size")
 split = max([i + 1 for i, r in enumerate(rows) if "attention_prefill" in r[k]] or [0])
 rows = {"prefill": rows[:split], "decode": rows[split:]}.get(which, rows)
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}
+def short(name):  # "void <unnamed>::attention_decode<__nv_bfloat16, 128>(...)" -> "attention_decode<__nv_bfloat16, 128>"
+    name = name.replace("<unnamed>::", "").replace("(anonymous namespace)::", "")
+    name = name[5:] if name.startswith("void ") else name
+    return name.split("(")[0][:60]
 total = collections.defaultdict(float); count = collections.Counter(); grids = {}
 for r in rows:
-    name = r[k].split("(")[0].split("<")[0][:60]
+    name = short(r[k])
     total[name] += float(r[val].replace(",", "")) * scale.get(r[unit], 1.0); count[name] += 1; grids[name] = r[grid]
 all_us = sum(total.values())
 print(f"{title}: {len(rows)} kernels, {all_us:.1f} us of kernel time")
@@ -87,7 +92,7 @@ if want profile_batch; then
       "$bin/shardlm" bench latency "$model" --batch-size 256 --input-len 512 --output-len 4 --num-iters 1 \
       --num-iters-warmup 0 --enforce-eager >"$RESULTS/profile_batch.csv" 2>"$RESULTS/profile_batch.err" || status=1
   kernel_table "$RESULTS/profile_batch.csv" prefill "tiny shape: the prefill of 256 prompts of 512 tokens"
-  kernel_table "$RESULTS/profile_batch.csv" decode "tiny shape: the decode steps after it, 256 sequences"
+  kernel_table "$RESULTS/profile_batch.csv" decode "tiny shape: the steps after the last prefill chunk (the sequences still decoding)"
 fi
 # every op against the CPU under memcheck: the long cases make it the slowest check, so it comes last
 if want memcheck; then

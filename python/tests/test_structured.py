@@ -92,6 +92,20 @@ def test_guided_decoding_alias_and_logprobs(smol):
     assert len(out.logprobs) == len(out.token_ids)
 
 
+def test_backend_masks_give_the_host_tokens(smol):
+    """The backend samples guided rows with the grammar's mask; logprobs keep a request's rows on the host,
+    which masks and samples the whole row. Both give the same tokens, greedy and seeded with each filter."""
+    conv = chat("Describe a user of a web site as JSON.")
+    guide = StructuredOutputsParams(json=PERSON)
+    for filters in [dict(temperature=0), dict(temperature=1.0), dict(temperature=0.8, top_k=40, top_p=0.9, min_p=0.02)]:
+        backend = SamplingParams(seed=3, max_tokens=150, structured_outputs=guide, **filters)
+        host = SamplingParams(seed=3, max_tokens=150, structured_outputs=guide, logprobs=0, **filters)
+        by_backend, by_host = (o.outputs[0] for o in smol.chat([conv, conv], [backend, host], use_tqdm=False))
+        assert by_backend.logprobs is None and len(by_host.logprobs) == len(by_host.token_ids)
+        assert by_backend.token_ids == by_host.token_ids, (filters, by_backend.text, by_host.text)
+        assert by_backend.finish_reason == by_host.finish_reason
+
+
 def test_bad_constraints(smol):
     with pytest.raises(ValueError, match="one kind"):
         StructuredOutputsParams(json=PERSON, regex="a+")

@@ -143,8 +143,10 @@ typedef struct sl_backend_iface {
     /* out[i] = x[rows[i]], rows of dim floats. */
     void (*gather_rows)(void *ctx, float *out, const float *x, const int32_t *rows, int n_rows, int dim);
     /* tokens[i] = the token backend/sample.h's rule picks from logits row i ([n_rows][vocab]) with the
-     * settings rows[i]; logits stay unchanged. */
-    void (*sample)(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n_rows, int vocab);
+     * settings rows[i] and, where rows[i].mask >= 0, the allowed ids masks[rows[i].mask]
+     * ([n_masks][sl_sample_mask_words(vocab)]; may be NULL when no row has a mask); logits stay unchanged. */
+    void (*sample)(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, const uint32_t *masks,
+                   int n_rows, int vocab);
     /* Waits until every op issued so far has finished. */
     int (*synchronize)(void *ctx, sl_err *err);
 

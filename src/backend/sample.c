@@ -6,7 +6,10 @@
  * order[0..n) unsorted, min-p a threshold over it; the prefix's last id in
  * that order is the cutoff, and the draw walks the ids in ascending order,
  * taking those that come no later than the cutoff. The exponentials are
- * computed 16 at a time. */
+ * computed 16 at a time. A mask zeroes the probabilities of the ids it
+ * leaves out (what e^-inf gives), so everything after the exponentials is
+ * the same with or without one: a row with a mask picks the token its
+ * logits with -inf at the masked ids pick, bit for bit. */
 #include "backend/sample.h"
 
 #include <stdbool.h>
@@ -18,6 +21,24 @@ int32_t sl_argmax(const float *x, int n) {
     for (int i = 1; i < n; i++)
         if (x[i] > x[best]) best = i;
     return best;
+}
+
+static inline bool allowed(const uint32_t *mask, int i) { return !mask || (mask[i >> 5] >> (i & 31)) & 1u; }
+
+/* sl_argmax over the ids the mask allows; -1 when it allows none. */
+static int32_t masked_argmax(const float *x, int n, const uint32_t *mask) {
+    if (!mask) return sl_argmax(x, n);
+    int32_t best = -1;
+    for (int i = 0; i < n; i++)
+        if (allowed(mask, i) && (best < 0 || x[i] > x[best])) best = i;
+    return best;
+}
+
+/* Lanes i..i+15 (i a multiple of 16) that the mask allows: all ones, else zeros. */
+static inline vi allowed_lanes(const uint32_t *mask, int i) {
+    const vu bits = (vu){0} + (mask[i >> 5] >> (i & 31));
+    const vu lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    return ((bits >> lane) & 1u) != 0;
 }
 
 /* Descending by probability, ties by id: a total order, so the descending
@@ -79,20 +100,23 @@ static int select_mass(int32_t *order, int n, double target, const float *probs)
     return lo + 1 < n ? lo + 1 : n;
 }
 
-/* probs[i] = e^((logits[i] - max) / temperature), 16 at a time; returns their sum. */
-static double scaled_exp(float *probs, const float *logits, int vocab, float max, float temperature) {
+/* probs[i] = e^((logits[i] - max) / temperature), 0 where the mask (if any)
+ * leaves i out, 16 at a time; returns their sum. */
+static double scaled_exp(float *probs, const float *logits, int vocab, float max, float temperature,
+                         const uint32_t *mask) {
     const float inv_t = 1.0f / temperature;
     double sum = 0;
     int i = 0;
     for (; i + LANES <= vocab; i += LANES) {
-        const vf e = vexp((load_f(logits + i) - max) * inv_t);
+        vf e = vexp((load_f(logits + i) - max) * inv_t);
+        if (mask) e = select_f(allowed_lanes(mask, i), e, splat(0.0f));
         store_f(probs + i, e);
         sum += lane_sum(e);
     }
     for (; i < vocab; i++) { /* the tail through the same code */
         const vf e = vexp(splat((logits[i] - max) * inv_t));
-        probs[i] = e[0];
-        sum += e[0];
+        probs[i] = allowed(mask, i) ? e[0] : 0.0f;
+        sum += probs[i];
     }
     return sum;
 }
@@ -105,9 +129,11 @@ static int32_t last_kept(const int32_t *order, int n, const float *probs) {
     return last;
 }
 
-int32_t sl_sample_pick(const float *logits, int vocab, const sl_sample_row *p, float *probs, int32_t *order) {
-    if (p->temperature < SL_SAMPLE_GREEDY_BELOW) return sl_argmax(logits, vocab);
-    const double sum = scaled_exp(probs, logits, vocab, logits[sl_argmax(logits, vocab)], p->temperature);
+int32_t sl_sample_pick(const float *logits, int vocab, const sl_sample_row *p, const uint32_t *mask, float *probs,
+                       int32_t *order) {
+    const int32_t best = masked_argmax(logits, vocab, mask);
+    if (best < 0 || p->temperature < SL_SAMPLE_GREEDY_BELOW) return best;
+    const double sum = scaled_exp(probs, logits, vocab, logits[best], p->temperature, mask);
     if ((p->top_k <= 0 || p->top_k >= vocab) && p->top_p >= 1.0f && p->min_p <= 0.0f) {
         /* nothing filtered: every id is kept */
         const double u = (double)p->u * sum;

@@ -201,9 +201,11 @@ static int alloc_step(sl_engine *e, sl_step *st) {
     st->n_new = malloc(sizeof(int) * S);
     st->logit_seqs = malloc(sizeof(sl_seq *) * S);
     st->guided = malloc(sizeof(sl_guide_state *) * S);
+    st->masked = malloc(sizeof(sl_guide_state *) * S);
+    st->guides = e->guides;
     return st->logits && st->sampled && st->sample && st->full_rows && st->tokens && st->positions && st->slots &&
                    st->query_start && st->context_len && st->tables && st->logits_rows && st->seqs && st->n_new &&
-                   st->logit_seqs && st->guided
+                   st->logit_seqs && st->guided && st->masked
                ? SL_OK
                : SL_ENOMEM;
 }
@@ -212,7 +214,7 @@ static void free_step(const sl_engine *e, sl_step *st) {
     if (st->logits) e->rank.backend.iface->free_host(e->rank.backend.ctx, st->logits);
     if (st->sampled) e->rank.backend.iface->free_host(e->rank.backend.ctx, st->sampled);
     void *bufs[] = {st->sample, st->full_rows, st->tokens, st->positions, st->slots, st->query_start, st->context_len,
-                    st->tables, st->logits_rows, st->seqs, st->n_new, st->logit_seqs, st->guided};
+                    st->tables, st->logits_rows, st->seqs, st->n_new, st->logit_seqs, st->guided, st->masked};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -368,12 +370,13 @@ static int open_engine(sl_engine *e, sl_err *err) {
     e->max_model_len = e->rank.max_model_len;
     e->max_blocks_per_seq = (e->max_model_len + e->block_size - 1) / e->block_size;
     if ((rc = load_text_side(e, err)) || (rc = load_generation_config(e, err)) ||
-        (rc = sl_block_pool_create(e->rank.n_blocks, e->block_size, e->opts.enable_prefix_caching, &e->pool, err)) ||
-        (rc = alloc_step_buffers(e, err)))
+        (rc = sl_block_pool_create(e->rank.n_blocks, e->block_size, e->opts.enable_prefix_caching, &e->pool, err)))
         return rc;
     for (int i = 0; i < cfg->n_eos_token_ids; i++) add_eos(e, cfg->eos_token_ids[i]);
     if (e->tok) add_eos(e, sl_tokenizer_eos_id(e->tok));
-    if ((rc = sl_guides_create(e->tok, e->eos_ids, e->n_eos_ids, e->vocab, &e->guides, err))) return rc;
+    if ((rc = sl_guides_create(e->tok, e->eos_ids, e->n_eos_ids, e->vocab, &e->guides, err)) ||
+        (rc = alloc_step_buffers(e, err)))
+        return rc;
     e->stats.n_kv_blocks_total = e->rank.n_blocks;
     e->stats.healthy = 1;
     if (e->opts.seed != SL_UNSET) sl_rng_seed(&e->seed_rng, (uint64_t)e->opts.seed);
@@ -951,6 +954,9 @@ static int submit(sl_engine *e, sl_step *st, sl_err *err) {
         b.sampled = st->sampled;
         b.n_full_rows = st->n_full_rows;
         b.full_rows = st->full_rows;
+        b.n_masks = st->n_masked;
+        b.fill_masks = sl_output_fill_masks;
+        b.fill_masks_arg = st;
     }
     double t0 = sl_now_s();
     rc = sl_executor_submit(&e->rank.exec, &b, st->logits, &st->ticket, err);

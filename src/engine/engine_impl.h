@@ -44,8 +44,9 @@ typedef struct sl_step {
     int n_seqs, n_tokens, n_logits;
     float *logits;                   /* [max_num_seqs][vocab] */
     /* Sampling on the backend (one process): each logits row's settings and
-     * token; the rows the host samples itself (penalties, logprobs, masks)
-     * come back whole instead. */
+     * token, guided rows with their grammar's mask; the rows the host
+     * samples itself (penalties, logprobs, min_tokens masks) come back whole
+     * instead. */
     bool backend_samples;
     sl_sample_row *sample;           /* [max_num_seqs] */
     int32_t *sampled;                /* [max_num_seqs], backend host memory; -1: the host samples the row */
@@ -53,6 +54,9 @@ typedef struct sl_step {
     int n_full_rows;
     sl_guide_state **guided;         /* [max_num_seqs] grammar states of the rows with structured output */
     int n_guided;
+    sl_guide_state **masked;         /* [max_num_seqs] those of guided rows the backend samples, in mask order */
+    int n_masked;
+    sl_guides *guides;               /* the engine's (sl_output_fill_masks reads the states through it) */
     bool in_flight;                  /* submitted, not yet completed */
     int64_t order;                   /* submission order (oldest completes first) */
     sl_exec_ticket ticket;
@@ -155,6 +159,9 @@ void sl_output_plan_sampling(sl_engine *e, sl_step *st);
 void sl_output_abort_request(sl_engine *e, sl_req *r, const char *error);
 /* Hands the masks of the step's guided rows to the mask worker (before the step runs). */
 int sl_output_begin_masks(sl_engine *e, sl_step *st, sl_err *err);
+/* sl_batch's fill_masks for a step (an sl_step *): waits for the mask
+ * worker, then writes the masks of the guided rows the backend samples. */
+void sl_output_fill_masks(void *step, uint32_t *masks, int vocab);
 /* Frees a request whose choices have all finished. */
 void sl_req_free(sl_engine *e, sl_req *r);
 

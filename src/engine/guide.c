@@ -9,8 +9,9 @@
  * Each grammar carries a mask cache (grammar/matcher.h): the tokens each
  * grammar position takes or refuses on its own, so a step's mask walks only
  * the few tokens that depend on what follows. The worker is one thread,
- * started with the first mask: it fills a step's masks while the engine
- * thread waits for the step's forward pass. */
+ * started with the first mask: it fills a step's masks, and counts what
+ * each allows, while the engine thread issues and waits for the step's
+ * forward pass. */
 #include "engine/guide.h"
 
 #include <jansson.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/sample.h"
 #include "grammar/json_schema.h"
 
 #define GUIDE_CACHE_UNUSED 32        /* grammars kept with no request holding them */
@@ -313,15 +315,34 @@ void sl_guide_state_destroy(sl_guide_state *st) {
     memset(st, 0, sizeof *st);
 }
 
-int sl_guide_apply_mask(const sl_guides *gs, const sl_guide_state *st, float *logits, int vocab) {
-    const int n_tok = (int)gs->trie->n_tokens < vocab ? (int)gs->trie->n_tokens : vocab;
-    int allowed = 0;
-    for (int id = 0; id < n_tok; id++) {
-        if ((st->mask[id >> 5] >> (id & 31)) & 1) allowed++;
-        else logits[id] = -INFINITY;
-    }
-    for (int id = n_tok; id < vocab; id++) logits[id] = -INFINITY;
-    return allowed;
+/* Ids a mask can allow: the tokenizer's, below the LM head's rows. */
+static int mask_ids(const sl_guides *gs, int vocab) {
+    return (int)gs->trie->n_tokens < vocab ? (int)gs->trie->n_tokens : vocab;
+}
+
+void sl_guide_apply_mask(const sl_guides *gs, const sl_guide_state *st, float *logits, int vocab) {
+    const int n_ids = mask_ids(gs, vocab);
+    for (int id = 0; id < n_ids; id++)
+        if (!((st->mask[id >> 5] >> (id & 31)) & 1)) logits[id] = -INFINITY;
+    for (int id = n_ids; id < vocab; id++) logits[id] = -INFINITY;
+}
+
+void sl_guide_copy_mask(const sl_guides *gs, const sl_guide_state *st, uint32_t *dst, int vocab) {
+    const int n_ids = mask_ids(gs, vocab);
+    const size_t full = (size_t)n_ids / 32, words = sl_sample_mask_words(vocab);
+    memcpy(dst, st->mask, full * sizeof *dst);
+    size_t w = full;
+    if (n_ids % 32) dst[w++] = st->mask[full] & ((1u << (n_ids % 32)) - 1);
+    memset(dst + w, 0, (words - w) * sizeof *dst);
+}
+
+/* How many ids the state's mask allows. */
+static int count_allowed(const sl_guides *gs, const sl_guide_state *st) {
+    const int n_ids = mask_ids(gs, gs->vocab);
+    int n = 0;
+    for (int w = 0; w < n_ids / 32; w++) n += __builtin_popcount(st->mask[w]);
+    if (n_ids % 32) n += __builtin_popcount(st->mask[n_ids / 32] & ((1u << (n_ids % 32)) - 1));
+    return n;
 }
 
 int sl_guide_accept(const sl_guides *gs, sl_guide_state *st, int32_t tok, sl_err *err) {
@@ -348,6 +369,7 @@ static void *mask_worker(void *arg) {
         for (int i = 0; i < gs->n_jobs; i++) {
             sl_guide_state *st = gs->jobs[i];
             st->mask_rc = sl_matcher_fill_mask_cached(st->matcher, st->masks, st->mask, NULL);
+            st->n_allowed = st->mask_rc ? 0 : count_allowed(gs, st);
         }
         pthread_mutex_lock(&gs->wmu);
         gs->busy = false;

@@ -11,10 +11,12 @@
  *
  * Per step: sl_guides_begin_masks hands the step's guided rows to the
  * worker before the step is submitted; sl_guides_wait_masks waits for them
- * before the first guided row is sampled. A row's mask leaves the tokens the
- * grammar can take next (and EOS when the output is complete); the rest of
- * the row is set to -inf, LM-head rows past the tokenizer's vocabulary
- * included. */
+ * before the first guided row is sampled: by the backend's sample op, once
+ * the forward pass has issued the step's layers (sl_guide_copy_mask gives it
+ * the mask), or on the host from the whole row (sl_guide_apply_mask). A
+ * row's mask leaves the tokens the grammar can take next (and EOS when the
+ * output is complete); the rest of the row counts as -inf, LM-head rows past
+ * the tokenizer's vocabulary included. */
 #ifndef SL_ENGINE_GUIDE_H
 #define SL_ENGINE_GUIDE_H
 
@@ -35,6 +37,7 @@ typedef struct sl_guide_state {
     sl_mask_cache *masks; /* its grammar's (borrowed) */
     uint32_t *mask;      /* [ceil(vocab / 32)] bits of allowed ids */
     int mask_rc;         /* the worker's result for this step's mask */
+    int n_allowed;       /* ids the mask allows below the LM head's rows; 0 (a dead end) when mask_rc failed */
 } sl_guide_state;
 
 /* tok may be NULL (a model without tokenizer.json: every guided request is refused). */
@@ -55,9 +58,11 @@ void sl_guide_state_destroy(sl_guide_state *st);
 int sl_guides_begin_masks(sl_guides *gs, sl_guide_state *const *states, int n, sl_err *err);
 void sl_guides_wait_masks(sl_guides *gs);
 
-/* Sets logits[id] = -inf for every id the state's mask leaves out; returns
- * how many ids stay allowed. */
-int sl_guide_apply_mask(const sl_guides *gs, const sl_guide_state *st, float *logits, int vocab);
+/* Sets logits[id] = -inf for every id the state's mask leaves out. */
+void sl_guide_apply_mask(const sl_guides *gs, const sl_guide_state *st, float *logits, int vocab);
+/* The state's mask over vocab ids (the LM head's rows) as backend/sample.h
+ * lays masks out: sl_sample_mask_words(vocab) words into dst. */
+void sl_guide_copy_mask(const sl_guides *gs, const sl_guide_state *st, uint32_t *dst, int vocab);
 /* Advances the state by token tok (EOS ids leave it as it is): 1 accepted, 0
  * the grammar cannot take it, or a negative code (the state's bound). */
 int sl_guide_accept(const sl_guides *gs, sl_guide_state *st, int32_t tok, sl_err *err);

@@ -1,10 +1,13 @@
 /* output.c -- from a step's logits to what the caller sees.
  *
  * Before a step, the settings of each row the backend samples (most rows:
- * a backend op, so only tokens cross to the host); after it, for every
- * sequence that reached the end of its tokens: the backend's token, or, for
- * rows that came back whole, logprobs from the raw logits, penalties and the
- * min_tokens mask, and a draw here; then append the token, turn it into text with the incremental
+ * a backend op, so only tokens cross to the host), guided rows with their
+ * grammar's mask, which the forward pass asks for (sl_output_fill_masks)
+ * once it has issued the layers; after it, for every sequence that reached
+ * the end of its tokens: the backend's token, or, for rows that came back
+ * whole, logprobs from the raw logits, the grammar's mask, penalties and the
+ * min_tokens mask, and a draw here; a grammar that allows no token ends the
+ * choice either way; then append the token, turn it into text with the incremental
  * detokenizer, and decide whether the choice is finished (EOS, a stop token,
  * a stop string, max_tokens, max_model_len). Text that could be the start of
  * a stop string is held back until it is known not to be one, so a stop
@@ -227,11 +230,12 @@ static void detokenize(sl_seq *s, int32_t tok, bool flush) {
 }
 
 /* Whether the host must see the row whole: logprobs come from the raw row,
- * and the penalties and min_tokens' masks change it before the draw. */
+ * and the penalties and min_tokens' masks change it before the draw (a
+ * grammar's mask alone the backend applies itself). */
 static bool host_samples(const sl_engine *e, const sl_req *r, const sl_seq *s) {
     const bool masked = s->n_tokens - s->n_prompt < r->params.min_tokens &&
                         (r->n_stop_ids > 0 || (!r->params.ignore_eos && e->n_eos_ids > 0));
-    return r->params.logprobs >= 0 || r->prompt_mask || s->output_counts || masked || s->guide.matcher;
+    return r->params.logprobs >= 0 || r->prompt_mask || s->output_counts || masked;
 }
 
 int sl_output_begin_masks(sl_engine *e, sl_step *st, sl_err *err) {
@@ -243,26 +247,38 @@ int sl_output_begin_masks(sl_engine *e, sl_step *st, sl_err *err) {
 
 void sl_output_plan_sampling(sl_engine *e, sl_step *st) {
     st->n_full_rows = 0;
+    st->n_masked = 0;
     for (int i = 0; i < st->n_logits; i++) {
         sl_seq *s = st->logit_seqs[i];
         if (host_samples(e, s->req, s)) {
             st->full_rows[st->n_full_rows++] = i;
-            st->sample[i] = (sl_sample_row){.temperature = 0}; /* cheapest; its token is not used */
-        } else {
-            st->sample[i] = sl_sample_row_of(&s->req->sp, &s->rng);
+            /* cheapest; its token is not used */
+            st->sample[i] = (sl_sample_row){.temperature = 0, .mask = SL_SAMPLE_NO_MASK};
+            continue;
+        }
+        st->sample[i] = sl_sample_row_of(&s->req->sp, &s->rng);
+        if (s->guide.matcher) {
+            st->sample[i].mask = st->n_masked;
+            st->masked[st->n_masked++] = &s->guide;
         }
     }
 }
 
-/* The row's token: the backend's (sampled >= 0), or drawn here from the whole row;
- * -1 when a grammar allows no token at all. */
+void sl_output_fill_masks(void *step, uint32_t *masks, int vocab) {
+    const sl_step *st = step;
+    sl_guides_wait_masks(st->guides);
+    const size_t words = sl_sample_mask_words(vocab);
+    for (int k = 0; k < st->n_masked; k++)
+        sl_guide_copy_mask(st->guides, st->masked[k], masks + (size_t)k * words, vocab);
+}
+
+/* The row's token drawn here from the whole row. */
 static int32_t host_sample(sl_engine *e, sl_seq *s, float *logits, logprob_info *lp) {
     sl_req *r = s->req;
     const bool want_logprobs = r->params.logprobs >= 0;
     /* logprobs describe the model's own distribution: before masks, penalties and temperature */
     if (want_logprobs) memcpy(e->raw_row, logits, sizeof(float) * (size_t)e->vocab);
-    if (s->guide.matcher && (s->guide.mask_rc || sl_guide_apply_mask(e->guides, &s->guide, logits, e->vocab) == 0))
-        return -1;
+    if (s->guide.matcher) sl_guide_apply_mask(e->guides, &s->guide, logits, e->vocab);
     mask_early_stops(e, r, s, logits);
     sl_token_history hist = {.prompt_mask = r->prompt_mask, .output_counts = s->output_counts};
     sl_sampler_apply_penalties(&r->sp, &hist, logits, e->vocab);
@@ -295,7 +311,9 @@ static void process_logits_row(sl_engine *e, sl_seq *s, float *logits, int32_t s
     sl_req *r = s->req;
     logprob_info lp;
     const bool want_logprobs = r->params.logprobs >= 0; /* such rows are always sampled here */
-    const int32_t tok = sampled >= 0 ? sampled : host_sample(e, s, logits, &lp);
+    /* the backend's token (sampled >= 0) or one drawn here; -1 where the grammar allows none */
+    const bool dead_end = s->guide.matcher && s->guide.n_allowed == 0;
+    const int32_t tok = dead_end ? -1 : sampled >= 0 ? sampled : host_sample(e, s, logits, &lp);
     if (s->guide.matcher && guide_dead_end(e, s, tok)) return;
     s->tokens[s->n_tokens++] = tok;
     if (s->output_counts) s->output_counts[tok]++;

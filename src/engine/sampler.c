@@ -52,7 +52,7 @@ float sl_rng_uniform_float(sl_rng *rng) { return (float)(rng_next(rng) >> 40) * 
 sl_sample_row sl_sample_row_of(const sl_sampling_params *p, sl_rng *rng) {
     const bool greedy = p->temperature < SL_SAMPLE_GREEDY_BELOW;
     return (sl_sample_row){.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p, .min_p = p->min_p,
-                           .u = greedy ? 0.0f : sl_rng_uniform_float(rng)};
+                           .u = greedy ? 0.0f : sl_rng_uniform_float(rng), .mask = SL_SAMPLE_NO_MASK};
 }
 
 /* ---- parameters ---- */
@@ -113,5 +113,5 @@ void sl_sampler_apply_penalties(const sl_sampling_params *p, const sl_token_hist
 
 int32_t sl_sampler_sample(sl_sampler *s, const sl_sampling_params *p, float *logits, sl_rng *rng) {
     const sl_sample_row row = sl_sample_row_of(p, rng);
-    return sl_sample_pick(logits, s->vocab, &row, s->probs, s->order);
+    return sl_sample_pick(logits, s->vocab, &row, NULL, s->probs, s->order);
 }

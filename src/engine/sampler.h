@@ -65,7 +65,7 @@ typedef struct sl_token_history {
  * them before this. */
 void sl_sampler_apply_penalties(const sl_sampling_params *p, const sl_token_history *h, float *logits, int vocab);
 
-/* The row settings of p with the next draw of rng (none when greedy). */
+/* The row settings of p with the next draw of rng (none when greedy), without a mask. */
 sl_sample_row sl_sample_row_of(const sl_sampling_params *p, sl_rng *rng);
 
 /* Picks a token from logits on the host, drawing from rng as sl_sample_row_of. */

@@ -21,12 +21,18 @@
  * Tensors between ranks go through the model's tensor communicator
  * (parallel/tensor_comm.h), in order with the backend's ops.
  *
- * The ops from the embedding to the sampled tokens are one unit
- * (issue_step), which a backend may keep as a graph and replay for later
- * steps of the same shape: decode steps of one process (graph_key). Their
- * arguments then depend on the step's sizes only: the step's arrays sit at
- * offsets fixed by its sizes, and attention gets the block-table width as
- * its bound on the context instead of the longest context itself. */
+ * The ops from the embedding to the logits are one unit (issue_step),
+ * which a backend may keep as a graph and replay for later steps of the
+ * same shape: decode steps of one process (graph_key). Their arguments then
+ * depend on the step's sizes only: the step's arrays sit at offsets fixed
+ * by its sizes, and attention gets the block-table width as its bound on
+ * the context instead of the longest context itself.
+ *
+ * Sampling on the backend follows the unit (sample_rows): the structured-
+ * output masks of its rows are only asked of the caller then, so they are
+ * computed while the backend runs the layers (on a GPU the host has issued
+ * them all and waits for nothing), then go up from pinned memory into one
+ * fixed buffer before the sample op. */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -77,9 +83,10 @@ static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
     const sl_model_limits *l = &m->limits;
     if (b->n_tokens < 1 || b->n_tokens > l->max_tokens || b->n_seqs < 1 || b->n_seqs > l->max_seqs ||
         b->n_logits < 0 || b->n_logits > l->max_seqs || b->max_blocks > sl_model_max_blocks(l) ||
-        b->query_start[0] != 0 || b->query_start[b->n_seqs] != b->n_tokens || (b->sample && m->plan.tp_size > 1))
-        return sl_err_set(err, SL_EINTERNAL, "step batch out of limits (%d tokens, %d seqs, %d logits)", b->n_tokens,
-                          b->n_seqs, b->n_logits);
+        b->query_start[0] != 0 || b->query_start[b->n_seqs] != b->n_tokens || (b->sample && m->dist) ||
+        b->n_masks < 0 || b->n_masks > b->n_logits || (b->n_masks && (!b->sample || !b->fill_masks)))
+        return sl_err_set(err, SL_EINTERNAL, "step batch out of limits (%d tokens, %d seqs, %d logits, %d masks)",
+                          b->n_tokens, b->n_seqs, b->n_logits, b->n_masks);
     return SL_OK;
 }
 
@@ -184,8 +191,7 @@ static int logits_to_host(sl_model *m, const sl_batch *b, float *logits, sl_err 
 }
 
 /* A step's ops on this rank, from the residual stream's entry to the logits
- * of its slice (and the sampled tokens): what the backend may keep as one
- * graph (backend.h's replay). */
+ * of its slice: what the backend may keep as one graph (backend.h's replay). */
 typedef struct step_ops {
     sl_model *m;
     const sl_batch *b;
@@ -213,7 +219,6 @@ static int issue_step(void *arg, sl_err *err) {
     /* the LM head over the rows of xb (the final norm of x) that need logits */
     be->gather_rows(ctx, m->logits_in, m->xb, m->d_logits_rows, b->n_logits, c->hidden_size);
     be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
-    if (b->sample) be->sample(ctx, m->d_sampled, m->logits, m->d_sample, b->n_logits, c->vocab_size);
     return SL_OK;
 }
 
@@ -222,7 +227,23 @@ static int issue_step(void *arg, sl_err *err) {
  * sizes and block-table width agree. */
 static uint64_t graph_key(const sl_model *m, const sl_batch *b, int width) {
     if (m->dist || b->n_tokens != b->n_seqs || b->n_tokens >= (1 << 20) || width >= (1 << 22)) return 0;
-    return (uint64_t)b->n_tokens << 43 | (uint64_t)b->n_logits << 23 | (uint64_t)width << 1 | (b->sample != NULL);
+    return (uint64_t)b->n_tokens << 43 | (uint64_t)b->n_logits << 23 | (uint64_t)width;
+}
+
+/* The logits rows to tokens on the backend, after the step's other ops: the
+ * caller fills the rows' masks now, and they go up before the sample op. */
+static int sample_rows(sl_model *m, const sl_batch *b, sl_err *err) {
+    const sl_backend_iface *be = m->backend.iface;
+    void *ctx = m->backend.ctx;
+    const int vocab = m->config.vocab_size;
+    if (b->n_masks > 0) {
+        b->fill_masks(b->fill_masks_arg, m->h_masks, vocab);
+        const size_t n_bytes = (size_t)b->n_masks * sl_sample_mask_words(vocab) * sizeof(uint32_t);
+        int rc = be->upload(ctx, m->d_masks, m->h_masks, n_bytes, err);
+        if (rc) return rc;
+    }
+    be->sample(ctx, m->d_sampled, m->logits, m->d_sample, m->d_masks, b->n_logits, vocab);
+    return SL_OK;
 }
 
 int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err) {
@@ -251,6 +272,7 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
     step_ops ops = {m, b, &ab};
     const uint64_t key = graph_key(m, b, width);
     rc = key && be->replay ? be->replay(ctx, key, issue_step, &ops, err) : issue_step(&ops, err);
+    if (!rc && b->sample && b->n_logits > 0) rc = sample_rows(m, b, err);
     if (!rc && m->dist && m->dist->next_stage >= 0)
         rc = m->tensors.iface->send_next(m->tensors.ctx, m->x, (int64_t)b->n_tokens * m->config.hidden_size,
                                          SL_DTYPE_F32, err);

@@ -229,6 +229,13 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         if ((rc = alloc_buf(m, bufs[i].n_bytes, bufs[i].p, err))) return rc;
         m->workspace_bytes += bufs[i].n_bytes;
     }
+    if (!m->dist) {
+        const size_t mask_bytes = (size_t)lim->max_seqs * sl_sample_mask_words(m->config.vocab_size) * i32;
+        if ((rc = m->backend.iface->alloc_host(m->backend.ctx, mask_bytes, (void **)&m->h_masks, err)) ||
+            (rc = alloc_buf(m, mask_bytes, (void **)&m->d_masks, err)))
+            return rc;
+        m->workspace_bytes += mask_bytes;
+    }
     if (m->plan.tp_size > 1 && m->plan.pp_rank == m->plan.pp_size - 1) {
         size_t full = (size_t)lim->max_seqs * (size_t)m->config.vocab_size * f;
         if (!(m->host_gather = malloc(full))) return sl_err_set(err, SL_ENOMEM, "out of memory for the logits gather");
@@ -310,9 +317,10 @@ void sl_model_close(sl_model *m) {
     b->weight_free(ctx, &m->lm_head);
     free(m->host_gather);
     if (m->h_step) b->free_host(ctx, m->h_step);
+    if (m->h_masks) b->free_host(ctx, m->h_masks);
     sl_tensor_comm_close(&m->tensors);
     void *bufs[] = {m->final_norm, m->inv_freq, m->x, m->xb, m->q, m->k, m->v, m->att, m->gate, m->up,
-                    m->logits_in, m->logits, m->d_step, m->d_sampled};
+                    m->logits_in, m->logits, m->d_step, m->d_sampled, m->d_masks};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->free(ctx, bufs[i]);
     sl_safetensors_close(m->st); /* after the weights: a backend may point into the mapping */
     for (int i = 0; i < m->n_converted; i++) free(m->converted[i]);

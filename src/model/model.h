@@ -52,6 +52,14 @@ typedef struct sl_batch {
     int32_t *sampled;                              /* [n_logits], host memory */
     int n_full_rows;
     const int32_t *full_rows;                      /* [n_full_rows] indices of logits rows */
+    /* The masks the rows' sample[i].mask name (n_masks > 0): the forward pass
+     * calls fill_masks(fill_masks_arg, masks, vocab) once it has issued the
+     * step's layers and before it samples, to write them to host memory
+     * masks[n_masks][sl_sample_mask_words(vocab)], so the caller may still be
+     * computing them while the backend runs the layers. */
+    int n_masks;
+    void (*fill_masks)(void *arg, uint32_t *masks, int vocab);
+    void *fill_masks_arg;
 } sl_batch;
 
 /* Limits of one step; activations are sized from them at open. */
@@ -87,6 +95,8 @@ typedef struct sl_model {
     int32_t *d_tokens, *d_positions, *d_slots, *d_query_start, *d_context_len, *d_block_tables, *d_logits_rows;
     const sl_sample_row *d_sample; /* the step's arrays inside d_step (set by each forward) */
     int32_t *d_sampled;            /* [max_seqs] the tokens the backend sampled */
+    uint32_t *h_masks, *d_masks;   /* [max_seqs][mask words] the step's token masks: host (pinned) and backend
+                                      copies; one process only (the layout that samples on its backend) */
     void **converted;              /* [n_converted] owned: --dtype copies of matrices the backend points into */
     int n_converted;
     size_t weight_bytes, kv_bytes, workspace_bytes;

@@ -7,8 +7,11 @@
  * with --matmul-precision medium, the same 16-bit rounding of inputs), and
  * attention over paged caches of mixed steps: decode beside prefill, chunked
  * prefill over an earlier context, GQA and MHA, long contexts that the GPU
- * splits over several blocks, every KV dtype and a few block sizes; and
- * sampling, token for token against the host reference of the rule; and
+ * splits over several blocks, every KV dtype and a few block sizes, the
+ * tensor-core prefill of 16-bit caches held to a tolerance of its own rounding
+ * (tensor_core_tolerance), the float32 kernels to float32 sums; and
+ * sampling, token for token against the host reference of the rule, with
+ * and without token masks (structured output); and
  * replay (CUDA graphs): replayed ops read their buffers' new contents.
  * Skips (exit 77) where no GPU is visible. */
 #include "backend/backend.h"
@@ -239,6 +242,34 @@ typedef struct attn_case {
     sl_dtype kv_dtype;
 } attn_case;
 
+/* Whether the CUDA backend puts a sequence of q_len queries on its tensor-core prefill (attention_mma.cu):
+ * a 16-bit cache, head_dim 64, 80, 96 or 128, and more query tokens than decode takes (8 / the heads of a
+ * decode pass). Every other sequence goes through float32 kernels. */
+static int on_tensor_cores(const attn_case *c, int q_len) {
+    if (c->kv_dtype != SL_DTYPE_BF16 && c->kv_dtype != SL_DTYPE_F16) return 0;
+    if (c->head_dim != 64 && c->head_dim != 80 && c->head_dim != 96 && c->head_dim != 128) return 0;
+    const int group = c->n_heads / c->n_kv_heads, passes = (group + 7) / 8, heads = (group + passes - 1) / passes;
+    return q_len > 8 / heads;
+}
+
+/* Tolerances against the CPU's float32 reference, per sequence by the kernel that computes it.
+ * The float32 kernels: 2e-5 + 2e-4 |x|, the order of float32 sums in another grouping.
+ * The tensor-core prefill rounds two more things to the cache's type, of unit roundoff u (2^-8
+ * bfloat16, 2^-11 float16): the prescaled query, so score j (log2 units) moves by delta_j, at most
+ * u sum_i |q_i k_ji| and in practice a random-signed sum over the features; and each weight
+ * 2^(s_j - max), by a relative eps_j <= u. With eta_j = ln 2 delta_j + eps_j the output
+ * o = sum_j w_j v_j / sum_j w_j (sums of the rounded weights) moves by about
+ * sum_j w_j (eta_j - mean eta) (v_j - o), so by at most 2 max|eta| max|v - o|: of order u, as
+ * |v| <= 1 here; the rows that see 2 or 3 keys move most. That rounding emulated on the host on
+ * these inputs (tools/attention_mma_check.py: head_dim 64 to 128, 300-token prompts, 200 queries
+ * over 3000 keys) moved outputs by at most 0.8 u; we allow 3u + 3u |x| (bfloat16 1.2e-2, float16
+ * 1.5e-3), a margin near 4 that is still well below what a wrong fragment, key or mask costs (order
+ * 0.1 to 1). */
+static void tensor_core_tolerance(sl_dtype kv_dtype, double *atol, double *rtol) {
+    const double u = kv_dtype == SL_DTYPE_BF16 ? 1.0 / 256 : 1.0 / 2048;
+    *atol = 3 * u, *rtol = 3 * u;
+}
+
 static void check_attention(const attn_case *c) {
     const int S = c->n_seqs, hd = c->head_dim, bs = c->block_size, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
     int max_blocks = 0, total_ctx = 0, n_tokens = 0, max_ctx = 0, max_q = 0;
@@ -296,7 +327,28 @@ static void check_attention(const attn_case *c) {
     const float scale = 1.0f / sqrtf((float)hd) * 2.0f; /* sharper than usual: softmax weights far from uniform */
     g_cpu.iface->attention(g_cpu.ctx, out.cpu, tq.cpu, &kv_cpu, &bc, c->n_heads, scale);
     g_gpu.iface->attention(g_gpu.ctx, out.gpu, tq.gpu, &kv_gpu, &bg, c->n_heads, scale);
-    CHECK(twin_agree(c->name, out, (int64_t)n_tokens * q_dim, 2e-5, 2e-4));
+    float *o_cpu = get(&g_cpu, out.cpu, (int64_t)n_tokens * q_dim), *o_gpu = get(&g_gpu, out.gpu, (int64_t)n_tokens * q_dim);
+    double worst_mma = 0;
+    int n_mma = 0;
+    for (int s = 0; s < S; s++) {
+        const int64_t at = (int64_t)qs[s] * q_dim, n = (int64_t)c->q_len[s] * q_dim;
+        double atol = 2e-5, rtol = 2e-4;
+        char what[160];
+        snprintf(what, sizeof what, "%s, sequence %d (%d of %d)", c->name, s, c->q_len[s], c->ctx[s]);
+        if (on_tensor_cores(c, c->q_len[s])) {
+            tensor_core_tolerance(c->kv_dtype, &atol, &rtol);
+            n_mma++;
+            for (int64_t i = at; i < at + n; i++) {
+                const double d = fabs((double)o_cpu[i] - o_gpu[i]);
+                if (!(d <= worst_mma)) worst_mma = isnan(d) ? INFINITY : d;
+            }
+        }
+        CHECK(agree(what, o_cpu + at, o_gpu + at, n, atol, rtol));
+    }
+    if (n_mma)
+        printf("%s: %d of %d sequences on the tensor-core prefill, largest difference %.3g\n", c->name, n_mma, S,
+               worst_mma);
+    free(o_cpu), free(o_gpu);
     twin ts[] = {tk, tv, tq, tslots, ttables, tqs, tctx, out, tkc, tvc, tpos, tfreq};
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) twin_free(ts[i]);
     free(perm), free(tables), free(slots), free(qs), free(ctx), free(k), free(v), free(q), free(positions), free(inv_freq);
@@ -311,6 +363,13 @@ static void test_attention(void) {
     const int lq[] = {1}, lc[] = {8000};
     /* a 2048-token prompt in one step */
     const int pq[] = {2048}, pc[] = {2048};
+    /* the tensor-core prefill: a prompt (130: not whole tiles), decode over 900 keys, chunks over earlier
+     * contexts (65 over 935; 200 over 2800, to 3000 keys), a 2-token chunk */
+    const int gq[] = {130, 1, 65, 200, 2}, gc[] = {130, 900, 1000, 3000, 40};
+    /* a 513-token chunk over 2487 earlier keys */
+    const int cq[] = {513}, cc[] = {3000};
+    /* head passes: a prompt beside a decode */
+    const int hq[] = {70, 1}, hc[] = {100, 20};
     const attn_case cases[] = {
         {"decode gqa bf16", 5, dq, dc, 8, 2, 128, 16, SL_DTYPE_BF16},
         {"decode gqa f32", 5, dq, dc, 32, 8, 128, 16, SL_DTYPE_F32},
@@ -322,6 +381,15 @@ static void test_attention(void) {
         {"decode head_dim 80", 5, dq, dc, 8, 8, 80, 16, SL_DTYPE_BF16},
         {"mixed head_dim 256", 4, mq, mc, 8, 4, 256, 16, SL_DTYPE_BF16},
         {"mixed head_dim 8 (the plain kernel)", 4, mq, mc, 6, 3, 8, 16, SL_DTYPE_BF16},
+        /* the tensor-core prefill (attention_mma.cu), beside decodes in the same step */
+        {"mma mha bf16 head_dim 128, block 24", 4, mq, mc, 4, 4, 128, 24, SL_DTYPE_BF16},
+        {"mma gqa 8 f16 head_dim 128, 5 lengths", 5, gq, gc, 32, 4, 128, 16, SL_DTYPE_F16},
+        {"mma gqa 4 bf16 head_dim 64, 3000 keys, block 48", 1, cq, cc, 8, 2, 64, 48, SL_DTYPE_BF16},
+        {"mma mha f16 head_dim 64, 5 lengths", 5, gq, gc, 4, 4, 64, 16, SL_DTYPE_F16},
+        {"mma head passes (group 80) bf16 head_dim 64", 2, hq, hc, 160, 2, 64, 16, SL_DTYPE_BF16},
+        {"mma head passes (group 96) f16 head_dim 128", 2, hq, hc, 96, 1, 128, 16, SL_DTYPE_F16},
+        {"mma gqa 2 f16 head_dim 80", 4, mq, mc, 8, 4, 80, 16, SL_DTYPE_F16},
+        {"mma gqa 4 bf16 head_dim 96, block 5", 4, mq, mc, 8, 2, 96, 5, SL_DTYPE_BF16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(&cases[i]);
 }
@@ -330,12 +398,16 @@ static void test_attention(void) {
 
 /* The GPU's token must be the reference's for the row's draw u, or, where u
  * falls within 1e-5 of a boundary between two ids (the sums' rounding differs),
- * the reference's for u nudged by that much. */
-static void check_sample(const char *what, const float *logits, int n_rows, int vocab, const sl_sample_row *rows) {
+ * the reference's for u nudged by that much. Rows with rows[i].mask >= 0 have
+ * that mask of masks ([n_masks][mask words]) on both sides. */
+static void check_sample(const char *what, const float *logits, int n_rows, int vocab, const sl_sample_row *rows,
+                         const uint32_t *masks, int n_masks) {
+    const size_t words = sl_sample_mask_words(vocab);
     twin l = twin_put(logits, sizeof(float) * (size_t)n_rows * (size_t)vocab);
     twin r = twin_put(rows, sizeof(sl_sample_row) * (size_t)n_rows);
     twin t = twin_zeros(sizeof(int32_t) * (size_t)n_rows);
-    g_gpu.iface->sample(g_gpu.ctx, t.gpu, l.gpu, r.gpu, n_rows, vocab);
+    twin m = n_masks ? twin_put(masks, sizeof(uint32_t) * words * (size_t)n_masks) : (twin){NULL, NULL};
+    g_gpu.iface->sample(g_gpu.ctx, t.gpu, l.gpu, r.gpu, m.gpu, n_rows, vocab);
     int32_t *got = malloc(sizeof(int32_t) * (size_t)n_rows);
     sl_err err = {0};
     CHECK_EQ_INT(g_gpu.iface->download(g_gpu.ctx, got, t.gpu, sizeof(int32_t) * (size_t)n_rows, &err), 0);
@@ -345,22 +417,49 @@ static void check_sample(const char *what, const float *logits, int n_rows, int 
     int exact = 0, bad = 0;
     for (int i = 0; i < n_rows; i++) {
         const float *row = logits + (size_t)i * (size_t)vocab;
+        const uint32_t *mask = rows[i].mask >= 0 ? masks + (size_t)rows[i].mask * words : NULL;
         sl_sample_row lo = rows[i], hi = rows[i];
         lo.u = fmaxf(0.0f, lo.u - 1e-5f), hi.u = fminf(0.99999994f, hi.u + 1e-5f);
-        const int32_t want = sl_sample_pick(row, vocab, &rows[i], probs, order);
+        const int32_t want = sl_sample_pick(row, vocab, &rows[i], mask, probs, order);
         exact += got[i] == want;
-        if (got[i] != want && got[i] != sl_sample_pick(row, vocab, &lo, probs, order) &&
-            got[i] != sl_sample_pick(row, vocab, &hi, probs, order)) {
+        if (got[i] != want && got[i] != sl_sample_pick(row, vocab, &lo, mask, probs, order) &&
+            got[i] != sl_sample_pick(row, vocab, &hi, mask, probs, order)) {
             if (bad++ < 5)
-                fprintf(stderr, "%s: row %d (temperature %g, top_k %d, top_p %g, min_p %g, u %.7f): gpu %d, cpu %d\n",
-                        what, i, rows[i].temperature, rows[i].top_k, rows[i].top_p, rows[i].min_p, rows[i].u, got[i],
-                        want);
+                fprintf(stderr, "%s: row %d (temperature %g, top_k %d, top_p %g, min_p %g, u %.7f, mask %d): gpu %d, "
+                        "cpu %d\n", what, i, rows[i].temperature, rows[i].top_k, rows[i].top_p, rows[i].min_p,
+                        rows[i].u, rows[i].mask, got[i], want);
         }
     }
     fprintf(stderr, "%s: %d of %d rows the reference's token exactly, %d wrong\n", what, exact, n_rows, bad);
     CHECK_EQ_INT(bad, 0);
     free(got), free(probs), free(order);
     twin_free(l), twin_free(r), twin_free(t);
+    if (n_masks) twin_free(m);
+}
+
+/* Masks for two rows in three (stored in reverse row order, so a row's mask index is not its row): most
+ * ids, 1 in 200 (a grammar between JSON keys), one id, or none (the op gives -1); never the row's
+ * largest logit, so the allowed maximum is another id. Returns [n_masks][mask words]. */
+static uint32_t *mask_rows(const float *logits, int vocab, sl_sample_row *rows, int n_rows, int *n_masks) {
+    const size_t words = sl_sample_mask_words(vocab);
+    uint32_t *masks = calloc(words * (size_t)n_rows, sizeof *masks);
+    const int n = n_rows - (n_rows + 2) / 3;
+    *n_masks = 0;
+    for (int i = 0; i < n_rows; i++) {
+        if (i % 3 == 0) continue;
+        const int kind = (i / 3) % 4;
+        uint32_t *mask = masks + (size_t)(n - 1 - *n_masks) * words;
+        rows[i].mask = n - 1 - (*n_masks)++;
+        if (kind == 2) {
+            const int id = (int)((uniform() + 1.0f) * 0.5f * (float)(vocab - 1));
+            mask[id >> 5] |= 1u << (id & 31);
+        }
+        for (int id = 0; id < vocab && kind < 2; id++)
+            if ((uniform() + 1.0f) * 0.5f < (kind == 0 ? 0.7f : 0.005f)) mask[id >> 5] |= 1u << (id & 31);
+        const int top = sl_argmax(logits + (size_t)i * (size_t)vocab, vocab);
+        if (kind != 2) mask[top >> 5] &= ~(1u << (top & 31));
+    }
+    return masks;
 }
 
 static void test_sample(void) {
@@ -372,9 +471,9 @@ static void test_sample(void) {
     };
     const int n_kinds = (int)(sizeof kinds / sizeof kinds[0]);
     /* a small vocabulary with logits on a grid of 0.25 (many ties), and a Llama 3 sized one, peaked */
-    const struct { const char *what; int vocab, n_rows; float grid; } cases[] = {
-        {"sample, 300 ids with ties", 300, 256, 0.25f},
-        {"sample, 128256 ids", 128256, 64, 0},
+    const struct { const char *what, *masked; int vocab, n_rows; float grid; } cases[] = {
+        {"sample, 300 ids with ties", "sample, 300 ids with ties, masked", 300, 256, 0.25f},
+        {"sample, 128256 ids", "sample, 128256 ids, masked", 128256, 64, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int vocab = cases[c].vocab, n = cases[c].n_rows;
@@ -388,9 +487,13 @@ static void test_sample(void) {
         for (int i = 0; i < n; i++) {
             rows[i] = kinds[i % n_kinds];
             rows[i].u = (uniform() + 1.0f) * 0.5f;
+            rows[i].mask = SL_SAMPLE_NO_MASK;
         }
-        check_sample(cases[c].what, logits, n, vocab, rows);
-        free(logits), free(rows);
+        check_sample(cases[c].what, logits, n, vocab, rows, NULL, 0);
+        int n_masks;
+        uint32_t *masks = mask_rows(logits, vocab, rows, n, &n_masks);
+        check_sample(cases[c].masked, logits, n, vocab, rows, masks, n_masks);
+        free(logits), free(rows), free(masks);
     }
 }
 

@@ -2,8 +2,11 @@
  * default model (SmolLM2): JSON schema, json_object, regex, choice and GBNF
  * outputs follow their grammar with greedy and random sampling, n > 1,
  * logprobs and min_tokens, under preemption (a KV cache too small for the
- * batch: the same seeded outputs as alone); bad grammars fail the submit with a message
- * naming the problem; a model without a tokenizer refuses guided requests.
+ * batch: the same seeded outputs as alone); the backend's sample op with the
+ * grammar's mask gives the tokens the host gives from the whole row (a
+ * request with logprobs, which keep its rows on the host); bad grammars fail
+ * the submit with a message naming the problem; a model without a tokenizer
+ * refuses guided requests.
  * (python/tests/test_structured.py checks JSON outputs with `jsonschema`.)
  * Usage: test_guide MODEL_DIR FIXTURE_WITHOUT_TOKENIZER; exits 77 without the model. */
 #include <jansson.h>
@@ -16,11 +19,14 @@
 static sl_engine *g_e;
 static const char *g_model, *g_fixture;
 
+enum { REPLY_TOKENS = 512 }; /* token ids kept per reply */
+
 typedef struct reply {
     char text[4096];
     size_t len;
     sl_finish_reason finish;
     int n_tokens, n_logprobs;
+    int32_t token_ids[REPLY_TOKENS];
 } reply;
 
 static char *chat_prompt(const char *user) {
@@ -32,29 +38,42 @@ static char *chat_prompt(const char *user) {
     return prompt;
 }
 
-/* Runs one request to the end: rc of the submit (err holds its message). */
-static int run(const char *user, sl_sampling p, reply *out, int n_out, char *err, size_t err_size) {
+/* Submits one request: rc of the submit (err holds its message). */
+static int submit(const char *user, sl_sampling p, uint64_t *id, char *err, size_t err_size) {
     char *prompt = chat_prompt(user);
     sl_request r;
     sl_request_init(&r);
     r.prompt = prompt;
     if (p.max_tokens == SL_UNSET) p.max_tokens = 96;
     r.params = p;
-    uint64_t id;
-    int rc = sl_engine_submit(g_e, &r, NULL, NULL, &id, err, err_size);
+    int rc = sl_engine_submit(g_e, &r, NULL, NULL, id, err, err_size);
     free(prompt);
+    return rc;
+}
+
+/* The outputs of a submitted request, to its end. */
+static void collect(uint64_t id, reply *out, int n_out) {
     memset(out, 0, sizeof *out * (size_t)n_out);
-    if (rc) return rc;
     sl_output *o;
     for (int done = 0; done < n_out && sl_engine_poll(g_e, id, 60000, &o) == 0;) {
         reply *c = &out[o->index];
         if (c->len + o->text_len < sizeof c->text) memcpy(c->text + c->len, o->text, o->text_len), c->len += o->text_len;
+        for (int i = 0; i < o->n_tokens && c->n_tokens + i < REPLY_TOKENS; i++)
+            c->token_ids[c->n_tokens + i] = o->token_ids[i];
         c->n_tokens += o->n_tokens;
         c->n_logprobs += o->logprobs ? o->n_tokens : 0;
         if (o->finished) c->finish = o->finish_reason, done++;
         sl_output_free(o);
     }
-    return 0;
+}
+
+/* Runs one request to the end: rc of the submit (err holds its message). */
+static int run(const char *user, sl_sampling p, reply *out, int n_out, char *err, size_t err_size) {
+    uint64_t id;
+    memset(out, 0, sizeof *out * (size_t)n_out);
+    int rc = submit(user, p, &id, err, err_size);
+    if (!rc) collect(id, out, n_out);
+    return rc;
 }
 
 static sl_sampling greedy(void) {
@@ -157,6 +176,52 @@ static void test_regex_and_gbnf(void) {
     CHECK_EQ_INT(run("Is water wet?", p, &c, 1, err, sizeof err), 0);
     fprintf(stderr, "gbnf: %.*s\n", (int)c.len, c.text);
     CHECK(!strcmp(c.text, "yes.") || !strcmp(c.text, "no."));
+}
+
+/* Each guided request twice: its rows sampled by the backend with the
+ * grammar's mask, and with logprobs, which bring them back whole to be
+ * masked and sampled on the host. The tokens must be the same, greedy and
+ * seeded with each filter. */
+static void test_backend_masks_match_host(void) {
+    const char *colors[] = {"red", "green", "blue"};
+    const sl_guide guides[] = {
+        {.kind = SL_GUIDE_JSON, .text = PERSON},
+        {.kind = SL_GUIDE_REGEX, .text = "[0-9]{3}-[0-9]{4}"},
+        {.kind = SL_GUIDE_CHOICE, .choices = colors, .n_choices = 3},
+    };
+    const char *prompts[] = {"Describe a person as JSON.", "Make up a phone number.", "What color is grass?"};
+    const struct { float temperature; int top_k; float top_p, min_p; } kinds[] = {
+        {0, 0, 1, 0}, {1.0f, 0, 1, 0}, {0.8f, 40, 0.9f, 0.02f},
+    };
+    enum { N_GUIDES = sizeof guides / sizeof guides[0], N_KINDS = sizeof kinds / sizeof kinds[0] };
+    uint64_t ids[N_GUIDES][N_KINDS][2]; /* [1]: with logprobs; all in flight together */
+    char err[512];
+    for (int g = 0; g < N_GUIDES; g++)
+        for (int k = 0; k < N_KINDS; k++)
+            for (int host = 0; host < 2; host++) {
+                sl_sampling p = greedy();
+                p.guide = guides[g];
+                p.temperature = kinds[k].temperature, p.top_k = kinds[k].top_k;
+                p.top_p = kinds[k].top_p, p.min_p = kinds[k].min_p;
+                p.seed = 21 + k;
+                p.max_tokens = 80;
+                p.logprobs = host ? 0 : -1;
+                CHECK_EQ_INT(submit(prompts[g], p, &ids[g][k][host], err, sizeof err), 0);
+            }
+    for (int g = 0; g < N_GUIDES; g++)
+        for (int k = 0; k < N_KINDS; k++) {
+            reply backend, host;
+            collect(ids[g][k][0], &backend, 1);
+            collect(ids[g][k][1], &host, 1);
+            fprintf(stderr, "guide %d, kind %d: %.*s\n", g, k, (int)backend.len, backend.text);
+            CHECK_EQ_INT(backend.n_logprobs, 0);
+            CHECK_EQ_INT(host.n_logprobs, host.n_tokens);
+            CHECK_EQ_INT(backend.n_tokens, host.n_tokens);
+            const int n = host.n_tokens < REPLY_TOKENS ? host.n_tokens : REPLY_TOKENS;
+            CHECK(!memcmp(backend.token_ids, host.token_ids, sizeof(int32_t) * (size_t)n));
+            CHECK_EQ_INT(backend.finish, host.finish);
+            if (g == 0 && backend.finish == SL_FINISH_STOP) check_person(&backend);
+        }
 }
 
 /* Eight seeded guided requests at once in a KV cache that holds about two:
@@ -303,6 +368,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_json_object);
     TEST_RUN(test_choice_and_min_tokens);
     TEST_RUN(test_regex_and_gbnf);
+    TEST_RUN(test_backend_masks_match_host);
     TEST_RUN(test_preemption);
     TEST_RUN(test_errors);
     sl_engine_close(g_e);

@@ -5,9 +5,16 @@
  * draw every likely id of it, and must follow its probabilities (total
  * variation over groups of ids of equal mass), on a small vocabulary
  * with ties and on SmolLM2's 49152 ids with a peaked distribution (where the
- * sampler sorts only the head of the order). */
+ * sampler sorts only the head of the order).
+ *
+ * Masks (structured output): a row with a mask picks exactly the token its
+ * logits with -inf at the masked ids pick (greedy and every filter, masks of
+ * many ids, one id, none: -1), follows the reference over those logits, and
+ * the CPU backend's sample op gives sl_sample_pick's token for each row of a
+ * batch where some rows have masks. */
 #include <math.h>
 
+#include "backend/backend.h"
 #include "engine/sampler.h"
 #include "test.h"
 
@@ -73,18 +80,36 @@ static double bucketed_tv(const double *want, const double *got, int vocab) {
     return tv;
 }
 
-static void check(const char *what, const float *logits, int vocab, sl_sampling_params p, int draws) {
+static bool allowed(const uint32_t *mask, int id) { return (mask[id >> 5] >> (id & 31)) & 1u; }
+
+/* logits with -inf at the ids the mask leaves out (NULL: a copy). */
+static float *minus_inf_outside(const float *logits, int vocab, const uint32_t *mask) {
+    float *row = malloc(sizeof(float) * (size_t)vocab);
+    for (int i = 0; i < vocab; i++) row[i] = !mask || allowed(mask, i) ? logits[i] : -INFINITY;
+    return row;
+}
+
+/* Draws through sl_sampler_sample, or, with a mask, sl_sample_pick with it; the
+ * reference sees the logits with -inf outside the mask. */
+static void check_masked(const char *what, const float *logits, int vocab, sl_sampling_params p, int draws,
+                         const uint32_t *mask) {
     sl_sampler s;
     CHECK(sl_sampler_init(&s, vocab, &(sl_err){0}) == 0);
     double *want = malloc(sizeof(double) * (size_t)vocab), *got = calloc((size_t)vocab, sizeof(double));
-    float *row = malloc(sizeof(float) * (size_t)vocab);
-    reference(logits, vocab, &p, want);
+    float *row = malloc(sizeof(float) * (size_t)vocab), *masked = minus_inf_outside(logits, vocab, mask);
+    reference(masked, vocab, &p, want);
     sl_rng rng;
     sl_rng_seed(&rng, 1234);
     int outside = 0, missing = 0;
     for (int d = 0; d < draws; d++) {
-        memcpy(row, logits, sizeof(float) * (size_t)vocab);
-        int32_t t = sl_sampler_sample(&s, &p, row, &rng);
+        int32_t t;
+        if (mask) {
+            const sl_sample_row r = sl_sample_row_of(&p, &rng);
+            t = sl_sample_pick(logits, vocab, &r, mask, s.probs, s.order);
+        } else {
+            memcpy(row, logits, sizeof(float) * (size_t)vocab);
+            t = sl_sampler_sample(&s, &p, row, &rng);
+        }
         if (t < 0 || t >= vocab || want[t] == 0) outside++;
         else got[t] += 1.0 / draws;
     }
@@ -97,8 +122,12 @@ static void check(const char *what, const float *logits, int vocab, sl_sampling_
     CHECK_EQ_INT(outside, 0);
     CHECK_EQ_INT(missing, 0);
     CHECK(tv < tv_limit);
-    free(want), free(got), free(row);
+    free(want), free(got), free(row), free(masked);
     sl_sampler_destroy(&s);
+}
+
+static void check(const char *what, const float *logits, int vocab, sl_sampling_params p, int draws) {
+    check_masked(what, logits, vocab, p, draws, NULL);
 }
 
 static sl_sampling_params params(float temperature, int top_k, float top_p, float min_p) {
@@ -131,8 +160,135 @@ static void test_large_peaked_vocabulary(void) {
     free(logits);
 }
 
+/* ---- masks ---- */
+
+/* A mask allowing each id with probability `density`. */
+static uint32_t *random_mask(int vocab, double density) {
+    uint32_t *mask = calloc(sl_sample_mask_words(vocab), sizeof *mask);
+    for (int i = 0; i < vocab; i++)
+        if (urand() < density) mask[i >> 5] |= 1u << (i & 31);
+    return mask;
+}
+
+static uint32_t *one_id_mask(int vocab, int id) {
+    uint32_t *mask = calloc(sl_sample_mask_words(vocab), sizeof *mask);
+    mask[id >> 5] |= 1u << (id & 31);
+    return mask;
+}
+
+static const sl_sample_row KINDS[] = {
+    {.temperature = 0, .top_p = 1, .mask = SL_SAMPLE_NO_MASK},
+    {.temperature = 1, .top_p = 1, .mask = SL_SAMPLE_NO_MASK},
+    {.temperature = 0.6f, .top_p = 0.9f, .mask = SL_SAMPLE_NO_MASK},
+    {.temperature = 1, .top_k = 1, .top_p = 1, .mask = SL_SAMPLE_NO_MASK},
+    {.temperature = 1, .top_k = 20, .top_p = 1, .mask = SL_SAMPLE_NO_MASK},
+    {.temperature = 0.8f, .top_p = 0.6f, .mask = SL_SAMPLE_NO_MASK},
+    {.temperature = 1, .top_p = 1, .min_p = 0.1f, .mask = SL_SAMPLE_NO_MASK},
+    {.temperature = 1.3f, .top_k = 50, .top_p = 0.9f, .min_p = 0.05f, .mask = SL_SAMPLE_NO_MASK},
+};
+enum { N_KINDS = sizeof KINDS / sizeof KINDS[0] };
+
+/* Every kind of row, many draws: the masked pick is the pick over -inf outside the mask, bit for bit. */
+static void check_same_as_minus_inf(const char *what, const float *logits, int vocab, const uint32_t *mask) {
+    float *masked = minus_inf_outside(logits, vocab, mask), *probs = malloc(sizeof(float) * (size_t)vocab);
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)vocab);
+    int differ = 0;
+    for (int k = 0; k < N_KINDS; k++)
+        for (int d = 0; d < 40; d++) {
+            sl_sample_row r = KINDS[k];
+            r.u = (float)urand();
+            const int32_t got = sl_sample_pick(logits, vocab, &r, mask, probs, order);
+            const int32_t want = sl_sample_pick(masked, vocab, &r, NULL, probs, order);
+            if (got != want && differ++ < 5)
+                fprintf(stderr, "%s: kind %d, u %.7f: masked %d, -inf %d\n", what, k, r.u, got, want);
+            CHECK(got >= 0 && got < vocab && allowed(mask, got));
+        }
+    CHECK_EQ_INT(differ, 0);
+    free(masked), free(probs), free(order);
+}
+
+static void test_masks_act_as_minus_inf(void) {
+    const int vocabs[] = {300, 1031, 49152}; /* 1031: a tail past the last 16 and 32 ids */
+    for (size_t v = 0; v < sizeof vocabs / sizeof vocabs[0]; v++) {
+        const int vocab = vocabs[v];
+        float *logits = malloc(sizeof(float) * (size_t)vocab);
+        for (int i = 0; i < vocab; i++) /* ties on a grid; the largest logits mostly masked out below */
+            logits[i] = (float)(int)(urand() * 24) * 0.25f - 3.0f + (urand() < 0.01 ? 8.0f : 0.0f);
+        const double densities[] = {0.9, 0.3, 0.01};
+        for (size_t d = 0; d < sizeof densities / sizeof densities[0]; d++) {
+            uint32_t *mask = random_mask(vocab, densities[d]);
+            mask[0] |= 1u; /* at least one id */
+            char what[64];
+            snprintf(what, sizeof what, "%d ids, density %.2f", vocab, densities[d]);
+            check_same_as_minus_inf(what, logits, vocab, mask);
+            free(mask);
+        }
+        uint32_t *one = one_id_mask(vocab, vocab - 1); /* the last id, in the tail */
+        check_same_as_minus_inf("one id allowed", logits, vocab, one);
+        sl_sample_row r = KINDS[7];
+        r.u = 0.999f;
+        float *probs = malloc(sizeof(float) * (size_t)vocab);
+        int32_t *order = malloc(sizeof(int32_t) * (size_t)vocab);
+        CHECK_EQ_INT(sl_sample_pick(logits, vocab, &r, one, probs, order), vocab - 1);
+        memset(one, 0, sl_sample_mask_words(vocab) * sizeof *one); /* nothing allowed: -1 */
+        CHECK_EQ_INT(sl_sample_pick(logits, vocab, &r, one, probs, order), -1);
+        CHECK_EQ_INT(sl_sample_pick(logits, vocab, &KINDS[0], one, probs, order), -1);
+        free(one), free(probs), free(order), free(logits);
+    }
+}
+
+/* Draws with a mask follow the reference over the allowed ids. */
+static void test_masked_draws_follow_the_reference(void) {
+    enum { V = 300 };
+    float logits[V];
+    for (int i = 0; i < V; i++) logits[i] = (float)(int)(urand() * 24) * 0.25f - 3.0f;
+    uint32_t *mask = random_mask(V, 0.3);
+    check_masked("masked, plain", logits, V, params(1.0f, 0, 1.0f, 0.0f), 30000, mask);
+    check_masked("masked, top_k 20", logits, V, params(1.0f, 20, 1.0f, 0.0f), 30000, mask);
+    check_masked("masked, top_p 0.6", logits, V, params(0.8f, 0, 0.6f, 0.0f), 30000, mask);
+    check_masked("masked, top_k 50, top_p 0.9, min_p 0.05", logits, V, params(1.3f, 50, 0.9f, 0.05f), 30000, mask);
+    free(mask);
+}
+
+/* The CPU backend's op: rows with and without masks in one batch, each sl_sample_pick's token. */
+static void test_cpu_sample_op(void) {
+    enum { V = 1031, ROWS = 48 };
+    sl_backend b;
+    sl_err err = {0};
+    CHECK_EQ_INT(sl_backend_create("cpu", &(sl_backend_options){.n_threads = 2}, &b, &err), 0);
+    const size_t words = sl_sample_mask_words(V);
+    float *logits = malloc(sizeof(float) * V * ROWS), *probs = malloc(sizeof(float) * V);
+    uint32_t *masks = calloc(words * ROWS, sizeof *masks);
+    int32_t tokens[ROWS], *order = malloc(sizeof(int32_t) * V);
+    sl_sample_row rows[ROWS];
+    int n_masks = 0;
+    for (int i = 0; i < V * ROWS; i++) logits[i] = (float)(urand() * 6.0) + (urand() < 0.02 ? 6.0f : 0.0f);
+    for (int r = 0; r < ROWS; r++) {
+        rows[r] = KINDS[r % N_KINDS];
+        rows[r].u = (float)urand();
+        if (r % 3 == 0) continue; /* two rows in three masked, their masks in reverse row order */
+        uint32_t *m = r % 9 == 1 ? one_id_mask(V, (int)(urand() * V)) : random_mask(V, 0.05);
+        if (r == ROWS - 1) memset(m, 0, words * sizeof *m); /* nothing allowed */
+        rows[r].mask = ROWS - 1 - n_masks++;
+        memcpy(masks + (size_t)rows[r].mask * words, m, words * sizeof *m);
+        free(m);
+    }
+    b.iface->sample(b.ctx, tokens, logits, rows, masks, ROWS, V);
+    CHECK_EQ_INT(b.iface->synchronize(b.ctx, &err), 0);
+    for (int r = 0; r < ROWS; r++) {
+        const uint32_t *m = rows[r].mask >= 0 ? masks + (size_t)rows[r].mask * words : NULL;
+        CHECK_EQ_INT(tokens[r], sl_sample_pick(logits + (size_t)r * V, V, &rows[r], m, probs, order));
+    }
+    CHECK_EQ_INT(tokens[ROWS - 1], -1);
+    free(logits), free(probs), free(masks), free(order);
+    sl_backend_destroy(&b);
+}
+
 int main(void) {
     TEST_RUN(test_small_vocabulary_with_ties);
     TEST_RUN(test_large_peaked_vocabulary);
+    TEST_RUN(test_masks_act_as_minus_inf);
+    TEST_RUN(test_masked_draws_follow_the_reference);
+    TEST_RUN(test_cpu_sample_op);
     TEST_EXIT();
 }

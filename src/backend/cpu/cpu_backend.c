@@ -262,6 +262,7 @@ typedef struct sample_job {
     int32_t *tokens;
     const float *logits;
     const sl_sample_row *rows;
+    const uint32_t *masks;
     int vocab;
 } sample_job;
 
@@ -269,13 +270,17 @@ static void sample_range(void *arg, int64_t begin, int64_t end, int thread) {
     const sample_job *j = arg;
     float *probs = j->c->sample_probs + (size_t)thread * (size_t)j->vocab;
     int32_t *order = j->c->sample_order + (size_t)thread * (size_t)j->vocab;
-    for (int64_t r = begin; r < end; r++)
-        j->tokens[r] = sl_sample_pick(j->logits + (size_t)r * (size_t)j->vocab, j->vocab, &j->rows[r], probs, order);
+    for (int64_t r = begin; r < end; r++) {
+        const sl_sample_row *p = &j->rows[r];
+        const uint32_t *mask = p->mask >= 0 ? j->masks + (size_t)p->mask * sl_sample_mask_words(j->vocab) : NULL;
+        j->tokens[r] = sl_sample_pick(j->logits + (size_t)r * (size_t)j->vocab, j->vocab, p, mask, probs, order);
+    }
 }
 
 /* Rows in parallel, each thread with its own scratch (the first call sizes
  * it; without memory for it the step fails at the next synchronize). */
-static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n, int vocab) {
+static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows,
+                      const uint32_t *masks, int n, int vocab) {
     cpu_ctx *c = ctx;
     if (c->sample_vocab < vocab) {
         const size_t n_elems = (size_t)cpu_pool_n_threads(c->pool) * (size_t)vocab;
@@ -291,7 +296,7 @@ static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_
                        cpu_pool_n_threads(c->pool), vocab);
         return;
     }
-    sample_job job = {.c = c, .tokens = tokens, .logits = logits, .rows = rows, .vocab = vocab};
+    sample_job job = {.c = c, .tokens = tokens, .logits = logits, .rows = rows, .masks = masks, .vocab = vocab};
     cpu_pool_for_dynamic(c->pool, n, 1, 2, sample_range, &job);
 }
 

@@ -268,10 +268,11 @@ static void op_gather_rows(void *ctx, float *out, const float *x, const int32_t 
     cuda__check_launch(c, "gather_rows");
 }
 
-static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n, int vocab) {
+static void op_sample(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows,
+                      const uint32_t *masks, int n, int vocab) {
     cuda_ctx *c = ctx;
     if (c->failed) return;
-    cuda_sample(c->stream, tokens, logits, rows, n, vocab);
+    cuda_sample(c->stream, tokens, logits, rows, masks, n, vocab);
     cuda__check_launch(c, "sample");
 }
 

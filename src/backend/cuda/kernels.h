@@ -8,7 +8,7 @@
  *
  * The KV cache layout inside one block is [n_kv_heads][block_size][head_dim]
  * for K and for V alike: one head's keys of a block are contiguous, which is
- * what both attention kernels stream. */
+ * what the attention kernels stream. */
 #ifndef SL_BACKEND_CUDA_KERNELS_H
 #define SL_BACKEND_CUDA_KERNELS_H
 
@@ -61,6 +61,13 @@ void cuda_rope_kv_store(cudaStream_t s, float *q, float *k, const float *v, cons
 void cuda_attention(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
                     int n_heads, float scale, void *workspace, size_t workspace_bytes);
 
+/* ---- attention_mma.cu ---- */
+/* cuda_attention's prefill part (the sequences with more than decode_tokens query tokens) on tensor cores,
+ * for bfloat16 and float16 caches of head_dim 64, 80, 96 or 128: 1 when it is this kernel's (enqueued),
+ * 0 when not (nothing enqueued; attention.cu's float32 prefill kernel takes it). */
+int cuda_attention_prefill_mma(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv,
+                               const sl_attn_batch *b, int n_heads, float scale, int decode_tokens);
+
 /* ---- attention_plain.cu ---- */
 /* Whether cuda_attention's tiled kernels are built for this head size (16, 32, 64, 80, 96, 128, 256). */
 int cuda_attention_tiled_head_dim(int head_dim);
@@ -69,9 +76,10 @@ void cuda_attention_plain(cudaStream_t s, float *out, const float *q, const sl_k
                           int n_heads, float scale);
 
 /* ---- sample.cu ---- */
-/* tokens[i] = backend/sample.h's pick from logits row i ([n_rows][vocab]) with rows[i], one block per row. */
-void cuda_sample(cudaStream_t s, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n_rows,
-                 int vocab);
+/* tokens[i] = backend/sample.h's pick from logits row i ([n_rows][vocab]) with rows[i] and its mask among
+ * masks ([n_masks][sl_sample_mask_words(vocab)]), one block per row. */
+void cuda_sample(cudaStream_t s, int32_t *tokens, const float *logits, const sl_sample_row *rows,
+                 const uint32_t *masks, int n_rows, int vocab);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,9 @@
  * how much mass, lies at or above it), then among the ids at the cutoff key
  * by bisection over the id. Every pass recomputes w from the logits, which
  * stay in L2 while the block works on its row; nothing is written but the
- * token. Sums are in double, as on the host. */
+ * token. Sums are in double, as on the host. A row's mask (structured
+ * output) gives the ids it leaves out the weight 0, what a logit of -inf
+ * gives, and keeps them out of the maximum. */
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -76,13 +78,18 @@ __device__ static void block_argmax(float *value, int *index) {
 
 typedef struct row_view {
     const float *logits;
+    const uint32_t *mask; /* the ids the row allows, or NULL: all */
     int vocab;
     float max, inv_t, min_p;
     uint32_t cut_key;  /* kept: key > cut_key, or key == cut_key and id <= cut_id */
     int cut_id;
 } row_view;
 
-__device__ static float weight(const row_view *r, int i) { return expf((r->logits[i] - r->max) * r->inv_t); }
+__device__ static bool allowed(const uint32_t *mask, int i) { return !mask || (mask[i >> 5] >> (i & 31)) & 1u; }
+
+__device__ static float weight(const row_view *r, int i) {
+    return allowed(r->mask, i) ? expf((r->logits[i] - r->max) * r->inv_t) : 0.0f;
+}
 
 __device__ static bool kept(const row_view *r, uint32_t key, int i, float w) {
     return (key > r->cut_key || (key == r->cut_key && i <= r->cut_id)) && w >= r->min_p;
@@ -120,6 +127,9 @@ __device__ static void keep_prefix(row_view *r, double target, bool mass) {
         if (kept_at_least(r, mid, mass) >= target) lo = mid;
         else hi = mid - 1;
     }
+    /* at weight 0 (ids a mask leaves out, or whose weight underflows), which is never drawn, the ids
+     * kept make no difference: all stay */
+    if (lo == 0) return;
     /* ties at key lo: the first ids among them, until the target is met */
     const double above = kept_at_least(r, lo + 1, mass);
     const int n_ties = kept_ties_through(r, lo, r->vocab - 1);
@@ -183,16 +193,20 @@ __device__ static int draw(const row_view *r, double target) {
     return block_max_int(last); /* the draw fell past the end by rounding */
 }
 
-__global__ void sample_kernel(int32_t *tokens, const float *logits, const sl_sample_row *rows, int vocab) {
+__global__ void sample_kernel(int32_t *tokens, const float *logits, const sl_sample_row *rows, const uint32_t *masks,
+                              int vocab) {
     const sl_sample_row p = rows[blockIdx.x];
-    row_view r = {.logits = logits + (int64_t)blockIdx.x * vocab, .vocab = vocab};
+    row_view r = {.logits = logits + (int64_t)blockIdx.x * vocab,
+                  .mask = p.mask >= 0 ? masks + (int64_t)p.mask * ((vocab + 31) / 32) : NULL,
+                  .vocab = vocab};
+    /* the largest allowed logit, lowest id first (a thread takes its first allowed id whatever its value) */
     float best = -INFINITY;
-    int best_id = vocab;
+    int best_id = vocab; /* none */
     for (int i = threadIdx.x; i < vocab; i += SAMPLE_THREADS)
-        if (r.logits[i] > best) best = r.logits[i], best_id = i;
+        if (allowed(r.mask, i) && (best_id == vocab || r.logits[i] > best)) best = r.logits[i], best_id = i;
     block_argmax(&best, &best_id);
-    if (p.temperature < SL_SAMPLE_GREEDY_BELOW) {
-        if (threadIdx.x == 0) tokens[blockIdx.x] = best_id < vocab ? best_id : 0;
+    if (best_id == vocab || p.temperature < SL_SAMPLE_GREEDY_BELOW) { /* no allowed id: -1 */
+        if (threadIdx.x == 0) tokens[blockIdx.x] = best_id < vocab ? best_id : -1;
         return;
     }
     r.max = best;
@@ -206,7 +220,7 @@ __global__ void sample_kernel(int32_t *tokens, const float *logits, const sl_sam
     if (threadIdx.x == 0) tokens[blockIdx.x] = tok;
 }
 
-void cuda_sample(cudaStream_t s, int32_t *tokens, const float *logits, const sl_sample_row *rows, int n_rows,
-                 int vocab) {
-    if (n_rows > 0) sample_kernel<<<n_rows, SAMPLE_THREADS, 0, s>>>(tokens, logits, rows, vocab);
+void cuda_sample(cudaStream_t s, int32_t *tokens, const float *logits, const sl_sample_row *rows,
+                 const uint32_t *masks, int n_rows, int vocab) {
+    if (n_rows > 0) sample_kernel<<<n_rows, SAMPLE_THREADS, 0, s>>>(tokens, logits, rows, masks, vocab);
 }
