@@ -8,17 +8,26 @@
  *
  * Each grammar carries a mask cache (grammar/matcher.h): the tokens each
  * grammar position takes or refuses on its own, so a step's mask walks only
- * the few tokens that depend on what follows. The worker is one thread,
- * started with the first mask: it fills a step's masks, and counts what
- * each allows, while the engine thread issues and waits for the step's
- * forward pass. */
+ * the few tokens that depend on what follows.
+ *
+ * The workers are a small pool (guide.h says how many), started with the
+ * first mask: they fill a step's masks, and count what each allows, while
+ * the engine thread issues the step's forward pass. A step's rows are
+ * claimed one at a time through an atomic counter, so each row (its matcher,
+ * its mask) is touched by one thread; the mask cache serves them all. The
+ * thread that waits for the masks claims rows too when there are several
+ * workers (with one, it waits as the engine always did). Whoever finishes
+ * the last claimed row of a step marks it done. Idle workers sleep on a
+ * condition variable; a worker takes each step once (job_seq). */
 #include "engine/guide.h"
 
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/sample.h"
 #include "grammar/json_schema.h"
@@ -27,6 +36,8 @@
 #define GUIDE_MAX_TOKEN_BYTES 1024   /* longer tokens are never allowed by a grammar */
 #define GUIDE_MAX_EOS 16
 #define GUIDE_MASK_CACHE_BYTES (16u << 20) /* per grammar: its cached masks (typically KiBs) stop growing here */
+#define GUIDE_DEFAULT_MAX_THREADS 8  /* the engine's choice: min(8, online CPUs - 1), at least 1 */
+#define GUIDE_MAX_THREADS 256        /* SHARDLM_GUIDE_THREADS above this is refused */
 
 struct sl_guide_grammar {
     char *key;
@@ -48,12 +59,17 @@ struct sl_guides {
     sl_guide_grammar *cache;
     uint64_t clock;
 
-    pthread_mutex_t wmu;             /* the worker's job */
-    pthread_cond_t wcond;
-    pthread_t worker;
-    bool worker_started, busy, quit;
-    sl_guide_state **jobs;
+    pthread_mutex_t wmu;             /* the workers' job: the fields below but next_row */
+    pthread_cond_t work;             /* a step is posted, or quit */
+    pthread_cond_t done;             /* the step's last row is done */
+    pthread_t *workers;              /* [n_threads], started with the first mask */
+    int n_threads, n_started;
+    bool busy, quit;                 /* busy: a step's masks are posted and not all done */
+    uint64_t job_seq;                /* counts the steps posted */
+    int n_active;                    /* threads inside the step's rows */
+    sl_guide_state **jobs;           /* [cap_jobs]: the step's states; grows to the largest step */
     int n_jobs, cap_jobs;
+    atomic_int next_row;             /* the step's next unclaimed row */
 };
 
 /* ---- the vocabulary ---- */
@@ -92,16 +108,37 @@ static int build_trie(sl_guides *gs, sl_err *err) {
     return rc;
 }
 
+/* SHARDLM_GUIDE_THREADS when it is a count in [1, GUIDE_MAX_THREADS], else
+ * min(8, online CPUs - 1), at least 1. */
+static int mask_threads(void) {
+    const char *env = getenv("SHARDLM_GUIDE_THREADS");
+    if (env && *env) {
+        char *end;
+        const long n = strtol(env, &end, 10);
+        if (!*end && n >= 1 && n <= GUIDE_MAX_THREADS) return (int)n;
+    }
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const long n = cpus - 1 < GUIDE_DEFAULT_MAX_THREADS ? cpus - 1 : GUIDE_DEFAULT_MAX_THREADS;
+    return n > 1 ? (int)n : 1;
+}
+
 int sl_guides_create(const sl_tokenizer *tok, const int32_t *eos_ids, int n_eos, int vocab, sl_guides **out,
                      sl_err *err) {
     sl_guides *gs = calloc(1, sizeof *gs);
     if (!gs) return sl_err_set(err, SL_ENOMEM, "out of memory");
+    gs->n_threads = mask_threads();
+    if (!(gs->workers = calloc((size_t)gs->n_threads, sizeof *gs->workers))) {
+        free(gs);
+        return sl_err_set(err, SL_ENOMEM, "out of memory");
+    }
     gs->tok = tok;
     gs->vocab = vocab;
     for (int i = 0; i < n_eos && gs->n_eos < GUIDE_MAX_EOS; i++) gs->eos_ids[gs->n_eos++] = eos_ids[i];
     pthread_mutex_init(&gs->mu, NULL);
     pthread_mutex_init(&gs->wmu, NULL);
-    pthread_cond_init(&gs->wcond, NULL);
+    pthread_cond_init(&gs->work, NULL);
+    pthread_cond_init(&gs->done, NULL);
+    atomic_init(&gs->next_row, 0);
     *out = gs;
     return SL_OK;
 }
@@ -115,20 +152,20 @@ static void grammar_free(sl_guide_grammar *gg) {
 
 void sl_guides_free(sl_guides *gs) {
     if (!gs) return;
-    if (gs->worker_started) {
-        pthread_mutex_lock(&gs->wmu);
-        gs->quit = true;
-        pthread_cond_broadcast(&gs->wcond);
-        pthread_mutex_unlock(&gs->wmu);
-        pthread_join(gs->worker, NULL);
-    }
+    pthread_mutex_lock(&gs->wmu);
+    gs->quit = true;
+    pthread_cond_broadcast(&gs->work);
+    pthread_mutex_unlock(&gs->wmu);
+    for (int i = 0; i < gs->n_started; i++) pthread_join(gs->workers[i], NULL);
+    free(gs->workers);
     for (sl_guide_grammar *gg = gs->cache, *next; gg; gg = next) {
         next = gg->next;
         grammar_free(gg);
     }
     sl_token_trie_free(gs->trie);
     free(gs->jobs);
-    pthread_cond_destroy(&gs->wcond);
+    pthread_cond_destroy(&gs->done);
+    pthread_cond_destroy(&gs->work);
     pthread_mutex_destroy(&gs->wmu);
     pthread_mutex_destroy(&gs->mu);
     free(gs);
@@ -357,38 +394,65 @@ int sl_guide_accept(const sl_guides *gs, sl_guide_state *st, int32_t tok, sl_err
 
 bool sl_guide_complete(const sl_guide_state *st) { return sl_matcher_is_accepting(st->matcher); }
 
-/* ---- the mask worker ---- */
+/* ---- the mask workers ---- */
+
+/* Fills rows of the posted step, claimed one at a time, until none is left.
+ * Called outside wmu by a thread counted in n_active. */
+static void fill_rows(sl_guides *gs) {
+    for (int i; (i = atomic_fetch_add_explicit(&gs->next_row, 1, memory_order_relaxed)) < gs->n_jobs;) {
+        sl_guide_state *st = gs->jobs[i];
+        st->mask_rc = sl_matcher_fill_mask_cached(st->matcher, st->masks, st->mask, NULL);
+        st->n_allowed = st->mask_rc ? 0 : count_allowed(gs, st);
+    }
+}
+
+/* Under wmu, with the step busy: this thread fills rows with the others;
+ * the last one out (every row claimed, so every row done) ends the step. */
+static void join_step(sl_guides *gs) {
+    gs->n_active++;
+    pthread_mutex_unlock(&gs->wmu);
+    fill_rows(gs);
+    pthread_mutex_lock(&gs->wmu);
+    if (--gs->n_active == 0) {
+        gs->busy = false;
+        pthread_cond_broadcast(&gs->done);
+    }
+}
 
 static void *mask_worker(void *arg) {
     sl_guides *gs = arg;
+    uint64_t seen = 0;
     pthread_mutex_lock(&gs->wmu);
     for (;;) {
-        while (!gs->busy && !gs->quit) pthread_cond_wait(&gs->wcond, &gs->wmu);
+        while (!gs->quit && (!gs->busy || gs->job_seq == seen)) pthread_cond_wait(&gs->work, &gs->wmu);
         if (gs->quit) break;
-        pthread_mutex_unlock(&gs->wmu);
-        for (int i = 0; i < gs->n_jobs; i++) {
-            sl_guide_state *st = gs->jobs[i];
-            st->mask_rc = sl_matcher_fill_mask_cached(st->matcher, st->masks, st->mask, NULL);
-            st->n_allowed = st->mask_rc ? 0 : count_allowed(gs, st);
-        }
-        pthread_mutex_lock(&gs->wmu);
-        gs->busy = false;
-        pthread_cond_broadcast(&gs->wcond);
+        seen = gs->job_seq;
+        join_step(gs);
     }
     pthread_mutex_unlock(&gs->wmu);
     return NULL;
 }
 
+/* Under wmu: until the posted step's masks are done, helping with its rows
+ * when there are several workers. */
+static void wait_step(sl_guides *gs) {
+    if (gs->busy && gs->n_started > 1) join_step(gs);
+    while (gs->busy) pthread_cond_wait(&gs->done, &gs->wmu);
+}
+
 int sl_guides_begin_masks(sl_guides *gs, sl_guide_state *const *states, int n, sl_err *err) {
     if (n == 0) return SL_OK;
-    if (!gs->worker_started) {
-        if (pthread_create(&gs->worker, NULL, mask_worker, gs))
+    for (; gs->n_started < gs->n_threads; gs->n_started++) /* only the engine thread starts them */
+        if (pthread_create(&gs->workers[gs->n_started], NULL, mask_worker, gs)) {
+            if (gs->n_started > 0) {
+                gs->n_threads = gs->n_started; /* fewer workers than asked for */
+                break;
+            }
             return sl_err_set(err, SL_ENOMEM, "cannot start the structured-output mask thread");
-        gs->worker_started = true;
-    }
+        }
     int rc = SL_OK;
     pthread_mutex_lock(&gs->wmu);
-    while (gs->busy) pthread_cond_wait(&gs->wcond, &gs->wmu); /* an earlier step's masks (pipeline slots) */
+    wait_step(gs); /* an earlier step's masks (pipeline slots) */
     if (n > gs->cap_jobs) { /* grows to the largest step once */
         sl_guide_state **grown = realloc(gs->jobs, sizeof *grown * (size_t)n);
         if (grown) gs->jobs = grown, gs->cap_jobs = n;
@@ -397,8 +461,10 @@ int sl_guides_begin_masks(sl_guides *gs, sl_guide_state *const *states, int n, s
     if (!rc) {
         memcpy(gs->jobs, states, sizeof *states * (size_t)n);
         gs->n_jobs = n;
+        atomic_store_explicit(&gs->next_row, 0, memory_order_relaxed); /* published by wmu */
+        gs->job_seq++;
         gs->busy = true;
-        pthread_cond_broadcast(&gs->wcond);
+        pthread_cond_broadcast(&gs->work);
     }
     pthread_mutex_unlock(&gs->wmu);
     return rc;
@@ -406,6 +472,6 @@ int sl_guides_begin_masks(sl_guides *gs, sl_guide_state *const *states, int n, s
 
 void sl_guides_wait_masks(sl_guides *gs) {
     pthread_mutex_lock(&gs->wmu);
-    while (gs->busy) pthread_cond_wait(&gs->wcond, &gs->wmu);
+    wait_step(gs);
     pthread_mutex_unlock(&gs->wmu);
 }

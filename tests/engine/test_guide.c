@@ -6,10 +6,12 @@
  * grammar's mask gives the tokens the host gives from the whole row (a
  * request with logprobs, which keep its rows on the host); bad grammars fail
  * the submit with a message naming the problem; a model without a tokenizer
- * refuses guided requests.
+ * refuses guided requests; many guided requests at once on four mask
+ * threads (SHARDLM_GUIDE_THREADS=4) give the outputs of one.
  * (python/tests/test_structured.py checks JSON outputs with `jsonschema`.)
  * Usage: test_guide MODEL_DIR FIXTURE_WITHOUT_TOKENIZER; exits 77 without the model. */
 #include <jansson.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "shardlm.h"
@@ -285,6 +287,68 @@ static void test_preemption(void) {
     }
 }
 
+/* Runs reqs[0..n) at once on an engine whose mask pool has `threads`
+ * threads (SHARDLM_GUIDE_THREADS, read when the engine opens). */
+static void run_with_mask_threads(const char *threads, const sl_request *reqs, int n, reply *out) {
+    sl_engine_options o;
+    sl_engine_options_init(&o);
+    o.model = g_model;
+    o.quiet = 1;
+    o.debug_checks = 1;
+    o.max_model_len = 512;
+    char err[512];
+    sl_engine *e = NULL, *saved = g_e;
+    CHECK_EQ_INT(setenv("SHARDLM_GUIDE_THREADS", threads, 1), 0);
+    const int rc = sl_engine_open(&o, &e, err, sizeof err);
+    unsetenv("SHARDLM_GUIDE_THREADS");
+    CHECK_EQ_INT(rc, 0);
+    if (rc) return;
+    uint64_t ids[64];
+    for (int i = 0; i < n; i++) CHECK_EQ_INT(sl_engine_submit(e, &reqs[i], NULL, NULL, &ids[i], err, sizeof err), 0);
+    g_e = e; /* collect polls g_e */
+    for (int i = 0; i < n; i++) collect(ids[i], &out[i], 1);
+    g_e = saved;
+    sl_engine_close(e);
+}
+
+/* Many guided requests in one batch, their masks filled by four threads
+ * claiming rows: the same tokens as with one thread, greedy and seeded. */
+static void test_mask_threads(void) {
+    const char *colors[] = {"red", "green", "blue"};
+    const sl_guide guides[] = {
+        {.kind = SL_GUIDE_JSON, .text = PERSON},
+        {.kind = SL_GUIDE_JSON_OBJECT},
+        {.kind = SL_GUIDE_REGEX, .text = "[0-9]{3}-[0-9]{4}"},
+        {.kind = SL_GUIDE_CHOICE, .choices = colors, .n_choices = 3},
+    };
+    const char *users[] = {"Describe a person as JSON.", "Give me a JSON object about a city.",
+                           "Make up a phone number.", "What color is grass?"};
+    enum { N_GUIDES = sizeof guides / sizeof guides[0], N = 16 };
+    char *prompts[N_GUIDES];
+    for (int g = 0; g < N_GUIDES; g++) prompts[g] = chat_prompt(users[g]);
+    sl_request reqs[N];
+    for (int i = 0; i < N; i++) {
+        sl_request_init(&reqs[i]);
+        reqs[i].prompt = prompts[i % N_GUIDES];
+        reqs[i].params.guide = guides[i % N_GUIDES];
+        reqs[i].params.temperature = i < N_GUIDES ? 0.0f : 1.0f;
+        reqs[i].params.seed = 500 + i;
+        reqs[i].params.max_tokens = 48;
+    }
+    static reply one[N], four[N];
+    run_with_mask_threads("1", reqs, N, one);
+    run_with_mask_threads("4", reqs, N, four);
+    for (int i = 0; i < N; i++) {
+        CHECK(one[i].n_tokens > 0);
+        CHECK_EQ_INT(four[i].n_tokens, one[i].n_tokens);
+        const int n = one[i].n_tokens < REPLY_TOKENS ? one[i].n_tokens : REPLY_TOKENS;
+        CHECK(!memcmp(four[i].token_ids, one[i].token_ids, sizeof(int32_t) * (size_t)n));
+        CHECK_EQ_INT(four[i].finish, one[i].finish);
+        if (i % N_GUIDES == 0 && one[i].finish == SL_FINISH_STOP) check_person(&one[i]);
+    }
+    for (int g = 0; g < N_GUIDES; g++) free(prompts[g]);
+}
+
 /* Bad grammars fail the submit with a message naming what is wrong; nothing is queued. */
 static void test_errors(void) {
     struct {
@@ -370,6 +434,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_regex_and_gbnf);
     TEST_RUN(test_backend_masks_match_host);
     TEST_RUN(test_preemption);
+    TEST_RUN(test_mask_threads);
     TEST_RUN(test_errors);
     sl_engine_close(g_e);
     TEST_RUN(test_no_tokenizer);
