@@ -2,8 +2,14 @@
 # gpu.sh -- on a machine with an NVIDIA GPU: the GPU tests, then the benchmarks
 # of the Llama-3.1-8B shape beside the peers, in one run, ending with one table.
 #
-#   bench/gpu.sh [PARTS...]      PARTS: tests python bench throughput serve structured preflight peers
+#   bench/gpu.sh [PARTS...]      PARTS: tests python layouts bench throughput serve structured preflight peers
 #                                (default: all)
+#
+# layouts: every layout on the one GPU, ranks sharing it (tensors staged through
+# pinned host memory over MPI): tests/parallel/test_layouts.py on the fixtures,
+# as stored (bf16 weights, so bf16 activations and all-reduces) and with
+# --dtype float32, greedy tokens equal to tp=1 and top-5 logprobs within
+# $LAYOUT_TOL_BF16 / $LAYOUT_TOL.
 #
 # structured: bench/structured/bench_structured.py on the 8B shape, $STRUCTURED_SEQS
 # (default 256) JSON-schema requests at once against as many unconstrained ones.
@@ -27,7 +33,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-parts=${*:-tests python bench throughput serve structured preflight peers}
+parts=${*:-tests python layouts bench throughput serve structured preflight peers}
 want() { [[ " $parts " == *" $1 "* ]]; }
 MODELS=${MODELS:-/tmp/shardlm-models}
 TOKENIZERS=${TOKENIZERS:-$root/../shared/tokenizers}
@@ -66,6 +72,7 @@ if want tests; then
     for kv in float32 bfloat16; do
       run_test "golden_${f}_cuda_kv_$kv" "$(testbin test_golden)" "$fx/$f" "$fx/$f/golden.json" 0.5 medium $kv cuda
     done
+    run_test "golden_${f}_cuda_f32" "$(testbin test_golden)" "$fx/$f" "$fx/$f/golden.json" 0.5 medium float32 cuda float32
   done
 fi
 
@@ -80,6 +87,24 @@ if want python; then
     echo "FAIL python binding (GPU): $(tail -1 "$RESULTS/test_python.log")"; grep -E "^FAILED" "$RESULTS/test_python.log" | head -20
     status=1
   fi
+fi
+
+# ---- every layout on the one GPU (the GPU twin of CI's CPU layout tests) ----
+if want layouts; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  layouts() { # NAME DTYPE_ARGS TOL FIXTURE LAYOUT...
+    local name=$1 args=$2 tol=$3 f=$4; shift 4
+    if SHARDLM_LAYOUT_ARGS="--device cuda $args" SHARDLM_LAYOUT_TOL=$tol timeout 300 $PY tests/parallel/test_layouts.py \
+         "$shardlm" "$root/tests/fixtures/$f" "$@" >"$RESULTS/layouts_$name.log" 2>&1; then
+      echo "PASS layouts $name: $(grep -c ': ok' "$RESULTS/layouts_$name.log") layouts equal to tp=1"
+    else
+      echo "FAIL layouts $name"; tail -15 "$RESULTS/layouts_$name.log"; status=1
+    fi
+  }
+  layouts llama_gqa_bf16 "" "${LAYOUT_TOL_BF16:-0.1}" llama_gqa 2x1 1x2 2x2
+  layouts mistral_5layer_bf16 "" "${LAYOUT_TOL_BF16:-0.1}" mistral_5layer 4x1 1x3
+  layouts llama_mha_bias_bf16 "" "${LAYOUT_TOL_BF16:-0.1}" llama_mha_bias 3x1
+  layouts llama_gqa_f32 "--dtype float32" "${LAYOUT_TOL:-2e-3}" llama_gqa 2x1 1x2 2x2
 fi
 
 model=$MODELS/llama-3.1-8b

@@ -30,7 +30,7 @@ static void run(int rows, int cols, int n) {
     if (posix_memalign(&packed, huge, n_bytes)) return;
     madvise(packed, n_bytes, MADV_HUGEPAGE);
     cpu_weight_pack(g_pool, packed, &wt, w, SL_DTYPE_BF16, rows, cols, cols);
-    sl_proj p = {out, &wt, NULL};
+    sl_proj p = {out, &wt, NULL, 0};
     cpu_matmul(g_pool, &p, 1, x, n, g_bf16_inputs, &g_scratch);
     int reps = (int)(4e9 / (2.0 * nw * n + 1e6)) + 3;
     double t0 = sl_now_s();

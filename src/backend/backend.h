@@ -5,10 +5,17 @@
  * forward pass in src/model/ calls only these, so the same model code runs
  * on the CPU reference and on the GPU. Pointers handed to the ops are
  * backend memory (host memory for the CPU backend, device memory for CUDA);
- * activations are float32 on both (the CUDA backend rounds a matmul's input
- * to the weights' 16-bit type, as --matmul-precision medium does on the CPU),
  * weights keep the dtype of their file unless --dtype names another (the model
  * converts them at load).
+ *
+ * Activations come in two types. The residual stream (what embed writes, add
+ * and add_rmsnorm accumulate into, rmsnorm reads, and pipeline stages pass
+ * on) and the logits are float32 everywhere. Every other activation -- what a
+ * matmul reads and writes, the norms' outputs, q/k/v, attention's output,
+ * SwiGLU, the all-reduced partial sums -- is in the step's activation dtype,
+ * the `act` argument of the ops: float32 on the CPU, the weights' 16-bit type
+ * on a GPU (activation_dtype says which), so that those tensors move half the
+ * bytes there. Sums inside an op are float32 whatever the dtype.
  *
  * Ops take their output first (llama2.c's habit) and never allocate: the
  * caller sized every buffer at start (the one exception: the CPU's sample
@@ -72,9 +79,10 @@ typedef struct sl_attn_batch {
 /* One projection of a shared input: out[n][w->rows] = x[n][w->cols] * w^T (+ bias). */
 #define SL_MAX_PROJ 8
 typedef struct sl_proj {
-    float *out;
+    void *out;           /* in the activation dtype, or float32 with f32_out */
     const sl_weight *w;
     const float *bias;   /* [w->rows] or NULL */
+    int f32_out;         /* 1: out is float32 (the LM head's logits) */
 } sl_proj;
 
 
@@ -91,6 +99,9 @@ typedef struct sl_backend_iface {
     void (*describe)(void *ctx, char *buf, size_t n);
     /* Free and total bytes of the memory alloc draws from (the GPU's; the host's available and total RAM). */
     int (*memory)(void *ctx, size_t *free_bytes, size_t *total_bytes, sl_err *err);
+    /* The activation dtype the ops should get for matrices of this dtype: float32, or the weights' own
+     * 16-bit type where the backend computes in it (a GPU). */
+    sl_dtype (*activation_dtype)(void *ctx, sl_dtype weights);
 
     /* ---- memory ---- */
     /* Zero-filled backend memory. */
@@ -114,35 +125,38 @@ typedef struct sl_backend_iface {
     void (*weight_free)(void *ctx, sl_weight *w);
 
     /* ---- ops ---- */
-    /* out[t] = table[ids[t] - row_offset] when that row is on this rank, else zeros. */
+    /* Below, `act` is the activation dtype (see the top of this file): x, out, q, k, v, gate, up and y are
+     * in it unless they are named float32. */
+    /* out[t] = table[ids[t] - row_offset] when that row is on this rank, else zeros; out is float32. */
     void (*embed)(void *ctx, float *out, const sl_weight *table, const int32_t *ids, int n_tokens, int64_t row_offset);
     /* The n_proj projections of one input x[n][cols] (q/k/v, gate/up), in one
      * launch: out[n][w.rows] = x * w^T (+ bias). All weights have x's cols;
      * n_proj <= SL_MAX_PROJ. */
-    void (*matmul)(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n);
-    /* out[t] = x[t] / rms(x[t]) * weight; dim elements per row. */
-    void (*rmsnorm)(void *ctx, float *out, const float *x, const float *weight, int n_tokens, int dim, float eps);
+    void (*matmul)(void *ctx, const sl_proj *proj, int n_proj, const void *x, int n, sl_dtype act);
+    /* out[t] = x[t] / rms(x[t]) * weight; dim elements per row; x is float32. */
+    void (*rmsnorm)(void *ctx, void *out, const float *x, const float *weight, int n_tokens, int dim, float eps,
+                    sl_dtype act);
     /* Rotates q ([n_tokens][n_heads * head_dim]) and k ([n_tokens][kv->n_kv_heads * head_dim]) in place,
      * transformers' rotate_half layout, angle = pos[t] * inv_freq[i] for i < head_dim / 2 (head_dim is
      * kv->head_dim); then writes the rotated k and v into the cache, token t at slot slots[t] (block
      * slots[t] / block_size), rounded to its dtype. */
-    void (*rope_kv_store)(void *ctx, float *q, float *k, const float *v, const sl_kv_cache *kv, const int32_t *pos,
-                          const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads);
+    void (*rope_kv_store)(void *ctx, void *q, void *k, const void *v, const sl_kv_cache *kv, const int32_t *pos,
+                          const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads, sl_dtype act);
     /* Causal attention over the paged cache: out, q are [n_tokens][n_heads * head_dim],
      * n_heads a multiple of kv->n_kv_heads; scores are scaled by `scale`. */
-    void (*attention)(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *batch,
-                      int n_heads, float scale);
+    void (*attention)(void *ctx, void *out, const void *q, const sl_kv_cache *kv, const sl_attn_batch *batch,
+                      int n_heads, float scale, sl_dtype act);
     /* out[i] = silu(gate[i]) * up[i]; gate and up are [n_tokens][dim]. */
-    void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, int64_t n_elems);
-    /* x[i] += y[i] */
-    void (*add)(void *ctx, float *x, const float *y, int64_t n_elems);
+    void (*swiglu)(void *ctx, void *out, const void *gate, const void *up, int64_t n_elems, sl_dtype act);
+    /* x[i] += y[i]; x is float32 (the residual stream). */
+    void (*add)(void *ctx, float *x, const void *y, int64_t n_elems, sl_dtype act);
     /* x[t] += y[t], then out[t] = x[t] / rms(x[t]) * weight: a residual add and the norm after it, in one
-     * pass; out may be y. */
-    void (*add_rmsnorm)(void *ctx, float *out, float *x, const float *y, const float *weight, int n_tokens, int dim,
-                        float eps);
-    /* out[i] = x[rows[i]], rows of dim floats. */
-    void (*gather_rows)(void *ctx, float *out, const float *x, const int32_t *rows, int n_rows, int dim);
-    /* tokens[i] = the token backend/sample.h's rule picks from logits row i ([n_rows][vocab]) with the
+     * pass; x is float32; out may be y. */
+    void (*add_rmsnorm)(void *ctx, void *out, float *x, const void *y, const float *weight, int n_tokens, int dim,
+                        float eps, sl_dtype act);
+    /* out[i] = x[rows[i]], rows of dim elements. */
+    void (*gather_rows)(void *ctx, void *out, const void *x, const int32_t *rows, int n_rows, int dim, sl_dtype act);
+    /* tokens[i] = the token backend/sample.h's rule picks from float32 logits row i ([n_rows][vocab]) with the
      * settings rows[i] and, where rows[i].mask >= 0, the allowed ids masks[rows[i].mask]
      * ([n_masks][sl_sample_mask_words(vocab)]; may be NULL when no row has a mask); logits stay unchanged. */
     void (*sample)(void *ctx, int32_t *tokens, const float *logits, const sl_sample_row *rows, const uint32_t *masks,

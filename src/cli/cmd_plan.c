@@ -150,7 +150,9 @@ int sl_cmd_plan(int argc, char **argv) {
         return 2;
     }
     const double gb = 1e9, device = gpu_memory_gb * gb * utilization;
-    const sl_mem_limits lim = {.max_model_len = max_model_len, .kv_bytes_per_elem = kv_bytes};
+    /* GPUs compute in the weights' 16-bit type (backend.h) */
+    const sl_mem_limits lim = {.max_model_len = max_model_len, .kv_bytes_per_elem = kv_bytes,
+                               .act_bytes_per_elem = (int)sl_dtype_n_bytes(cfg.dtype)};
     const int len = max_model_len > 0 ? max_model_len : cfg.max_position_embeddings;
     printf("%s: %.2f B parameters, %s: %.1f GB of weights; context %d tokens\n", model,
            sl_model_config_n_params(&cfg) / 1e9, sl_dtype_name(cfg.dtype), sl_mem_total_weight_bytes(&cfg) / gb, len);

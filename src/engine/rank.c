@@ -51,8 +51,10 @@ static int device_bytes(const sl_rank *r, const sl_rank_setup *s, double *out, s
 #define GPU_HEADROOM_BYTES (512.0 * 1048576.0)
 
 static sl_mem_limits mem_limits(const sl_rank *r, const sl_rank_setup *s) {
+    const sl_dtype act = r->backend.iface->activation_dtype(r->backend.ctx, r->config.dtype);
     return (sl_mem_limits){.max_model_len = r->max_model_len, .max_num_batched_tokens = s->max_num_batched_tokens,
-                           .max_num_seqs = s->max_num_seqs, .kv_bytes_per_elem = (int)sl_dtype_n_bytes(s->kv_dtype)};
+                           .max_num_seqs = s->max_num_seqs, .kv_bytes_per_elem = (int)sl_dtype_n_bytes(s->kv_dtype),
+                           .act_bytes_per_elem = (int)sl_dtype_n_bytes(act)};
 }
 
 /* Bytes for this rank's KV cache: --kv-cache-memory when given; on a GPU what

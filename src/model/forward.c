@@ -8,6 +8,8 @@
  *   x to the next stage, or logits = lm_head(rmsnorm(x)) for the rows that need them
  * Each residual add and the norm after it are one op (add_rmsnorm: xb holds
  * the normed x the next block reads), and RoPE goes with the K/V store.
+ * The residual stream x stays float32; what the blocks compute from it is
+ * in the backend's activation dtype m->act (bf16 on a GPU, backend.h).
  * Every op goes through the backend table; this file never touches a
  * number itself. K/V of the step go to the paged cache at their slots
  * before attention reads the whole context through the block tables.
@@ -91,9 +93,9 @@ static int check_batch(const sl_model *m, const sl_batch *b, sl_err *err) {
 }
 
 /* Completes partial sums over the tensor-parallel group. */
-static int tp_all_reduce(sl_model *m, float *buf, int64_t n, sl_err *err) {
+static int tp_all_reduce(sl_model *m, void *buf, int64_t n, sl_dtype dtype, sl_err *err) {
     if (!m->dist || m->dist->tp_size == 1) return SL_OK;
-    return m->tensors.iface->all_reduce_sum(m->tensors.ctx, buf, n, SL_DTYPE_F32, err);
+    return m->tensors.iface->all_reduce_sum(m->tensors.ctx, buf, n, dtype, err);
 }
 
 /* The residual add after a block, and the norm of the block that follows
@@ -101,8 +103,9 @@ static int tp_all_reduce(sl_model *m, float *buf, int64_t n, sl_err *err) {
 static void residual(sl_model *m, const float *next_norm, int n) {
     const sl_backend_iface *be = m->backend.iface;
     const sl_model_config *c = &m->config;
-    if (next_norm) be->add_rmsnorm(m->backend.ctx, m->xb, m->x, m->xb, next_norm, n, c->hidden_size, c->rms_norm_eps);
-    else be->add(m->backend.ctx, m->x, m->xb, (int64_t)n * c->hidden_size);
+    if (next_norm)
+        be->add_rmsnorm(m->backend.ctx, m->xb, m->x, m->xb, next_norm, n, c->hidden_size, c->rms_norm_eps, m->act);
+    else be->add(m->backend.ctx, m->x, m->xb, (int64_t)n * c->hidden_size, m->act);
 }
 
 /* xb holds rmsnorm(x) on entry, rmsnorm(x) for the MLP on return. */
@@ -112,12 +115,12 @@ static int attention_block(sl_model *m, sl_layer_weights *L, const sl_batch *b, 
     const sl_model_config *c = &m->config;
     const int n = b->n_tokens;
     const int n_heads = sl_shard_plan_n_heads(&m->plan);
-    const sl_proj qkv[3] = {{m->q, &L->wq, L->bq}, {m->k, &L->wk, L->bk}, {m->v, &L->wv, L->bv}};
-    be->matmul(ctx, qkv, 3, m->xb, n);
-    be->rope_kv_store(ctx, m->q, m->k, m->v, &L->kv, m->d_positions, m->d_slots, m->inv_freq, n, n_heads);
-    be->attention(ctx, m->att, m->q, &L->kv, ab, n_heads, 1.0f / sqrtf((float)c->head_dim));
-    be->matmul(ctx, &(sl_proj){m->xb, &L->wo, L->bo}, 1, m->att, n);
-    int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, err);
+    const sl_proj qkv[3] = {{m->q, &L->wq, L->bq, 0}, {m->k, &L->wk, L->bk, 0}, {m->v, &L->wv, L->bv, 0}};
+    be->matmul(ctx, qkv, 3, m->xb, n, m->act);
+    be->rope_kv_store(ctx, m->q, m->k, m->v, &L->kv, m->d_positions, m->d_slots, m->inv_freq, n, n_heads, m->act);
+    be->attention(ctx, m->att, m->q, &L->kv, ab, n_heads, 1.0f / sqrtf((float)c->head_dim), m->act);
+    be->matmul(ctx, &(sl_proj){m->xb, &L->wo, L->bo, 0}, 1, m->att, n, m->act);
+    int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, m->act, err);
     if (!rc) residual(m, L->mlp_norm, n);
     return rc;
 }
@@ -127,11 +130,11 @@ static int mlp_block(sl_model *m, sl_layer_weights *L, const float *next_norm, i
     const sl_backend_iface *be = m->backend.iface;
     void *ctx = m->backend.ctx;
     const sl_model_config *c = &m->config;
-    const sl_proj gate_up[2] = {{m->gate, &L->w_gate, L->b_gate}, {m->up, &L->w_up, L->b_up}};
-    be->matmul(ctx, gate_up, 2, m->xb, n);
-    be->swiglu(ctx, m->gate, m->gate, m->up, (int64_t)n * m->ffn);
-    be->matmul(ctx, &(sl_proj){m->xb, &L->w_down, L->b_down}, 1, m->gate, n);
-    int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, err);
+    const sl_proj gate_up[2] = {{m->gate, &L->w_gate, L->b_gate, 0}, {m->up, &L->w_up, L->b_up, 0}};
+    be->matmul(ctx, gate_up, 2, m->xb, n, m->act);
+    be->swiglu(ctx, m->gate, m->gate, m->up, (int64_t)n * m->ffn, m->act);
+    be->matmul(ctx, &(sl_proj){m->xb, &L->w_down, L->b_down, 0}, 1, m->gate, n, m->act);
+    int rc = tp_all_reduce(m, m->xb, (int64_t)n * c->hidden_size, m->act, err);
     if (!rc) residual(m, next_norm, n);
     return rc;
 }
@@ -142,7 +145,7 @@ static int stage_input(sl_model *m, const sl_batch *b, sl_err *err) {
         return m->tensors.iface->recv_prev(m->tensors.ctx, m->x, (int64_t)b->n_tokens * m->config.hidden_size,
                                            SL_DTYPE_F32, err);
     m->backend.iface->embed(m->backend.ctx, m->x, &m->embed, m->d_tokens, b->n_tokens, m->plan.vocab_begin);
-    return tp_all_reduce(m, m->x, (int64_t)b->n_tokens * m->config.hidden_size, err);
+    return tp_all_reduce(m, m->x, (int64_t)b->n_tokens * m->config.hidden_size, SL_DTYPE_F32, err);
 }
 
 /* Sampled tokens come back, and the rows the caller samples itself come back whole. */
@@ -209,7 +212,7 @@ static int issue_step(void *arg, sl_err *err) {
     if (rc) return rc;
     const int n_layers = sl_shard_plan_n_layers(&m->plan);
     const bool last_stage = !m->dist || m->dist->next_stage < 0;
-    be->rmsnorm(ctx, m->xb, m->x, m->layers[0].attn_norm, b->n_tokens, c->hidden_size, c->rms_norm_eps);
+    be->rmsnorm(ctx, m->xb, m->x, m->layers[0].attn_norm, b->n_tokens, c->hidden_size, c->rms_norm_eps, m->act);
     for (int l = 0; l < n_layers && !rc; l++) {
         const float *next_norm = l + 1 < n_layers ? m->layers[l + 1].attn_norm : last_stage ? m->final_norm : NULL;
         rc = attention_block(m, &m->layers[l], b, s->ab, err);
@@ -217,8 +220,8 @@ static int issue_step(void *arg, sl_err *err) {
     }
     if (rc || !last_stage || b->n_logits == 0) return rc;
     /* the LM head over the rows of xb (the final norm of x) that need logits */
-    be->gather_rows(ctx, m->logits_in, m->xb, m->d_logits_rows, b->n_logits, c->hidden_size);
-    be->matmul(ctx, &(sl_proj){m->logits, &m->lm_head, NULL}, 1, m->logits_in, b->n_logits);
+    be->gather_rows(ctx, m->logits_in, m->xb, m->d_logits_rows, b->n_logits, c->hidden_size, m->act);
+    be->matmul(ctx, &(sl_proj){.out = m->logits, .w = &m->lm_head, .f32_out = 1}, 1, m->logits_in, b->n_logits, m->act);
     return SL_OK;
 }
 

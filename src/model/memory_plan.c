@@ -32,6 +32,7 @@ void sl_mem_layout_eval(const sl_model_config *c, int tp, int pp, const sl_mem_l
     out->tp = tp;
     out->pp = pp;
     const double elem = (double)sl_dtype_n_bytes(c->dtype), kv_elem = lim->kv_bytes_per_elem > 0 ? lim->kv_bytes_per_elem : 2;
+    const double act = lim->act_bytes_per_elem > 0 ? lim->act_bytes_per_elem : 4;
     const double len = lim->max_model_len > 0 ? lim->max_model_len : c->max_position_embeddings;
     const double T = lim->max_num_batched_tokens > 0 ? lim->max_num_batched_tokens : 2048;
     const double S = lim->max_num_seqs > 0 ? lim->max_num_seqs : 256;
@@ -43,8 +44,10 @@ void sl_mem_layout_eval(const sl_model_config *c, int tp, int pp, const sl_mem_l
             double w = rank_weight_elems(c, &p) * elem;
             double q = sl_shard_plan_n_heads(&p) * c->head_dim, kv = sl_shard_plan_n_kv_heads(&p) * c->head_dim;
             double ffn = p.ffn_end - p.ffn_begin, vocab = p.vocab_end - p.vocab_begin;
-            /* float32 activations of one step: x, xb, q, k, v, att, gate, up; logits rows */
-            double ws = T * (2 * c->hidden_size + 2 * q + 2 * kv + 2 * ffn) * 4 + S * (c->hidden_size + 2 * vocab) * 4;
+            /* one step's activations as model.c sizes them: x (float32); xb, q, k, v, att, gate, up and
+             * the LM head's input rows (the activation dtype); the logits (float32); the token masks */
+            double ws = T * c->hidden_size * 4 + T * (c->hidden_size + 2 * q + 2 * kv + 2 * ffn) * act +
+                        S * (c->hidden_size * act + vocab * 4) + S * ((c->vocab_size + 31) / 32) * 4.0;
             double kv_token = 2.0 * kv * kv_elem * sl_shard_plan_n_layers(&p);
             double need = w + ws + kv_token * len;
             if (need > out->need_bytes) {

@@ -20,6 +20,7 @@ typedef struct sl_mem_limits {
     int max_num_batched_tokens;   /* 0: 2048 */
     int max_num_seqs;             /* 0: 256 */
     int kv_bytes_per_elem;        /* of --kv-cache-dtype; 0: 2 (bf16 or f16) */
+    int act_bytes_per_elem;       /* of the backend's activation dtype (backend.h); 0: 4 (float32) */
 } sl_mem_limits;
 
 typedef struct sl_mem_layout {

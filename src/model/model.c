@@ -205,9 +205,14 @@ size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *
     return 2 * sl_kv_block_bytes(&kv) * (size_t)sl_shard_plan_n_layers(plan);
 }
 
+/* The dtype of the matrices as loaded: the first layer's (they share one), else the model's. */
+static sl_dtype matrix_dtype(const sl_model *m) {
+    return sl_shard_plan_n_layers(&m->plan) > 0 ? m->layers[0].wq.dtype : m->config.dtype;
+}
+
 static int alloc_run_state(sl_model *m, sl_err *err) {
     const sl_model_limits *lim = &m->limits;
-    const size_t T = (size_t)lim->max_tokens, f = sizeof(float), i32 = sizeof(int32_t);
+    const size_t T = (size_t)lim->max_tokens, f = sizeof(float), a = sl_dtype_n_bytes(m->act), i32 = sizeof(int32_t);
     const size_t h = (size_t)m->config.hidden_size, vocab = (size_t)(m->plan.vocab_end - m->plan.vocab_begin);
     /* tokens, positions, slots; query_start, context_len, block tables, logits rows, sample rows */
     const size_t step_ints = 3 * T + (size_t)(lim->max_seqs + 1) +
@@ -216,11 +221,11 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
     int rc = m->backend.iface->alloc_host(m->backend.ctx, step_ints * i32, (void **)&m->h_step, err);
     if (rc) return rc;
     struct { void **p; size_t n_bytes; } bufs[] = {
-        {(void **)&m->x, T * h * f},           {(void **)&m->xb, T * h * f},
-        {(void **)&m->q, T * (size_t)m->q_dim * f}, {(void **)&m->k, T * (size_t)m->kv_dim * f},
-        {(void **)&m->v, T * (size_t)m->kv_dim * f}, {(void **)&m->att, T * (size_t)m->q_dim * f},
-        {(void **)&m->gate, T * (size_t)m->ffn * f}, {(void **)&m->up, T * (size_t)m->ffn * f},
-        {(void **)&m->logits_in, (size_t)lim->max_seqs * h * f},
+        {(void **)&m->x, T * h * f},           {&m->xb, T * h * a},
+        {&m->q, T * (size_t)m->q_dim * a},     {&m->k, T * (size_t)m->kv_dim * a},
+        {&m->v, T * (size_t)m->kv_dim * a},    {&m->att, T * (size_t)m->q_dim * a},
+        {&m->gate, T * (size_t)m->ffn * a},    {&m->up, T * (size_t)m->ffn * a},
+        {&m->logits_in, (size_t)lim->max_seqs * h * a},
         {(void **)&m->logits, (size_t)lim->max_seqs * vocab * f},
         {(void **)&m->d_step, step_ints * i32},
         {(void **)&m->d_sampled, (size_t)lim->max_seqs * i32},
@@ -287,8 +292,9 @@ int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend,
     m->q_dim = sl_shard_plan_n_heads(plan) * m->config.head_dim;
     m->kv_dim = sl_shard_plan_n_kv_heads(plan) * m->config.head_dim;
     m->ffn = plan->ffn_end - plan->ffn_begin;
-    if ((rc = sl_safetensors_open(model_dir, &m->st, err)) || (rc = load_weights(m, err)) ||
-        (rc = upload_inv_freq(m, err)) || (rc = alloc_run_state(m, err))) {
+    if (!(rc = sl_safetensors_open(model_dir, &m->st, err)) && !(rc = load_weights(m, err)))
+        m->act = backend->iface->activation_dtype(backend->ctx, matrix_dtype(m));
+    if (rc || (rc = upload_inv_freq(m, err)) || (rc = alloc_run_state(m, err))) {
         sl_model_close(m);
         return rc;
     }

@@ -87,8 +87,11 @@ typedef struct sl_model {
     float *final_norm;             /* [hidden] */
     float *inv_freq;               /* [head_dim / 2] */
     sl_layer_weights *layers;      /* this stage's layers */
-    /* run state (backend memory) */
-    float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits_in, *logits;
+    /* run state (backend memory): the residual stream x and the logits in float32, the rest in `act`
+     * (backend.h: float32 on the CPU, the weights' 16-bit type on a GPU) */
+    sl_dtype act;
+    float *x, *logits;
+    void *xb, *q, *k, *v, *att, *gate, *up, *logits_in;
     float *host_gather;            /* [max_seqs][vocab] all-gathered logits slices (tp > 1, last stage), host */
     sl_tensor_comm tensors;        /* owned; all-reduces, the vocabulary gather, hidden states (dist only) */
     int32_t *h_step, *d_step;      /* a step's int32 arrays packed end to end: host (pinned) and backend copies */

@@ -5,11 +5,15 @@
  * (a GPU) through one pinned host buffer: downloaded (which waits for the ops
  * that wrote them), communicated, uploaded (ordered before the ops that read
  * them; the buffer is next written only after a download, which waits for
- * that upload). float32 only: the MPI sums and the model's activations are
- * float32 today. */
+ * that upload). The MPI sums are float32: a 16-bit all-reduce (bf16 or f16
+ * activations, which only staged backends have) is downloaded into the
+ * upper half of the tensor's float32 span of the buffer, widened in place,
+ * summed and narrowed back before it goes up. The other tensors (the
+ * residual stream between stages, the logits) are float32. */
 #include <stdlib.h>
 
 #include "parallel/tensor_comm.h"
+#include "util/half.h"
 
 #define SL_TAG_HIDDEN 11 /* message tag of hidden states between pipeline stages */
 
@@ -23,7 +27,7 @@ typedef struct mpi_tensors {
 
 static int check(const mpi_tensors *t, int64_t n, sl_dtype dtype, sl_err *err) {
     if (dtype != SL_DTYPE_F32)
-        return sl_err_set(err, SL_ENOTSUP, "the MPI tensor communicator moves float32, not %s", sl_dtype_name(dtype));
+        return sl_err_set(err, SL_ENOTSUP, "the MPI tensor communicator moves float32 here, not %s", sl_dtype_name(dtype));
     if ((size_t)n * sizeof(float) > t->max_bytes)
         return sl_err_set(err, SL_EINTERNAL, "a tensor of %lld elements exceeds the communicator's %zu bytes",
                           (long long)n, t->max_bytes);
@@ -37,8 +41,38 @@ static int to_host(mpi_tensors *t, const void *buf, size_t n_bytes, void **host,
     return t->stage ? be->download(t->backend.ctx, t->host, buf, n_bytes, err) : be->synchronize(t->backend.ctx, err);
 }
 
+/* host[0, n) as float32 from the 16-bit values at host + 2n bytes (element i is read before
+ * anything is written over it), and back to 16 bits at host[0, 2n bytes). */
+static void widen(void *host, int64_t n, sl_dtype dtype) {
+    float *f = host;
+    const uint16_t *h = (const uint16_t *)host + n;
+    for (int64_t i = 0; i < n; i++) f[i] = dtype == SL_DTYPE_BF16 ? sl_bf16_to_f32(h[i]) : sl_f16_to_f32(h[i]);
+}
+static void narrow(void *host, int64_t n, sl_dtype dtype) {
+    const float *f = host;
+    uint16_t *h = host;
+    for (int64_t i = 0; i < n; i++) h[i] = dtype == SL_DTYPE_BF16 ? sl_f32_to_bf16(f[i]) : sl_f32_to_f16(f[i]);
+}
+
+/* A 16-bit all-reduce on a staged backend, summed in float32. */
+static int all_reduce_16(mpi_tensors *t, void *buf, int64_t n, sl_dtype dtype, sl_err *err) {
+    const sl_backend_iface *be = t->backend.iface;
+    const sl_comm *tp = &t->dist->tp;
+    const size_t n_bytes = (size_t)n * 2;
+    int rc = (size_t)n * sizeof(float) > t->max_bytes
+                 ? sl_err_set(err, SL_EINTERNAL, "a tensor of %lld elements exceeds the communicator's %zu bytes",
+                              (long long)n, t->max_bytes)
+                 : be->download(t->backend.ctx, (char *)t->host + n_bytes, buf, n_bytes, err);
+    if (rc) return rc;
+    widen(t->host, n, dtype);
+    if ((rc = tp->iface->all_reduce_sum(tp->ctx, t->host, n, err))) return rc;
+    narrow(t->host, n, dtype);
+    return be->upload(t->backend.ctx, buf, t->host, n_bytes, err);
+}
+
 static int mpi_all_reduce_sum(void *ctx, void *buf, int64_t n, sl_dtype dtype, sl_err *err) {
     mpi_tensors *t = ctx;
+    if (t->stage && (dtype == SL_DTYPE_BF16 || dtype == SL_DTYPE_F16)) return all_reduce_16(t, buf, n, dtype, err);
     const sl_comm *tp = &t->dist->tp;
     const size_t n_bytes = (size_t)n * sizeof(float);
     void *host;

@@ -1,4 +1,4 @@
-/* dtype.h -- the element types weights come in. Activations are always f32. */
+/* dtype.h -- the element types of weights, KV caches and activations (backend.h says which activations). */
 #ifndef SL_UTIL_DTYPE_H
 #define SL_UTIL_DTYPE_H
 

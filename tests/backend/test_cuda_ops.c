@@ -13,6 +13,14 @@
  * sampling, token for token against the host reference of the rule, with
  * and without token masks (structured output); and
  * replay (CUDA graphs): replayed ops read their buffers' new contents.
+ *
+ * Activations (backend.h): the float32 cases above run both backends with
+ * act = float32. The GPU also runs its ops on bfloat16 (and some float16)
+ * activations -- matmuls through the GEMV and the GEMM, 16-bit and float32
+ * outputs, norms, SwiGLU, residual adds, gathers, RoPE and attention -- held
+ * to the CPU run in float32 on the same inputs rounded to that type: the
+ * float32 case's tolerance plus what rounding the output (and, where stated,
+ * an intermediate) to a unit roundoff u costs (act_tolerance).
  * Skips (exit 77) where no GPU is visible. */
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
@@ -77,6 +85,53 @@ static int agree(const char *what, const float *cpu, const float *gpu, int64_t n
     return 0;
 }
 
+/* ---- activations of 16 bits ---- */
+
+/* Unit roundoff of an activation type, the largest relative error of rounding to it: 2^-8 for bfloat16 (8
+ * significant bits), 2^-11 for float16, 0 for float32 (the reference's own type). */
+static double unit_roundoff(sl_dtype t) {
+    return t == SL_DTYPE_BF16 ? 1.0 / 256 : t == SL_DTYPE_F16 ? 1.0 / 2048 : 0.0;
+}
+
+/* x's values rounded to t, in place (nothing for float32). */
+static void round_to(sl_dtype t, float *x, int64_t n) {
+    for (int64_t i = 0; t == SL_DTYPE_BF16 && i < n; i++) x[i] = sl_bf16_to_f32(sl_f32_to_bf16(x[i]));
+    for (int64_t i = 0; t == SL_DTYPE_F16 && i < n; i++) x[i] = sl_f16_to_f32(sl_f32_to_f16(x[i]));
+}
+
+/* n floats as n elements of t, in new host memory. */
+static void *as_dtype(const float *x, int64_t n, sl_dtype t) {
+    if (t == SL_DTYPE_F32) {
+        float *f = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+        memcpy(f, x, sizeof(float) * (size_t)n);
+        return f;
+    }
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) h[i] = t == SL_DTYPE_BF16 ? sl_f32_to_bf16(x[i]) : sl_f32_to_f16(x[i]);
+    return h;
+}
+
+/* n elements of t in a backend's memory, widened to floats. */
+static float *get_as(sl_backend *b, const void *dev, int64_t n, sl_dtype t) {
+    if (t == SL_DTYPE_F32) return get(b, dev, n);
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+    float *f = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    sl_err err = {0};
+    if (b->iface->download(b->ctx, h, dev, sizeof(uint16_t) * (size_t)n, &err)) {
+        fprintf(stderr, "%s: %s\n", b->iface->name, err.msg);
+        exit(1);
+    }
+    for (int64_t i = 0; i < n; i++) f[i] = t == SL_DTYPE_BF16 ? sl_bf16_to_f32(h[i]) : sl_f16_to_f32(h[i]);
+    free(h);
+    return f;
+}
+
+/* The tolerance of a float32 comparison (atol, rtol) for a GPU output rounded to t instead: the rounding
+ * moves it by at most u |exact| <= u (|cpu| + atol), so rtol grows by u (u atol is negligible); `extra`
+ * more roundings of intermediates of about the output's size (a bias added to a rounded matmul output)
+ * add u each. */
+static void act_tolerance(sl_dtype t, int extra, double *rtol) { *rtol += (1 + extra) * unit_roundoff(t); }
+
 /* Runs one op on both backends: OP(b, args) names the backend b. */
 typedef struct twin { void *cpu, *gpu; } twin;
 
@@ -96,59 +151,119 @@ static int twin_agree(const char *what, twin t, int64_t n, double atol, double r
     return ok;
 }
 
-static void test_elementwise(void) {
-    const int n = 5, dim = 4096, heads = 8, hd = 128;
-    float *x = random_floats((int64_t)n * dim, 3.0f), *y = random_floats((int64_t)n * dim, 2.0f);
-    float *w = random_floats(dim, 1.5f);
-    twin tx = twin_put(x, sizeof(float) * n * dim), ty = twin_put(y, sizeof(float) * n * dim);
-    twin tw = twin_put(w, sizeof(float) * dim), out = twin_zeros(sizeof(float) * n * dim);
+/* Values of act (x already rounded to it) on both: float32 on the CPU, elements of act on the GPU. */
+static twin twin_act(const float *x, int64_t n, sl_dtype act) {
+    void *h = as_dtype(x, n, act);
+    twin t = {put(&g_cpu, x, sizeof(float) * (size_t)n), put(&g_gpu, h, sl_dtype_n_bytes(act) * (size_t)n)};
+    free(h);
+    return t;
+}
 
-    g_cpu.iface->rmsnorm(g_cpu.ctx, out.cpu, tx.cpu, tw.cpu, n, dim, 1e-5f);
-    g_gpu.iface->rmsnorm(g_gpu.ctx, out.gpu, tx.gpu, tw.gpu, n, dim, 1e-5f);
-    CHECK(twin_agree("rmsnorm", out, (int64_t)n * dim, 1e-5, 1e-5));
+/* The CPU's float32 output against the GPU's of act. */
+static int twin_agree_act(const char *what, twin t, int64_t n, sl_dtype act, double atol, double rtol) {
+    float *a = get(&g_cpu, t.cpu, n), *b = get_as(&g_gpu, t.gpu, n, act);
+    int ok = agree(what, a, b, n, atol, rtol);
+    free(a);
+    free(b);
+    return ok;
+}
 
-    g_cpu.iface->swiglu(g_cpu.ctx, out.cpu, tx.cpu, ty.cpu, (int64_t)n * dim);
-    g_gpu.iface->swiglu(g_gpu.ctx, out.gpu, tx.gpu, ty.gpu, (int64_t)n * dim);
-    CHECK(twin_agree("swiglu", out, (int64_t)n * dim, 1e-6, 1e-5));
+/* The elementwise ops on n rows of dim, with activations of act (the residual stream x float32); RoPE and
+ * the KV store where dim holds 8 heads of 128. */
+static void check_elementwise(int n, int dim, sl_dtype act) {
+    const int heads = 8, hd = 128;
+    const int64_t ne = (int64_t)n * dim;
+    char what[128];
+    const char *an = sl_dtype_name(act);
+    float *x = random_floats(ne, 3.0f), *y = random_floats(ne, 2.0f), *w = random_floats(dim, 1.5f);
+    float *g = malloc(sizeof(float) * (size_t)ne); /* x's values as activations (SwiGLU's gate, q) */
+    memcpy(g, x, sizeof(float) * (size_t)ne);
+    round_to(act, g, ne);
+    round_to(act, y, ne);
+    twin tx = twin_put(x, sizeof(float) * (size_t)ne), ty = twin_act(y, ne, act), tg = twin_act(g, ne, act);
+    twin tw = twin_put(w, sizeof(float) * (size_t)dim), out = twin_zeros(sizeof(float) * (size_t)ne);
+    double rtol;
 
-    g_cpu.iface->add(g_cpu.ctx, tx.cpu, ty.cpu, (int64_t)n * dim);
-    g_gpu.iface->add(g_gpu.ctx, tx.gpu, ty.gpu, (int64_t)n * dim);
-    CHECK(twin_agree("add", tx, (int64_t)n * dim, 0, 0));
+    g_cpu.iface->rmsnorm(g_cpu.ctx, out.cpu, tx.cpu, tw.cpu, n, dim, 1e-5f, SL_DTYPE_F32);
+    g_gpu.iface->rmsnorm(g_gpu.ctx, out.gpu, tx.gpu, tw.gpu, n, dim, 1e-5f, act);
+    rtol = 1e-5, act_tolerance(act, 0, &rtol);
+    snprintf(what, sizeof what, "rmsnorm %s dim %d", an, dim);
+    CHECK(twin_agree_act(what, out, ne, act, 1e-5, rtol));
 
-    const int32_t rows[3] = {4, 0, 2};
+    g_cpu.iface->swiglu(g_cpu.ctx, out.cpu, tg.cpu, ty.cpu, ne, SL_DTYPE_F32);
+    g_gpu.iface->swiglu(g_gpu.ctx, out.gpu, tg.gpu, ty.gpu, ne, act);
+    rtol = 1e-5, act_tolerance(act, 0, &rtol);
+    snprintf(what, sizeof what, "swiglu %s, %lld elements", an, (long long)ne);
+    CHECK(twin_agree_act(what, out, ne, act, 1e-6, rtol));
+
+    /* float32 x plus the same y values: exactly the same sums */
+    g_cpu.iface->add(g_cpu.ctx, tx.cpu, ty.cpu, ne, SL_DTYPE_F32);
+    g_gpu.iface->add(g_gpu.ctx, tx.gpu, ty.gpu, ne, act);
+    snprintf(what, sizeof what, "add %s, %lld elements", an, (long long)ne);
+    CHECK(twin_agree(what, tx, ne, 0, 0));
+
+    const int32_t rows[3] = {n - 1, 0, n / 2};
     twin trows = twin_put(rows, sizeof rows);
-    g_cpu.iface->gather_rows(g_cpu.ctx, out.cpu, tx.cpu, trows.cpu, 3, dim);
-    g_gpu.iface->gather_rows(g_gpu.ctx, out.gpu, tx.gpu, trows.gpu, 3, dim);
-    CHECK(twin_agree("gather_rows", out, 3 * dim, 0, 0));
+    g_cpu.iface->gather_rows(g_cpu.ctx, out.cpu, tg.cpu, trows.cpu, 3, dim, SL_DTYPE_F32);
+    g_gpu.iface->gather_rows(g_gpu.ctx, out.gpu, tg.gpu, trows.gpu, 3, dim, act);
+    snprintf(what, sizeof what, "gather_rows %s dim %d", an, dim);
+    CHECK(twin_agree_act(what, out, 3 * (int64_t)dim, act, 0, 0));
 
-    /* the residual add and the norm after it, in place over y as the model calls it */
-    g_cpu.iface->add_rmsnorm(g_cpu.ctx, ty.cpu, tx.cpu, ty.cpu, tw.cpu, n, dim, 1e-5f);
-    g_gpu.iface->add_rmsnorm(g_gpu.ctx, ty.gpu, tx.gpu, ty.gpu, tw.gpu, n, dim, 1e-5f);
-    CHECK(twin_agree("add_rmsnorm: x", tx, (int64_t)n * dim, 0, 0));
-    CHECK(twin_agree("add_rmsnorm: out", ty, (int64_t)n * dim, 1e-5, 1e-5));
+    /* the residual add and the norm after it, in place over y as the model calls it (out = y) */
+    g_cpu.iface->add_rmsnorm(g_cpu.ctx, ty.cpu, tx.cpu, ty.cpu, tw.cpu, n, dim, 1e-5f, SL_DTYPE_F32);
+    g_gpu.iface->add_rmsnorm(g_gpu.ctx, ty.gpu, tx.gpu, ty.gpu, tw.gpu, n, dim, 1e-5f, act);
+    snprintf(what, sizeof what, "add_rmsnorm %s dim %d: x", an, dim);
+    CHECK(twin_agree(what, tx, ne, 0, 0));
+    rtol = 1e-5, act_tolerance(act, 0, &rtol);
+    snprintf(what, sizeof what, "add_rmsnorm %s dim %d: out", an, dim);
+    CHECK(twin_agree_act(what, ty, ne, act, 1e-5, rtol));
 
     /* RoPE at positions up to 100k with Llama-3-like frequencies (theta 500000), q with 8 heads, k with 2,
      * k and v stored into a cache of 4-token blocks (attention reads it back in test_attention) */
     const int kv_heads = 2;
-    int32_t pos[5] = {0, 1, 77, 8191, 100000}, slots[5] = {3, 9, 0, 4, 17};
-    float inv_freq[64];
-    for (int i = 0; i < hd / 2; i++) inv_freq[i] = powf(500000.0f, -2.0f * (float)i / (float)hd);
-    twin tpos = twin_put(pos, sizeof pos), tfreq = twin_put(inv_freq, sizeof inv_freq);
-    twin tslots = twin_put(slots, sizeof slots);
-    twin tk = twin_put(y, sizeof(float) * n * kv_heads * hd), tv = twin_put(w, sizeof(float) * n * kv_heads * hd);
-    sl_kv_cache kv = {.dtype = SL_DTYPE_BF16, .block_size = 4, .n_kv_heads = kv_heads, .head_dim = hd};
-    twin tkc = twin_zeros(5 * sl_kv_block_bytes(&kv)), tvc = twin_zeros(5 * sl_kv_block_bytes(&kv));
-    sl_kv_cache kv_cpu = kv, kv_gpu = kv;
-    kv_cpu.k = tkc.cpu, kv_cpu.v = tvc.cpu, kv_gpu.k = tkc.gpu, kv_gpu.v = tvc.gpu;
-    g_cpu.iface->rope_kv_store(g_cpu.ctx, tx.cpu, tk.cpu, tv.cpu, &kv_cpu, tpos.cpu, tslots.cpu, tfreq.cpu, n, heads);
-    g_gpu.iface->rope_kv_store(g_gpu.ctx, tx.gpu, tk.gpu, tv.gpu, &kv_gpu, tpos.gpu, tslots.gpu, tfreq.gpu, n, heads);
-    /* angles of 1e5 radians: cos/sin of the same float angle, up to their implementations' last bits */
-    CHECK(twin_agree("rope_kv_store: q", tx, (int64_t)n * heads * hd, 2e-5, 2e-5));
-    CHECK(twin_agree("rope_kv_store: k", tk, (int64_t)n * kv_heads * hd, 2e-5, 2e-5));
-    twin_free(tslots), twin_free(tk), twin_free(tv), twin_free(tkc), twin_free(tvc);
+    if (n == 5 && dim >= kv_heads * hd && dim >= heads * hd) {
+        int32_t pos[5] = {0, 1, 77, 8191, 100000}, slots[5] = {3, 9, 0, 4, 17};
+        float inv_freq[64];
+        for (int i = 0; i < hd / 2; i++) inv_freq[i] = powf(500000.0f, -2.0f * (float)i / (float)hd);
+        twin tpos = twin_put(pos, sizeof pos), tfreq = twin_put(inv_freq, sizeof inv_freq);
+        twin tslots = twin_put(slots, sizeof slots);
+        const int nk = n * kv_heads * hd;
+        float *k = malloc(sizeof(float) * (size_t)nk), *v = malloc(sizeof(float) * (size_t)nk);
+        for (int i = 0; i < nk; i++) k[i] = y[i], v[i] = w[i % dim];
+        round_to(act, k, nk);
+        round_to(act, v, nk);
+        twin tk = twin_act(k, nk, act), tv = twin_act(v, nk, act);
+        sl_kv_cache kv = {.dtype = SL_DTYPE_BF16, .block_size = 4, .n_kv_heads = kv_heads, .head_dim = hd};
+        twin tkc = twin_zeros(5 * sl_kv_block_bytes(&kv)), tvc = twin_zeros(5 * sl_kv_block_bytes(&kv));
+        sl_kv_cache kv_cpu = kv, kv_gpu = kv;
+        kv_cpu.k = tkc.cpu, kv_cpu.v = tvc.cpu, kv_gpu.k = tkc.gpu, kv_gpu.v = tvc.gpu;
+        g_cpu.iface->rope_kv_store(g_cpu.ctx, tg.cpu, tk.cpu, tv.cpu, &kv_cpu, tpos.cpu, tslots.cpu, tfreq.cpu, n,
+                                   heads, SL_DTYPE_F32);
+        g_gpu.iface->rope_kv_store(g_gpu.ctx, tg.gpu, tk.gpu, tv.gpu, &kv_gpu, tpos.gpu, tslots.gpu, tfreq.gpu, n,
+                                   heads, act);
+        /* angles of 1e5 radians: cos/sin of the same float angle, up to their implementations' last bits;
+         * q and k are rotated in float32 and rounded once */
+        rtol = 2e-5, act_tolerance(act, 0, &rtol);
+        snprintf(what, sizeof what, "rope_kv_store %s: q", an);
+        CHECK(twin_agree_act(what, tg, (int64_t)n * heads * hd, act, 2e-5, rtol));
+        snprintf(what, sizeof what, "rope_kv_store %s: k", an);
+        CHECK(twin_agree_act(what, tk, nk, act, 2e-5, rtol));
+        twin_free(tslots), twin_free(tk), twin_free(tv), twin_free(tkc), twin_free(tvc), twin_free(tpos),
+            twin_free(tfreq);
+        free(k), free(v);
+    }
 
-    twin_free(tx), twin_free(ty), twin_free(tw), twin_free(out), twin_free(trows), twin_free(tpos), twin_free(tfreq);
-    free(x), free(y), free(w);
+    twin_free(tx), twin_free(ty), twin_free(tg), twin_free(tw), twin_free(out), twin_free(trows);
+    free(x), free(y), free(w), free(g);
+}
+
+static void test_elementwise(void) {
+    check_elementwise(5, 4096, SL_DTYPE_F32);
+    check_elementwise(5, 4096, SL_DTYPE_BF16);
+    check_elementwise(5, 4096, SL_DTYPE_F16);
+    /* rows of an odd number of 16-bit elements: the kernels' element-by-element paths and a flat tail */
+    check_elementwise(3, 100, SL_DTYPE_BF16);
+    check_elementwise(3, 100, SL_DTYPE_F32);
 }
 
 /* A [rows][cols] weight of dtype on both backends, from the same random values. */
@@ -175,30 +290,39 @@ static twin_weight weight_pair(int64_t rows, int64_t cols, sl_dtype dtype) {
     return w;
 }
 
-/* q, k, v-shaped projections of one input, with a bias on the first, n tokens. */
-static void check_matmul(int n, int64_t cols, sl_dtype dtype) {
+/* q, k, v-shaped projections of one input of act, with a bias on the first, n tokens; the last writes
+ * float32 (f32_out, as the LM head's logits), the others act. */
+static void check_matmul(int n, int64_t cols, sl_dtype dtype, sl_dtype act) {
     const int64_t rows[3] = {256, 64, 72};
     twin_weight w[3];
     for (int p = 0; p < 3; p++) w[p] = weight_pair(rows[p], cols, dtype);
     float *x = random_floats((int64_t)n * cols, 2.0f), *bias = random_floats(rows[0], 1.0f);
     /* The CPU rounds inputs to 16 bits for bf16 weights only; the GPU rounds them to the weights' type:
-     * inputs already float16 values make the two the same product. */
-    for (int64_t i = 0; dtype == SL_DTYPE_F16 && i < n * cols; i++) x[i] = sl_f16_to_f32(sl_f32_to_f16(x[i]));
-    twin tx = twin_put(x, sizeof(float) * (size_t)(n * cols)), tb = twin_put(bias, sizeof(float) * (size_t)rows[0]);
+     * inputs already float16 values make the two the same product. Both get the same values of act. */
+    if (dtype == SL_DTYPE_F16) round_to(SL_DTYPE_F16, x, (int64_t)n * cols);
+    round_to(act, x, (int64_t)n * cols);
+    twin tx = twin_act(x, (int64_t)n * cols, act), tb = twin_put(bias, sizeof(float) * (size_t)rows[0]);
     twin out[3];
     sl_proj pc[3], pg[3];
     for (int p = 0; p < 3; p++) {
         out[p] = twin_zeros(sizeof(float) * (size_t)(n * rows[p]));
-        pc[p] = (sl_proj){out[p].cpu, &w[p].cpu, p == 0 ? tb.cpu : NULL};
-        pg[p] = (sl_proj){out[p].gpu, &w[p].gpu, p == 0 ? tb.gpu : NULL};
+        pc[p] = (sl_proj){.out = out[p].cpu, .w = &w[p].cpu, .bias = p == 0 ? tb.cpu : NULL, .f32_out = p == 2};
+        pg[p] = (sl_proj){.out = out[p].gpu, .w = &w[p].gpu, .bias = p == 0 ? tb.gpu : NULL, .f32_out = p == 2};
     }
-    g_cpu.iface->matmul(g_cpu.ctx, pc, 3, tx.cpu, n);
-    g_gpu.iface->matmul(g_gpu.ctx, pg, 3, tx.gpu, n);
-    char what[96];
+    g_cpu.iface->matmul(g_cpu.ctx, pc, 3, tx.cpu, n, SL_DTYPE_F32);
+    g_gpu.iface->matmul(g_gpu.ctx, pg, 3, tx.gpu, n, act);
+    char what[128];
     for (int p = 0; p < 3; p++) {
-        snprintf(what, sizeof what, "matmul %s n=%d cols=%lld proj %d", sl_dtype_name(dtype), n, (long long)cols, p);
-        /* float32 sums of cols products of about 0.1: their order moves the last bits */
-        CHECK(twin_agree(what, out[p], n * rows[p], 2e-4 * sqrt((double)cols) * 0.1, 1e-4));
+        const sl_dtype out_dtype = p == 2 ? SL_DTYPE_F32 : act;
+        snprintf(what, sizeof what, "matmul %s weights, %s activations, n=%d cols=%lld proj %d (%s out)",
+                 sl_dtype_name(dtype), sl_dtype_name(act), n, (long long)cols, p, sl_dtype_name(out_dtype));
+        /* float32 sums of cols products of about 0.1: their order moves the last bits. A 16-bit output is
+         * rounded once more (u |out|); with the bias (|bias| <= 1) added to a 16-bit D the sum before the
+         * bias is rounded too: u |out - bias| <= u (|out| + 1), so u more in atol and in rtol. */
+        double atol = 2e-4 * sqrt((double)cols) * 0.1, rtol = 1e-4;
+        act_tolerance(out_dtype, p == 0 && out_dtype != SL_DTYPE_F32, &rtol);
+        if (p == 0) atol += unit_roundoff(out_dtype);
+        CHECK(twin_agree_act(what, out[p], n * rows[p], out_dtype, atol, rtol));
         twin_free(out[p]);
         g_cpu.iface->weight_free(g_cpu.ctx, &w[p].cpu);
         g_gpu.iface->weight_free(g_gpu.ctx, &w[p].gpu);
@@ -210,12 +334,33 @@ static void check_matmul(int n, int64_t cols, sl_dtype dtype) {
 static void test_matmul(void) {
     const int ns[] = {1, 2, 3, 8, 9, 64, 300};
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
-        check_matmul(ns[i], 512, SL_DTYPE_BF16);
-        check_matmul(ns[i], 4096, SL_DTYPE_BF16);
+        check_matmul(ns[i], 512, SL_DTYPE_BF16, SL_DTYPE_F32);
+        check_matmul(ns[i], 4096, SL_DTYPE_BF16, SL_DTYPE_F32);
     }
-    check_matmul(1, 1024, SL_DTYPE_F16);
-    check_matmul(33, 1024, SL_DTYPE_F16);
-    check_matmul(5, 64, SL_DTYPE_F32);
+    check_matmul(1, 1024, SL_DTYPE_F16, SL_DTYPE_F32);
+    check_matmul(33, 1024, SL_DTYPE_F16, SL_DTYPE_F32);
+    check_matmul(5, 64, SL_DTYPE_F32, SL_DTYPE_F32);
+    /* bf16 activations over bf16 weights: the GEMV (n <= 8) and the GEMM read them as they are */
+    const int bn[] = {1, 3, 8, 9, 300};
+    for (size_t i = 0; i < sizeof bn / sizeof bn[0]; i++) {
+        check_matmul(bn[i], 512, SL_DTYPE_BF16, SL_DTYPE_BF16);
+        check_matmul(bn[i], 4096, SL_DTYPE_BF16, SL_DTYPE_BF16);
+    }
+    check_matmul(2, 1024, SL_DTYPE_F16, SL_DTYPE_F16);
+    check_matmul(33, 1024, SL_DTYPE_F16, SL_DTYPE_F16);
+    /* activations of another type than the weights: converted first, the GEMM's D float32 then converted */
+    check_matmul(3, 512, SL_DTYPE_BF16, SL_DTYPE_F16);
+    check_matmul(40, 512, SL_DTYPE_BF16, SL_DTYPE_F16);
+    check_matmul(5, 64, SL_DTYPE_F32, SL_DTYPE_BF16);
+    /* cols not a multiple of 8: the GEMM even for 3 tokens */
+    check_matmul(3, 100, SL_DTYPE_BF16, SL_DTYPE_BF16);
+}
+
+/* 16-bit weights run activations of their own type on the GPU, float32 weights float32 ones. */
+static void test_activation_dtype(void) {
+    CHECK_EQ_INT(g_gpu.iface->activation_dtype(g_gpu.ctx, SL_DTYPE_BF16), SL_DTYPE_BF16);
+    CHECK_EQ_INT(g_gpu.iface->activation_dtype(g_gpu.ctx, SL_DTYPE_F16), SL_DTYPE_F16);
+    CHECK_EQ_INT(g_gpu.iface->activation_dtype(g_gpu.ctx, SL_DTYPE_F32), SL_DTYPE_F32);
 }
 
 static void test_embed(void) {
@@ -240,6 +385,7 @@ typedef struct attn_case {
     const int *q_len, *ctx;
     int n_heads, n_kv_heads, head_dim, block_size;
     sl_dtype kv_dtype;
+    sl_dtype act;   /* of q, k, v and out on the GPU; the CPU runs float32 on the same values */
 } attn_case;
 
 /* Whether the CUDA backend puts a sequence of q_len queries on its tensor-core prefill (attention_mma.cu):
@@ -264,7 +410,9 @@ static int on_tensor_cores(const attn_case *c, int q_len) {
  * these inputs (tools/attention_mma_check.py: head_dim 64 to 128, 300-token prompts, 200 queries
  * over 3000 keys) moved outputs by at most 0.8 u; we allow 3u + 3u |x| (bfloat16 1.2e-2, float16
  * 1.5e-3), a margin near 4 that is still well below what a wrong fragment, key or mask costs (order
- * 0.1 to 1). */
+ * 0.1 to 1). With activations of the cache's type the query goes in unrounded (its values are already
+ * of that type), which only removes a term. A 16-bit output adds its own rounding: u_act |x| more
+ * in rtol (act_tolerance), for every kernel. */
 static void tensor_core_tolerance(sl_dtype kv_dtype, double *atol, double *rtol) {
     const double u = kv_dtype == SL_DTYPE_BF16 ? 1.0 / 256 : 1.0 / 2048;
     *atol = 3 * u, *rtol = 3 * u;
@@ -303,8 +451,12 @@ static void check_attention(const attn_case *c) {
     qs[S] = n_tokens;
     float *k = random_floats((int64_t)total_ctx * kv_dim, 1.0f), *v = random_floats((int64_t)total_ctx * kv_dim, 1.0f);
     float *q = random_floats((int64_t)n_tokens * q_dim, 1.0f);
-    twin tk = twin_put(k, sizeof(float) * (size_t)total_ctx * kv_dim), tv = twin_put(v, sizeof(float) * (size_t)total_ctx * kv_dim);
-    twin tq = twin_put(q, sizeof(float) * (size_t)n_tokens * q_dim), tslots = twin_put(slots, sizeof(int32_t) * (size_t)total_ctx);
+    round_to(c->act, k, (int64_t)total_ctx * kv_dim);
+    round_to(c->act, v, (int64_t)total_ctx * kv_dim);
+    round_to(c->act, q, (int64_t)n_tokens * q_dim);
+    twin tk = twin_act(k, (int64_t)total_ctx * kv_dim, c->act), tv = twin_act(v, (int64_t)total_ctx * kv_dim, c->act);
+    twin tq = twin_act(q, (int64_t)n_tokens * q_dim, c->act);
+    twin tslots = twin_put(slots, sizeof(int32_t) * (size_t)total_ctx);
     twin ttables = twin_put(tables, sizeof(int32_t) * (size_t)(S * max_blocks)), tqs = twin_put(qs, sizeof(int32_t) * (size_t)(S + 1));
     twin tctx = twin_put(ctx, sizeof(int32_t) * (size_t)S), out = twin_zeros(sizeof(float) * (size_t)n_tokens * q_dim);
     sl_kv_cache kv = {.dtype = c->kv_dtype, .block_size = bs, .n_kv_heads = c->n_kv_heads, .head_dim = hd};
@@ -317,17 +469,20 @@ static void check_attention(const attn_case *c) {
     for (int i = 0; i < hd / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * (float)i / (float)hd);
     twin tpos = twin_put(positions, sizeof(int32_t) * (size_t)total_ctx);
     twin tfreq = twin_put(inv_freq, sizeof(float) * (size_t)(hd / 2));
-    g_cpu.iface->rope_kv_store(g_cpu.ctx, NULL, tk.cpu, tv.cpu, &kv_cpu, tpos.cpu, tslots.cpu, tfreq.cpu, total_ctx, 0);
-    g_gpu.iface->rope_kv_store(g_gpu.ctx, NULL, tk.gpu, tv.gpu, &kv_gpu, tpos.gpu, tslots.gpu, tfreq.gpu, total_ctx, 0);
+    g_cpu.iface->rope_kv_store(g_cpu.ctx, NULL, tk.cpu, tv.cpu, &kv_cpu, tpos.cpu, tslots.cpu, tfreq.cpu, total_ctx, 0,
+                               SL_DTYPE_F32);
+    g_gpu.iface->rope_kv_store(g_gpu.ctx, NULL, tk.gpu, tv.gpu, &kv_gpu, tpos.gpu, tslots.gpu, tfreq.gpu, total_ctx, 0,
+                               c->act);
     sl_attn_batch b = {.n_seqs = S, .n_tokens = n_tokens, .max_query_len = max_q, .max_blocks = max_blocks,
                        .max_context_len = max_ctx};
     sl_attn_batch bc = b, bg = b;
     bc.query_start = tqs.cpu, bc.context_len = tctx.cpu, bc.block_tables = ttables.cpu;
     bg.query_start = tqs.gpu, bg.context_len = tctx.gpu, bg.block_tables = ttables.gpu;
     const float scale = 1.0f / sqrtf((float)hd) * 2.0f; /* sharper than usual: softmax weights far from uniform */
-    g_cpu.iface->attention(g_cpu.ctx, out.cpu, tq.cpu, &kv_cpu, &bc, c->n_heads, scale);
-    g_gpu.iface->attention(g_gpu.ctx, out.gpu, tq.gpu, &kv_gpu, &bg, c->n_heads, scale);
-    float *o_cpu = get(&g_cpu, out.cpu, (int64_t)n_tokens * q_dim), *o_gpu = get(&g_gpu, out.gpu, (int64_t)n_tokens * q_dim);
+    g_cpu.iface->attention(g_cpu.ctx, out.cpu, tq.cpu, &kv_cpu, &bc, c->n_heads, scale, SL_DTYPE_F32);
+    g_gpu.iface->attention(g_gpu.ctx, out.gpu, tq.gpu, &kv_gpu, &bg, c->n_heads, scale, c->act);
+    float *o_cpu = get(&g_cpu, out.cpu, (int64_t)n_tokens * q_dim);
+    float *o_gpu = get_as(&g_gpu, out.gpu, (int64_t)n_tokens * q_dim, c->act);
     double worst_mma = 0;
     int n_mma = 0;
     for (int s = 0; s < S; s++) {
@@ -343,6 +498,7 @@ static void check_attention(const attn_case *c) {
                 if (!(d <= worst_mma)) worst_mma = isnan(d) ? INFINITY : d;
             }
         }
+        act_tolerance(c->act, 0, &rtol);
         CHECK(agree(what, o_cpu + at, o_gpu + at, n, atol, rtol));
     }
     if (n_mma)
@@ -371,25 +527,36 @@ static void test_attention(void) {
     /* head passes: a prompt beside a decode */
     const int hq[] = {70, 1}, hc[] = {100, 20};
     const attn_case cases[] = {
-        {"decode gqa bf16", 5, dq, dc, 8, 2, 128, 16, SL_DTYPE_BF16},
-        {"decode gqa f32", 5, dq, dc, 32, 8, 128, 16, SL_DTYPE_F32},
-        {"mixed mha f32", 4, mq, mc, 4, 4, 64, 16, SL_DTYPE_F32},
-        {"mixed gqa f16 block 32", 4, mq, mc, 14, 2, 64, 32, SL_DTYPE_F16},
-        {"mixed fixtures' head_dim 16, block 5", 4, mq, mc, 4, 2, 16, 5, SL_DTYPE_F32},
-        {"long decode f16", 1, lq, lc, 32, 8, 128, 16, SL_DTYPE_F16},
-        {"prefill 2048 bf16", 1, pq, pc, 32, 8, 128, 16, SL_DTYPE_BF16},
-        {"decode head_dim 80", 5, dq, dc, 8, 8, 80, 16, SL_DTYPE_BF16},
-        {"mixed head_dim 256", 4, mq, mc, 8, 4, 256, 16, SL_DTYPE_BF16},
-        {"mixed head_dim 8 (the plain kernel)", 4, mq, mc, 6, 3, 8, 16, SL_DTYPE_BF16},
+        {"decode gqa bf16", 5, dq, dc, 8, 2, 128, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"decode gqa f32", 5, dq, dc, 32, 8, 128, 16, SL_DTYPE_F32, SL_DTYPE_F32},
+        {"mixed mha f32", 4, mq, mc, 4, 4, 64, 16, SL_DTYPE_F32, SL_DTYPE_F32},
+        {"mixed gqa f16 block 32", 4, mq, mc, 14, 2, 64, 32, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"mixed fixtures' head_dim 16, block 5", 4, mq, mc, 4, 2, 16, 5, SL_DTYPE_F32, SL_DTYPE_F32},
+        {"long decode f16", 1, lq, lc, 32, 8, 128, 16, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"prefill 2048 bf16", 1, pq, pc, 32, 8, 128, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"decode head_dim 80", 5, dq, dc, 8, 8, 80, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"mixed head_dim 256", 4, mq, mc, 8, 4, 256, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"mixed head_dim 8 (the plain kernel)", 4, mq, mc, 6, 3, 8, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
         /* the tensor-core prefill (attention_mma.cu), beside decodes in the same step */
-        {"mma mha bf16 head_dim 128, block 24", 4, mq, mc, 4, 4, 128, 24, SL_DTYPE_BF16},
-        {"mma gqa 8 f16 head_dim 128, 5 lengths", 5, gq, gc, 32, 4, 128, 16, SL_DTYPE_F16},
-        {"mma gqa 4 bf16 head_dim 64, 3000 keys, block 48", 1, cq, cc, 8, 2, 64, 48, SL_DTYPE_BF16},
-        {"mma mha f16 head_dim 64, 5 lengths", 5, gq, gc, 4, 4, 64, 16, SL_DTYPE_F16},
-        {"mma head passes (group 80) bf16 head_dim 64", 2, hq, hc, 160, 2, 64, 16, SL_DTYPE_BF16},
-        {"mma head passes (group 96) f16 head_dim 128", 2, hq, hc, 96, 1, 128, 16, SL_DTYPE_F16},
-        {"mma gqa 2 f16 head_dim 80", 4, mq, mc, 8, 4, 80, 16, SL_DTYPE_F16},
-        {"mma gqa 4 bf16 head_dim 96, block 5", 4, mq, mc, 8, 2, 96, 5, SL_DTYPE_BF16},
+        {"mma mha bf16 head_dim 128, block 24", 4, mq, mc, 4, 4, 128, 24, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"mma gqa 8 f16 head_dim 128, 5 lengths", 5, gq, gc, 32, 4, 128, 16, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"mma gqa 4 bf16 head_dim 64, 3000 keys, block 48", 1, cq, cc, 8, 2, 64, 48, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"mma mha f16 head_dim 64, 5 lengths", 5, gq, gc, 4, 4, 64, 16, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"mma head passes (group 80) bf16 head_dim 64", 2, hq, hc, 160, 2, 64, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"mma head passes (group 96) f16 head_dim 128", 2, hq, hc, 96, 1, 128, 16, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"mma gqa 2 f16 head_dim 80", 4, mq, mc, 8, 4, 80, 16, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"mma gqa 4 bf16 head_dim 96, block 5", 4, mq, mc, 8, 2, 96, 5, SL_DTYPE_BF16, SL_DTYPE_F32},
+        /* 16-bit activations: q, k, v and out of act; decode (split over long contexts, combined) and the
+         * tensor-core prefill with queries of the cache's type, the float32 kernels, the plain one */
+        {"decode gqa bf16, bf16 activations", 5, dq, dc, 32, 8, 128, 16, SL_DTYPE_BF16, SL_DTYPE_BF16},
+        {"mma gqa 4 bf16 head_dim 128, bf16 activations, 5 lengths", 5, gq, gc, 32, 8, 128, 16, SL_DTYPE_BF16,
+         SL_DTYPE_BF16},
+        {"long decode bf16, bf16 activations", 1, lq, lc, 32, 8, 128, 16, SL_DTYPE_BF16, SL_DTYPE_BF16},
+        {"mma mha f16 head_dim 64, f16 activations", 4, mq, mc, 4, 4, 64, 16, SL_DTYPE_F16, SL_DTYPE_F16},
+        {"mma gqa 4 f16 cache, bf16 activations", 4, mq, mc, 8, 2, 64, 16, SL_DTYPE_F16, SL_DTYPE_BF16},
+        {"mixed f32 cache, bf16 activations", 4, mq, mc, 8, 2, 64, 16, SL_DTYPE_F32, SL_DTYPE_BF16},
+        {"mixed head_dim 8 (the plain kernel), bf16 activations", 4, mq, mc, 6, 3, 8, 16, SL_DTYPE_BF16,
+         SL_DTYPE_BF16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_attention(&cases[i]);
 }
@@ -511,8 +678,8 @@ static int issue_replay_ops(void *arg, sl_err *err) {
     (void)err;
     replay_ops *r = arg;
     r->calls++;
-    r->b->iface->matmul(r->b->ctx, &r->proj, 1, r->x, r->n);
-    r->b->iface->add(r->b->ctx, r->proj.out, r->y, r->n * r->proj.w->rows);
+    r->b->iface->matmul(r->b->ctx, &r->proj, 1, r->x, r->n, SL_DTYPE_F32);
+    r->b->iface->add(r->b->ctx, r->proj.out, r->y, r->n * r->proj.w->rows, SL_DTYPE_F32);
     return SL_OK;
 }
 
@@ -523,8 +690,8 @@ static void check_replay(int n) {
     twin_weight w = weight_pair(rows, cols, SL_DTYPE_BF16);
     twin tx = twin_zeros(sizeof(float) * (size_t)(n * cols)), ty = twin_zeros(sizeof(float) * (size_t)(n * rows));
     twin out = twin_zeros(sizeof(float) * (size_t)(n * rows));
-    replay_ops rc = {&g_cpu, {out.cpu, &w.cpu, NULL}, tx.cpu, ty.cpu, n, 0};
-    replay_ops rg = {&g_gpu, {out.gpu, &w.gpu, NULL}, tx.gpu, ty.gpu, n, 0};
+    replay_ops rc = {&g_cpu, {.out = out.cpu, .w = &w.cpu}, tx.cpu, ty.cpu, n, 0};
+    replay_ops rg = {&g_gpu, {.out = out.gpu, .w = &w.gpu}, tx.gpu, ty.gpu, n, 0};
     sl_err err = {0};
     for (int call = 0; call < 6; call++) {
         float *x = random_floats((int64_t)n * cols, 2.0f), *y = random_floats((int64_t)n * rows, 1.0f);
@@ -534,7 +701,7 @@ static void check_replay(int n) {
         CHECK_EQ_INT(g_gpu.iface->upload(g_gpu.ctx, ty.gpu, y, sizeof(float) * (size_t)(n * rows), &err), 0);
         if (call == 3) { /* a larger step grows the matmul's input buffer */
             void *bx = zeros(&g_gpu, sizeof(float) * (size_t)(big * cols)), *bo = zeros(&g_gpu, sizeof(float) * (size_t)(big * rows));
-            g_gpu.iface->matmul(g_gpu.ctx, &(sl_proj){bo, &w.gpu, NULL}, 1, bx, (int)big);
+            g_gpu.iface->matmul(g_gpu.ctx, &(sl_proj){.out = bo, .w = &w.gpu}, 1, bx, (int)big, SL_DTYPE_F32);
             CHECK_EQ_INT(g_gpu.iface->synchronize(g_gpu.ctx, &err), 0);
             g_gpu.iface->free(g_gpu.ctx, bx), g_gpu.iface->free(g_gpu.ctx, bo);
         }
@@ -568,6 +735,7 @@ int main(void) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
+    TEST_RUN(test_activation_dtype);
     TEST_RUN(test_elementwise);
     TEST_RUN(test_embed);
     TEST_RUN(test_matmul);

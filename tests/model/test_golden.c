@@ -7,8 +7,10 @@
  *   - greedy decoding, with the prompt prefilled in chunks and KV blocks
  *     scattered over the pool, gives transformers' tokens and per-step top-5;
  *   - all sequences batched into one step give the same as one at a time.
- * Usage: test_golden MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium] [KV_DTYPE] [cpu|cuda]
- * (GOLDEN_JSON defaults to MODEL_DIR/golden.json). On cuda it skips where no GPU is visible. */
+ * Usage: test_golden MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium] [KV_DTYPE] [cpu|cuda] [WEIGHT_DTYPE]
+ * (GOLDEN_JSON defaults to MODEL_DIR/golden.json; WEIGHT_DTYPE converts the matrices at load as --dtype
+ * does: on cuda, bfloat16 weights make the activations bfloat16 too). On cuda it skips where no GPU is
+ * visible. */
 #include <jansson.h>
 #include <math.h>
 
@@ -204,7 +206,7 @@ static void test_batched(void) {
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s MODEL_DIR [GOLDEN_JSON] [TOLERANCE] [highest|medium] [float32|float16|bfloat16] "
-                "[cpu|cuda]\n", argv[0]);
+                "[cpu|cuda] [WEIGHT_DTYPE]\n", argv[0]);
         return 2;
     }
     if (argc > 3) g_tol = atof(argv[3]);
@@ -248,6 +250,12 @@ int main(int argc, char **argv) {
         if (strcmp(argv[5], sl_dtype_name(d)) == 0) limits.kv_dtype = d;
     if (argc > 5 && strcmp(argv[5], sl_dtype_name(limits.kv_dtype)) != 0) {
         fprintf(stderr, "unknown KV cache dtype %s (float32, float16 or bfloat16)\n", argv[5]);
+        return 2;
+    }
+    for (sl_dtype d = SL_DTYPE_F32; argc > 7 && d <= SL_DTYPE_BF16; d++)
+        if (strcmp(argv[7], sl_dtype_name(d)) == 0) limits.convert_weights = 1, limits.weight_dtype = d;
+    if (argc > 7 && !limits.convert_weights) {
+        fprintf(stderr, "unknown weight dtype %s (float32, float16 or bfloat16)\n", argv[7]);
         return 2;
     }
     if (sl_model_open(&g_model, argv[1], &backend, &plan, &limits, NULL, &err)) {

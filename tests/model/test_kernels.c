@@ -57,7 +57,7 @@ static void check_matmul(sl_dtype dtype, int rows, int cols, int n, int with_bia
     }
     sl_weight w;
     void *mem = packed(&w, dtype == SL_DTYPE_F32 ? (void *)wf : (void *)wh, dtype, rows, cols, cols);
-    cpu_matmul(g_pool, &(sl_proj){out, &w, with_bias ? bias : NULL}, 1, x, n, bf16_inputs, &g_scratch);
+    cpu_matmul(g_pool, &(sl_proj){out, &w, with_bias ? bias : NULL, 0}, 1, x, n, bf16_inputs, &g_scratch);
     free(mem);
     if (bf16_inputs && dtype == SL_DTYPE_BF16)
         for (int i = 0; i < n * cols; i++) x[i] = sl_bf16_to_f32(sl_f32_to_bf16(x[i]));
@@ -106,9 +106,9 @@ static void check_batch_invariant(int cols) {
         void *mem = d ? packed(&wt, wh, SL_DTYPE_BF16, ROWS, cols, cols) : packed(&wt, w, SL_DTYPE_F32, ROWS, cols, cols);
         for (int bf16_inputs = 0; bf16_inputs < 2; bf16_inputs++)
             for (int n = N; n >= 8; n -= 11) { /* 30, 19 and 8 tokens: every block size */
-                cpu_matmul(g_pool, &(sl_proj){batched, &wt, NULL}, 1, x, n, bf16_inputs, &g_scratch);
+                cpu_matmul(g_pool, &(sl_proj){batched, &wt, NULL, 0}, 1, x, n, bf16_inputs, &g_scratch);
                 for (int t = 0; t < n; t++) {
-                    cpu_matmul(g_pool, &(sl_proj){alone, &wt, NULL}, 1, x + t * cols, 1, bf16_inputs, &g_scratch);
+                    cpu_matmul(g_pool, &(sl_proj){alone, &wt, NULL, 0}, 1, x + t * cols, 1, bf16_inputs, &g_scratch);
                     CHECK(memcmp(alone, batched + t * ROWS, sizeof alone) == 0);
                 }
             }

@@ -136,11 +136,9 @@ static void check_stages(const sl_tensor_comm *t) {
 static void check_moves(const sl_tensor_comm *t, int nccl) {
     check_all_reduce(t, SL_DTYPE_F32);
     check_gather(t, SL_DTYPE_F32);
-    if (nccl) { /* MPI's communicator moves float32 only */
-        check_all_reduce(t, SL_DTYPE_BF16);
-        check_all_reduce(t, SL_DTYPE_F16);
-        check_gather(t, SL_DTYPE_BF16);
-    }
+    check_all_reduce(t, SL_DTYPE_BF16); /* MPI's sums 16-bit activations in float32 through its pinned buffer */
+    check_all_reduce(t, SL_DTYPE_F16);
+    if (nccl) check_gather(t, SL_DTYPE_BF16); /* MPI's gathers float32 (the logits) only */
     if (g_dist->pp_size > 1) check_stages(t);
 }
 

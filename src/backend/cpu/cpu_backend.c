@@ -219,41 +219,53 @@ static void cpu_weight_free(void *ctx, sl_weight *w) {
     munmap(chunk, chunk->size);
 }
 
+/* The ops: activations are float32 here (activation_dtype), so `act` is always SL_DTYPE_F32. */
+static sl_dtype cpu_activation_dtype(void *ctx, sl_dtype weights) {
+    (void)ctx, (void)weights;
+    return SL_DTYPE_F32;
+}
 static void op_embed(void *ctx, float *out, const sl_weight *t, const int32_t *ids, int n, int64_t off) {
     cpu_embed(((cpu_ctx *)ctx)->pool, out, t, ids, n, off);
 }
-static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n) {
+static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const void *x, int n, sl_dtype act) {
     cpu_ctx *c = ctx;
+    (void)act;
     cpu_matmul(c->pool, proj, n_proj, x, n, c->bf16_inputs, &c->scratch);
 }
-static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
+static void op_rmsnorm(void *ctx, void *out, const float *x, const float *w, int n, int dim, float eps, sl_dtype act) {
+    (void)act;
     cpu_rmsnorm(((cpu_ctx *)ctx)->pool, out, x, w, n, dim, eps);
 }
-static void op_rope_kv_store(void *ctx, float *q, float *k, const float *v, const sl_kv_cache *kv,
-                             const int32_t *pos, const int32_t *slots, const float *inv_freq, int n, int heads) {
+static void op_rope_kv_store(void *ctx, void *q, void *k, const void *v, const sl_kv_cache *kv, const int32_t *pos,
+                             const int32_t *slots, const float *inv_freq, int n, int heads, sl_dtype act) {
     cpu_pool *pool = ((cpu_ctx *)ctx)->pool;
+    (void)act;
     if (heads > 0) cpu_rope(pool, q, pos, inv_freq, n, heads, kv->head_dim);
     cpu_rope(pool, k, pos, inv_freq, n, kv->n_kv_heads, kv->head_dim);
     cpu_kv_store(pool, kv, k, v, slots, n);
 }
-static void op_attention(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
-                         int n_heads, float scale) {
+static void op_attention(void *ctx, void *out, const void *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                         int n_heads, float scale, sl_dtype act) {
+    (void)act;
     cpu_attention(((cpu_ctx *)ctx)->pool, out, q, kv, b, n_heads, scale);
 }
-static void op_swiglu(void *ctx, float *out, const float *g, const float *u, int64_t n) {
+static void op_swiglu(void *ctx, void *out, const void *g, const void *u, int64_t n, sl_dtype act) {
+    (void)act;
     cpu_swiglu(((cpu_ctx *)ctx)->pool, out, g, u, n);
 }
-static void op_add(void *ctx, float *x, const float *y, int64_t n) {
+static void op_add(void *ctx, float *x, const void *y, int64_t n, sl_dtype act) {
+    (void)act;
     cpu_add(((cpu_ctx *)ctx)->pool, x, y, n);
 }
-static void op_add_rmsnorm(void *ctx, float *out, float *x, const float *y, const float *w, int n, int dim,
-                           float eps) {
+static void op_add_rmsnorm(void *ctx, void *out, float *x, const void *y, const float *w, int n, int dim, float eps,
+                           sl_dtype act) {
     cpu_pool *pool = ((cpu_ctx *)ctx)->pool;
+    (void)act;
     cpu_add(pool, x, y, (int64_t)n * dim);
     cpu_rmsnorm(pool, out, x, w, n, dim, eps);
 }
-static void op_gather_rows(void *ctx, float *out, const float *x, const int32_t *rows, int n, int dim) {
-    (void)ctx;
+static void op_gather_rows(void *ctx, void *out, const void *x, const int32_t *rows, int n, int dim, sl_dtype act) {
+    (void)ctx, (void)act;
     cpu_gather_rows(out, x, rows, n, dim);
 }
 
@@ -321,6 +333,7 @@ static const sl_backend_iface k_cpu_iface = {
     .destroy = cpu_destroy,
     .describe = cpu_describe,
     .memory = cpu_memory,
+    .activation_dtype = cpu_activation_dtype,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .alloc_host = cpu_alloc_host,

@@ -442,7 +442,7 @@ static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel
     const int n = t1 - t0, n_rows = w->rows - r0 < PANEL_ROWS ? (int)(w->rows - r0) : PANEL_ROWS;
     const char *data = (const char *)w->data + (size_t)(panel * pairs) * pair_bytes(w->dtype);
     const char *x = a->x + (size_t)t0 * a->x_row_bytes;
-    float *out = pr->out + (int64_t)t0 * w->rows + r0;
+    float *out = (float *)pr->out + (int64_t)t0 * w->rows + r0;
     if (w->dtype == SL_DTYPE_F32) panel_all_tokens(KERNEL_F32, out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
 #ifdef HAVE_AMX
     else if (a->amx) panel_amx(out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
@@ -454,7 +454,7 @@ static void project_panel(const sl_proj *pr, const matmul_args *a, int64_t panel
     else panel_all_tokens(KERNEL_BF16, out, w->rows, n_rows, x, a->x_row_bytes, n, data, pairs);
     if (!pr->bias) return;
     for (int t = t0; t < t1; t++)
-        for (int r = 0; r < n_rows; r++) pr->out[(int64_t)t * w->rows + r0 + r] += pr->bias[r0 + r];
+        for (int r = 0; r < n_rows; r++) ((float *)pr->out)[(int64_t)t * w->rows + r0 + r] += pr->bias[r0 + r];
 }
 
 /* First token of group g: group boundaries fall on whole tiles. */

@@ -13,7 +13,9 @@
  *
  * A thread block (4 warps) computes a tile: the query rows of one KV head of
  * one sequence, a row being one (query token, query head of the group) pair,
- * so each key and value is read once for the whole group (GQA). Query rows
+ * so each key and value is read once for the whole group (GQA). Queries and
+ * outputs are of the activation type (float32, bfloat16 or float16: `act`,
+ * a kernel argument: one branch per row, not per key). Query rows
  * sit in shared memory as float32, prescaled by scale * log2(e); scores,
  * running max and sum stay float32 (online softmax in base 2, exp2f). Warp w
  * owns rows [w * ROWS/4, (w+1) * ROWS/4): it scores them against the chunk's
@@ -46,7 +48,7 @@
  *   attention_prefill_mma (attention_mma.cu) takes the same tiles, grid and
  *       rows for bfloat16 and float16 caches of head_dim 64, 80, 96 and 128,
  *       FlashAttention-2 style: Q K^T and P V on tensor cores (mma.sync), Q
- *       and the weights rounded to the cache's 16-bit type, float32 sums.
+ *       and the weights in the cache's 16-bit type, float32 sums.
  *
  * Each sequence of a step is computed by exactly one of decode and prefill, so
  * a step mixing a long prompt with many decodes runs both, each at its shape.
@@ -65,7 +67,11 @@
  * instances, cuda_attention_tiled_head_dim); for any other size the launcher
  * enqueues nothing (the backend sends those to attention_plain.cu). Pointers
  * are 16-byte aligned (the backend's allocations; rows are multiples of 16
- * elements). The launchers only enqueue kernels (no allocation, copy or
+ * elements). The split partials in the workspace are float32 whatever the
+ * activation type. rope_kv_store reads q, k and v of the activation type,
+ * writes the rotated q and k back in it (rounded once, after the rotation)
+ * and the rotated k, from float32, into the cache. The launchers only
+ * enqueue kernels (no allocation, copy or
  * synchronization; graph-capture safe); the first launch of a head size also
  * raises its kernels' shared memory limit past 48 KB where needed, and the
  * first call caches the SM count of the current device. */
@@ -75,6 +81,7 @@
 #include <math.h>
 #include <type_traits>
 
+#include "backend/cuda/act.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace {
@@ -173,29 +180,49 @@ template <typename T> __device__ inline T narrow1(float x) {
 }
 
 /* Block (token, head): heads [0, n_heads) are q's, the next n_kv_heads k's; a thread per rotated pair
- * (i, i + head_dim / 2). A k head also writes its rotated row and the token's v row to the cache. */
-template <typename T>
-__global__ void rope_kv_store(T *k_cache, T *v_cache, float *q, float *k, const float *v, const int32_t *pos,
+ * (i, i + head_dim / 2). A k head also writes its rotated row and the token's v row to the cache.
+ * T: the cache's element type; A: the activations'. */
+template <typename T, typename A>
+__global__ void rope_kv_store(T *k_cache, T *v_cache, A *q, A *k, const A *v, const int32_t *pos,
                               const int32_t *slots, const float *inv_freq, int n_heads, int n_kv_heads, int head_dim,
                               int block_size) {
     const int t = blockIdx.x, half = head_dim / 2;
     const bool is_k = (int)blockIdx.y >= n_heads;
     const int h = is_k ? blockIdx.y - n_heads : blockIdx.y;
-    float *x = is_k ? k + ((int64_t)t * n_kv_heads + h) * head_dim : q + ((int64_t)t * n_heads + h) * head_dim;
+    A *x = is_k ? k + ((int64_t)t * n_kv_heads + h) * head_dim : q + ((int64_t)t * n_heads + h) * head_dim;
     const int slot = is_k ? slots[t] : 0;
     const int64_t at = (((int64_t)(slot / block_size) * n_kv_heads + h) * block_size + slot % block_size) * head_dim;
-    const float *vr = v + ((int64_t)t * n_kv_heads + h) * head_dim;
+    const A *vr = v + ((int64_t)t * n_kv_heads + h) * head_dim;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float sn, cs;
         sincosf((float)pos[t] * inv_freq[i], &sn, &cs);
-        const float a = x[i], b = x[i + half];
+        const float a = act_load(x + i), b = act_load(x + i + half);
         const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-        x[i] = ra, x[i + half] = rb;
+        act_store(x + i, ra), act_store(x + i + half, rb);
         if (is_k) {
             k_cache[at + i] = narrow1<T>(ra), k_cache[at + i + half] = narrow1<T>(rb);
-            v_cache[at + i] = narrow1<T>(vr[i]), v_cache[at + i + half] = narrow1<T>(vr[i + half]);
+            v_cache[at + i] = narrow1<T>(act_load(vr + i));
+            v_cache[at + i + half] = narrow1<T>(act_load(vr + i + half));
         }
     }
+}
+
+/* ---- queries and outputs of the activation type ---- */
+
+/* Four consecutive activations at element i of a (of type act; 8-byte aligned for 16-bit) as floats. */
+__device__ inline float4 load4_act(const void *a, sl_dtype act, size_t i) {
+    if (act == SL_DTYPE_F32) return __ldg(reinterpret_cast<const float4 *>(static_cast<const float *>(a) + i));
+    const uint2 u = __ldg(reinterpret_cast<const uint2 *>(static_cast<const uint16_t *>(a) + i));
+    const float2 lo = act == SL_DTYPE_BF16 ? widen_pair<__nv_bfloat16>(u.x) : widen_pair<__half>(u.x);
+    const float2 hi = act == SL_DTYPE_BF16 ? widen_pair<__nv_bfloat16>(u.y) : widen_pair<__half>(u.y);
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
+/* x stored as four activations at element i of a, rounded to nearest even where 16-bit. */
+__device__ inline void store4_act(void *a, sl_dtype act, size_t i, float4 x) {
+    if (act == SL_DTYPE_F32) store4(static_cast<float *>(a) + i, x);
+    else if (act == SL_DTYPE_BF16) store4(static_cast<__nv_bfloat16 *>(a) + i, x);
+    else store4(static_cast<__half *>(a) + i, x);
 }
 
 /* ---- the tile's shape ---- */
@@ -258,8 +285,9 @@ template <typename T, int D> using prefill_cfg = tile_cfg<T, D, D <= 128 ? 64 : 
 
 /* What every attention block of a step shares (kernel arguments). */
 struct attn_params {
-    float *out;
-    const float *q;
+    void *out;                   /* [n_tokens][n_heads][head_dim] of act */
+    const void *q;               /* the same */
+    sl_dtype act;
     const unsigned char *k_cache, *v_cache;
     const int32_t *query_start, *context_len, *block_tables;
     float *ws_acc;  /* partials: [splits][n_seqs][decode_tokens][n_heads][head_dim], unnormalized */
@@ -335,7 +363,7 @@ template <class Cfg> __device__ void load_queries(const attn_params &p, const ti
         float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (r < tl.rows) {
             const size_t row = (size_t)(tl.token0 + r / tl.heads) * p.n_heads + tl.head0 + r % tl.heads;
-            x = __ldg(reinterpret_cast<const float4 *>(p.q + row * Cfg::D + d));
+            x = load4_act(p.q, p.act, row * Cfg::D + d);
             x.x *= p.q_scale, x.y *= p.q_scale, x.z *= p.q_scale, x.w *= p.q_scale;
         }
         *reinterpret_cast<float4 *>(qs + r * Cfg::Q_STRIDE + d) = x;
@@ -481,23 +509,28 @@ __device__ void write_rows(const attn_params &p, const tile &tl, const tile_smem
     for (int o = 0; o < Cfg::OR; o++) {
         const int r = vl.r0 + o, token = r / tl.heads, head = tl.head0 + r % tl.heads;
         if (r >= tl.rows) break;
-        float *dst, f = 1.0f;
-        if (tl.split < 0) {
-            dst = p.out + ((size_t)(tl.token0 + token) * p.n_heads + head) * Cfg::D;
+        const bool to_out = tl.split < 0;
+        size_t at; /* the row's first element: in out (of act), or in the float32 workspace */
+        float f = 1.0f;
+        if (to_out) {
+            at = ((size_t)(tl.token0 + token) * p.n_heads + head) * Cfg::D;
             f = 1.0f / sm.sum[r];
         } else {
             const size_t slot = partial_slot(p, tl.split, tl.seq, token, head);
-            dst = p.ws_acc + slot * Cfg::D;
+            at = slot * Cfg::D;
             if (vl.pl == 0) p.ws_ml[slot] = make_float2(sm.max[r], sm.sum[r]);
         }
 #pragma unroll
         for (int n = 0; n < Cfg::NP; n++) {
             if (!vl.has_piece(n)) continue;
 #pragma unroll
-            for (int e = 0; e < Cfg::VEC; e += 4)
-                *reinterpret_cast<float4 *>(dst + (vl.pl + n * Cfg::PL) * Cfg::VEC + e) =
-                    make_float4(acc[o][n * Cfg::VEC + e] * f, acc[o][n * Cfg::VEC + e + 1] * f,
-                                acc[o][n * Cfg::VEC + e + 2] * f, acc[o][n * Cfg::VEC + e + 3] * f);
+            for (int e = 0; e < Cfg::VEC; e += 4) {
+                const float4 x = make_float4(acc[o][n * Cfg::VEC + e] * f, acc[o][n * Cfg::VEC + e + 1] * f,
+                                             acc[o][n * Cfg::VEC + e + 2] * f, acc[o][n * Cfg::VEC + e + 3] * f);
+                const size_t i = at + (vl.pl + n * Cfg::PL) * Cfg::VEC + e;
+                if (to_out) store4_act(p.out, p.act, i, x);
+                else *reinterpret_cast<float4 *>(p.ws_acc + i) = x;
+            }
         }
     }
 }
@@ -620,8 +653,8 @@ __global__ void attention_combine(attn_params p, int head_dim) {
             o.x += w * a.x, o.y += w * a.y, o.z += w * a.z, o.w += w * a.w;
         }
         const float f = 1.0f / sum;
-        *reinterpret_cast<float4 *>(p.out + ((size_t)(q0 + t) * p.n_heads + head) * head_dim + d) =
-            make_float4(o.x * f, o.y * f, o.z * f, o.w * f);
+        store4_act(p.out, p.act, ((size_t)(q0 + t) * p.n_heads + head) * head_dim + d,
+                   make_float4(o.x * f, o.y * f, o.z * f, o.w * f));
     }
 }
 
@@ -630,12 +663,13 @@ __global__ void attention_combine(attn_params p, int head_dim) {
 /* The launcher's arguments. */
 struct attention_call {
     cudaStream_t stream;
-    float *out;
-    const float *q;
+    void *out;
+    const void *q;
     const sl_kv_cache *kv;
     const sl_attn_batch *b;
     int n_heads;
     float scale;
+    sl_dtype act;
     void *workspace;
     size_t workspace_bytes;
 };
@@ -696,7 +730,7 @@ template <typename T, int D> void launch_attention(const attention_call &c) {
     const int n_kv = c.kv->n_kv_heads, group = c.n_heads / n_kv;
     const head_plan dh = plan_heads(group, decode_cfg<T, D>::ROWS), ph = plan_heads(group, prefill_cfg<T, D>::ROWS);
     attn_params p;
-    p.out = c.out, p.q = c.q;
+    p.out = c.out, p.q = c.q, p.act = c.act;
     p.k_cache = static_cast<const unsigned char *>(c.kv->k), p.v_cache = static_cast<const unsigned char *>(c.kv->v);
     p.query_start = b->query_start, p.context_len = b->context_len, p.block_tables = b->block_tables;
     p.n_seqs = b->n_seqs, p.max_blocks = b->max_blocks, p.block_size = c.kv->block_size;
@@ -713,7 +747,8 @@ template <typename T, int D> void launch_attention(const attention_call &c) {
                              c.stream>>>(p, dh);
     if (p.n_splits > 1) attention_combine<<<dim3(b->n_seqs, c.n_heads), D / 4, 0, c.stream>>>(p, D);
     if (b->max_query_len > dh.tokens &&
-        (sizeof(T) != 2 || !cuda_attention_prefill_mma(c.stream, c.out, c.q, c.kv, b, c.n_heads, c.scale, dh.tokens))) {
+        (sizeof(T) != 2 ||
+         !cuda_attention_prefill_mma(c.stream, c.out, c.q, c.kv, b, c.n_heads, c.scale, c.act, dh.tokens))) {
         const int tiles = (b->max_query_len + ph.tokens - 1) / ph.tokens;
         attention_prefill<T, D><<<dim3(tiles, n_kv * ph.passes, b->n_seqs), THREADS, prefill_cfg<T, D>::SMEM,
                                   c.stream>>>(p, ph);
@@ -735,34 +770,39 @@ template <typename T> void launch_for_head_dim(const attention_call &c) {
 }
 
 template <typename T>
-void launch_rope_kv_store(cudaStream_t s, float *q, float *k, const float *v, const sl_kv_cache *kv, const int32_t *pos,
-                          const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads) {
+void launch_rope_kv_store(cudaStream_t s, void *q, void *k, const void *v, const sl_kv_cache *kv, const int32_t *pos,
+                          const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads, sl_dtype act) {
     const int half = kv->head_dim / 2, threads = half >= 128 ? 128 : (half + 31) / 32 * 32;
-    rope_kv_store<T><<<dim3(n_tokens, n_heads + kv->n_kv_heads), threads, 0, s>>>(
-        static_cast<T *>(kv->k), static_cast<T *>(kv->v), q, k, v, pos, slots, inv_freq, n_heads, kv->n_kv_heads,
-        kv->head_dim, kv->block_size);
+    act_dispatch(act, [&](auto *tag) {
+        using A = ACT_TYPE(tag);
+        rope_kv_store<T, A><<<dim3(n_tokens, n_heads + kv->n_kv_heads), threads, 0, s>>>(
+            static_cast<T *>(kv->k), static_cast<T *>(kv->v), static_cast<A *>(q), static_cast<A *>(k),
+            static_cast<const A *>(v), pos, slots, inv_freq, n_heads, kv->n_kv_heads, kv->head_dim, kv->block_size);
+    });
 }
 
 } /* namespace */
 
-extern "C" void cuda_rope_kv_store(cudaStream_t s, float *q, float *k, const float *v, const sl_kv_cache *kv,
+extern "C" void cuda_rope_kv_store(cudaStream_t s, void *q, void *k, const void *v, const sl_kv_cache *kv,
                                    const int32_t *pos, const int32_t *slots, const float *inv_freq, int n_tokens,
-                                   int n_heads) {
+                                   int n_heads, sl_dtype act) {
     if (n_tokens <= 0) return;
     switch (kv->dtype) {
-    case SL_DTYPE_F16: launch_rope_kv_store<__half>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads); break;
-    case SL_DTYPE_BF16:
-        launch_rope_kv_store<__nv_bfloat16>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads);
+    case SL_DTYPE_F16:
+        launch_rope_kv_store<__half>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads, act);
         break;
-    default: launch_rope_kv_store<float>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads); break;
+    case SL_DTYPE_BF16:
+        launch_rope_kv_store<__nv_bfloat16>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads, act);
+        break;
+    default: launch_rope_kv_store<float>(s, q, k, v, kv, pos, slots, inv_freq, n_tokens, n_heads, act); break;
     }
 }
 
-extern "C" void cuda_attention(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv,
-                               const sl_attn_batch *b, int n_heads, float scale, void *workspace,
+extern "C" void cuda_attention(cudaStream_t s, void *out, const void *q, const sl_kv_cache *kv,
+                               const sl_attn_batch *b, int n_heads, float scale, sl_dtype act, void *workspace,
                                size_t workspace_bytes) {
     if (b->n_seqs <= 0 || b->n_tokens <= 0) return;
-    const attention_call c = {s, out, q, kv, b, n_heads, scale, workspace, workspace_bytes};
+    const attention_call c = {s, out, q, kv, b, n_heads, scale, act, workspace, workspace_bytes};
     switch (kv->dtype) {
     case SL_DTYPE_F16: launch_for_head_dim<__half>(c); break;
     case SL_DTYPE_BF16: launch_for_head_dim<__nv_bfloat16>(c); break;

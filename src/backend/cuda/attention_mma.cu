@@ -20,10 +20,13 @@
  * bank quads (no conflicts, no swizzle). Keys past the tile's range are zeros.
  *
  * Per warp, all with mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}:
- *   - Q: the warp's 16 rows x head_dim, read once from global float32,
- *     multiplied by q_scale (softmax scale * log2 e, as attention.cu) and
- *     rounded to T, kept in registers as A fragments for the whole tile:
- *     qa[kk] covers features [16kk, 16kk + 16).
+ *   - Q: the warp's 16 rows x head_dim, read once from global memory, kept in
+ *     registers as A fragments for the whole tile: qa[kk] covers features
+ *     [16kk, 16kk + 16). Queries of the cache's type T (the activation type of
+ *     a 16-bit model) go in as they are and the scores are multiplied by
+ *     q_scale (softmax scale * log2 e, as attention.cu) in float32 after the
+ *     mma ("raw" Q); others (float32, or the other 16-bit type) are multiplied
+ *     by q_scale and rounded to T.
  *   - S = Q K^T, 16 rows x 64 keys: 8 accumulators of m16n8 (keys [8jb, 8jb + 8)).
  *     K is the "col" operand B (k = feature, n = key): a key row in shared
  *     memory is exactly a column of B, so plain ldmatrix of 8 keys x 8
@@ -36,7 +39,8 @@
  *     mean of value rows.
  *   - O += P V: V is B with k = key, n = feature, i.e. a value row is a row
  *     of B; ldmatrix.trans hands each lane keys 2(l%4), +1 of feature l/4.
- *   - at the end O / sum, written as float32 to out[token][head][head_dim].
+ *   - at the end O / sum, written to out[token][head][head_dim] in the
+ *     activation type (rounded to nearest even where 16-bit).
  *
  * Fragments (PTX ISA, mma.m16n8k16 with .bf16/.f16; g = lane / 4, t = lane % 4;
  * a register holds two 16-bit elements, the lower column / k index in the
@@ -48,9 +52,10 @@
  * receives matrix i (lane l: row l/4, columns 2(l%4), +1; with .trans the
  * transpose: stored rows 2(l%4), +1 of stored column l/4).
  *
- * Rounding: Q and P go to 16 bits (relative error 2^-8 for bfloat16, 2^-11
- * for float16) where the float32 kernel keeps them float32; K and V are the
- * cache's own 16-bit values in both. tests/backend/test_cuda_ops.c holds the
+ * Rounding: P goes to 16 bits (relative error 2^-8 for bfloat16, 2^-11 for
+ * float16), and so does the prescaled Q unless it comes raw (its 16-bit
+ * values are then exact), where the float32 kernel keeps them float32; K and
+ * V are the cache's own 16-bit values in both. tests/backend/test_cuda_ops.c holds the
  * difference to the CPU's float32 reference (see its tolerance's comment).
  *
  * The launcher only enqueues (graph-capture safe); the first launch of an
@@ -61,6 +66,7 @@
 #include <math.h>
 #include <type_traits>
 
+#include "backend/cuda/act.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace {
@@ -92,8 +98,9 @@ template <int D> struct mma_cfg {
 
 /* What every block of a launch shares. */
 struct mma_params {
-    float *out;
-    const float *q;
+    void *out;                 /* [n_tokens][n_heads][head_dim] of act */
+    const void *q;             /* the same */
+    sl_dtype act;              /* (the kernel's Q: how queries of this type go in) */
     const unsigned char *k_cache, *v_cache;
     const int32_t *query_start, *context_len, *block_tables;
     int max_blocks, block_size, n_kv_heads, n_heads, group;
@@ -182,18 +189,39 @@ __device__ __forceinline__ void load_chunk(const mma_params &p, const mma_tile &
     }
 }
 
-/* The float32 query row of tile row r, or null past the tile's rows. */
-template <int D> __device__ inline const float *query_row(const mma_params &p, const mma_tile &tl, int r) {
-    if (r >= tl.rows) return nullptr;
-    return p.q + ((size_t)(tl.token0 + r / tl.heads) * p.n_heads + tl.head0 + r % tl.heads) * D;
+/* Tile row r's first element in q and out, or -1 past the tile's rows. */
+template <int D> __device__ inline int64_t query_row(const mma_params &p, const mma_tile &tl, int r) {
+    if (r >= tl.rows) return -1;
+    return (int64_t)((size_t)(tl.token0 + r / tl.heads) * p.n_heads + tl.head0 + r % tl.heads) * D;
 }
 
-/* q_scale * row[d], row[d + 1] rounded to T (zeros for a null row). */
-template <typename T>
-__device__ inline uint32_t query_pair(const float *row, int d, float q_scale) {
-    if (!row) return 0;
-    const float2 x = __ldg(reinterpret_cast<const float2 *>(row + d));
-    return narrow_pair<T>(x.x * q_scale, x.y * q_scale);
+/* Two 16-bit elements of a word as floats, of type act (bfloat16 or float16). */
+__device__ inline float2 widen_act_pair(uint32_t w, sl_dtype act) {
+    if (act == SL_DTYPE_BF16) return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+    return __half22float2(__halves2half2(__ushort_as_half((unsigned short)(w & 0xffffu)),
+                                         __ushort_as_half((unsigned short)(w >> 16))));
+}
+
+/* How the queries (and outputs) of a launch are typed: of the cache's T (they go in as they are, "raw"),
+ * float32, or the other 16-bit type (p.act says which). A template argument: one kernel instance each. */
+enum q_kind { Q_RAW, Q_F32, Q_OTHER };
+
+/* Elements d, d + 1 of the query row at element `row` as a word of two T: as they are (Q_RAW), or times
+ * q_scale rounded to T; zeros for no row (-1). */
+template <typename T, q_kind Q>
+__device__ inline uint32_t query_pair(const mma_params &p, int64_t row, int d) {
+    if (row < 0) return 0;
+    if constexpr (Q == Q_RAW) {
+        return __ldg(reinterpret_cast<const uint32_t *>(static_cast<const T *>(p.q) + row + d));
+    } else {
+        float2 x;
+        if constexpr (Q == Q_F32)
+            x = __ldg(reinterpret_cast<const float2 *>(static_cast<const float *>(p.q) + row + d));
+        else
+            x = widen_act_pair(__ldg(reinterpret_cast<const uint32_t *>(static_cast<const uint16_t *>(p.q) + row + d)),
+                               p.act);
+        return narrow_pair<T>(x.x * p.q_scale, x.y * p.q_scale);
+    }
 }
 
 /* One warp's state over the tile: its rows g and g + 8 (h = 0, 1) of this lane. */
@@ -206,9 +234,11 @@ template <int D> struct warp_state {
 };
 
 /* Scores of the warp's rows against a chunk's keys, weights, and O += P V, for chunk keys [j0, j0 + CHUNK)
- * in the stage at shared address kv (K rows at kv, V rows CHUNK rows further). */
-template <typename T, int D>
-__device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int j0, bool masked, int lane) {
+ * in the stage at shared address kv (K rows at kv, V rows CHUNK rows further). With raw queries the scores
+ * are multiplied by q_scale after the mma (else the queries were). */
+template <typename T, int D, q_kind Q>
+__device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int j0, bool masked, float q_scale,
+                                             int lane) {
     using Cfg = mma_cfg<D>;
     const int t = lane % 4;
 
@@ -228,6 +258,13 @@ __device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int 
             mma16816<T>(s[2 * kb], w.qa[kk], b[0], b[1]);
             mma16816<T>(s[2 * kb + 1], w.qa[kk], b[2], b[3]);
         }
+
+    if constexpr (Q == Q_RAW) {
+#pragma unroll
+        for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[jb][e] *= q_scale;
+    }
 
     /* the causal limit: s[jb][e] is key j0 + 8jb + 2t + (e & 1) of row h = e / 2 */
     if (masked) {
@@ -285,7 +322,7 @@ __device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int 
 
 /* Block (query tile, kv head x head pass, seq): p.tokens query tokens of a sequence with more than
  * p.decode_tokens, over keys [0, the tile's last position]. The last tiles come first. */
-template <typename T, int D>
+template <typename T, int D, q_kind Q>
 __global__ void __launch_bounds__(THREADS, mma_cfg<D>::MIN_BLOCKS) attention_prefill_mma(mma_params p) {
     using Cfg = mma_cfg<D>;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -312,13 +349,13 @@ __global__ void __launch_bounds__(THREADS, mma_cfg<D>::MIN_BLOCKS) attention_pre
     warp_state<D> w;
     const int r0 = warp * 16 + g; /* this lane's rows: r0 and r0 + 8 */
     {
-        const float *lo = query_row<D>(p, tl, r0), *hi = query_row<D>(p, tl, r0 + 8);
+        const int64_t lo = query_row<D>(p, tl, r0), hi = query_row<D>(p, tl, r0 + 8);
 #pragma unroll
         for (int kk = 0; kk < Cfg::FEAT_STEPS; kk++) {
-            w.qa[kk][0] = query_pair<T>(lo, 16 * kk + 2 * t, p.q_scale);
-            w.qa[kk][1] = query_pair<T>(hi, 16 * kk + 2 * t, p.q_scale);
-            w.qa[kk][2] = query_pair<T>(lo, 16 * kk + 2 * t + 8, p.q_scale);
-            w.qa[kk][3] = query_pair<T>(hi, 16 * kk + 2 * t + 8, p.q_scale);
+            w.qa[kk][0] = query_pair<T, Q>(p, lo, 16 * kk + 2 * t);
+            w.qa[kk][1] = query_pair<T, Q>(p, hi, 16 * kk + 2 * t);
+            w.qa[kk][2] = query_pair<T, Q>(p, lo, 16 * kk + 2 * t + 8);
+            w.qa[kk][3] = query_pair<T, Q>(p, hi, 16 * kk + 2 * t + 8);
         }
     }
 #pragma unroll
@@ -337,7 +374,8 @@ __global__ void __launch_bounds__(THREADS, mma_cfg<D>::MIN_BLOCKS) attention_pre
         __pipeline_commit();
         __pipeline_wait_prior(1); /* this chunk's copies are done, the next one's may fly */
         __syncthreads();
-        if (active) attend_chunk<T, D>(w, smem_at + stage * Cfg::STAGE_BYTES, j0, i >= first_masked, lane);
+        if (active)
+            attend_chunk<T, D, Q>(w, smem_at + stage * Cfg::STAGE_BYTES, j0, i >= first_masked, p.q_scale, lane);
         __syncthreads(); /* the stage is free for the copies that follow */
     }
     if (!active) return;
@@ -350,46 +388,71 @@ __global__ void __launch_bounds__(THREADS, mma_cfg<D>::MIN_BLOCKS) attention_pre
         const int r = r0 + 8 * h;
         if (r >= tl.rows) continue;
         const float f = 1.0f / sum;
-        float *dst = p.out + ((size_t)(tl.token0 + r / tl.heads) * p.n_heads + tl.head0 + r % tl.heads) * D;
+        const int64_t row = query_row<D>(p, tl, r);
+        if constexpr (Q == Q_F32) {
+            float *dst = static_cast<float *>(p.out) + row;
 #pragma unroll
-        for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++)
-            *reinterpret_cast<float2 *>(dst + 8 * nb + 2 * t) = make_float2(w.o[nb][2 * h] * f, w.o[nb][2 * h + 1] * f);
+            for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++)
+                *reinterpret_cast<float2 *>(dst + 8 * nb + 2 * t) =
+                    make_float2(w.o[nb][2 * h] * f, w.o[nb][2 * h + 1] * f);
+        } else {
+            uint32_t *dst = reinterpret_cast<uint32_t *>(static_cast<uint16_t *>(p.out) + row);
+#pragma unroll
+            for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++) {
+                const float a = w.o[nb][2 * h] * f, b = w.o[nb][2 * h + 1] * f;
+                dst[4 * nb + t] = Q == Q_RAW                ? narrow_pair<T>(a, b)
+                                  : p.act == SL_DTYPE_BF16 ? narrow_pair<__nv_bfloat16>(a, b)
+                                                           : narrow_pair<__half>(a, b);
+            }
+        }
     }
 }
 
 /* ---- launching ---- */
 
-template <typename T, int D> void launch_prefill_mma(cudaStream_t s, const mma_params &p, const sl_attn_batch *b) {
+template <typename T, int D, q_kind Q>
+void launch_prefill_mma(cudaStream_t s, const mma_params &p, const sl_attn_batch *b) {
     using Cfg = mma_cfg<D>;
     static const bool allowed = [] { /* past 48 KB of shared memory asks first; once per instance */
         if (Cfg::SMEM > 48 * 1024)
-            cudaFuncSetAttribute(attention_prefill_mma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::SMEM);
+            cudaFuncSetAttribute(attention_prefill_mma<T, D, Q>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 Cfg::SMEM);
         return true;
     }();
     (void)allowed;
     const int tiles = (b->max_query_len + p.tokens - 1) / p.tokens;
-    attention_prefill_mma<T, D><<<dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, Cfg::SMEM, s>>>(p);
+    attention_prefill_mma<T, D, Q><<<dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, Cfg::SMEM, s>>>(p);
 }
 
-template <typename T> bool launch_for_head_dim(cudaStream_t s, const mma_params &p, const sl_attn_batch *b, int head_dim) {
+template <typename T, q_kind Q>
+bool launch_for_head_dim(cudaStream_t s, const mma_params &p, const sl_attn_batch *b, int head_dim) {
     switch (head_dim) {
-    case 64: launch_prefill_mma<T, 64>(s, p, b); return true;
-    case 80: launch_prefill_mma<T, 80>(s, p, b); return true;
-    case 96: launch_prefill_mma<T, 96>(s, p, b); return true;
-    case 128: launch_prefill_mma<T, 128>(s, p, b); return true;
+    case 64: launch_prefill_mma<T, 64, Q>(s, p, b); return true;
+    case 80: launch_prefill_mma<T, 80, Q>(s, p, b); return true;
+    case 96: launch_prefill_mma<T, 96, Q>(s, p, b); return true;
+    case 128: launch_prefill_mma<T, 128, Q>(s, p, b); return true;
     default: return false;
     }
 }
 
+/* The instances for a cache of T by the queries' type. */
+template <typename T> bool launch_for_act(cudaStream_t s, const mma_params &p, const sl_attn_batch *b, int head_dim) {
+    const sl_dtype t = std::is_same_v<T, __half> ? SL_DTYPE_F16 : SL_DTYPE_BF16;
+    if (p.act == t) return launch_for_head_dim<T, Q_RAW>(s, p, b, head_dim);
+    if (p.act == SL_DTYPE_F32) return launch_for_head_dim<T, Q_F32>(s, p, b, head_dim);
+    return launch_for_head_dim<T, Q_OTHER>(s, p, b, head_dim);
+}
+
 } /* namespace */
 
-extern "C" int cuda_attention_prefill_mma(cudaStream_t s, float *out, const float *q, const sl_kv_cache *kv,
-                                          const sl_attn_batch *b, int n_heads, float scale, int decode_tokens) {
+extern "C" int cuda_attention_prefill_mma(cudaStream_t s, void *out, const void *q, const sl_kv_cache *kv,
+                                          const sl_attn_batch *b, int n_heads, float scale, sl_dtype act,
+                                          int decode_tokens) {
     if (kv->dtype != SL_DTYPE_BF16 && kv->dtype != SL_DTYPE_F16) return 0;
     if (kv->head_dim != 64 && kv->head_dim != 80 && kv->head_dim != 96 && kv->head_dim != 128) return 0;
     if (b->n_seqs <= 0 || b->max_query_len <= decode_tokens) return 1; /* no sequence of prefill's */
     mma_params p;
-    p.out = out, p.q = q;
+    p.out = out, p.q = q, p.act = act;
     p.k_cache = static_cast<const unsigned char *>(kv->k), p.v_cache = static_cast<const unsigned char *>(kv->v);
     p.query_start = b->query_start, p.context_len = b->context_len, p.block_tables = b->block_tables;
     p.max_blocks = b->max_blocks, p.block_size = kv->block_size;
@@ -399,6 +462,6 @@ extern "C" int cuda_attention_prefill_mma(cudaStream_t s, float *out, const floa
     p.heads = (p.group + p.passes - 1) / p.passes;
     p.tokens = ROWS / p.heads;
     p.q_scale = scale * LOG2E;
-    if (kv->dtype == SL_DTYPE_BF16) return launch_for_head_dim<__nv_bfloat16>(s, p, b, kv->head_dim);
-    return launch_for_head_dim<__half>(s, p, b, kv->head_dim);
+    if (kv->dtype == SL_DTYPE_BF16) return launch_for_act<__nv_bfloat16>(s, p, b, kv->head_dim);
+    return launch_for_act<__half>(s, p, b, kv->head_dim);
 }

@@ -6,8 +6,14 @@
  * `synchronize` are the host's only waits. Device memory is taken at start:
  * weights (kept in their file's dtype), the model's run state and KV cache
  * (through alloc), cuBLASLt's workspace and attention's partials here. The
- * one buffer that grows is the matmul's 16-bit copy of its input, which
- * reaches its largest size in the first full-sized step.
+ * buffers that grow are the matmul's converted input and float32 output
+ * (matmul.c; used only where the activations' type is not the weights'),
+ * which reach their largest size in the first full-sized step.
+ *
+ * Activations other than the residual stream and the logits are of the ops'
+ * `act` type (backend.h); activation_dtype gives the weights' own 16-bit type
+ * for 16-bit weights, so a bf16 model's matmuls read their inputs as they are
+ * and its activations move half the bytes of float32.
  *
  * Weights go up through two pinned staging buffers in turn: while the GPU
  * copies one, the host fills the other from the mapped safetensors file, so
@@ -76,6 +82,7 @@ static void cuda_destroy(void *ctx) {
     if (c->lt) cublasLtDestroy(c->lt);
     cudaFree(c->lt_workspace);
     cudaFree(c->cast);
+    cudaFree(c->gemm_out);
     cudaFree(c->attn_workspace);
     for (int i = 0; i < 2; i++) {
         if (c->staged[i]) cudaEventDestroy(c->staged[i]);
@@ -87,8 +94,15 @@ static void cuda_destroy(void *ctx) {
 
 static void cuda_describe(void *ctx, char *buf, size_t n) {
     const cuda_ctx *c = ctx;
-    snprintf(buf, n, "GPU %d: %s, %d SMs, %.1f GiB; matmuls: cuBLASLt, 16-bit inputs, float32 sums", c->device,
-             c->prop.name, c->prop.multiProcessorCount, (double)c->prop.totalGlobalMem / 1073741824.0);
+    snprintf(buf, n, "GPU %d: %s, %d SMs, %.1f GiB; matmuls: cuBLASLt, 16-bit inputs, float32 sums; activations: "
+             "the weights' 16-bit type", c->device, c->prop.name, c->prop.multiProcessorCount,
+             (double)c->prop.totalGlobalMem / 1073741824.0);
+}
+
+/* 16-bit weights run activations of their type; float32 weights (the test fixtures) float32 ones. */
+static sl_dtype cuda_activation_dtype(void *ctx, sl_dtype weights) {
+    (void)ctx;
+    return weights == SL_DTYPE_BF16 || weights == SL_DTYPE_F16 ? weights : SL_DTYPE_F32;
 }
 
 static int cuda_memory(void *ctx, size_t *free_bytes, size_t *total_bytes, sl_err *err) {
@@ -210,61 +224,71 @@ static void cuda_weight_free(void *ctx, sl_weight *w) {
 
 /* ---- ops: the kernels of kernels.h on the stream ---- */
 
+/* Whether an op should run: nothing has failed and act is a type the kernels have (else that is the failure). */
+static int op_ready(cuda_ctx *c, sl_dtype act, const char *what) {
+    if (c->failed) return 0;
+    if (act == SL_DTYPE_F32 || act == SL_DTYPE_BF16 || act == SL_DTYPE_F16) return 1;
+    c->failed = 1;
+    sl_err_set(&c->err, SL_EINVAL, "the CUDA backend's %s got activations of type %s (float32, bfloat16 or float16)",
+               what, sl_dtype_name(act));
+    return 0;
+}
+
 static void op_embed(void *ctx, float *out, const sl_weight *t, const int32_t *ids, int n, int64_t off) {
     cuda_ctx *c = ctx;
     if (c->failed) return;
     cuda_embed(c->stream, out, t->data, t->dtype, t->rows, t->cols, ids, n, off);
     cuda__check_launch(c, "embed");
 }
-static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const float *x, int n) {
-    cuda__matmul(ctx, proj, n_proj, x, n);
+static void op_matmul(void *ctx, const sl_proj *proj, int n_proj, const void *x, int n, sl_dtype act) {
+    if (op_ready(ctx, act, "matmul")) cuda__matmul(ctx, proj, n_proj, x, n, act);
 }
-static void op_rmsnorm(void *ctx, float *out, const float *x, const float *w, int n, int dim, float eps) {
+static void op_rmsnorm(void *ctx, void *out, const float *x, const float *w, int n, int dim, float eps, sl_dtype act) {
     cuda_ctx *c = ctx;
-    if (c->failed) return;
-    cuda_rmsnorm(c->stream, out, x, w, n, dim, eps);
+    if (!op_ready(c, act, "rmsnorm")) return;
+    cuda_rmsnorm(c->stream, out, x, w, n, dim, eps, act);
     cuda__check_launch(c, "rmsnorm");
 }
-static void op_rope_kv_store(void *ctx, float *q, float *k, const float *v, const sl_kv_cache *kv,
-                             const int32_t *pos, const int32_t *slots, const float *inv_freq, int n, int heads) {
+static void op_rope_kv_store(void *ctx, void *q, void *k, const void *v, const sl_kv_cache *kv, const int32_t *pos,
+                             const int32_t *slots, const float *inv_freq, int n, int heads, sl_dtype act) {
     cuda_ctx *c = ctx;
-    if (c->failed) return;
-    cuda_rope_kv_store(c->stream, q, k, v, kv, pos, slots, inv_freq, n, heads);
+    if (!op_ready(c, act, "rope_kv_store")) return;
+    cuda_rope_kv_store(c->stream, q, k, v, kv, pos, slots, inv_freq, n, heads, act);
     cuda__check_launch(c, "rope_kv_store");
 }
-static void op_attention(void *ctx, float *out, const float *q, const sl_kv_cache *kv, const sl_attn_batch *b,
-                         int n_heads, float scale) {
+static void op_attention(void *ctx, void *out, const void *q, const sl_kv_cache *kv, const sl_attn_batch *b,
+                         int n_heads, float scale, sl_dtype act) {
     cuda_ctx *c = ctx;
-    if (c->failed) return;
+    if (!op_ready(c, act, "attention")) return;
     if (cuda_attention_tiled_head_dim(kv->head_dim))
-        cuda_attention(c->stream, out, q, kv, b, n_heads, scale, c->attn_workspace, c->attn_workspace_bytes);
+        cuda_attention(c->stream, out, q, kv, b, n_heads, scale, act, c->attn_workspace, c->attn_workspace_bytes);
     else
-        cuda_attention_plain(c->stream, out, q, kv, b, n_heads, scale);
+        cuda_attention_plain(c->stream, out, q, kv, b, n_heads, scale, act);
     cuda__check_launch(c, "attention");
 }
-static void op_swiglu(void *ctx, float *out, const float *g, const float *u, int64_t n) {
+static void op_swiglu(void *ctx, void *out, const void *g, const void *u, int64_t n, sl_dtype act) {
     cuda_ctx *c = ctx;
-    if (c->failed) return;
-    cuda_swiglu(c->stream, out, g, u, n);
+    if (!op_ready(c, act, "swiglu")) return;
+    cuda_swiglu(c->stream, out, g, u, n, act);
     cuda__check_launch(c, "swiglu");
 }
-static void op_add(void *ctx, float *x, const float *y, int64_t n) {
+static void op_add(void *ctx, float *x, const void *y, int64_t n, sl_dtype act) {
     cuda_ctx *c = ctx;
-    if (c->failed) return;
-    cuda_add(c->stream, x, y, n);
+    if (!op_ready(c, act, "add")) return;
+    cuda_add(c->stream, x, y, n, act);
     cuda__check_launch(c, "add");
 }
-static void op_add_rmsnorm(void *ctx, float *out, float *x, const float *y, const float *w, int n, int dim,
-                           float eps) {
+static void op_add_rmsnorm(void *ctx, void *out, float *x, const void *y, const float *w, int n, int dim, float eps,
+                           sl_dtype act) {
     cuda_ctx *c = ctx;
-    if (c->failed) return;
-    cuda_add_rmsnorm(c->stream, out, x, y, w, n, dim, eps);
+    if (!op_ready(c, act, "add_rmsnorm")) return;
+    cuda_add_rmsnorm(c->stream, out, x, y, w, n, dim, eps, act);
     cuda__check_launch(c, "add_rmsnorm");
 }
-static void op_gather_rows(void *ctx, float *out, const float *x, const int32_t *rows, int n, int dim) {
+static void op_gather_rows(void *ctx, void *out, const void *x, const int32_t *rows, int n, int dim, sl_dtype act) {
     cuda_ctx *c = ctx;
-    if (c->failed) return;
-    cuda_gather_rows(c->stream, out, x, rows, n, dim);
+    if (!op_ready(c, act, "gather_rows")) return;
+    cuda_gather_rows(c->stream, out, x, rows, n, dim, act);
     cuda__check_launch(c, "gather_rows");
 }
 
@@ -288,6 +312,7 @@ static const sl_backend_iface k_cuda_iface = {
     .destroy = cuda_destroy,
     .describe = cuda_describe,
     .memory = cuda_memory,
+    .activation_dtype = cuda_activation_dtype,
     .alloc = cuda_alloc,
     .free = cuda_free,
     .alloc_host = cuda_alloc_host,

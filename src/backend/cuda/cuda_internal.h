@@ -2,10 +2,10 @@
  *
  * One context per rank: its GPU, one stream every op is issued on, the
  * cuBLASLt handle with its workspace and plans, and the scratch memory the
- * ops use (the matmul's rounded input, attention's split partials), and the
- * CUDA graphs of step shapes (graph.c). Ops
- * return nothing (the backend interface's habit): the first failure is kept
- * here and returned by the next synchronize, with where it happened. */
+ * ops use (the matmul's converted input and float32 output, attention's split
+ * partials), and the CUDA graphs of step shapes (graph.c). Ops return
+ * nothing (the backend interface's habit): the first failure is kept here and
+ * returned by the next synchronize, with where it happened. */
 #ifndef SL_BACKEND_CUDA_CUDA_INTERNAL_H
 #define SL_BACKEND_CUDA_CUDA_INTERNAL_H
 
@@ -27,7 +27,8 @@ typedef struct cuda_graph {
 /* One GEMM shape's cuBLASLt descriptors and the algorithm its heuristic chose. */
 typedef struct cuda_gemm_plan {
     int64_t m, n, k;                /* m = 0: an empty slot */
-    sl_dtype dtype;                 /* of the weights (and the rounded input) */
+    sl_dtype dtype;                 /* of the weights (and the input, converted to it where it is not) */
+    sl_dtype out_dtype;             /* of D: the weights' type or float32 */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulAlgo_t algo;
@@ -41,8 +42,10 @@ typedef struct cuda_ctx {
     void *lt_workspace;
     size_t lt_workspace_bytes;
     cuda_gemm_plan plans[CUDA_GEMM_PLANS];   /* open addressing by shape */
-    void *cast;                     /* a matmul's input rounded to 16 bits; grows to the largest step's */
+    void *cast;                     /* a matmul's input converted to the weights' type; grows to the largest step's */
     size_t cast_bytes;
+    void *gemm_out;                 /* a GEMM's float32 output where D cannot be the activation type; grows too */
+    size_t gemm_out_bytes;
     void *attn_workspace;           /* attention's split-context partials */
     size_t attn_workspace_bytes;
     void *staging[2];               /* pinned buffers weights go through on their way up */
@@ -61,7 +64,7 @@ void cuda__fail(cuda_ctx *c, cudaError_t e, const char *what);
 /* Records a failure of the last launch, if any. */
 void cuda__check_launch(cuda_ctx *c, const char *what);
 
-void cuda__matmul(cuda_ctx *c, const sl_proj *proj, int n_proj, const float *x, int n);
+void cuda__matmul(cuda_ctx *c, const sl_proj *proj, int n_proj, const void *x, int n, sl_dtype act);
 void cuda__gemm_plans_destroy(cuda_ctx *c);
 
 /* backend.h's replay (graph.c). */
