@@ -10,9 +10,14 @@
  * byte classes, e.g. U+0080..U+07FF -> [C2-DF][80-BF].
  *
  * Repetition: X* is S ::= <empty> | S X (left recursion: the Earley matcher
- * completes it in constant work per item, where right recursion would chain);
- * X{m,n} is m copies of X then nested optionals O_k ::= <empty> | X O_{k-1},
- * which stays unambiguous.
+ * completes it in constant work per item, where right recursion would chain),
+ * X+ is X S, X? is O ::= <empty> | X. Any other count, X{m,n}, is one counted
+ * repetition rule R whose one alternative is X, flagged with (m, n): the
+ * matcher's item waiting on X inside R carries how many copies it has read
+ * (matcher.c). Nesting optionals instead (X O_{n-1}, ...) would spend n rules
+ * on a bound and give every position of a bounded string its own grammar
+ * position, so its own mask cache entries; a count lets the mask cache treat
+ * counts far from both bounds alike (mask_cache.c).
  *
  * Finalize drops alternatives that can never match (a rule that derives no
  * finite string, an empty class), so every state the matcher keeps can still
@@ -290,20 +295,27 @@ static int star(sl_grammar *g, sl_gelem x, sl_gelem *out, sl_err *err) {
     return rc;
 }
 
-/* O_k ::= <empty> | x O_{k-1}, O_1 ::= <empty> | x */
-static int optionals(sl_grammar *g, sl_gelem x, uint32_t k, sl_gelem *out, sl_err *err) {
-    int rc = 0;
-    sl_gelem inner = {0};
-    for (uint32_t i = 1; i <= k && !rc; i++) {
-        uint32_t r;
-        rc = sl_grammar_rule_new(g, "opt", &r, err);
-        sl_gelem alt[2] = {x, inner};
-        if (!rc) rc = sl_grammar_add_alt(g, r, NULL, 0, err);
-        if (!rc) rc = sl_grammar_add_alt(g, r, alt, i == 1 ? 1 : 2, err);
-        inner = (sl_gelem){.kind = SL_GELEM_RULE, .value = r};
-    }
-    *out = inner;
+/* O ::= <empty> | x */
+static int optional(sl_grammar *g, sl_gelem x, sl_gelem *out, sl_err *err) {
+    uint32_t r;
+    int rc = sl_grammar_rule_new(g, "opt", &r, err);
+    if (!rc) rc = sl_grammar_add_alt(g, r, NULL, 0, err);
+    if (!rc) rc = sl_grammar_add_alt(g, r, &x, 1, err);
+    *out = (sl_gelem){.kind = SL_GELEM_RULE, .value = r};
     return rc;
+}
+
+/* R ::= x, read min..max times (the matcher counts) */
+static int counted(sl_grammar *g, sl_gelem x, uint32_t min, uint32_t max, sl_gelem *out, sl_err *err) {
+    uint32_t r;
+    int rc = sl_grammar_rule_new(g, "rep", &r, err);
+    if (!rc) rc = sl_grammar_add_alt(g, r, &x, 1, err);
+    if (rc) return rc;
+    g->rules[r].repeat = true;
+    g->rules[r].rep_min = min;
+    g->rules[r].rep_max = max;
+    *out = (sl_gelem){.kind = SL_GELEM_RULE, .value = r};
+    return 0;
 }
 
 int sl_grammar_repeat(sl_grammar *g, const sl_gelem *seq, uint32_t n, uint32_t min, uint32_t max,
@@ -312,27 +324,17 @@ int sl_grammar_repeat(sl_grammar *g, const sl_gelem *seq, uint32_t n, uint32_t m
         return sl_err_set(err, SL_ENOTSUP, "grammar: repetition count above %d is not supported",
                           SL_GRAMMAR_MAX_REPEAT);
     if (max < min) return sl_err_set(err, SL_EINVAL, "grammar: repetition {%u,%u} has max below min", min, max);
+    if (max == 0) return wrap_rule(g, "rep", NULL, 0, out, err); /* x{0}: the empty string */
     sl_gelem x;
     int rc = n == 1 ? (x = seq[0], 0) : wrap_rule(g, "group", seq, n, &x, err);
-    sl_gelem tail = {0};
-    bool has_tail = max == UINT32_MAX || max > min;
-    if (!rc && max == UINT32_MAX) rc = star(g, x, &tail, err);
-    else if (!rc && max > min) rc = optionals(g, x, max - min, &tail, err);
     if (rc) return rc;
-    if (min == 0 && has_tail) {
-        *out = tail;
-        return 0;
-    }
-    if (min == 1 && !has_tail) {
-        *out = x;
-        return 0;
-    }
-    sl_gseq body = {0};
-    for (uint32_t i = 0; i < min && !rc; i++) rc = sl_gseq_push(&body, x, err);
-    if (!rc && has_tail) rc = sl_gseq_push(&body, tail, err);
-    if (!rc) rc = wrap_rule(g, "rep", body.v, body.n, out, err);
-    sl_gseq_free(&body);
-    return rc;
+    if (max == 1) return min == 1 ? (*out = x, 0) : optional(g, x, out, err);
+    if (max != UINT32_MAX || min >= 2) return counted(g, x, min, max, out, err);
+    sl_gelem tail;
+    rc = star(g, x, &tail, err);
+    if (rc || min == 0) return *out = tail, rc;
+    sl_gelem body[2] = {x, tail}; /* x+ */
+    return wrap_rule(g, "rep", body, 2, out, err);
 }
 
 /* ---- finalize ----------------------------------------------------------- */
@@ -359,6 +361,8 @@ static bool alt_nullable(const sl_grammar *g, const sl_galt *a) {
 
 /* Fixpoints: which rules derive some string, which derive the empty one. */
 static void compute_flags(sl_grammar *g) {
+    for (uint32_t r = 0; r < g->n_rules; r++) /* x{0,n} derives the empty string whatever x is */
+        if (g->rules[r].repeat && g->rules[r].rep_min == 0) g->rules[r].nullable = g->rules[r].productive = true;
     for (bool changed = true; changed;) {
         changed = false;
         for (uint32_t i = 0; i < g->n_alts; i++) {

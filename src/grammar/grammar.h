@@ -4,8 +4,10 @@
  * alternative is a sequence of elements, each either a byte class (a set of
  * bytes, matching one byte) or a reference to a rule. Literals are sequences
  * of one-byte classes; Unicode classes become helper rules whose
- * alternatives are UTF-8 byte sequences; repetition becomes helper rules
- * (left-recursive for unbounded, nested optionals for bounded counts).
+ * alternatives are UTF-8 byte sequences; repetition becomes helper rules:
+ * x? and x* / x+ (left recursion) as plain rules, every other count x{m,n}
+ * a counted repetition rule (its one alternative is x; the matcher carries
+ * how many copies its item has read, so a bound of 10000 costs one rule).
  *
  * Building: sl_grammar_create, then rules by name (sl_grammar_rule) or fresh
  * helpers (sl_grammar_rule_new), alternatives from caller-owned sequences
@@ -57,6 +59,9 @@ typedef struct sl_grule {
     bool defined;        /* has a definition (or is a helper) */
     bool nullable;       /* derives the empty string */
     bool productive;     /* derives some string */
+    bool repeat;         /* a counted repetition: its one alternative x, read rep_min..rep_max times */
+    uint32_t rep_min;
+    uint32_t rep_max;    /* UINT32_MAX: no bound */
 } sl_grule;
 
 typedef struct sl_grammar {
@@ -109,7 +114,8 @@ int sl_grammar_push_literal(sl_grammar *g, sl_gseq *seq, const uint8_t *s, size_
  * never match. */
 int sl_grammar_codepoints(sl_grammar *g, const uint32_t *ranges, size_t n_ranges, bool negate,
                           sl_gelem *out, sl_err *err);
-/* An element matching seq repeated min..max times (max UINT32_MAX: no bound). */
+/* An element matching seq repeated min..max times (max UINT32_MAX: no bound);
+ * counts other than ?, *, + and {1} become one counted repetition rule. */
 int sl_grammar_repeat(sl_grammar *g, const sl_gelem *seq, uint32_t n, uint32_t min, uint32_t max,
                       sl_gelem *out, sl_err *err);
 

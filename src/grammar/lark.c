@@ -406,12 +406,19 @@ static char *regex_dotall(const char *re, size_t n, size_t *out_n) {
 }
 
 /* Copies every rule of sub (a finalized grammar) into p's grammar as fresh
- * helpers, folding ASCII case in its classes when fold; *out is sub's root. */
+ * helpers (counted repetitions with their counts), folding ASCII case in its
+ * classes when fold; *out is sub's root. */
 static int import_grammar(lark *p, const sl_grammar *sub, bool fold, sl_gelem *out) {
     uint32_t *map = malloc((sub->n_rules ? sub->n_rules : 1) * sizeof *map);
     if (!map) return sl_err_set(p->err, SL_ENOMEM, "lark grammar: out of memory");
     int rc = 0;
-    for (uint32_t r = 0; r < sub->n_rules && !rc; r++) rc = sl_grammar_rule_new(p->g, "regex", &map[r], p->err);
+    for (uint32_t r = 0; r < sub->n_rules && !rc; r++) {
+        rc = sl_grammar_rule_new(p->g, "regex", &map[r], p->err);
+        if (rc || !sub->rules[r].repeat) continue; /* a counted repetition keeps its counts */
+        p->g->rules[map[r]].repeat = true;
+        p->g->rules[map[r]].rep_min = sub->rules[r].rep_min;
+        p->g->rules[map[r]].rep_max = sub->rules[r].rep_max;
+    }
     sl_gseq seq = {0};
     for (uint32_t a = 0; a < sub->n_alts && !rc; a++) {
         const sl_galt *alt = &sub->alts[a];

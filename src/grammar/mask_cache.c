@@ -10,9 +10,10 @@
  * The key is an item's chain (matcher_internal.h): its dot, then the dots of
  * up to three parents, followed through the Earley sets while each rule has
  * exactly one parent (its own left recursion aside, which every state that
- * predicted the rule has). Until the chain's top rule completes, any state
- * holding the chain parses bytes exactly like a matcher seeded with the chain
- * alone, so one trie walk with that matcher sorts the tokens for the key:
+ * predicted the rule has), each with its count (below). Until the chain's
+ * top rule completes, any state holding the chain parses bytes exactly like
+ * a matcher seeded with the chain alone, so one trie walk with that matcher
+ * sorts the tokens for the key:
  *   accepted   it takes all their bytes: allowed in every state with the chain;
  *   uncertain  it refuses them after a prefix at which the top completed:
  *              the answer depends on what waits above the top;
@@ -26,6 +27,23 @@
  * string and go on (about a hundred of SmolLM2's 49k). Deeper chains would
  * tell apart every place a string is used, building an entry for each; an
  * entry costs one trie walk when first needed (the string's: ~7 ms there).
+ *
+ * Counts. An item inside a counted repetition x{min,max} (grammar.c) carries
+ * the copies c it has read, and only two things depend on c: after the j-th
+ * further copy the item may read another while c + j < max, and the
+ * repetition may end once c + j >= min. A token of at most L bytes (the
+ * trie's depth) reads at most L further copies, each taking a byte, so two
+ * counts give the same walk when, for every j in 1..L, both tests agree:
+ * when both are at least L + 1 below max and both are at least min - 1 or
+ * both at most min - L - 1. The key holds such a count as one count of its
+ * class (min - 1, or min - L - 1; counts near a bound stay as they are), so
+ * the positions of a maxLength 10000 string share one entry but for the L
+ * or so next to each bound, and every entry stays exact: a string near its
+ * bound refuses the long tokens outright instead of leaving them to a walk.
+ * (Nested optionals, which bounded counts were before, made each position
+ * its own entry, and near the bound the chain's top completed inside every
+ * long token, so those tokens were uncertain at every step: 8.7 ms a mask
+ * inside a maxLength 20 string on SmolLM2's vocabulary.)
  *
  * Memory: 4 bytes per grammar element (the rule of each position), then the
  * entries and their hash slots, at most max_bytes: the first entry that would
@@ -53,8 +71,7 @@ typedef struct idset {
 } idset;
 
 typedef struct entry {
-    uint32_t key[SL__CHAIN_MAX]; /* the chain */
-    uint32_t n_key;
+    sl__chain key;   /* the chain, counts as the class's least (see the top comment) */
     idset accepted;  /* token ids */
     idset uncertain; /* trie positions (t->ids order) */
 } entry;
@@ -111,19 +128,18 @@ static void entry_free(entry *e) {
 /* ---- building an entry ---------------------------------------------------- */
 
 /* One trie walk of a matcher seeded with the chain (see the top comment). */
-static int build_entry(const sl_mask_cache *c, const uint32_t *chain, uint32_t n_chain, entry **out, sl_err *err) {
+static int build_entry(const sl_mask_cache *c, const sl__chain *chain, entry **out, sl_err *err) {
     const sl_token_trie *t = c->t;
     uint32_t tok_words = (t->n_tokens + 31) / 32, pos_words = (t->n_ids + 31) / 32;
     entry *e = calloc(1, sizeof *e);
     uint32_t *acc = calloc(tok_words + 1, sizeof *acc), *unc = calloc(pos_words + 1, sizeof *unc);
     sl_matcher *seeded = NULL;
-    int rc = e && acc && unc ? sl__matcher_create_chain(c->g, c->rule_of, chain, n_chain, &seeded, err)
+    int rc = e && acc && unc ? sl__matcher_create_chain(c->g, c->rule_of, chain, &seeded, err)
                              : sl_err_set(err, SL_ENOMEM, "grammar mask cache: out of memory");
     if (!rc) rc = sl__matcher_walk(seeded, t, NULL, acc, unc, err);
     sl_matcher_free(seeded);
     if (!rc) {
-        memcpy(e->key, chain, n_chain * sizeof *chain);
-        e->n_key = n_chain;
+        e->key = *chain;
         rc = idset_from_bits(&e->accepted, acc, tok_words, err);
         acc = NULL;
     }
@@ -143,17 +159,24 @@ static int build_entry(const sl_mask_cache *c, const uint32_t *chain, uint32_t n
 
 /* ---- the table (under the lock) ----------------------------------------- */
 
-static uint32_t key_hash(const uint32_t *key, uint32_t n) {
-    uint64_t h = n;
-    for (uint32_t i = 0; i < n; i++) h = (h ^ key[i]) * 0x9E3779B97F4A7C15ull;
+static uint32_t key_hash(const sl__chain *key) {
+    uint64_t h = key->n;
+    for (uint32_t i = 0; i < key->n; i++) h = (h ^ key->dot[i] ^ (uint64_t)key->count[i] << 32) * 0x9E3779B97F4A7C15ull;
     return (uint32_t)(h >> 32);
 }
 
+static bool key_equal(const sl__chain *a, const sl__chain *b) {
+    if (a->n != b->n) return false;
+    for (uint32_t i = 0; i < a->n; i++)
+        if (a->dot[i] != b->dot[i] || a->count[i] != b->count[i]) return false;
+    return true;
+}
+
 /* The slot holding key, or the empty slot where it would go. */
-static uint32_t find_slot(const sl_mask_cache *c, const uint32_t *key, uint32_t n) {
-    uint32_t mask = c->cap_slots - 1, i = key_hash(key, n) & mask;
+static uint32_t find_slot(const sl_mask_cache *c, const sl__chain *key) {
+    uint32_t mask = c->cap_slots - 1, i = key_hash(key) & mask;
     for (const entry *e; (e = c->slots[i]); i = (i + 1) & mask)
-        if (e->n_key == n && memcmp(e->key, key, n * sizeof *key) == 0) return i;
+        if (key_equal(&e->key, key)) return i;
     return i;
 }
 
@@ -168,7 +191,7 @@ static bool grow_slots(sl_mask_cache *c) {
     c->slots = slots;
     c->cap_slots = cap;
     for (uint32_t i = 0; i < old_cap; i++)
-        if (old[i]) c->slots[find_slot(c, old[i]->key, old[i]->n_key)] = old[i];
+        if (old[i]) c->slots[find_slot(c, &old[i]->key)] = old[i];
     free(old);
     c->n_bytes += extra;
     return true;
@@ -178,28 +201,42 @@ static bool grow_slots(sl_mask_cache *c) {
  * the budget (c then owns it), else NULL, and the cache is full. Returns
  * whether c took e. */
 static bool insert(sl_mask_cache *c, entry *e, const entry **out) {
-    *out = c->slots[find_slot(c, e->key, e->n_key)];
+    *out = c->slots[find_slot(c, &e->key)];
     if (*out) return false;
     size_t bytes = sizeof *e + idset_bytes(&e->accepted) + idset_bytes(&e->uncertain);
     if ((c->n_entries + 1) * 2 > c->cap_slots && !grow_slots(c)) c->full = true;
     if (!c->full && c->n_bytes + bytes > c->max_bytes) c->full = true;
     if (c->full) return false;
-    c->slots[find_slot(c, e->key, e->n_key)] = e;
+    c->slots[find_slot(c, &e->key)] = e;
     c->n_entries++;
     c->n_bytes += bytes;
     *out = e;
     return true;
 }
 
+/* The count of its class (see the top comment) for count c of an item
+ * inside the counted repetition r, tokens being at most max_depth bytes. */
+static uint32_t canonical_count(const sl_grule *r, uint32_t c, uint32_t max_depth) {
+    const uint64_t far = (uint64_t)max_depth + 1;
+    if (r->rep_max != UINT32_MAX && (uint64_t)r->rep_max - c < far) return c; /* near max */
+    if ((uint64_t)c + 1 >= r->rep_min) return r->rep_min ? r->rep_min - 1 : 0;
+    if (r->rep_min - c >= far) return (uint32_t)(r->rep_min - far);
+    return c; /* near min */
+}
+
 /* The chain's entry, built on first use; *out is NULL once the cache is full. */
-static int cache_get(sl_mask_cache *c, const uint32_t *chain, uint32_t n_chain, const entry **out, sl_err *err) {
+static int cache_get(sl_mask_cache *c, sl__chain *chain, const entry **out, sl_err *err) {
+    for (uint32_t i = 0; i < chain->n; i++) {
+        const sl_grule *r = &c->g->rules[c->rule_of[chain->dot[i]]];
+        if (r->repeat) chain->count[i] = canonical_count(r, chain->count[i], c->t->max_depth);
+    }
     pthread_mutex_lock(&c->lock);
-    *out = c->slots[find_slot(c, chain, n_chain)];
+    *out = c->slots[find_slot(c, chain)];
     bool full = c->full;
     pthread_mutex_unlock(&c->lock);
     if (*out || full) return 0;
     entry *e;
-    int rc = build_entry(c, chain, n_chain, &e, err);
+    int rc = build_entry(c, chain, &e, err);
     if (rc) return rc;
     pthread_mutex_lock(&c->lock);
     bool taken = insert(c, e, out);
@@ -259,10 +296,11 @@ int sl_matcher_fill_mask_cached(sl_matcher *m, sl_mask_cache *c, uint32_t *bitma
     uint32_t *uncertain = sl__matcher_scratch(m, (t->n_ids + 31) / 32, err);
     if (!uncertain) return SL_ENOMEM;
     sl__matcher_mask_begin(m, t, bitmask);
-    uint32_t chain[SL__CHAIN_MAX], n_chain, cursor = 0;
-    while (sl__matcher_next_chain(m, c->rule_of, &cursor, chain, &n_chain)) {
+    sl__chain chain;
+    uint32_t cursor = 0;
+    while (sl__matcher_next_chain(m, c->rule_of, &cursor, &chain)) {
         const entry *e;
-        int rc = cache_get(c, chain, n_chain, &e, err);
+        int rc = cache_get(c, &chain, &e, err);
         if (rc) return rc;
         if (!e) return sl__matcher_walk(m, t, NULL, bitmask, NULL, err); /* full: the plain walk */
         idset_or(&e->accepted, bitmask);

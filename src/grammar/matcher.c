@@ -1,10 +1,19 @@
 /* matcher.c -- an Earley recognizer over bytes, and token masks from it.
  *
- * Item (dot, origin): dot indexes the finalized grammar's elems[] (the
- * element after the parse position; an END element means the alternative is
- * complete), origin is the set where the alternative started. Set k holds
- * the items after k bytes; all sets are kept (completion looks back at the
- * origin set, rollback just truncates).
+ * Item (dot, origin, count): dot indexes the finalized grammar's elems[]
+ * (the element after the parse position; an END element means the
+ * alternative is complete), origin is the set where the alternative started.
+ * Set k holds the items after k bytes; all sets are kept (completion looks
+ * back at the origin set, rollback just truncates).
+ *
+ * Counted repetitions (grammar.c: a rule R flagged (min, max) whose one
+ * alternative is x): the item waiting on x inside R also carries count, the
+ * copies of x read since its origin. Once x is read (scanned or completed),
+ * the item goes back to wait for another copy with count + 1 while that is
+ * below max, and R completes once count + 1 reaches min; with no max the
+ * count stops at min. An empty x moves the item to R's end only: the item
+ * with one more copy would sit in the same set and allow less. Every other
+ * item has count 0.
  *
  * Building a set: scan (items of the previous set whose class holds the
  * byte move past it), then close it: an item before a rule reference
@@ -12,7 +21,8 @@
  * nullable, also moves past it right away (Aycock-Horspool, so an empty
  * completion never has to look back at an unfinished set); a complete item
  * of rule A from an earlier set moves every item of that set waiting on A.
- * Duplicates are found through per-dot chains stamped with the set's epoch.
+ * Duplicates (same dot, origin and count) are found through per-dot chains
+ * stamped with the set's epoch.
  *
  * Because finalize removed everything that cannot match, every item can
  * still reach the end: a byte is allowed exactly when some item's class holds
@@ -35,6 +45,7 @@
 typedef struct item {
     uint32_t dot;    /* index into g->elems */
     uint32_t origin; /* set where the alternative began */
+    uint32_t count;  /* copies read, for an item waiting inside a counted repetition; else 0 */
     uint32_t next;   /* the previous item of the set with the same dot (dedup chain) */
 } item;
 
@@ -53,6 +64,7 @@ struct sl_matcher {
     uint32_t *scratch;    /* sl__matcher_scratch */
     uint32_t cap_scratch;
     sl_err *err;          /* where add() reports, during one public call */
+    uint64_t walk_nodes;  /* trie nodes the mask walks took (sl__matcher_walk_nodes) */
 };
 
 #define NO_ITEM UINT32_MAX
@@ -76,21 +88,34 @@ static int grow_items(sl_matcher *m) {
     return 0;
 }
 
-/* Adds (dot, origin) to the set being built unless it is there already. */
-static int add(sl_matcher *m, uint32_t dot, uint32_t origin) {
+/* Adds (dot, origin, count) to the set being built unless it is there already. */
+static int add(sl_matcher *m, uint32_t dot, uint32_t origin, uint32_t count) {
     if (m->dot_stamp[dot] != m->epoch) {
         m->dot_stamp[dot] = m->epoch;
         m->dot_head[dot] = NO_ITEM;
     }
     for (uint32_t i = m->dot_head[dot]; i != NO_ITEM; i = m->items[i].next)
-        if (m->items[i].origin == origin) return 0;
+        if (m->items[i].origin == origin && m->items[i].count == count) return 0;
     if (m->n_items == m->cap_items) {
         int rc = grow_items(m);
         if (rc) return rc;
     }
-    m->items[m->n_items] = (item){.dot = dot, .origin = origin, .next = m->dot_head[dot]};
+    m->items[m->n_items] = (item){.dot = dot, .origin = origin, .count = count, .next = m->dot_head[dot]};
     m->dot_head[dot] = m->n_items++;
     return 0;
+}
+
+/* Item it has read the element at its dot: the item past it, or inside a
+ * counted repetition the next copy and / or the repetition's end. */
+static int advance(sl_matcher *m, item it) {
+    sl_gelem after = m->g->elems[it.dot + 1];
+    if (after.kind != SL_GELEM_END || !m->g->rules[after.value].repeat) return add(m, it.dot + 1, it.origin, 0);
+    const sl_grule *r = &m->g->rules[after.value];
+    uint32_t count = it.count + 1;
+    if (r->rep_max == UINT32_MAX && count > r->rep_min) count = r->rep_min;
+    int rc = count < r->rep_max ? add(m, it.dot, it.origin, count) : 0;
+    if (!rc && count >= r->rep_min) rc = add(m, it.dot + 1, it.origin, 0);
+    return rc;
 }
 
 /* Starts set n_sets (empty) under a fresh epoch. */
@@ -122,7 +147,7 @@ static int predict(sl_matcher *m, uint32_t rule, uint32_t k) {
     m->rule_stamp[rule] = m->epoch;
     const sl_grule *r = &m->g->rules[rule];
     for (uint32_t a = 0; a < r->n_alts; a++) {
-        int rc = add(m, m->g->alts[r->first_alt + a].first_elem, k);
+        int rc = add(m, m->g->alts[r->first_alt + a].first_elem, k, 0);
         if (rc) return rc;
     }
     return 0;
@@ -133,7 +158,7 @@ static int complete(sl_matcher *m, uint32_t rule, uint32_t origin) {
     for (uint32_t i = m->sets[origin], end = set_end(m, origin); i < end; i++) {
         sl_gelem e = m->g->elems[m->items[i].dot];
         if (e.kind != SL_GELEM_RULE || e.value != rule) continue;
-        int rc = add(m, m->items[i].dot + 1, m->items[i].origin);
+        int rc = advance(m, m->items[i]);
         if (rc) return rc;
     }
     return 0;
@@ -147,7 +172,8 @@ static int close_set(sl_matcher *m, uint32_t k) {
         int rc = 0;
         if (e.kind == SL_GELEM_RULE) {
             rc = predict(m, e.value, k);
-            if (!rc && m->g->rules[e.value].nullable) rc = add(m, it.dot + 1, it.origin);
+            /* an empty e: past it (in a counted repetition, to its end: see the top comment) */
+            if (!rc && m->g->rules[e.value].nullable) rc = add(m, it.dot + 1, it.origin, 0);
         } else if (e.kind == SL_GELEM_END && it.origin != k) {
             rc = complete(m, e.value, it.origin);
         }
@@ -164,8 +190,7 @@ static int push_byte(sl_matcher *m, uint8_t b) {
     if (rc) return rc;
     for (uint32_t i = start; !rc && i < end; i++) {
         sl_gelem e = m->g->elems[m->items[i].dot];
-        if (e.kind == SL_GELEM_CLASS && sl_gclass_has(&m->g->classes[e.value], b))
-            rc = add(m, m->items[i].dot + 1, m->items[i].origin);
+        if (e.kind == SL_GELEM_CLASS && sl_gclass_has(&m->g->classes[e.value], b)) rc = advance(m, m->items[i]);
     }
     if (!rc && m->n_items == m->sets[k + 1]) {
         truncate_sets(m, k + 1);
@@ -372,6 +397,7 @@ static int walk_trie(sl_matcher *m, const sl_token_trie *t, const uint32_t *only
             continue;
         }
         mark_tokens(t, nd, bitmask);
+        m->walk_nodes++;
         if (nd->skip != i + 1) { /* has children: take the byte */
             rc = push_byte(m, nd->byte);
             if (rc < 0) break;
@@ -403,6 +429,8 @@ int sl_matcher_fill_mask(sl_matcher *m, const sl_token_trie *t, uint32_t *bitmas
     sl__matcher_mask_begin(m, t, bitmask);
     return sl__matcher_walk(m, t, NULL, bitmask, NULL, err);
 }
+
+uint64_t sl__matcher_walk_nodes(const sl_matcher *m) { return m->walk_nodes; }
 
 uint32_t *sl__matcher_scratch(sl_matcher *m, uint32_t n_words, sl_err *err) {
     if (n_words > m->cap_scratch) {
@@ -442,20 +470,22 @@ static uint32_t sole_parent(const sl_matcher *m, const uint32_t *rule_of, uint32
     return found;
 }
 
-bool sl__matcher_next_chain(const sl_matcher *m, const uint32_t *rule_of, uint32_t *cursor,
-                            uint32_t chain[SL__CHAIN_MAX], uint32_t *n_chain) {
+bool sl__matcher_next_chain(const sl_matcher *m, const uint32_t *rule_of, uint32_t *cursor, sl__chain *chain) {
     uint32_t k = m->n_sets - 1, i = m->sets[k] + *cursor, end = set_end(m, k);
     while (i < end && m->g->elems[m->items[i].dot].kind != SL_GELEM_CLASS) i++;
     if (i >= end) return false;
     *cursor = i + 1 - m->sets[k];
     item it = m->items[i];
     uint32_t n = 0;
-    chain[n++] = it.dot;
+    chain->dot[n] = it.dot;
+    chain->count[n++] = it.count;
     for (uint32_t p; n < SL__CHAIN_MAX && (p = sole_parent(m, rule_of, rule_of[it.dot], it.origin)) != NO_ITEM;) {
         it = m->items[p];
-        chain[n++] = it.dot;
+        chain->dot[n] = it.dot;
+        chain->count[n++] = it.count;
     }
-    *n_chain = n;
+    for (uint32_t j = n; j < SL__CHAIN_MAX; j++) chain->dot[j] = chain->count[j] = 0;
+    chain->n = n;
     return true;
 }
 
@@ -465,26 +495,28 @@ static int add_left_recursion(sl_matcher *m, uint32_t rule, uint32_t k) {
     for (uint32_t a = 0; a < r->n_alts; a++) {
         uint32_t dot = m->g->alts[r->first_alt + a].first_elem;
         sl_gelem e = m->g->elems[dot];
-        int rc = e.kind == SL_GELEM_RULE && e.value == rule ? add(m, dot, k) : 0;
+        int rc = e.kind == SL_GELEM_RULE && e.value == rule ? add(m, dot, k, 0) : 0;
         if (rc) return rc;
     }
     return 0;
 }
 
-/* Set j < n holds the parent chain[n - j] (begun at set j - 1; none in set 0)
- * and the left recursion of the rule it waits on; set n holds chain[0].
- * Nothing else: rules complete into exactly the chain, and the top's
- * completion has nothing to move in set 0 but its own left recursion. */
-int sl__matcher_create_chain(const sl_grammar *g, const uint32_t *rule_of, const uint32_t *chain, uint32_t n_chain,
-                             sl_matcher **out, sl_err *err) {
+/* Set j < n holds the chain's item n - j (begun at set j - 1, with its
+ * count; none in set 0) and the left recursion of the rule it waits on; set
+ * n holds item 0. Nothing else: rules complete into exactly the chain, and
+ * the top's completion has nothing to move in set 0 but its own left
+ * recursion. */
+int sl__matcher_create_chain(const sl_grammar *g, const uint32_t *rule_of, const sl__chain *chain, sl_matcher **out,
+                             sl_err *err) {
     sl_matcher *m;
     int rc = matcher_alloc(g, 0, &m, err);
     if (rc) return rc;
     m->err = err;
-    for (uint32_t j = 0; !rc && j <= n_chain; j++) {
+    const uint32_t n = chain->n;
+    for (uint32_t j = 0; !rc && j <= n; j++) {
         rc = open_set(m);
-        if (!rc && j > 0) rc = add(m, chain[n_chain - j], j - 1);
-        if (!rc && j < n_chain) rc = add_left_recursion(m, rule_of[chain[n_chain - 1 - j]], j);
+        if (!rc && j > 0) rc = add(m, chain->dot[n - j], j - 1, chain->count[n - j]);
+        if (!rc && j < n) rc = add_left_recursion(m, rule_of[chain->dot[n - 1 - j]], j);
     }
     m->err = NULL;
     if (rc) {

@@ -6,7 +6,7 @@
  * mask from a cache of per-position token sets (one per grammar and
  * vocabulary, shared by its matchers): what the engine calls every step.
  *
- * Memory: at most max_items Earley items (12 bytes each) over the whole
+ * Memory: at most max_items Earley items (16 bytes each) over the whole
  * sequence plus one set start (4 bytes) per byte accepted; an operation that
  * would pass the bound fails with SL_ENOSPACE and leaves the state as it was.
  * Arrays grow by doubling, so steady decoding allocates nothing.
@@ -24,7 +24,7 @@
 #include "grammar/token_trie.h"
 #include "util/error.h"
 
-#define SL_MATCHER_DEFAULT_MAX_ITEMS (1u << 22) /* 48 MiB of items */
+#define SL_MATCHER_DEFAULT_MAX_ITEMS (1u << 22) /* 64 MiB of items */
 
 typedef struct sl_matcher sl_matcher;
 

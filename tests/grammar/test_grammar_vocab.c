@@ -1,8 +1,9 @@
 /* test_grammar_vocab.c -- masks on a real vocabulary (argv[1]: a byte-level
  * tokenizer.json, the default model's when present): the plain walk and the
  * cached mask against brute force at states of a JSON-schema grammar, the
- * cached mask against the plain walk at random states of four grammars, and
- * the time of each (the cached one warm and at first use).
+ * cached mask against the plain walk at random states of four grammars and
+ * along a bounded string (minLength / maxLength), and the time of each (the
+ * cached one warm and at first use).
  *
  * The token bytes come from the tokenizer's token strings through the GPT-2
  * byte<->char table (vocab_from_tokenizer); exits 77 (skip) when the file is
@@ -188,6 +189,65 @@ static void test_vocab_cached_random(void) {
     sl_token_trie_free(t);
 }
 
+/* A bounded string on the real vocabulary (its longest token is L bytes: a
+ * count within L + 1 of a bound is its own cache entry, one further away
+ * shares the far class's): at every third position of a string of
+ * minLength 120, maxLength 400, and at each of the last L + 3, the cached
+ * mask equals the plain walk; prints the warm cached time near and far from
+ * the bounds. */
+static void test_vocab_bounded_string(void) {
+    const vocab *v = &g_vocab;
+    sl_token_trie *t;
+    CHECK_EQ_INT(sl_token_trie_create(v->tok, v->n, &v->eos, 1, &t, NULL), 0);
+    const int min = 120, max = 400, L = (int)t->max_depth;
+    json_t *s = json_loads("{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\",\"minLength\":120,"
+                           "\"maxLength\":400}},\"required\":[\"s\"]}", 0, NULL);
+    sl_grammar *g = NULL;
+    CHECK_EQ_INT(sl_grammar_from_json_schema(s, &g, NULL), 0);
+    json_decref(s);
+    sl_matcher *m;
+    sl_mask_cache *cache;
+    CHECK_EQ_INT(sl_matcher_create(g, 0, &m, NULL), 0);
+    CHECK_EQ_INT(sl_mask_cache_create(g, t, 0, &cache, NULL), 0);
+    uint32_t words = (v->n + 31) / 32;
+    uint32_t *want = calloc(words, 4), *got = calloc(words, 4);
+    CHECK_EQ_INT(sl_matcher_accept(m, (const uint8_t *)"{\"s\": \"", 7, NULL), 1);
+    static const char *chars[] = {"a", " ", "\xc3\xa9", "-", "\\n", "Z", "\xe4\xb8\xad"};
+    double far_sum = 0, near_sum = 0, far_max = 0, near_max = 0;
+    int n_far = 0, n_near = 0, mismatches = 0;
+    for (int pos = 0; pos <= max; pos++) {
+        if (pos % 3 == 0 || pos + L + 3 >= max) {
+            CHECK_EQ_INT(sl_matcher_fill_mask(m, t, want, NULL), 0);
+            CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, got, NULL), 0);
+            double a = now_us();
+            CHECK_EQ_INT(sl_matcher_fill_mask_cached(m, cache, got, NULL), 0);
+            double us = now_us() - a;
+            if (memcmp(got, want, words * 4) != 0) {
+                if (!mismatches) fprintf(stderr, "  cached mask unlike the plain walk at %d\n", pos);
+                mismatches++;
+            }
+            bool far = pos + L + 1 <= max && (pos >= min || pos + L + 1 <= min);
+            if (far) far_sum += us, n_far++, far_max = us > far_max ? us : far_max;
+            else near_sum += us, n_near++, near_max = us > near_max ? us : near_max;
+        }
+        if (pos < max) CHECK_EQ_INT(sl_matcher_accept(m, (const uint8_t *)chars[pos % 7], strlen(chars[pos % 7]), NULL), 1);
+    }
+    CHECK_EQ_INT(mismatches, 0);
+    CHECK_EQ_INT(sl_matcher_accept(m, (const uint8_t *)"a", 1, NULL), 0);
+    CHECK_EQ_INT(sl_matcher_accept(m, (const uint8_t *)"\"}", 2, NULL), 1);
+    CHECK(sl_matcher_is_accepting(m));
+    fprintf(stderr, "bounded string (L = %d): warm cached mask far from the bounds %.1f us (at most %.1f, %d positions), "
+            "near them %.1f us (at most %.1f, %d positions)\n", L, n_far ? far_sum / n_far : 0, far_max, n_far,
+            n_near ? near_sum / n_near : 0, near_max, n_near);
+    print_usage(cache);
+    free(want);
+    free(got);
+    sl_mask_cache_free(cache);
+    sl_matcher_free(m);
+    sl_grammar_free(g);
+    sl_token_trie_free(t);
+}
+
 int main(int argc, char **argv) {
     const char *tok_path = argc > 1 ? argv[1] : "";
     sl_tokenizer *tok;
@@ -205,6 +265,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tokenizer: %s (eos %d)\n", tok_path, g_vocab.eos);
     TEST_RUN(test_vocab_masks);
     TEST_RUN(test_vocab_cached_random);
+    TEST_RUN(test_vocab_bounded_string);
     vocab_free(&g_vocab);
     sl_tokenizer_free(tok);
     TEST_EXIT();
