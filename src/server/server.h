@@ -38,7 +38,7 @@ typedef struct sl_server_options {
     int idle_timeout_s;            /* idle (not generating) connections close after it; 0: 60 */
     int max_n;                     /* largest `n` a request may ask; 0: 128 */
     int enable_auto_tool_choice;   /* tool_choice "auto" allowed (needs tool_call_parser), as vLLM */
-    const char *tool_call_parser;  /* how "auto" reads calls: hermes, llama3_json or mistral; NULL: none */
+    const char *tool_call_parser;  /* how "auto" reads calls: hermes, llama3_json, mistral or pythonic; NULL: none */
 } sl_server_options;
 
 void sl_server_options_init(sl_server_options *o);

@@ -10,7 +10,9 @@
  * gives, wherever it was split.
  *
  * A call's arguments are the JSON text of its "arguments" (or "parameters")
- * value exactly as the model wrote it ("{}" when it has none). A call that
+ * value exactly as the model wrote it ("{}" when it has none); pythonic calls
+ * are Python, so their keyword arguments are written out as the JSON object
+ * Python's json.dumps gives ({"k": v, ...}). A call that
  * turns out malformed (bad JSON, no name, an output cut short) makes the
  * whole output plain content for sl_tool_parse, as vLLM's parsers answer; a
  * stream has sent what it sent, and sends the rest as content. */
@@ -23,13 +25,18 @@ typedef enum {
     SL_TOOL_HERMES,      /* text <tool_call>{"name": .., "arguments": ..}</tool_call> ... (Hermes, Qwen2.5) */
     SL_TOOL_LLAMA3_JSON, /* [<|python_tag|>]{"name": .., "parameters": ..}; {..} (Llama 3.x) */
     SL_TOOL_MISTRAL,     /* text [TOOL_CALLS][{"name": .., "arguments": ..}, ..] */
+    SL_TOOL_PYTHONIC,    /* the whole output is [f(a="x", b=[1, None]), g()] (Llama 3.2, Llama 4) */
     SL_TOOL_REQUIRED,    /* the whole output is [{"name": .., "parameters": ..}, ..] (tool_choice "required") */
     SL_TOOL_NAMED,       /* the whole output is the arguments of one call (tool_choice names the function) */
+    /* Or'd into a format (parallel_tool_calls false): every call is still read
+     * (a malformed later one still makes the output content), but only the
+     * first is returned or streamed, as vLLM filters them. */
+    SL_TOOL_FIRST_ONLY = 1 << 8,
 } sl_tool_format;
 
 /* The --tool-call-parser names: 0 and *out set, or -1 for an unknown name. */
 int sl_tool_format_from_name(const char *name, sl_tool_format *out);
-#define SL_TOOL_PARSER_NAMES "hermes, llama3_json or mistral"
+#define SL_TOOL_PARSER_NAMES "hermes, llama3_json, mistral or pythonic"
 
 typedef enum {
     SL_TOOL_DELTA_CONTENT, /* text: content */
@@ -47,14 +54,15 @@ typedef struct sl_tool_delta {
 
 typedef struct sl_tool_stream sl_tool_stream;
 
-/* function: the called function's name for SL_TOOL_NAMED (copied), else NULL. NULL when out of memory. */
+/* format: one of the formats, with SL_TOOL_FIRST_ONLY or not; function: the
+ * called function's name for SL_TOOL_NAMED (copied), else NULL. NULL when out of memory. */
 sl_tool_stream *sl_tool_stream_new(sl_tool_format format, const char *function);
 void sl_tool_stream_free(sl_tool_stream *s);
 /* Adds n bytes of output (final: the output ended with them). *deltas, valid
  * until the next call, is what can be sent now. 0, or SL_ENOMEM. */
 int sl_tool_stream_feed(sl_tool_stream *s, const char *text, size_t n, int final, const sl_tool_delta **deltas,
                         int *n_deltas);
-/* Calls started so far (SL_TOOL_DELTA_CALL sent). */
+/* Calls started so far (SL_TOOL_DELTA_CALL sent; at most 1 with SL_TOOL_FIRST_ONLY). */
 int sl_tool_stream_calls(const sl_tool_stream *s);
 /* 1 once a call turned out malformed (the rest went out as content). */
 int sl_tool_stream_failed(const sl_tool_stream *s);

@@ -13,6 +13,11 @@
  * {"name": <one of the tools>, "parameters": <its schema>}, returned as
  * those calls. "required" with an empty tools list is "none" (OpenAI's rule).
  *
+ * parallel_tool_calls (default true): false allows one call per turn, as
+ * OpenAI means it. "required" is then held to an array of exactly one call
+ * (a named function is one call anyway); "auto" reads the calls as ever and
+ * returns only the first, whole and streamed (vLLM's filter).
+ *
  * Shapes are checked as vLLM's protocol checks them, with its messages. */
 #include <stdlib.h>
 #include <string.h>
@@ -104,13 +109,16 @@ static int lift_defs(json_t *params, json_t *defs, sl_err *err, const char **par
 }
 
 /* {"type": "array", "minItems": 1, "items": {"anyOf": [{"type": "object", "properties":
- *  {"name": {"type": "string", "enum": [NAME]}, "parameters": PARAMS}, "required": ["name", "parameters"]}, ...]}} */
-static int required_schema(const json_t *tools, json_t **out, sl_err *err, const char **param) {
+ *  {"name": {"type": "string", "enum": [NAME]}, "parameters": PARAMS}, "required": ["name", "parameters"]}, ...]}},
+ * with "maxItems": 1 when the calls may not be parallel. */
+static int required_schema(const json_t *tools, int parallel, json_t **out, sl_err *err, const char **param) {
     json_t *any = json_array(), *schema = json_pack("{s:s, s:i, s:{s:o}}", "type", "array", "minItems", 1, "items",
                                                     "anyOf", any);
     size_t i;
     json_t *t;
     int rc = schema ? SL_OK : sl_err_set(err, SL_ENOMEM, "out of memory");
+    if (!rc && !parallel && json_object_set_new(schema, "maxItems", json_integer(1)))
+        rc = sl_err_set(err, SL_ENOMEM, "out of memory");
     json_array_foreach(tools, i, t) {
         if (rc) break;
         const json_t *p = tool_params(t);
@@ -195,14 +203,27 @@ static int choice_mode(const sl_server *s, const json_t *body, const json_t *too
     return rc;
 }
 
+/* parallel_tool_calls: a boolean, true when absent or null. */
+static int parallel_calls(const json_t *body, int *parallel, sl_err *err, const char **param) {
+    json_t *v = json_object_get(body, "parallel_tool_calls");
+    *parallel = 1;
+    if (!v || json_is_null(v)) return SL_OK;
+    if (!json_is_boolean(v)) {
+        *param = "parallel_tool_calls";
+        return sl_err_set(err, SL_EINVAL, "parallel_tool_calls: Input should be a valid boolean");
+    }
+    *parallel = json_is_true(v);
+    return SL_OK;
+}
+
 /* The schema a forced call is constrained to, into the request's guide. */
-static int force_calls(const json_t *tools, sl_tools_mode mode, size_t named, sl_server_guide *g, sl_err *err,
-                       const char **param) {
+static int force_calls(const json_t *tools, sl_tools_mode mode, size_t named, int parallel, sl_server_guide *g,
+                       sl_err *err, const char **param) {
     json_t *schema = NULL;
     int rc = SL_OK;
     for (size_t i = 0; !rc && i < json_array_size(tools); i++)
         if (mode == SL_TOOLS_REQUIRED || i == named) rc = check_params(tools, i, err, param);
-    if (!rc) rc = mode == SL_TOOLS_REQUIRED ? required_schema(tools, &schema, err, param)
+    if (!rc) rc = mode == SL_TOOLS_REQUIRED ? required_schema(tools, parallel, &schema, err, param)
                                             : named_schema(json_array_get(tools, named), &schema, err);
     if (!rc) rc = sl_server_guide_set_schema(g, "tool_choice", schema, err, param);
     json_decref(schema);
@@ -215,19 +236,22 @@ int sl_server_tools_parse(const sl_server *s, const json_t *body, sl_server_para
     json_t *tools = json_object_get(body, "tools");
     if (json_is_null(tools)) tools = NULL;
     size_t named = 0;
-    int rc = tools ? check_tools(tools, err, param) : SL_OK;
+    int parallel;
+    int rc = parallel_calls(body, &parallel, err, param);
+    if (!rc && tools) rc = check_tools(tools, err, param);
     if (!rc) rc = choice_mode(s, body, tools, &t->mode, &named, err, param);
     if (rc) return rc;
     if (t->mode == SL_TOOLS_REQUIRED || t->mode == SL_TOOLS_NAMED) {
-        if ((rc = force_calls(tools, t->mode, named, &p->guide, err, param))) return rc;
+        if ((rc = force_calls(tools, t->mode, named, parallel, &p->guide, err, param))) return rc;
     }
+    int only = parallel ? 0 : SL_TOOL_FIRST_ONLY;
     switch (t->mode) {
     case SL_TOOLS_NONE: return SL_OK;
     case SL_TOOLS_AUTO:
-        t->format = s->tool_format;
-        if (t->format == SL_TOOL_HERMES || t->format == SL_TOOL_MISTRAL) p->sampling.skip_special_tokens = 0;
+        t->format = (sl_tool_format)(s->tool_format | only);
+        if (s->tool_format == SL_TOOL_HERMES || s->tool_format == SL_TOOL_MISTRAL) p->sampling.skip_special_tokens = 0;
         return SL_OK;
-    case SL_TOOLS_REQUIRED: t->format = SL_TOOL_REQUIRED; return SL_OK;
+    case SL_TOOLS_REQUIRED: t->format = (sl_tool_format)(SL_TOOL_REQUIRED | only); return SL_OK;
     case SL_TOOLS_NAMED: break;
     }
     t->format = SL_TOOL_NAMED;

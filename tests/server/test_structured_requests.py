@@ -122,6 +122,8 @@ BAD = [
      "Invalid `name` in `function` in `tool_choice`!"),
     (chat(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice",
      "The tool specified in `tool_choice` does not match any of the specified `tools`"),
+    (chat(tools=TOOLS, tool_choice="none", parallel_tool_calls="false"), "parallel_tool_calls",
+     "parallel_tool_calls: Input should be a valid boolean"),
     (chat(tools=TOOLS, tool_choice="auto"), "tool_choice",
      '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'),
     (chat(tools=TOOLS), "tool_choice", '"auto" tool choice requires --enable-auto-tool-choice'),
@@ -155,6 +157,7 @@ GOOD = [
     chat(response_format=None, guided_json=None, structured_outputs=None),
     chat(tools=TOOLS, tool_choice="none"),
     chat(tools=[], tool_choice="required"),           # OpenAI's rule: no tools -> none
+    chat(tools=TOOLS, tool_choice="required", parallel_tool_calls=False),
     chat(tools=[]),
     chat(tools=None, tool_choice=None),
     chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": json.dumps(SCHEMA)}}),
@@ -188,8 +191,8 @@ def test_sdk_errors(srv):
 
 @pytest.mark.parametrize("args,fragment", [
     (["--enable-auto-tool-choice"], "--enable-auto-tool-choice requires --tool-call-parser"),
-    (["--tool-call-parser", "pythonic"], '--tool-call-parser: unknown parser "pythonic"'),
-    (["--enable-auto-tool-choice", "--tool-call-parser", "hermes2"], "hermes, llama3_json or mistral"),
+    (["--tool-call-parser", "xml"], '--tool-call-parser: unknown parser "xml"'),
+    (["--enable-auto-tool-choice", "--tool-call-parser", "hermes2"], "hermes, llama3_json, mistral or pythonic"),
 ])
 def test_tool_flags_checked_before_loading(args, fragment):
     r = subprocess.run([os.environ["SHARDLM_BIN"], "serve", MODEL, "--port", "0", *args], capture_output=True,

@@ -6,7 +6,10 @@
  * CALL delta comes before its arguments, and nothing that may be the start
  * of a call is sent as content; random well-formed outputs (JSON arguments
  * with markers and brackets inside strings, content with pieces of
- * markers) cut at random points read back exactly their calls. */
+ * markers; pythonic calls with nested literals, both quotes and escapes,
+ * their JSON written beside them) cut at random points read back exactly
+ * their calls. SL_TOOL_FIRST_ONLY (parallel_tool_calls false) returns the
+ * first call of each, whole and streamed alike. */
 #include "server/tool_parser.h"
 #include "test.h"
 
@@ -23,6 +26,8 @@ typedef struct tcase {
     int n_calls;
     want_call calls[3];
 } tcase;
+
+#define FIRST_ONLY(f) ((sl_tool_format)((f) | SL_TOOL_FIRST_ONLY))
 
 static const tcase CASES[] = {
     {"hermes: content then a call", SL_TOOL_HERMES, NULL,
@@ -85,6 +90,70 @@ static const tcase CASES[] = {
     {"required: empty output", SL_TOOL_REQUIRED, NULL, "", "", 0, {{0}}},
     {"named: the output is the arguments", SL_TOOL_NAMED, "get_weather", "{\"city\": \"Lima\", \"unit\": \"C\"}", NULL,
      1, {{"get_weather", "{\"city\": \"Lima\", \"unit\": \"C\"}"}}},
+    /* pythonic: the arguments are what Python's json.dumps writes for the keyword arguments */
+    {"pythonic: two calls", SL_TOOL_PYTHONIC, NULL, "[get_weather(city=\"Paris\", unit=\"c\"), get_time(tz='CET')]",
+     NULL, 2, {{"get_weather", "{\"city\": \"Paris\", \"unit\": \"c\"}"}, {"get_time", "{\"tz\": \"CET\"}"}}},
+    {"pythonic: nested literals", SL_TOOL_PYTHONIC, NULL,
+     "[f(a=[1, 2.5, -3, True, None], b={'x': {\"y\": [False, []]}, 'n': 1_000, 2: 'two', None: 0}, c=0x1F, d=1e3, "
+     "e=.5, g=5., h=-0.25E-3, i={}, j=0o17, k=0b101, l=+7, m=00, n=007.50)]",
+     NULL, 1,
+     {{"f", "{\"a\": [1, 2.5, -3, true, null], \"b\": {\"x\": {\"y\": [false, []]}, \"n\": 1000, \"2\": \"two\", "
+            "\"null\": 0}, \"c\": 31, \"d\": 1e3, \"e\": 0.5, \"g\": 5.0, \"h\": -0.25e-3, \"i\": {}, \"j\": 15, "
+            "\"k\": 5, \"l\": 7, \"m\": 0, \"n\": 7.50}"}}},
+    {"pythonic: escapes", SL_TOOL_PYTHONIC, NULL,
+     "[say(text='It\\'s \"fine\"\\n\\ttab \\\\ \\x41\\u00e9\\U0001F327 \\101\\0 \\q', raw=r'C:\\new\\'s', u=u\"ok\", "
+     "z='Zürich 🌧')]",
+     NULL, 1,
+     {{"say", "{\"text\": \"It's \\\"fine\\\"\\n\\ttab \\\\ Aé🌧 A\\u0000 \\\\q\", \"raw\": \"C:\\\\new\\\\'s\", "
+              "\"u\": \"ok\", \"z\": \"Zürich 🌧\"}"}}},
+    {"pythonic: triple quotes", SL_TOOL_PYTHONIC, NULL,
+     "[note(body=\"\"\"line one\nline \"two\" \"\"x\"\" \\d\"\"\", empty='', e2=\"\", t='''a''')]", NULL, 1,
+     {{"note", "{\"body\": \"line one\\nline \\\"two\\\" \\\"\\\"x\\\"\\\" \\\\d\", \"empty\": \"\", \"e2\": \"\", "
+               "\"t\": \"a\"}"}}},
+    {"pythonic: no arguments, blanks and trailing commas", SL_TOOL_PYTHONIC, NULL,
+     "\n [\n  now(),\n  f( a = 1 ,\n b = ['x',] , ) ]\n ", NULL, 2, {{"now", "{}"}, {"f", "{\"a\": 1, \"b\": [\"x\"]}"}}},
+    {"pythonic: plain text", SL_TOOL_PYTHONIC, NULL, "The answer is [42].\n", "The answer is [42].\n", 0, {{0}}},
+    {"pythonic: a list that is no calls", SL_TOOL_PYTHONIC, NULL, "[1, 2, 3]", "[1, 2, 3]", 0, {{0}}},
+    {"pythonic: text before the list", SL_TOOL_PYTHONIC, NULL, "Sure! [f(a=1)]", "Sure! [f(a=1)]", 0, {{0}}},
+    {"pythonic: text after the list", SL_TOOL_PYTHONIC, NULL, "[f(a=1)] and more", "[f(a=1)] and more", 0, {{0}}},
+    {"pythonic: an empty list", SL_TOOL_PYTHONIC, NULL, "[]", "[]", 0, {{0}}},
+    {"pythonic: cut short", SL_TOOL_PYTHONIC, NULL, "[get_weather(city=\"Paris\")", "[get_weather(city=\"Paris\")", 0,
+     {{0}}},
+    {"pythonic: positional argument", SL_TOOL_PYTHONIC, NULL, "[f(1)]", "[f(1)]", 0, {{0}}},
+    {"pythonic: a name as a value", SL_TOOL_PYTHONIC, NULL, "[f(a=x)]", "[f(a=x)]", 0, {{0}}},
+    {"pythonic: a comparison", SL_TOOL_PYTHONIC, NULL, "[f(a==1)]", "[f(a==1)]", 0, {{0}}},
+    {"pythonic: a repeated keyword", SL_TOOL_PYTHONIC, NULL, "[f(a=1, a=2)]", "[f(a=1, a=2)]", 0, {{0}}},
+    {"pythonic: an unterminated string", SL_TOOL_PYTHONIC, NULL, "[f(a='x)]", "[f(a='x)]", 0, {{0}}},
+    {"pythonic: a newline in a short string", SL_TOOL_PYTHONIC, NULL, "[f(a='x\ny')]", "[f(a='x\ny')]", 0, {{0}}},
+    {"pythonic: an attribute call", SL_TOOL_PYTHONIC, NULL, "[m.f(a=1)]", "[m.f(a=1)]", 0, {{0}}},
+    {"pythonic: bytes", SL_TOOL_PYTHONIC, NULL, "[f(a=b'x')]", "[f(a=b'x')]", 0, {{0}}},
+    {"pythonic: a complex number", SL_TOOL_PYTHONIC, NULL, "[f(a=1j)]", "[f(a=1j)]", 0, {{0}}},
+    {"pythonic: a leading zero", SL_TOOL_PYTHONIC, NULL, "[f(a=07)]", "[f(a=07)]", 0, {{0}}},
+    {"pythonic: a trailing comma after the last call", SL_TOOL_PYTHONIC, NULL, "[f(a=1),]", "[f(a=1),]", 0, {{0}}},
+    {"pythonic: a set", SL_TOOL_PYTHONIC, NULL, "[f(a={1, 2})]", "[f(a={1, 2})]", 0, {{0}}},
+    {"pythonic: a list as a key", SL_TOOL_PYTHONIC, NULL, "[f(a={[1]: 2})]", "[f(a={[1]: 2})]", 0, {{0}}},
+    {"pythonic: a named escape", SL_TOOL_PYTHONIC, NULL, "[f(a=\"\\N{BULLET}\")]", "[f(a=\"\\N{BULLET}\")]", 0, {{0}}},
+    {"pythonic: an escape past Unicode", SL_TOOL_PYTHONIC, NULL, "[f(a='\\U00110000')]", "[f(a='\\U00110000')]", 0,
+     {{0}}},
+    /* parallel_tool_calls false: only the first call */
+    {"first only: hermes", FIRST_ONLY(SL_TOOL_HERMES), NULL,
+     "Two. <tool_call>{\"name\": \"a\", \"arguments\": {\"x\": 1}}</tool_call>\n<tool_call>{\"name\": \"b\", "
+     "\"arguments\": {}}</tool_call>",
+     "Two.", 1, {{"a", "{\"x\": 1}"}}},
+    {"first only: llama3_json", FIRST_ONLY(SL_TOOL_LLAMA3_JSON), NULL,
+     "{\"name\": \"f\", \"parameters\": {\"x\": 1}}; {\"name\": \"g\", \"parameters\": {}}", NULL, 1,
+     {{"f", "{\"x\": 1}"}}},
+    {"first only: mistral", FIRST_ONLY(SL_TOOL_MISTRAL), NULL,
+     "Sure.[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}, {\"name\": \"g\", \"arguments\": {\"a\": 2}}]", "Sure.", 1,
+     {{"f", "{}"}}},
+    {"first only: required", FIRST_ONLY(SL_TOOL_REQUIRED), NULL,
+     "[{\"name\": \"a\", \"parameters\": {}}, {\"name\": \"b\", \"parameters\": {\"v\": 1}}]", NULL, 1, {{"a", "{}"}}},
+    {"first only: pythonic", FIRST_ONLY(SL_TOOL_PYTHONIC), NULL,
+     "[get_weather(city=\"Paris\"), get_time(tz=\"CET\"), now()]", NULL, 1,
+     {{"get_weather", "{\"city\": \"Paris\"}"}}},
+    {"first only: one call", FIRST_ONLY(SL_TOOL_PYTHONIC), NULL, "[now()]", NULL, 1, {{"now", "{}"}}},
+    {"first only: a broken later call is content", FIRST_ONLY(SL_TOOL_PYTHONIC), NULL, "[f(a=1), g(b=)]",
+     "[f(a=1), g(b=)]", 0, {{0}}},
 };
 
 static int same_text(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
@@ -98,7 +167,7 @@ static void check_expected(const tcase *t, const sl_tool_result *r) {
     for (int i = 0; i < r->n_calls && i < t->n_calls; i++) {
         CHECK_STR(r->calls[i].name, t->calls[i].name);
         CHECK_STR(r->calls[i].arguments, t->calls[i].arguments);
-        if (t->format == SL_TOOL_MISTRAL) CHECK_EQ_INT(strlen(r->calls[i].id), 9);
+        if ((t->format & ~SL_TOOL_FIRST_ONLY) == SL_TOOL_MISTRAL) CHECK_EQ_INT(strlen(r->calls[i].id), 9);
         else CHECK(strncmp(r->calls[i].id, "chatcmpl-tool-", 14) == 0 && strlen(r->calls[i].id) == 14 + 32);
     }
 }
@@ -222,7 +291,56 @@ static void test_holds_back(void) {
     CHECK_EQ_INT(FEED("{", 0), 0);
     CHECK(n == 2 && d[0].kind == SL_TOOL_DELTA_CALL && d[1].kind == SL_TOOL_DELTA_ARGS && d[1].n == 1);
     sl_tool_stream_free(s);
+
+    /* a pythonic call starts with its first keyword; a number waits for its end */
+    s = sl_tool_stream_new(SL_TOOL_PYTHONIC, NULL);
+    CHECK_EQ_INT(FEED(" [get_weather(", 0), 0);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(FEED("city=", 0), 0);
+    CHECK_EQ_INT(n, 0); /* "==" is no keyword */
+    CHECK_EQ_INT(FEED("'Pa", 0), 0);
+    CHECK(n == 2 && d[0].kind == SL_TOOL_DELTA_CALL && d[0].n == 11 && memcmp(d[0].text, "get_weather", 11) == 0 &&
+          d[1].kind == SL_TOOL_DELTA_ARGS && d[1].n == 12 && memcmp(d[1].text, "{\"city\": \"Pa", 12) == 0);
+    CHECK_EQ_INT(FEED("ris', n=1", 0), 0);
+    CHECK(n == 1 && d[0].kind == SL_TOOL_DELTA_ARGS && d[0].n == 11 && memcmp(d[0].text, "ris\", \"n\": ", 11) == 0);
+    CHECK_EQ_INT(FEED("2)]\n", 1), 0);
+    CHECK(n == 1 && d[0].kind == SL_TOOL_DELTA_ARGS && d[0].n == 3 && memcmp(d[0].text, "12}", 3) == 0);
+    CHECK_EQ_INT(sl_tool_stream_calls(s), 1);
+    sl_tool_stream_free(s);
+
+    /* text that looks like a call until its arguments: no call was ever sent */
+    s = sl_tool_stream_new(SL_TOOL_PYTHONIC, NULL);
+    CHECK_EQ_INT(FEED("[see(this", 0), 0);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(FEED(") page]", 1), 0);
+    CHECK(n == 1 && d[0].kind == SL_TOOL_DELTA_CONTENT && d[0].n == 16 && memcmp(d[0].text, "[see(this) page]", 16) == 0);
+    CHECK_EQ_INT(sl_tool_stream_calls(s), 0);
+    sl_tool_stream_free(s);
 #undef FEED
+}
+
+/* parallel_tool_calls false: later calls are read, not sent, nor counted. */
+static void test_first_only(void) {
+    static const char text[] = "<tool_call>{\"name\": \"a\"}</tool_call><tool_call>{\"name\": \"b\", \"arguments\": "
+                               "{\"x\": 1}}</tool_call>";
+    sl_tool_stream *s = sl_tool_stream_new(FIRST_ONLY(SL_TOOL_HERMES), NULL);
+    const sl_tool_delta *d;
+    int n;
+    CHECK_EQ_INT(sl_tool_stream_feed(s, text, sizeof text - 1, 1, &d, &n), 0);
+    CHECK_EQ_INT(n, 2);
+    for (int i = 0; i < n; i++) CHECK(d[i].kind != SL_TOOL_DELTA_CONTENT && d[i].call == 0);
+    CHECK_EQ_INT(sl_tool_stream_calls(s), 1);
+    CHECK_EQ_INT(sl_tool_stream_failed(s), 0);
+    sl_tool_stream_free(s);
+    /* without the flag both come back */
+    sl_tool_result r;
+    CHECK_EQ_INT(sl_tool_parse(SL_TOOL_HERMES, NULL, text, sizeof text - 1, &r), 0);
+    CHECK_EQ_INT(r.n_calls, 2);
+    sl_tool_result_free(&r);
+    /* a named function is one call either way */
+    CHECK_EQ_INT(sl_tool_parse(FIRST_ONLY(SL_TOOL_NAMED), "f", "{\"a\": 1}", 8, &r), 0);
+    CHECK(r.n_calls == 1 && strcmp(r.calls[0].name, "f") == 0 && strcmp(r.calls[0].arguments, "{\"a\": 1}") == 0);
+    sl_tool_result_free(&r);
 }
 
 /* A broken call in a stream: what was not sent goes out as content. */
@@ -248,7 +366,9 @@ static void test_parser_names(void) {
     CHECK(sl_tool_format_from_name("hermes", &f) == 0 && f == SL_TOOL_HERMES);
     CHECK(sl_tool_format_from_name("llama3_json", &f) == 0 && f == SL_TOOL_LLAMA3_JSON);
     CHECK(sl_tool_format_from_name("mistral", &f) == 0 && f == SL_TOOL_MISTRAL);
-    CHECK(sl_tool_format_from_name("pythonic", &f) != 0);
+    CHECK(sl_tool_format_from_name("pythonic", &f) == 0 && f == SL_TOOL_PYTHONIC);
+    CHECK(sl_tool_format_from_name("pythonic2", &f) != 0);
+    CHECK(strstr(SL_TOOL_PARSER_NAMES, "pythonic") != NULL);
     CHECK(sl_tool_format_from_name(NULL, &f) != 0);
 }
 
@@ -257,7 +377,8 @@ static void test_parser_names(void) {
 static void test_random(void) {
     static const char *const parts[] = {"<tool_call>", "</tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "{", "}",
                                         "[", "]", "\"name\"", "\"arguments\"", ":", ",", ";", "\"f\"", " ", "\n",
-                                        "\\", "\"", "12", "true", "x"};
+                                        "\\", "\"", "12", "true", "x", "(", ")", "=", "'", "None", "get(", "a=",
+                                        "r'", "\"\"\"", "0x", "-", ".", "e", "\\u00", "\\U0010", "\\x", "\\7"};
     unsigned seed = 12345;
     char text[256];
     for (int round = 0; round < 4000; round++) {
@@ -271,7 +392,7 @@ static void test_random(void) {
             n += k;
             if (((seed >> 20) & 7) == 0) break;
         }
-        sl_tool_format f = (sl_tool_format)(round % 5);
+        sl_tool_format f = (sl_tool_format)(round % 6 | (round / 6 % 2 ? SL_TOOL_FIRST_ONLY : 0));
         sl_tool_stream *s = sl_tool_stream_new(f, "fn");
         size_t at = 0;
         while (at < n) {
@@ -386,15 +507,102 @@ static int make_output(rng *r, sl_tool_format f, text *t, text *args, int *n_cal
     return t->n + 1 < sizeof t->b;
 }
 
+/* A Python string literal, and the JSON string json.dumps writes for it. */
+static void put_py_string(rng *r, text *py, text *js) {
+    static const char *const chars[][3] = {
+        /* in "..", in '..', in JSON */
+        {"a", "a", "a"},          {" ", " ", " "},          {"\\\"", "\"", "\\\""},    {"'", "\\'", "'"},
+        {"\\\\", "\\\\", "\\\\"}, {"\\n", "\\n", "\\n"},    {"\t", "\t", "\\t"},       {"\\x41", "\\x41", "A"},
+        {"\\u00e9", "\\u00e9", "é"}, {"é", "é", "é"},       {"🌧", "🌧", "🌧"},        {"[", "[", "["},
+        {")", ")", ")"},          {",", ",", ","},          {"=", "=", "="},           {"\\d", "\\d", "\\\\d"},
+        {"\\101", "\\101", "A"},  {"]", "]", "]"}};
+    int dq = (int)next(r, 2);
+    put(py, dq ? "\"" : "'");
+    put(js, "\"");
+    for (unsigned i = next(r, 6); i > 0; i--) {
+        unsigned k = next(r, sizeof chars / sizeof chars[0]);
+        put(py, chars[k][dq ? 0 : 1]);
+        put(js, chars[k][2]);
+    }
+    put(py, dq ? "\"" : "'");
+    put(js, "\"");
+}
+
+/* A Python literal, and its JSON. */
+static void put_py_value(rng *r, text *py, text *js, int depth) {
+    static const char *const scalars[][2] = {{"0", "0"},         {"-12", "-12"},   {"3.5e-2", "3.5e-2"}, {"True", "true"},
+                                             {"False", "false"}, {"None", "null"}, {"1_000", "1000"},    {"0x1F", "31"},
+                                             {".5", "0.5"},      {"5.", "5.0"}};
+    unsigned k = depth > 2 ? next(r, 2) : next(r, 4);
+    if (k == 0) {
+        unsigned j = next(r, sizeof scalars / sizeof scalars[0]);
+        put(py, scalars[j][0]);
+        put(js, scalars[j][1]);
+        return;
+    }
+    if (k == 1) {
+        put_py_string(r, py, js);
+        return;
+    }
+    const char *open = k == 2 ? "{" : "[", *close = k == 2 ? "}" : "]";
+    unsigned n = next(r, 4);
+    put(py, open);
+    put(js, open);
+    for (unsigned i = 0; i < n; i++) {
+        if (i > 0) put(py, ","), put(js, ", ");
+        put_ws(r, py);
+        if (k == 2) put_py_string(r, py, js), put_ws(r, py), put(py, ":"), put_ws(r, py), put(js, ": ");
+        put_py_value(r, py, js, depth + 1);
+    }
+    if (n > 0 && next(r, 3) == 0) put(py, ","); /* Python allows a trailing comma */
+    put_ws(r, py);
+    put(py, close);
+    put(js, close);
+}
+
+/* [f0(k0=v, ..), f1(..)] with the JSON of each call's keyword arguments in args. */
+static int make_pythonic(rng *r, text *t, text *args, int *n_calls) {
+    *n_calls = 1 + (int)next(r, 3);
+    t->n = 0;
+    t->b[0] = '\0';
+    put_ws(r, t);
+    put(t, "[");
+    for (int i = 0; i < *n_calls; i++) {
+        if (i > 0) put(t, ","), put_ws(r, t);
+        put(t, (const char[]){'f', (char)('0' + i), '(', 0});
+        args[i].n = 0;
+        put(&args[i], "{");
+        unsigned n = next(r, 3);
+        for (unsigned k = 0; k < n; k++) {
+            const char key[] = {'k', (char)('0' + k), 0};
+            if (k > 0) put(t, ","), put(&args[i], ", ");
+            put_ws(r, t);
+            put(t, key), put_ws(r, t), put(t, "="), put_ws(r, t);
+            put(&args[i], "\""), put(&args[i], key), put(&args[i], "\": ");
+            put_py_value(r, t, &args[i], 0);
+        }
+        if (n > 0 && next(r, 3) == 0) put(t, ",");
+        put_ws(r, t);
+        put(t, ")");
+        put(&args[i], "}");
+    }
+    put(t, "]");
+    put_ws(r, t);
+    return t->n + 1 < sizeof t->b;
+}
+
 static void test_random_well_formed(void) {
-    static const sl_tool_format formats[] = {SL_TOOL_HERMES, SL_TOOL_LLAMA3_JSON, SL_TOOL_MISTRAL, SL_TOOL_REQUIRED};
+    static const sl_tool_format formats[] = {SL_TOOL_HERMES, SL_TOOL_LLAMA3_JSON, SL_TOOL_MISTRAL, SL_TOOL_REQUIRED,
+                                             SL_TOOL_PYTHONIC};
     rng r = {42};
     text t, args[3];
     int bad = 0;
-    for (int round = 0; round < 3000 && bad < 5; round++) {
-        sl_tool_format f = formats[round % 4];
+    for (int round = 0; round < 5000 && bad < 5; round++) {
+        sl_tool_format base = formats[round % 5], f = round / 5 % 3 == 2 ? FIRST_ONLY(base) : base;
         int n_calls;
-        if (!make_output(&r, f, &t, args, &n_calls)) continue;
+        if (!(base == SL_TOOL_PYTHONIC ? make_pythonic(&r, &t, args, &n_calls) : make_output(&r, base, &t, args, &n_calls)))
+            continue;
+        if (f != base) n_calls = 1; /* the first call only */
         tcase c = {.what = "random", .format = f, .text = t.b};
         size_t cuts[8];
         int n_cuts = (int)next(&r, 8);
@@ -428,6 +636,7 @@ int main(void) {
     TEST_RUN(test_split_everywhere);
     TEST_RUN(test_holds_back);
     TEST_RUN(test_broken_stream);
+    TEST_RUN(test_first_only);
     TEST_RUN(test_parser_names);
     TEST_RUN(test_random);
     TEST_RUN(test_random_well_formed);
