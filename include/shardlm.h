@@ -54,8 +54,9 @@ typedef struct sl_engine_options {
     int tensor_parallel_size;         /* 1 */
     int pipeline_parallel_size;       /* 1 */
     int max_model_len;                /* 0: the model's max_position_embeddings */
-    int max_num_seqs;                 /* sequences per step; 0: 256 */
-    int max_num_batched_tokens;       /* tokens per step; 0: 2048 (chunked prefill) */
+    int max_num_seqs;                 /* sequences per step; 0: 512 on a GPU of 70 GB or more, else 256 */
+    int max_num_batched_tokens;       /* tokens per step (chunked prefill); 0: 8192 on a GPU of 70 GB or more
+                                         (`shardlm serve`: 2048), else 2048 */
     int block_size;                   /* tokens per KV block; 0: 16 */
     double gpu_memory_utilization;    /* share of device memory for weights + KV; 0: 0.9 */
     int64_t kv_cache_memory;          /* bytes for the KV cache; 0: from gpu_memory_utilization, or 1 GiB on the CPU */

@@ -284,7 +284,7 @@ int sl_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "shardlm bench: %s\n", err.msg);
         return 2;
     }
-    if (o.max_num_seqs == 0) o.max_num_seqs = latency ? f.batch_size : 256;
+    if (o.max_num_seqs == 0 && latency) o.max_num_seqs = f.batch_size; /* throughput: the engine's default */
     if (o.max_model_len == 0) o.max_model_len = f.input_len + f.output_len;
     sl_engine *e;
     char msg[1024];

@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
 #include "cli/flags.h"
+#include "engine/engine.h"
 #include "server/server.h"
 #include "shardlm.h"
 #include "util/log.h"
@@ -54,7 +55,7 @@ int sl_cmd_serve(int argc, char **argv) {
         {"--enable-auto-tool-choice", SL_FLAG_BOOL, &so.enable_auto_tool_choice, "Frontend",
          "allow tool_choice \"auto\": the model decides, and --tool-call-parser reads its calls", NULL},
         {"--tool-call-parser", SL_FLAG_STRING, &so.tool_call_parser, "Frontend",
-         "how tool calls are read out of the output: hermes (Qwen2.5, Hermes), llama3_json or mistral", "NAME"},
+         "how tool calls are read out of the output: hermes (Qwen2.5, Hermes), llama3_json, mistral or pythonic (Llama 3.2, Llama 4)", "NAME"},
     };
     int n = (int)(sizeof own / sizeof own[0]);
     memcpy(flags, own, sizeof own);
@@ -82,6 +83,10 @@ int sl_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "shardlm serve: %s\n", err.msg);
         return 2;
     }
+    int seqs, tokens; /* a server's step limits where unset */
+    sl_engine_step_defaults(eo.backend, 1, &seqs, &tokens);
+    if (eo.max_num_seqs <= 0) eo.max_num_seqs = seqs;
+    if (eo.max_num_batched_tokens <= 0) eo.max_num_batched_tokens = tokens;
     if (log_level) {
         int level = sl_log_parse_level(log_level);
         if (level < 0) {
