@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from conftest import DEFAULT_MODEL, FIXTURES, load_json, need_default_model
+from conftest import DEFAULT_MODEL, EXACT, FIXTURES, load_json, need_default_model
 
 from shardlm import LLM, SamplingParams, _lib
 
@@ -28,7 +28,7 @@ LOGPROB_TOL = 2e-3
 
 
 def small_llm(model=GQA, **kw):
-    return LLM(model=model, quiet=True, max_model_len=128, kv_cache_memory="64M", **kw)
+    return LLM(model=model, quiet=True, max_model_len=128, kv_cache_memory="64M", **EXACT, **kw)
 
 
 def sampled(llm, prompts, **kw):
@@ -150,7 +150,8 @@ def test_dtype_float32_on_smollm2_keeps_its_greedy_text():
     need_default_model()
     golden = load_json(FIXTURES, "smollm2", "golden.json")
     cases = [c for c in golden["cases"] if "text" in c]
-    with LLM(model=DEFAULT_MODEL, quiet=True, max_model_len=256, kv_cache_memory="128M", dtype="float32") as llm:
+    with LLM(model=DEFAULT_MODEL, quiet=True, max_model_len=256, kv_cache_memory="128M", dtype="float32",
+             **EXACT) as llm:
         outs = llm.generate([c["text"] for c in cases], SamplingParams(temperature=0, ignore_eos=True,
                             max_tokens=golden["max_new_tokens"]), use_tqdm=False)
     for case, out in zip(cases, outs):

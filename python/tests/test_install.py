@@ -64,7 +64,7 @@ def test_pip_install_then_import_from_elsewhere(installed, tmp_path):
     seq = load_json(FIXTURES, "llama_gqa", "golden.json")["sequences"][0]
     code = ("import shardlm, sys\n"
             "assert shardlm.__file__.startswith(sys.argv[1]), shardlm.__file__\n"
-            "llm = shardlm.LLM(model=sys.argv[2], quiet=True)\n"
+            "llm = shardlm.LLM(model=sys.argv[2], quiet=True, device='cpu')\n"
             f"out = llm.generate({{'prompt_token_ids': {seq['prompt']}}}, "
             "shardlm.SamplingParams(temperature=0, ignore_eos=True), use_tqdm=False)\n"
             "print(out[0].outputs[0].token_ids)\n")
@@ -99,7 +99,8 @@ def workers():
             pass
     return n
 
-with shardlm.LLM(model=model, tensor_parallel_size=2, quiet=True, max_model_len=128, kv_cache_memory="64M") as llm:
+with shardlm.LLM(model=model, tensor_parallel_size=2, quiet=True, max_model_len=128, kv_cache_memory="64M",
+                 device="cpu") as llm:
     print("workers", workers())
     out = llm.generate({"prompt_token_ids": prompt}, shardlm.SamplingParams(temperature=0, max_tokens=16,
                        ignore_eos=True), use_tqdm=False)

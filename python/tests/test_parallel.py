@@ -17,7 +17,8 @@ import sys
 from shardlm import LLM, SamplingParams
 tp, pp, model = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 prompts = [{"prompt_token_ids": [int(t) for t in p.split(",")]} for p in sys.argv[4:]]
-with LLM(model=model, tensor_parallel_size=tp, pipeline_parallel_size=pp, quiet=True, max_model_len=128, kv_cache_memory="64M") as llm:
+with LLM(model=model, tensor_parallel_size=tp, pipeline_parallel_size=pp, quiet=True, max_model_len=128, kv_cache_memory="64M",
+         device="cpu") as llm:
     outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True), use_tqdm=False)
 for o in outs:
     print(" ".join(map(str, o.outputs[0].token_ids)))
