@@ -187,7 +187,7 @@ static json_t *chat_message(const sl_gen *g, const sl_gen_choice *c, int *called
     if (g->tools.mode == SL_TOOLS_NONE)
         return json_pack("{s:s, s:s#, s:[]}", "role", "assistant", "content", text, c->text.len, "tool_calls");
     sl_tool_result r;
-    if (sl_tool_parse(g->tools.format, g->tools.function, text, c->text.len, &r)) return NULL;
+    if (sl_tool_parse(g->tools.format, g->tools.function, g->tools.first_only, text, c->text.len, &r)) return NULL;
     json_t *calls = json_array();
     for (int i = 0; calls && i < r.n_calls; i++) json_array_append_new(calls, tool_call_json(&r.calls[i]));
     json_t *content = r.content ? json_stringn(r.content, r.content_len) : json_null();
@@ -272,7 +272,7 @@ static void put_chunk(sl_gen *g, json_t *choice) {
 static void stream_start(sl_gen *g) {
     for (int i = 0; i < g->n_subs * g->n_per; i++) {
         if (g->kind == SL_GEN_CHAT && g->tools.mode != SL_TOOLS_NONE) /* NULL (out of memory): plain text */
-            g->choices[i].tool_stream = sl_tool_stream_new(g->tools.format, g->tools.function);
+            g->choices[i].tool_stream = sl_tool_stream_new(g->tools.format, g->tools.function, g->tools.first_only);
         if (g->kind == SL_GEN_CHAT) {
             put_chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", i, "delta", "role", "assistant",
                                    "content", "", "logprobs", "finish_reason"));

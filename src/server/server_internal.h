@@ -98,6 +98,7 @@ typedef enum { SL_TOOLS_NONE, SL_TOOLS_AUTO, SL_TOOLS_REQUIRED, SL_TOOLS_NAMED }
 typedef struct sl_server_tools {
     sl_tools_mode mode;             /* NONE: plain text, no calls read */
     sl_tool_format format;          /* how calls are read out of the output */
+    int first_only;                 /* parallel_tool_calls false: the first call only (tool_parser.h) */
     char *function;                 /* NAMED: the function's name (owned) */
 } sl_server_tools;
 

@@ -31,7 +31,7 @@
  * the output ends without calls. So "Sure.\n<tool_call>..." gives the
  * content "Sure." and a plain answer is sent unchanged.
  *
- * SL_TOOL_FIRST_ONLY: calls after the first are read all the same (so a
+ * first_only: calls after the first are read all the same (so a
  * broken one still breaks the output, as in vLLM, which filters after
  * parsing), but their deltas are not sent. */
 #include "server/tool_parser.h"
@@ -88,7 +88,7 @@ struct sl_tool_stream {
     size_t held_from, held_to;  /* whitespace held back (empty when equal) */
     call_rec *calls;            /* calls started */
     int n_calls, cap_calls;
-    int first_only;             /* SL_TOOL_FIRST_ONLY: deltas of calls after the first are not sent */
+    int first_only;             /* deltas of calls after the first are not sent */
     int failed, ended, oom;
     sl_tool_delta *out;         /* this feed's deltas */
     int n_out, cap_out;
@@ -96,11 +96,11 @@ struct sl_tool_stream {
     int n_owned, cap_owned;
 };
 
-sl_tool_stream *sl_tool_stream_new(sl_tool_format format, const char *function) {
+sl_tool_stream *sl_tool_stream_new(sl_tool_format format, const char *function, int first_only) {
     sl_tool_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    s->first_only = (format & SL_TOOL_FIRST_ONLY) != 0;
-    s->format = format = (sl_tool_format)(format & ~SL_TOOL_FIRST_ONLY);
+    s->first_only = first_only;
+    s->format = format;
     s->ph = format == SL_TOOL_REQUIRED ? PH_OPEN : PH_CONTENT;
     if (format == SL_TOOL_LLAMA3_JSON || format == SL_TOOL_PYTHONIC) s->ph = PH_START;
     if (format == SL_TOOL_NAMED && !(s->function = strdup(function ? function : ""))) {
@@ -1029,9 +1029,10 @@ void sl_tool_result_free(sl_tool_result *r) {
     *r = (sl_tool_result){0};
 }
 
-int sl_tool_parse(sl_tool_format format, const char *function, const char *text, size_t n, sl_tool_result *out) {
+int sl_tool_parse(sl_tool_format format, const char *function, int first_only, const char *text, size_t n,
+                  sl_tool_result *out) {
     *out = (sl_tool_result){0};
-    sl_tool_stream *s = sl_tool_stream_new(format, function);
+    sl_tool_stream *s = sl_tool_stream_new(format, function, first_only);
     if (!s) return SL_ENOMEM;
     const sl_tool_delta *d;
     int nd, rc = sl_tool_stream_feed(s, text, n, 1, &d, &nd);

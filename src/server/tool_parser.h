@@ -28,10 +28,6 @@ typedef enum {
     SL_TOOL_PYTHONIC,    /* the whole output is [f(a="x", b=[1, None]), g()] (Llama 3.2, Llama 4) */
     SL_TOOL_REQUIRED,    /* the whole output is [{"name": .., "parameters": ..}, ..] (tool_choice "required") */
     SL_TOOL_NAMED,       /* the whole output is the arguments of one call (tool_choice names the function) */
-    /* Or'd into a format (parallel_tool_calls false): every call is still read
-     * (a malformed later one still makes the output content), but only the
-     * first is returned or streamed, as vLLM filters them. */
-    SL_TOOL_FIRST_ONLY = 1 << 8,
 } sl_tool_format;
 
 /* The --tool-call-parser names: 0 and *out set, or -1 for an unknown name. */
@@ -54,15 +50,17 @@ typedef struct sl_tool_delta {
 
 typedef struct sl_tool_stream sl_tool_stream;
 
-/* format: one of the formats, with SL_TOOL_FIRST_ONLY or not; function: the
- * called function's name for SL_TOOL_NAMED (copied), else NULL. NULL when out of memory. */
-sl_tool_stream *sl_tool_stream_new(sl_tool_format format, const char *function);
+/* function: the called function's name for SL_TOOL_NAMED (copied), else NULL.
+ * first_only (parallel_tool_calls false): every call is still read (a
+ * malformed later one still makes the output content), but only the first is
+ * returned or streamed, as vLLM filters them. NULL when out of memory. */
+sl_tool_stream *sl_tool_stream_new(sl_tool_format format, const char *function, int first_only);
 void sl_tool_stream_free(sl_tool_stream *s);
 /* Adds n bytes of output (final: the output ended with them). *deltas, valid
  * until the next call, is what can be sent now. 0, or SL_ENOMEM. */
 int sl_tool_stream_feed(sl_tool_stream *s, const char *text, size_t n, int final, const sl_tool_delta **deltas,
                         int *n_deltas);
-/* Calls started so far (SL_TOOL_DELTA_CALL sent; at most 1 with SL_TOOL_FIRST_ONLY). */
+/* Calls started so far (SL_TOOL_DELTA_CALL sent; at most 1 with first_only). */
 int sl_tool_stream_calls(const sl_tool_stream *s);
 /* 1 once a call turned out malformed (the rest went out as content). */
 int sl_tool_stream_failed(const sl_tool_stream *s);
@@ -80,7 +78,8 @@ typedef struct sl_tool_result {
 } sl_tool_result;
 
 /* Reads the whole output. 0, or SL_ENOMEM. */
-int sl_tool_parse(sl_tool_format format, const char *function, const char *text, size_t n, sl_tool_result *out);
+int sl_tool_parse(sl_tool_format format, const char *function, int first_only, const char *text, size_t n,
+                  sl_tool_result *out);
 /* Appends deltas to r as a client assembles a stream (content concatenated,
  * arguments per call); r starts zeroed. 0, or SL_ENOMEM. */
 int sl_tool_result_add(sl_tool_result *r, const sl_tool_delta *deltas, int n_deltas);

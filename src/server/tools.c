@@ -244,14 +244,14 @@ int sl_server_tools_parse(const sl_server *s, const json_t *body, sl_server_para
     if (t->mode == SL_TOOLS_REQUIRED || t->mode == SL_TOOLS_NAMED) {
         if ((rc = force_calls(tools, t->mode, named, parallel, &p->guide, err, param))) return rc;
     }
-    int only = parallel ? 0 : SL_TOOL_FIRST_ONLY;
+    t->first_only = !parallel;
     switch (t->mode) {
     case SL_TOOLS_NONE: return SL_OK;
     case SL_TOOLS_AUTO:
-        t->format = (sl_tool_format)(s->tool_format | only);
-        if (s->tool_format == SL_TOOL_HERMES || s->tool_format == SL_TOOL_MISTRAL) p->sampling.skip_special_tokens = 0;
+        t->format = s->tool_format;
+        if (t->format == SL_TOOL_HERMES || t->format == SL_TOOL_MISTRAL) p->sampling.skip_special_tokens = 0;
         return SL_OK;
-    case SL_TOOLS_REQUIRED: t->format = (sl_tool_format)(SL_TOOL_REQUIRED | only); return SL_OK;
+    case SL_TOOLS_REQUIRED: t->format = SL_TOOL_REQUIRED; return SL_OK;
     case SL_TOOLS_NAMED: break;
     }
     t->format = SL_TOOL_NAMED;

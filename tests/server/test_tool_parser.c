@@ -8,7 +8,7 @@
  * with markers and brackets inside strings, content with pieces of
  * markers; pythonic calls with nested literals, both quotes and escapes,
  * their JSON written beside them) cut at random points read back exactly
- * their calls. SL_TOOL_FIRST_ONLY (parallel_tool_calls false) returns the
+ * their calls. first_only (parallel_tool_calls false) returns the
  * first call of each, whole and streamed alike. */
 #include "server/tool_parser.h"
 #include "test.h"
@@ -19,7 +19,7 @@ typedef struct want_call {
 
 typedef struct tcase {
     const char *what;
-    sl_tool_format format;
+    int format;           /* an sl_tool_format, FIRST_ONLY() for parallel_tool_calls false */
     const char *function; /* SL_TOOL_NAMED */
     const char *text;
     const char *content;  /* NULL: none */
@@ -27,7 +27,17 @@ typedef struct tcase {
     want_call calls[3];
 } tcase;
 
-#define FIRST_ONLY(f) ((sl_tool_format)((f) | SL_TOOL_FIRST_ONLY))
+/* A case's format with parallel_tool_calls false: the format, plus this bit for first_only. */
+#define FIRST_ONLY_BIT 0x100
+#define FIRST_ONLY(f) ((f) | FIRST_ONLY_BIT)
+
+static sl_tool_stream *stream_new(int format, const char *function) {
+    return sl_tool_stream_new((sl_tool_format)(format & ~FIRST_ONLY_BIT), function, (format & FIRST_ONLY_BIT) != 0);
+}
+static int parse(int format, const char *function, const char *text, size_t n, sl_tool_result *out) {
+    return sl_tool_parse((sl_tool_format)(format & ~FIRST_ONLY_BIT), function, (format & FIRST_ONLY_BIT) != 0, text, n,
+                         out);
+}
 
 static const tcase CASES[] = {
     {"hermes: content then a call", SL_TOOL_HERMES, NULL,
@@ -167,7 +177,7 @@ static void check_expected(const tcase *t, const sl_tool_result *r) {
     for (int i = 0; i < r->n_calls && i < t->n_calls; i++) {
         CHECK_STR(r->calls[i].name, t->calls[i].name);
         CHECK_STR(r->calls[i].arguments, t->calls[i].arguments);
-        if ((t->format & ~SL_TOOL_FIRST_ONLY) == SL_TOOL_MISTRAL) CHECK_EQ_INT(strlen(r->calls[i].id), 9);
+        if ((t->format & ~FIRST_ONLY_BIT) == SL_TOOL_MISTRAL) CHECK_EQ_INT(strlen(r->calls[i].id), 9);
         else CHECK(strncmp(r->calls[i].id, "chatcmpl-tool-", 14) == 0 && strlen(r->calls[i].id) == 14 + 32);
     }
 }
@@ -193,7 +203,7 @@ static void collect(collector *c, const sl_tool_delta *d, int n) {
  * assembled as a client assembles them. */
 static void stream_pieces(const tcase *t, const size_t *cuts, int n_cuts, collector *c) {
     *c = (collector){.ok = 1};
-    sl_tool_stream *s = sl_tool_stream_new(t->format, t->function);
+    sl_tool_stream *s = stream_new(t->format, t->function);
     size_t n = strlen(t->text), at = 0;
     const sl_tool_delta *d;
     int nd;
@@ -229,7 +239,7 @@ static void check_same(const tcase *t, const sl_tool_result *whole, const collec
 static void test_whole_outputs(void) {
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         sl_tool_result r;
-        CHECK_EQ_INT(sl_tool_parse(CASES[i].format, CASES[i].function, CASES[i].text, strlen(CASES[i].text), &r), 0);
+        CHECK_EQ_INT(parse(CASES[i].format, CASES[i].function, CASES[i].text, strlen(CASES[i].text), &r), 0);
         check_expected(&CASES[i], &r);
         sl_tool_result_free(&r);
     }
@@ -239,7 +249,7 @@ static void test_split_everywhere(void) {
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         const tcase *t = &CASES[i];
         sl_tool_result whole;
-        CHECK_EQ_INT(sl_tool_parse(t->format, t->function, t->text, strlen(t->text), &whole), 0);
+        CHECK_EQ_INT(parse(t->format, t->function, t->text, strlen(t->text), &whole), 0);
         size_t n = strlen(t->text);
         for (size_t cut = 0; cut <= n; cut++) {
             collector c;
@@ -260,7 +270,7 @@ static void test_split_everywhere(void) {
 
 /* Text that may begin a call waits; content never carries a marker. */
 static void test_holds_back(void) {
-    sl_tool_stream *s = sl_tool_stream_new(SL_TOOL_HERMES, NULL);
+    sl_tool_stream *s = stream_new(SL_TOOL_HERMES, NULL);
     const sl_tool_delta *d;
     int n;
 #define FEED(text, final) sl_tool_stream_feed(s, text, strlen(text), final, &d, &n)
@@ -279,7 +289,7 @@ static void test_holds_back(void) {
     sl_tool_stream_free(s);
 
     /* llama3_json decides nothing until the first non-blank byte */
-    s = sl_tool_stream_new(SL_TOOL_LLAMA3_JSON, NULL);
+    s = stream_new(SL_TOOL_LLAMA3_JSON, NULL);
     CHECK_EQ_INT(FEED("\n <|python", 0), 0);
     CHECK_EQ_INT(n, 0);
     CHECK_EQ_INT(FEED("_tag|>{\"name\": \"f\"", 0), 0);
@@ -287,13 +297,13 @@ static void test_holds_back(void) {
     sl_tool_stream_free(s);
 
     /* a named call starts at the first byte */
-    s = sl_tool_stream_new(SL_TOOL_NAMED, "f");
+    s = stream_new(SL_TOOL_NAMED, "f");
     CHECK_EQ_INT(FEED("{", 0), 0);
     CHECK(n == 2 && d[0].kind == SL_TOOL_DELTA_CALL && d[1].kind == SL_TOOL_DELTA_ARGS && d[1].n == 1);
     sl_tool_stream_free(s);
 
     /* a pythonic call starts with its first keyword; a number waits for its end */
-    s = sl_tool_stream_new(SL_TOOL_PYTHONIC, NULL);
+    s = stream_new(SL_TOOL_PYTHONIC, NULL);
     CHECK_EQ_INT(FEED(" [get_weather(", 0), 0);
     CHECK_EQ_INT(n, 0);
     CHECK_EQ_INT(FEED("city=", 0), 0);
@@ -309,7 +319,7 @@ static void test_holds_back(void) {
     sl_tool_stream_free(s);
 
     /* text that looks like a call until its arguments: no call was ever sent */
-    s = sl_tool_stream_new(SL_TOOL_PYTHONIC, NULL);
+    s = stream_new(SL_TOOL_PYTHONIC, NULL);
     CHECK_EQ_INT(FEED("[see(this", 0), 0);
     CHECK_EQ_INT(n, 0);
     CHECK_EQ_INT(FEED(") page]", 1), 0);
@@ -323,7 +333,7 @@ static void test_holds_back(void) {
 static void test_first_only(void) {
     static const char text[] = "<tool_call>{\"name\": \"a\"}</tool_call><tool_call>{\"name\": \"b\", \"arguments\": "
                                "{\"x\": 1}}</tool_call>";
-    sl_tool_stream *s = sl_tool_stream_new(FIRST_ONLY(SL_TOOL_HERMES), NULL);
+    sl_tool_stream *s = stream_new(FIRST_ONLY(SL_TOOL_HERMES), NULL);
     const sl_tool_delta *d;
     int n;
     CHECK_EQ_INT(sl_tool_stream_feed(s, text, sizeof text - 1, 1, &d, &n), 0);
@@ -334,18 +344,18 @@ static void test_first_only(void) {
     sl_tool_stream_free(s);
     /* without the flag both come back */
     sl_tool_result r;
-    CHECK_EQ_INT(sl_tool_parse(SL_TOOL_HERMES, NULL, text, sizeof text - 1, &r), 0);
+    CHECK_EQ_INT(parse(SL_TOOL_HERMES, NULL, text, sizeof text - 1, &r), 0);
     CHECK_EQ_INT(r.n_calls, 2);
     sl_tool_result_free(&r);
     /* a named function is one call either way */
-    CHECK_EQ_INT(sl_tool_parse(FIRST_ONLY(SL_TOOL_NAMED), "f", "{\"a\": 1}", 8, &r), 0);
+    CHECK_EQ_INT(parse(FIRST_ONLY(SL_TOOL_NAMED), "f", "{\"a\": 1}", 8, &r), 0);
     CHECK(r.n_calls == 1 && strcmp(r.calls[0].name, "f") == 0 && strcmp(r.calls[0].arguments, "{\"a\": 1}") == 0);
     sl_tool_result_free(&r);
 }
 
 /* A broken call in a stream: what was not sent goes out as content. */
 static void test_broken_stream(void) {
-    sl_tool_stream *s = sl_tool_stream_new(SL_TOOL_HERMES, NULL);
+    sl_tool_stream *s = stream_new(SL_TOOL_HERMES, NULL);
     const sl_tool_delta *d;
     int n;
     CHECK_EQ_INT(sl_tool_stream_feed(s, "Hi <tool_call> not json", 23, 1, &d, &n), 0);
@@ -392,8 +402,8 @@ static void test_random(void) {
             n += k;
             if (((seed >> 20) & 7) == 0) break;
         }
-        sl_tool_format f = (sl_tool_format)(round % 6 | (round / 6 % 2 ? SL_TOOL_FIRST_ONLY : 0));
-        sl_tool_stream *s = sl_tool_stream_new(f, "fn");
+        const int f = round % 6 | (round / 6 % 2 ? FIRST_ONLY_BIT : 0);
+        sl_tool_stream *s = stream_new(f, "fn");
         size_t at = 0;
         while (at < n) {
             seed = seed * 1103515245u + 12345u;
@@ -405,7 +415,7 @@ static void test_random(void) {
             at += k;
         }
         sl_tool_result r;
-        CHECK_EQ_INT(sl_tool_parse(f, "fn", text, n, &r), 0);
+        CHECK_EQ_INT(parse(f, "fn", text, n, &r), 0);
         sl_tool_result_free(&r);
         sl_tool_stream_free(s);
     }
@@ -598,11 +608,12 @@ static void test_random_well_formed(void) {
     text t, args[3];
     int bad = 0;
     for (int round = 0; round < 5000 && bad < 5; round++) {
-        sl_tool_format base = formats[round % 5], f = round / 5 % 3 == 2 ? FIRST_ONLY(base) : base;
+        const sl_tool_format base = formats[round % 5];
+        const int first_only = round / 5 % 3 == 2, f = first_only ? FIRST_ONLY((int)base) : (int)base;
         int n_calls;
         if (!(base == SL_TOOL_PYTHONIC ? make_pythonic(&r, &t, args, &n_calls) : make_output(&r, base, &t, args, &n_calls)))
             continue;
-        if (f != base) n_calls = 1; /* the first call only */
+        if (first_only) n_calls = 1;
         tcase c = {.what = "random", .format = f, .text = t.b};
         size_t cuts[8];
         int n_cuts = (int)next(&r, 8);
@@ -615,7 +626,7 @@ static void test_random_well_formed(void) {
             }
         sl_tool_result whole;
         collector col;
-        CHECK_EQ_INT(sl_tool_parse(f, NULL, t.b, t.n, &whole), 0);
+        CHECK_EQ_INT(parse(f, NULL, t.b, t.n, &whole), 0);
         stream_pieces(&c, cuts, n_cuts, &col);
         int ok = whole.n_calls == n_calls && col.ok && col.r.n_calls == n_calls &&
                  same_text(whole.content, col.r.content);
