@@ -27,7 +27,10 @@ typedef struct mpi_tensors {
 
 static int check(const mpi_tensors *t, int64_t n, sl_dtype dtype, sl_err *err) {
     if (dtype != SL_DTYPE_F32)
-        return sl_err_set(err, SL_ENOTSUP, "the MPI tensor communicator moves float32 (16-bit tensors only all-reduced through its pinned buffer), not %s", sl_dtype_name(dtype));
+        return sl_err_set(err, SL_ENOTSUP,
+                          "the MPI tensor communicator moves float32 (16-bit tensors only all-reduced through its "
+                          "pinned buffer), not %s",
+                          sl_dtype_name(dtype));
     if ((size_t)n * sizeof(float) > t->max_bytes)
         return sl_err_set(err, SL_EINTERNAL, "a tensor of %lld elements exceeds the communicator's %zu bytes",
                           (long long)n, t->max_bytes);
