@@ -6,13 +6,16 @@ a named function give calls whose arguments validate against the tool's
 schema, a streamed call reassembles to the call of the same request not
 streamed, and "auto" with the hermes parser reads <tool_call> blocks (the
 model is held to writing one by a regex, since SmolLM2 was never taught
-to). These need the engine to apply the grammar (sl_guide)."""
+to), and the SDK's parse() with a Pydantic model returns it parsed. These need the
+engine to apply the grammar (sl_guide)."""
 import json
 import os
 import re
+from typing import Literal, Optional
 
 import jsonschema
 import openai
+import pydantic
 import pytest
 
 from serverlib import Server, curl
@@ -112,6 +115,33 @@ def test_streamed_json_equals_whole(client):
     text = "".join(ch.choices[0].delta.content or "" for ch in create(client, stream=True, **kw) if ch.choices)
     assert text == whole
     jsonschema.validate(json.loads(text), PERSON)
+
+
+class Pet(pydantic.BaseModel):
+    kind: Literal["cat", "dog", "fish"]
+    name: str = pydantic.Field(max_length=16)
+
+
+class Owner(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    age: int
+    pets: list[Pet] = pydantic.Field(max_length=2)
+    nickname: Optional[str] = pydantic.Field(max_length=12)
+
+
+def test_sdk_parse_pydantic_model(client):
+    """The SDK's own structured-output path: parse() turns the Pydantic model into its strict JSON
+    schema ($defs and $ref for Pet, anyOf with null for the Optional, every field required) and the
+    reply back into an Owner, greedy and sampled."""
+    for kw in ({"temperature": 0}, {"temperature": 0.8, "seed": 11, "n": 2}):
+        r = client.chat.completions.parse(model="SmolLM2-135M-Instruct", response_format=Owner, max_tokens=200,
+                                          messages=[{"role": "user", "content": "Describe a pet owner as JSON."}], **kw)
+        assert len(r.choices) == kw.get("n", 1)
+        for c in r.choices:
+            assert c.finish_reason == "stop", c
+            assert isinstance(c.message.parsed, Owner), c.message
+            assert c.message.parsed == Owner.model_validate_json(c.message.content)
+            assert len(c.message.parsed.pets) <= 2
 
 
 def test_invalid_grammar_is_400(server):
