@@ -83,10 +83,7 @@ int sl_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "shardlm serve: %s\n", err.msg);
         return 2;
     }
-    int seqs, tokens; /* a server's step limits where unset */
-    sl_engine_step_defaults(eo.backend, 1, &seqs, &tokens);
-    if (eo.max_num_seqs <= 0) eo.max_num_seqs = seqs;
-    if (eo.max_num_batched_tokens <= 0) eo.max_num_batched_tokens = tokens;
+    sl_engine_step_defaults(eo.backend, 1, &eo.max_num_seqs, &eo.max_num_batched_tokens); /* a server's, where unset */
     if (log_level) {
         int level = sl_log_parse_level(log_level);
         if (level < 0) {

@@ -385,13 +385,14 @@ static int open_engine(sl_engine *e, sl_err *err) {
 }
 
 void sl_engine_step_defaults(const char *backend, int serving, int *max_num_seqs, int *max_num_batched_tokens) {
+    if (*max_num_seqs > 0 && *max_num_batched_tokens > 0) return; /* nothing to fill: no GPU query */
     int gpus = 0;
     size_t bytes = 0;
     if (!backend) backend = sl_backend_default_name();
     if (strcmp(backend, "cpu") != 0) sl_backend_gpus(&gpus, &bytes);
     const bool large = gpus > 0 && (double)bytes >= 70.0 * 1073741824.0;
-    *max_num_seqs = large ? 512 : 256;
-    *max_num_batched_tokens = large && !serving ? 8192 : 2048;
+    if (*max_num_seqs <= 0) *max_num_seqs = large ? 512 : 256;
+    if (*max_num_batched_tokens <= 0) *max_num_batched_tokens = large && !serving ? 8192 : 2048;
 }
 
 static int copy_options(sl_engine *e, const sl_engine_options *o, sl_err *err) {
@@ -399,10 +400,7 @@ static int copy_options(sl_engine *e, const sl_engine_options *o, sl_err *err) {
     sl_engine_options *c = &e->opts;
     if (!c->backend) c->backend = sl_backend_default_name();
     if (c->block_size <= 0) c->block_size = 16;
-    int seqs, tokens;
-    sl_engine_step_defaults(c->backend, 0, &seqs, &tokens);
-    if (c->max_num_seqs <= 0) c->max_num_seqs = seqs;
-    if (c->max_num_batched_tokens <= 0) c->max_num_batched_tokens = tokens;
+    sl_engine_step_defaults(c->backend, 0, &c->max_num_seqs, &c->max_num_batched_tokens);
     if (c->max_num_batched_tokens < c->max_num_seqs) c->max_num_batched_tokens = c->max_num_seqs;
     if (c->tensor_parallel_size <= 0) c->tensor_parallel_size = 1;
     if (c->pipeline_parallel_size <= 0) c->pipeline_parallel_size = 1;

@@ -165,13 +165,18 @@ static void json_chars(char *out, size_t cap, unsigned k, int close) {
     if (close) snprintf(out + n, cap - n, "\"");
 }
 
+/* {BODY,"minWHAT":min,"maxWHAT":max} (no max where max < 0). */
+static void bounded_schema(char *out, size_t cap, const char *body, const char *what, int min, int max) {
+    int n = snprintf(out, cap, "{%s,\"min%s\":%d", body, what, min);
+    if (max >= 0) n += snprintf(out + n, cap - (size_t)n, ",\"max%s\":%d", what, max);
+    snprintf(out + n, cap - (size_t)n, "}");
+}
+
 static void test_repeat_bounds(void) {
     static const struct { int min, max; } strs[] = {{0, 0}, {0, 3}, {2, 5}, {5, 5}, {3, -1}, {1, 40}, {0, 1}, {1, 1}};
     char text[4096], sch[160];
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        int n = snprintf(sch, sizeof sch, "{\"type\":\"string\",\"minLength\":%d", strs[i].min);
-        if (strs[i].max >= 0) n += snprintf(sch + n, sizeof sch - (size_t)n, ",\"maxLength\":%d", strs[i].max);
-        snprintf(sch + n, sizeof sch - (size_t)n, "}");
+        bounded_schema(sch, sizeof sch, "\"type\":\"string\"", "Length", strs[i].min, strs[i].max);
         sl_grammar *g = schema(sch);
         sl_matcher *m;
         CHECK(g != NULL);
@@ -191,9 +196,8 @@ static void test_repeat_bounds(void) {
 
     static const struct { int min, max; } arrs[] = {{0, 0}, {0, 2}, {1, 1}, {2, 4}, {3, -1}, {0, 1}};
     for (size_t i = 0; i < sizeof arrs / sizeof arrs[0]; i++) {
-        int n = snprintf(sch, sizeof sch, "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":%d", arrs[i].min);
-        if (arrs[i].max >= 0) n += snprintf(sch + n, sizeof sch - (size_t)n, ",\"maxItems\":%d", arrs[i].max);
-        snprintf(sch + n, sizeof sch - (size_t)n, "}");
+        bounded_schema(sch, sizeof sch, "\"type\":\"array\",\"items\":{\"type\":\"integer\"}", "Items", arrs[i].min,
+                       arrs[i].max);
         sl_grammar *g = schema(sch);
         sl_matcher *m;
         CHECK(g != NULL);

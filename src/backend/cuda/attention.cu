@@ -101,24 +101,6 @@ constexpr float LOG2E = 1.4426950408889634f;
 
 /* ---- elements ---- */
 
-/* Two 16-bit elements of a 32-bit word (the lower one first) as floats. */
-template <typename T> __device__ inline float2 widen_pair(uint32_t w) {
-    if constexpr (std::is_same_v<T, __half>)
-        return __half22float2(__halves2half2(__ushort_as_half((unsigned short)(w & 0xffffu)),
-                                             __ushort_as_half((unsigned short)(w >> 16))));
-    else
-        return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
-}
-
-/* Two floats rounded to nearest even, as a word of two 16-bit elements. */
-template <typename T> __device__ inline uint32_t narrow_pair(float a, float b) {
-    if constexpr (std::is_same_v<T, __half>)
-        return (uint32_t)__half_as_ushort(__float2half_rn(a)) | (uint32_t)__half_as_ushort(__float2half_rn(b)) << 16;
-    else
-        return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(a)) |
-               (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(b)) << 16;
-}
-
 /* The 16 bytes at u as 16 / sizeof(T) floats. */
 template <typename T> __device__ inline void widen16(uint4 u, float *f) {
     if constexpr (sizeof(T) == 4) {

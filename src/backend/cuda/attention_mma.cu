@@ -111,22 +111,10 @@ struct mma_params {
 
 /* ---- 16-bit pairs and the tensor-core instructions ---- */
 
-/* Two floats rounded to nearest even, as a word of two T (the first in the low half). */
-template <typename T> __device__ inline uint32_t narrow_pair(float lo, float hi) {
-    if constexpr (std::is_same_v<T, __half>)
-        return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
-    else
-        return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-               (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16;
-}
-
 /* The sum of a word's two T as floats. */
 template <typename T> __device__ inline float pair_sum(uint32_t w) {
-    if constexpr (std::is_same_v<T, __half>)
-        return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))) +
-               __half2float(__ushort_as_half((unsigned short)(w >> 16)));
-    else
-        return __uint_as_float(w << 16) + __uint_as_float(w & 0xffff0000u);
+    const float2 x = widen_pair<T>(w);
+    return x.x + x.y;
 }
 
 /* c += A B for one m16n8k16: A four words, B two, C four floats (layouts at the top of the file). */
