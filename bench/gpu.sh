@@ -2,7 +2,7 @@
 # gpu.sh -- on a machine with an NVIDIA GPU: the GPU tests, then the benchmarks
 # of the Llama-3.1-8B shape beside the peers, in one run, ending with one table.
 #
-#   bench/gpu.sh [PARTS...]      PARTS: tests python layouts bench throughput serve structured preflight peers
+#   bench/gpu.sh [PARTS...]      PARTS: tests python layouts nccl bench throughput serve structured preflight peers
 #                                (default: all)
 #
 # layouts: every layout on the one GPU, ranks sharing it (tensors staged through
@@ -11,6 +11,11 @@
 # --dtype float32, greedy tokens equal to tp=1 (up to a near tie: the two tokens'
 # logprobs within the tolerance) and top-5 logprobs within
 # $LAYOUT_TOL_BF16 / $LAYOUT_TOL.
+#
+# nccl: NCCL's bf16 all-reduce at a decode step's sizes (rows 1..256 x $NCCL_HIDDEN, default 4096),
+# each variant (default, NCCL_PROTO=LL/LL128/Simple, registered and symmetric buffers) eager and in
+# CUDA graphs (bench/nccl_allreduce.c): one rank (a world of 1) into $RESULTS/nccl_allreduce.json; where
+# several GPUs are visible, one rank on each too, into nccl_allreduce_np<N>.json.
 #
 # structured: bench/structured/bench_structured.py on the 8B shape, $STRUCTURED_SEQS
 # (default 256) JSON-schema requests at once against as many unconstrained ones.
@@ -34,7 +39,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-parts=${*:-tests python layouts bench throughput serve structured preflight peers}
+parts=${*:-tests python layouts nccl bench throughput serve structured preflight peers}
 want() { [[ " $parts " == *" $1 "* ]]; }
 MODELS=${MODELS:-/tmp/shardlm-models}
 TOKENIZERS=${TOKENIZERS:-$root/../shared/tokenizers}
@@ -110,6 +115,26 @@ if want layouts; then
   layouts mistral_5layer_bf16 "" "${LAYOUT_TOL_BF16:-0.1}" mistral_5layer 4x1 1x3
   layouts llama_mha_bias_bf16 "" "${LAYOUT_TOL_BF16:-0.1}" llama_mha_bias 3x1
   layouts llama_gqa_f32 "--dtype float32" "${LAYOUT_TOL:-2e-3}" llama_gqa 2x1 1x2 2x2
+fi
+
+# ---- NCCL's all-reduce at the decode step's sizes: one rank, then one on each GPU where there are several ----
+if want nccl; then
+  rm -f "$RESULTS"/nccl_allreduce*.json # no figures of an earlier run's GPU count in this run's table
+  nb=$bin/nccl_allreduce_bench
+  [ -x "$nb" ] || nb=$bin/bench/nccl_allreduce_bench
+  [ -x "$nb" ] || [ -n "${SHARDLM_BIN:-}" ] || cmake --build "$bin" -j "$(nproc)" --target nccl_allreduce_bench >/dev/null
+  if [ ! -x "$nb" ]; then
+    echo "FAIL nccl: no nccl_allreduce_bench in $bin (a build without NCCL?)"; status=1
+  else
+    timeout 300 "$nb" --hidden "${NCCL_HIDDEN:-4096}" --json "$RESULTS/nccl_allreduce.json" 2>&1 |
+      tee "$RESULTS/nccl_allreduce.txt" || { echo "FAIL nccl (one rank)"; status=1; }
+    ngpu=$(nvidia-smi -L | grep -c '^GPU')
+    if [ "$ngpu" -gt 1 ] && command -v mpirun >/dev/null; then
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 600 mpirun --bind-to none -np "$ngpu" \
+        "$nb" --hidden "${NCCL_HIDDEN:-4096}" --json "$RESULTS/nccl_allreduce_np$ngpu.json" 2>&1 |
+        tee "$RESULTS/nccl_allreduce_np$ngpu.txt" || { echo "FAIL nccl ($ngpu ranks)"; status=1; }
+    fi
+  fi
 fi
 
 model=$MODELS/llama-3.1-8b
@@ -216,6 +241,14 @@ try:
               f"{r['guided_tok_s']:.0f} / {r['unconstrained_tok_s']:.0f} = {r['ratio']:.3f} | |")
 except (OSError, ValueError, KeyError):
     pass
+for name in sorted(n for n in os.listdir(d) if re.fullmatch(r"nccl_allreduce(_np\d+)?\.json", n)):
+    nc = load(name)
+    v = next((v for v in nc.get("variants", []) if v["name"] == "default" and v["status"] == "ok"), None)
+    if not v: continue
+    fmt = lambda s: f"{s['eager_median_us']:.2f}" + (f" / {s['graph_median_us']:.2f}" if s.get("graph_median_us") is not None else " / -")
+    cells = ", ".join(f"{s['rows']} row{'s' if s['rows'] > 1 else ''} {fmt(s)}" for s in v["sizes"] if s["rows"] in (1, 8, 64, 256))
+    print(f"| NCCL all-reduce, {nc['world_size']} rank{'s' if nc['world_size'] > 1 else ''}, bf16 x {nc['hidden']}: "
+          f"eager / graph median (us a call) | {cells} | |")
 try:
     sb = open(os.path.join(d, "serve_bench.txt")).read()
     get = lambda label: (re.search(re.escape(label) + r"\s+([\d.]+)", sb) or [None, "?"])[1]
