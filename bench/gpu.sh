@@ -224,7 +224,7 @@ gpu = open(os.path.join(d, "gpu.txt")).read().strip() if os.path.exists(os.path.
 print(f"\n| Llama-3.1-8B shape, bf16 | shardlm ({commit}) | peers, same run |  ({gpu})")
 print("| --- | --- | --- |")
 if dec:
-    w = dec.get("weight_gb", 0)
+    w = dec.get("step_read_gb", 0)
     share = f", {100 * dec['decode_tok_s'] * w / bw:.0f}% of {bw:.0f} GB/s read" if bw and w else ""
     m = re.search(r'"decode_tokps_b1": ([\d.]+)', ts)
     print(f"| batch-1 decode (128 in, 256 out) | {dec['decode_tok_s']:.1f} tok/s{share} | "

@@ -113,6 +113,7 @@ typedef struct sl_engine_info {
     int n_threads;                    /* CPU threads per rank */
     const char *kv_cache_dtype;       /* "float32", "bfloat16" or "float16" */
     const char *device;               /* "cpu" or "cuda" */
+    int64_t step_read_bytes;          /* weights a decode step reads: all but the embedding's unread rows */
 } sl_engine_info;
 SL_API void sl_engine_get_info(const sl_engine *e, sl_engine_info *info);
 

@@ -74,6 +74,7 @@ class EngineInfo(ctypes.Structure):
         ("n_threads", c_int),
         ("kv_cache_dtype", c_char_p),
         ("device", c_char_p),
+        ("step_read_bytes", ctypes.c_int64),
     ]
 
 

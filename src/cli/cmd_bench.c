@@ -167,7 +167,7 @@ static int bench_latency(sl_engine *e, const bench_flags *f) {
         const bool cpu = strcmp(info.device, "cpu") == 0;
         double bw = cpu ? measure_read_bandwidth_gbs(info.n_threads, info.weight_bytes) : NAN;
         /* a decode step reads every weight once (plus the KV cache, small here) */
-        double step_gb = (double)info.weight_bytes / 1e9, limit = bw / step_gb * f->batch_size;
+        double step_gb = (double)info.step_read_bytes / 1e9, limit = bw / step_gb * f->batch_size;
         printf("model %s, batch %d, input %d, output %d, %d threads\n", info.model_name, f->batch_size, f->input_len,
                f->output_len, info.n_threads);
         printf("prefill: %.1f tokens/s (median of %d)\n", p, iters);
@@ -187,7 +187,7 @@ static int bench_latency(sl_engine *e, const bench_flags *f) {
             FILE *out = fopen(f->output_json, "w");
             if (out) {
                 fprintf(out, "{\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"read_bw_gbs\": %.2f, "
-                        "\"weight_gb\": %.4f, \"limit_tok_s\": %.2f, \"batch\": %d, \"threads\": %d, \"device\": \"%s\"}\n",
+                        "\"step_read_gb\": %.4f, \"limit_tok_s\": %.2f, \"batch\": %d, \"threads\": %d, \"device\": \"%s\"}\n",
                         p, d, cpu ? bw : 0.0, step_gb, cpu ? limit : 0.0, f->batch_size, info.n_threads, info.device);
                 fclose(out);
             }

@@ -768,6 +768,7 @@ void sl_engine_get_info(const sl_engine *e, sl_engine_info *info) {
         .kv_cache_dtype = e->opts.kv_cache_dtype,
         .device = e->opts.backend,
         .n_threads = e->rank.n_threads,
+        .step_read_bytes = (int64_t)sl_model_step_read_bytes(&e->rank.model),
     };
 }
 

@@ -25,10 +25,12 @@
  *
  * The ops from the embedding to the logits are one unit (issue_step),
  * which a backend may keep as a graph and replay for later steps of the
- * same shape: decode steps of one process (graph_key). Their arguments then
- * depend on the step's sizes only: the step's arrays sit at offsets fixed
- * by its sizes, and attention gets the block-table width as its bound on
- * the context instead of the longest context itself.
+ * same shape: decode steps of one process (graph_key), padded with rows of
+ * their own up to a few sizes (padded_rows), so a handful of graphs serve
+ * every batch size. Their arguments then depend on the step's sizes only:
+ * the step's arrays sit at offsets fixed by its sizes, and attention gets
+ * the block-table width as its bound on the context instead of the longest
+ * context itself.
  *
  * Sampling on the backend follows the unit (sample_rows): the structured-
  * output masks of its rows are only asked of the caller then, so they are
@@ -54,30 +56,56 @@ static int table_width(const sl_model *m, const sl_batch *b, int max_context) {
     return w < b->max_blocks ? w : b->max_blocks;
 }
 
+/* A decode step's size rounded up to the sizes graphs are kept for (vLLM's
+ * capture sizes: 1, 2, 4, then multiples of 8 up to 256 and of 16 beyond),
+ * so that a few graphs serve every batch size: n itself where the model
+ * keeps none (pad_block < 0), for other steps, and past the limits. */
+static int padded_rows(const sl_model *m, const sl_batch *b) {
+    const int n = b->n_seqs;
+    if (m->pad_block < 0 || b->n_tokens != n || b->n_logits != n) return n;
+    const int p = n <= 2 ? n : n <= 4 ? 4 : n <= 256 ? (n + 7) / 8 * 8 : (n + 15) / 16 * 16;
+    return p <= m->limits.max_seqs && p <= m->limits.max_tokens ? p : n;
+}
+
+/* Where a step array in backend memory is staged in the pinned host buffer. */
+static int32_t *staged(sl_model *m, const int32_t *dev) { return m->h_step + (dev - m->d_step); }
+
 /* The step's int32 arrays go up in one copy: packed end to end into the
  * pinned host buffer (block-table rows cut to `width` entries), then pointed
  * at where they land in device memory. Offsets depend on the step's sizes
- * only. */
-static int upload_batch(sl_model *m, const sl_batch *b, int width, sl_err *err) {
-    const struct { int32_t **dev; const int32_t *src; size_t n; } parts[] = {
-        {&m->d_tokens, b->tokens, (size_t)b->n_tokens},
-        {&m->d_positions, b->positions, (size_t)b->n_tokens},
-        {&m->d_slots, b->slots, (size_t)b->n_tokens},
-        {&m->d_query_start, b->query_start, (size_t)b->n_seqs + 1},
-        {&m->d_context_len, b->context_len, (size_t)b->n_seqs},
-        {&m->d_block_tables, NULL, (size_t)b->n_seqs * (size_t)width},
-        {&m->d_logits_rows, b->logits_rows, (size_t)b->n_logits},
-        {(int32_t **)&m->d_sample, (const int32_t *)b->sample, b->sample ? (size_t)b->n_logits * SAMPLE_ROW_INTS : 0},
+ * only. `pad` rows follow a decode step's own (padded_rows): token 0 at
+ * position 0 of a sequence of its own, with logits, in the pad block that no
+ * sequence owns, which each of them writes and reads alone. */
+static int upload_batch(sl_model *m, const sl_batch *b, int width, int pad, sl_err *err) {
+    const struct { int32_t **dev; const int32_t *src; size_t n, n_pad; } parts[] = {
+        {&m->d_tokens, b->tokens, (size_t)b->n_tokens, pad},
+        {&m->d_positions, b->positions, (size_t)b->n_tokens, pad},
+        {&m->d_slots, b->slots, (size_t)b->n_tokens, pad},
+        {&m->d_query_start, b->query_start, (size_t)b->n_seqs + 1, pad},
+        {&m->d_context_len, b->context_len, (size_t)b->n_seqs, pad},
+        {&m->d_block_tables, NULL, (size_t)b->n_seqs * (size_t)width, (size_t)pad * (size_t)width},
+        {&m->d_logits_rows, b->logits_rows, (size_t)b->n_logits, pad},
+        {(int32_t **)&m->d_sample, (const int32_t *)b->sample, b->sample ? (size_t)b->n_logits * SAMPLE_ROW_INTS : 0, 0},
     };
     size_t at = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         if (parts[i].src && parts[i].n) memcpy(m->h_step + at, parts[i].src, parts[i].n * sizeof(int32_t));
         *parts[i].dev = m->d_step + at;
-        at += parts[i].n;
+        at += parts[i].n + parts[i].n_pad;
     }
     for (int s = 0; s < b->n_seqs; s++)
-        memcpy(m->h_step + (m->d_block_tables - m->d_step) + (size_t)s * (size_t)width,
+        memcpy(staged(m, m->d_block_tables) + (size_t)s * (size_t)width,
                b->block_tables + (size_t)s * (size_t)b->max_blocks, (size_t)width * sizeof(int32_t));
+    for (int i = 0; i < pad; i++) {
+        const int row = b->n_seqs + i; /* = its token's index: a decode step has a token a sequence */
+        staged(m, m->d_tokens)[row] = 0;
+        staged(m, m->d_positions)[row] = 0;
+        staged(m, m->d_slots)[row] = m->pad_block * m->limits.block_size;
+        staged(m, m->d_query_start)[row + 1] = row + 1;
+        staged(m, m->d_context_len)[row] = 1;
+        for (int j = 0; j < width; j++) staged(m, m->d_block_tables)[(size_t)row * (size_t)width + j] = m->pad_block;
+        staged(m, m->d_logits_rows)[b->n_logits + i] = row;
+    }
     return m->backend.iface->upload(m->backend.ctx, m->d_step, m->h_step, at * sizeof(int32_t), err);
 }
 
@@ -259,12 +287,15 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
         if (b->query_start[s + 1] - b->query_start[s] > max_query) max_query = b->query_start[s + 1] - b->query_start[s];
         if (b->context_len[s] > max_context) max_context = b->context_len[s];
     }
-    const int width = table_width(m, b, max_context);
-    if ((rc = upload_batch(m, b, width, err))) return rc;
+    const int width = table_width(m, b, max_context), pad = padded_rows(m, b) - b->n_seqs;
+    if ((rc = upload_batch(m, b, width, pad, err))) return rc;
+    /* the step as its ops see it, padding rows included; sampling and the host see b's rows only */
+    sl_batch ops_batch = *b;
+    ops_batch.n_tokens += pad, ops_batch.n_seqs += pad, ops_batch.n_logits += pad;
     const int cap = width * m->limits.block_size;
     const sl_attn_batch ab = {
-        .n_seqs = b->n_seqs,
-        .n_tokens = b->n_tokens,
+        .n_seqs = ops_batch.n_seqs,
+        .n_tokens = ops_batch.n_tokens,
         .max_query_len = max_query,
         .max_blocks = width,
         .max_context_len = cap < m->limits.max_model_len ? cap : m->limits.max_model_len, /* a bound, by width */
@@ -272,8 +303,8 @@ int sl_model_forward(sl_model *m, const sl_batch *b, float *logits, sl_err *err)
         .context_len = m->d_context_len,
         .block_tables = m->d_block_tables,
     };
-    step_ops ops = {m, b, &ab};
-    const uint64_t key = graph_key(m, b, width);
+    step_ops ops = {m, &ops_batch, &ab};
+    const uint64_t key = graph_key(m, &ops_batch, width);
     rc = key && be->replay ? be->replay(ctx, key, issue_step, &ops, err) : issue_step(&ops, err);
     if (!rc && b->sample && b->n_logits > 0) rc = sample_rows(m, b, err);
     if (!rc && m->dist && m->dist->next_stage >= 0)

@@ -199,6 +199,12 @@ static int count_unused_tensors(const sl_model *m) {
     return n;
 }
 
+size_t sl_model_step_read_bytes(const sl_model *m) {
+    const sl_weight *e = &m->embed;
+    if (!e->data || m->config.tie_word_embeddings) return m->weight_bytes;
+    return m->weight_bytes - (size_t)(e->rows * e->cols) * sl_dtype_n_bytes(e->dtype);
+}
+
 size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size, sl_dtype kv_dtype) {
     const sl_kv_cache kv = {.dtype = kv_dtype, .block_size = block_size, .n_kv_heads = sl_shard_plan_n_kv_heads(plan),
                             .head_dim = cfg->head_dim};
@@ -250,15 +256,21 @@ static int alloc_run_state(sl_model *m, sl_err *err) {
         if ((rc = sl_tensor_comm_open(m->dist, &m->backend, (hidden > slice ? hidden : slice) * f, &m->tensors, err)))
             return rc;
     }
+    /* decode steps padded to a graph's size (forward.c) where the backend keeps graphs: one process only */
+    const char *pad = getenv("SHARDLM_DEBUG_PAD_DECODE");
+    const bool padded = !m->dist && (m->backend.iface->replay || (pad && strcmp(pad, "1") == 0));
+    m->pad_block = padded ? lim->n_blocks : -1;
     for (int l = 0; l < sl_shard_plan_n_layers(&m->plan); l++) {
         sl_kv_cache *kv = &m->layers[l].kv;
         *kv = (sl_kv_cache){.dtype = lim->kv_dtype, .block_size = lim->block_size,
                             .n_kv_heads = sl_shard_plan_n_kv_heads(&m->plan), .head_dim = m->config.head_dim};
         const size_t per_layer = (size_t)lim->n_blocks * sl_kv_block_bytes(kv);
-        rc = alloc_buf(m, per_layer, &kv->k, err);
-        if (!rc) rc = alloc_buf(m, per_layer, &kv->v, err);
+        const size_t pad_bytes = padded ? sl_kv_block_bytes(kv) : 0;
+        rc = alloc_buf(m, per_layer + pad_bytes, &kv->k, err);
+        if (!rc) rc = alloc_buf(m, per_layer + pad_bytes, &kv->v, err);
         if (rc) return sl_err_wrap(err, rc, "KV cache of %d blocks: ", lim->n_blocks);
         m->kv_bytes += 2 * per_layer;
+        m->workspace_bytes += 2 * pad_bytes;
     }
     return SL_OK;
 }

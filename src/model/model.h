@@ -98,6 +98,8 @@ typedef struct sl_model {
     int32_t *d_tokens, *d_positions, *d_slots, *d_query_start, *d_context_len, *d_block_tables, *d_logits_rows;
     const sl_sample_row *d_sample; /* the step's arrays inside d_step (set by each forward) */
     int32_t *d_sampled;            /* [max_seqs] the tokens the backend sampled */
+    int pad_block;                 /* -1, or the KV block past the pool that padding rows write and read
+                                      (decode steps padded to a graph's size, forward.c) */
     uint32_t *h_masks, *d_masks;   /* [max_seqs][mask words] the step's token masks: host (pinned) and backend
                                       copies; one process only (the layout that samples on its backend) */
     void **converted;              /* [n_converted] owned: --dtype copies of matrices the backend points into */
@@ -117,6 +119,10 @@ static inline int sl_model_max_blocks(const sl_model_limits *l) {
 int sl_model_open(sl_model *m, const char *model_dir, const sl_backend *backend, const sl_shard_plan *plan,
                   const sl_model_limits *limits, const sl_dist *dist, sl_err *err);
 void sl_model_close(sl_model *m);
+
+/* Bytes of weights a decode step reads on this rank: all of them but the embedding table, of which it
+ * reads a row a token (unless the table is also the LM head). */
+size_t sl_model_step_read_bytes(const sl_model *m);
 
 /* Bytes of one KV block on this rank (all layers, K and V). */
 size_t sl_model_kv_block_bytes(const sl_model_config *cfg, const sl_shard_plan *plan, int block_size, sl_dtype kv_dtype);

@@ -542,8 +542,9 @@ static void test_attention(void) {
         {"mma gqa 8 f16 head_dim 128, 5 lengths", 5, gq, gc, 32, 4, 128, 16, SL_DTYPE_F16, SL_DTYPE_F32},
         {"mma gqa 4 bf16 head_dim 64, 3000 keys, block 48", 1, cq, cc, 8, 2, 64, 48, SL_DTYPE_BF16, SL_DTYPE_F32},
         {"mma mha f16 head_dim 64, 5 lengths", 5, gq, gc, 4, 4, 64, 16, SL_DTYPE_F16, SL_DTYPE_F32},
-        {"mma head passes (group 80) bf16 head_dim 64", 2, hq, hc, 160, 2, 64, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
-        {"mma head passes (group 96) f16 head_dim 128", 2, hq, hc, 96, 1, 128, 16, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"mma idle warps (group 80) bf16 head_dim 64", 2, hq, hc, 160, 2, 64, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
+        {"mma idle warps (group 96) f16 head_dim 128", 2, hq, hc, 96, 1, 128, 16, SL_DTYPE_F16, SL_DTYPE_F32},
+        {"mma head passes (group 160) bf16 head_dim 64", 2, hq, hc, 160, 1, 64, 16, SL_DTYPE_BF16, SL_DTYPE_F32},
         {"mma gqa 2 f16 head_dim 80", 4, mq, mc, 8, 4, 80, 16, SL_DTYPE_F16, SL_DTYPE_F32},
         {"mma gqa 4 bf16 head_dim 96, block 5", 4, mq, mc, 8, 2, 96, 5, SL_DTYPE_BF16, SL_DTYPE_F32},
         /* 16-bit activations: q, k, v and out of act; decode (split over long contexts, combined) and the

@@ -45,15 +45,15 @@
  *       the lower block indices so they start first. Launched only when
  *       max_query_len exceeds the decode tokens, and only for float32 caches
  *       and the head sizes attention_mma.cu has no tensor-core kernel for:
- *   attention_prefill_mma (attention_mma.cu) takes the same tiles, grid and
- *       rows for bfloat16 and float16 caches of head_dim 64, 80, 96 and 128,
+ *   attention_prefill_mma (attention_mma.cu) takes tiles of the same kind, of
+ *       128 rows, for bfloat16 and float16 caches of head_dim 64, 80, 96 and 128,
  *       FlashAttention-2 style: Q K^T and P V on tensor cores (mma.sync), Q
  *       and the weights in the cache's 16-bit type, float32 sums.
  *
  * Each sequence of a step is computed by exactly one of decode and prefill, so
  * a step mixing a long prompt with many decodes runs both, each at its shape.
  * Query heads beyond a tile's rows (groups over 8 in decode, over 64 in
- * prefill) go in several head passes. Grid limits: n_seqs <= 65535 when a
+ * prefill, over 128 on tensor cores) go in several head passes. Grid limits: n_seqs <= 65535 when a
  * prefill runs (grid z), n_kv_heads * passes <= 65535.
  *
  * A row's arithmetic does not depend on the other rows of its tile, but the

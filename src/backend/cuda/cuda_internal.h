@@ -53,6 +53,7 @@ typedef struct cuda_ctx {
     size_t staging_bytes;
     int next_staging;               /* the buffer the next piece goes through */
     cuda_graph graphs[CUDA_GRAPHS]; /* open addressing by key */
+    int n_recorded;                 /* graphs recorded so far (dropped ones included) */
     int enforce_eager;              /* replay never records */
     int capturing;                  /* record runs under stream capture: nothing may allocate */
     int failed;                     /* an op failed: err holds the first failure */

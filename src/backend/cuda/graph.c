@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_internal.h"
+#include "util/log.h"
 
 static cuda_graph *slot_of(cuda_ctx *c, uint64_t key) {
     const uint64_t h = key * 0x9E3779B97F4A7C15ull;
@@ -70,6 +71,7 @@ static int capture(cuda_ctx *c, cuda_graph *g, int (*record)(void *arg, sl_err *
         *err = c->err;
         return err->code;
     }
+    SL_DEBUG("CUDA graph %d recorded, for step key %#llx", ++c->n_recorded, (unsigned long long)g->key);
     return launch(c, g, err);
 }
 
