@@ -299,16 +299,16 @@ static int parse_ints(const sl_server *s, const json_t *body, sl_server_params *
     if (r) {
         if (v < 1) return bad(err, param, max_key, "max_tokens must be at least 1, got %.0f.", (double)v);
         sp->max_tokens = v > INT32_MAX / 2 ? INT32_MAX / 2 : (int)v;
-        p->max_tokens_given = 1;
+        p->max_tokens_given = v;
     }
     if ((r = get_int(body, "min_tokens", 0, INT64_MAX, &v, err, param)) < 0) return r;
     if (r) {
         if (v < 0)
             return bad(err, param, "min_tokens", "min_tokens must be greater than or equal to 0, got %.0f.", (double)v);
-        if (p->max_tokens_given && v > sp->max_tokens) {
+        if (p->max_tokens_given && v > p->max_tokens_given) {
             *param = "min_tokens";
-            return sl_err_set(err, SL_EINVAL, "min_tokens must be less than or equal to max_tokens=%d, got %lld.",
-                              sp->max_tokens, (long long)v);
+            return sl_err_set(err, SL_EINVAL, "min_tokens must be less than or equal to max_tokens=%lld, got %lld.",
+                              (long long)p->max_tokens_given, (long long)v);
         }
         sp->min_tokens = v > INT32_MAX / 2 ? INT32_MAX / 2 : (int)v;
     }

@@ -109,11 +109,12 @@ static int check_length(const sl_server *s, int n_prompt, const sl_server_params
         return sl_err_set(err, SL_EINVAL, "This model's maximum context length is %d tokens. However, your request "
                                           "has %d input tokens. Please reduce the length of the input messages.",
                           max_len, n_prompt);
-    if (p->max_tokens_given && (int64_t)n_prompt + p->sampling.max_tokens > max_len && (*param = "max_tokens"))
-        return sl_err_set(err, SL_EINVAL, "'max_tokens' or 'max_completion_tokens' is too large: %d. This model's "
+    const long long asked = (long long)p->max_tokens_given; /* as sent: sampling.max_tokens is capped */
+    if (asked && asked > (long long)max_len - n_prompt && (*param = "max_tokens"))
+        return sl_err_set(err, SL_EINVAL, "'max_tokens' or 'max_completion_tokens' is too large: %lld. This model's "
                                           "maximum context length is %d tokens and your request has %d input "
-                                          "tokens (%d > %d - %d).",
-                          p->sampling.max_tokens, max_len, n_prompt, p->sampling.max_tokens, max_len, n_prompt);
+                                          "tokens (%lld > %d - %d).",
+                          asked, max_len, n_prompt, asked, max_len, n_prompt);
     return SL_OK;
 }
 

@@ -10,9 +10,10 @@
  *   time out: they are generating), a per-connection memory pool for
  *   headers, and a request-body limit answered with 413.
  * - Every answer waits until its request has been read whole, an unused
- *   body read and dropped within bounds: libmicrohttpd closes a connection
- *   answered earlier, and clients that send before they read would see a
- *   reset instead of the answer (see "early answers").
+ *   body read and dropped (for up to DRAIN_SECONDS: a lingering close):
+ *   libmicrohttpd closes a connection answered earlier, and clients that
+ *   send before they read would see a reset instead of the answer (see
+ *   DRAIN_SECONDS).
  * - Bodies are read whole, checked as UTF-8, parsed with jansson, then
  *   routed. Every failure is an OpenAI-shaped error (reply.c).
  * - With an API key, every /v1 route needs `Authorization: Bearer KEY`,
@@ -61,10 +62,15 @@ static const struct {
 };
 
 /* An over-limit body, or the body of a request answered before it was
- * read, is read and dropped up to the limit plus this many bytes and this
- * many seconds; past them it is answered at once and the connection closes. */
-#define DRAIN_EXTRA_BYTES ((size_t)64 << 20)
+ * read, is read and dropped until it ends, for up to DRAIN_SECONDS after the
+ * request arrived (a lingering close bounded by time: a client that sends
+ * within it reads its answer); past that it is answered at once and the
+ * connection closes. A declared length more than DRAIN_DECLARED_BYTES over
+ * the limit is answered at once instead: a client that declares such a
+ * body and waits before sending it would otherwise wait for the idle
+ * timeout, and it could not be sent in that time anyway. */
 #define DRAIN_SECONDS 10.0
+#define DRAIN_DECLARED_BYTES ((unsigned long long)1 << 30)
 #define TOO_LARGE_FMT                                                                                                  \
     "the request body is larger than the limit of %zu bytes: send a smaller body, or start the server with a larger " \
     "--max-request-body"
@@ -75,7 +81,6 @@ typedef struct sl_conn {
     int replied;           /* an answer is queued; ignore what else arrives */
     unsigned early_status; /* an answer decided before the body was read (0: none) */
     json_t *early;         /* its error body, sent once the body is read and dropped */
-    size_t n_dropped;      /* body bytes dropped since then */
     sl_server_buf body;
     double t_arrival;
     sl_gen *gen;           /* the generation this request waits on */
@@ -214,8 +219,9 @@ static enum MHD_Result reply_early(sl_server *s, struct MHD_Connection *c, sl_co
 
 /* First call for a request: route, method, auth, declared size. An error
  * found here is answered at once only when the client waits for
- * "100 Continue" (it then sends no body) or declares a body too large to
- * drop; otherwise after the body (see on_body_bytes). */
+ * "100 Continue" (it then sends no body) or declares a body past
+ * DRAIN_DECLARED_BYTES over the limit; otherwise after the body (see
+ * on_body_bytes). */
 static enum MHD_Result on_headers(sl_server *s, struct MHD_Connection *c, const char *url, const char *method,
                                   sl_conn *cs) {
     int path_known = 0;
@@ -235,14 +241,14 @@ static enum MHD_Result on_headers(sl_server *s, struct MHD_Connection *c, const 
     else if (n_declared > s->max_body_bytes) defer_error(cs, 413, TOO_LARGE_FMT, s->max_body_bytes);
     if (!cs->early_status) return MHD_YES;
     const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-    if ((expect && strcasecmp(expect, "100-continue") == 0) || n_declared > s->max_body_bytes + DRAIN_EXTRA_BYTES)
+    if ((expect && strcasecmp(expect, "100-continue") == 0) || n_declared > s->max_body_bytes + DRAIN_DECLARED_BYTES)
         return reply_early(s, c, cs);
     return MHD_YES;
 }
 
 /* Body bytes: kept up to the limit; past it, or once an early answer is
  * decided, dropped until the body ends (then answered by on_access) or
- * the drain bounds run out (answered now; the connection then closes). */
+ * DRAIN_SECONDS run out (answered now; the connection then closes). */
 static enum MHD_Result on_body_bytes(sl_server *s, struct MHD_Connection *c, sl_conn *cs, const char *data,
                                      size_t *n_bytes) {
     size_t n = *n_bytes;
@@ -256,9 +262,7 @@ static enum MHD_Result on_body_bytes(sl_server *s, struct MHD_Connection *c, sl_
         defer_error(cs, 500, "out of memory reading the request body");
     }
     if (!cs->early_status) return MHD_YES;
-    cs->n_dropped += n;
-    if (cs->n_dropped > s->max_body_bytes + DRAIN_EXTRA_BYTES || sl_now_s() - cs->t_arrival > DRAIN_SECONDS)
-        return reply_early(s, c, cs);
+    if (sl_now_s() - cs->t_arrival > DRAIN_SECONDS) return reply_early(s, c, cs);
     return MHD_YES;
 }
 

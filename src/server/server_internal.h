@@ -244,7 +244,7 @@ typedef struct sl_server_params {
     sl_server_tools tools;          /* chat */
     const char **stop;              /* owned array */
     int32_t *stop_ids;              /* owned */
-    int max_tokens_given;           /* max_tokens (or max_completion_tokens) was set */
+    int64_t max_tokens_given;       /* max_tokens (or max_completion_tokens) as sent (sampling's is capped); 0: unset */
     int stream, include_usage, continuous_usage, echo;
     int logprobs;                   /* -1: none */
     int add_special_tokens;         /* -1: the route's default */

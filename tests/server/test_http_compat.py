@@ -1,6 +1,6 @@
 """HTTP behaviour vLLM users rely on, on the fixture model llama_gqa (fast):
 only the served model name is served (404 NotFoundError otherwise), an
-over-limit body is read before its 413 (clients that send before they
+over-limit body of any size is read before its 413 (clients that send before they
 read see the answer, not a reset), GET responses keep the connection
 alive, an integer past 64 bits is a 400 naming its field, and a busy port
 is reported before the model loads."""
@@ -84,6 +84,18 @@ def test_body_over_limit_is_read_then_413(named):
     is_413(*named.request("POST", "/v1/completions", raw=b" " * (LIMIT * 100)))  # urllib
 
 
+def test_body_far_over_limit_is_read_then_413(named):
+    # However far past the limit, within the drain time: urllib sends it all (Content-Length 80 MiB over the
+    # limit) before it reads. A server that answers at once, or stops reading after some bytes, resets it.
+    is_413(*named.request("POST", "/v1/completions", raw=b" " * (LIMIT + (80 << 20))))
+    conn = http.client.HTTPConnection("127.0.0.1", named.port, timeout=60)
+    is_413(*raw_post(named, "/v1/completions", b"x" * (LIMIT + (80 << 20)), conn))
+    conn.request("GET", "/health")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
+
+
 def test_chunked_body_over_limit(named):
     conn = http.client.HTTPConnection("127.0.0.1", named.port, timeout=60)
     chunks = (b" " * 65536 for _ in range(64))
@@ -130,6 +142,21 @@ def test_integer_past_64_bits_elsewhere(named):
     assert code == 400 and r["error"]["param"] == "prompt" and "out of range" in r["error"]["message"], r
     code, r = raw_post(named, "/v1/completions", '{"prompt": [1, 2], "max_tokens": 1, "seed": 9223372036854775807}')
     assert code == 200, r  # the largest int64 still fits
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_large_max_tokens_is_reported_as_sent(named, field):
+    # within 64 bits but past the context: vLLM's message, with the number the client sent (not a capped one)
+    big = 2 ** 63 - 1
+    code, r = raw_post(named, "/v1/completions", json.dumps({"prompt": [1, 2], field: big}))
+    assert code == 400 and r["error"]["param"] == "max_tokens", r
+    assert r["error"]["message"].startswith(f"'max_tokens' or 'max_completion_tokens' is too large: {big}. ")
+    assert f"({big} > 256 - 2)" in r["error"]["message"], r
+    code, r = raw_post(named, "/v1/completions", json.dumps({"prompt": [1, 2], field: big, "min_tokens": 2 ** 40}))
+    assert code == 400 and r["error"]["param"] == "max_tokens", r  # min_tokens <= max_tokens as sent: fine
+    code, r = raw_post(named, "/v1/completions", json.dumps({"prompt": [1, 2], field: 2 ** 40, "min_tokens": 2 ** 41}))
+    assert code == 400 and r["error"]["param"] == "min_tokens", r
+    assert r["error"]["message"] == f"min_tokens must be less than or equal to max_tokens={2 ** 40}, got {2 ** 41}.", r
 
 
 # ---- busy port --------------------------------------------------------------------------------------------------
