@@ -13,6 +13,7 @@ or failed generate() aborts what it submitted and drains it before raising.
 import ctypes
 import difflib
 import json
+import numbers
 import os
 import re
 
@@ -63,6 +64,17 @@ def _seed(value):
     return value
 
 
+def _count(name):
+    """An engine count (max_model_len, block_size...): an int of at least 1; leave it out (or None) for the
+    default, as 0 means the default inside the engine."""
+    def convert(value, keep):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
+        return int(value)
+
+    return convert
+
+
 def _setter(field, convert):
     def set_field(opts, value, keep):
         setattr(opts, field, convert(value, keep))
@@ -71,16 +83,16 @@ def _setter(field, convert):
 
 
 _ENGINE_ARGS = {
-    "max_model_len": _setter("max_model_len", lambda v, k: int(v)),
-    "max_num_seqs": _setter("max_num_seqs", lambda v, k: int(v)),
-    "max_num_batched_tokens": _setter("max_num_batched_tokens", lambda v, k: int(v)),
-    "block_size": _setter("block_size", lambda v, k: int(v)),
+    "max_model_len": _setter("max_model_len", _count("max_model_len")),
+    "max_num_seqs": _setter("max_num_seqs", _count("max_num_seqs")),
+    "max_num_batched_tokens": _setter("max_num_batched_tokens", _count("max_num_batched_tokens")),
+    "block_size": _setter("block_size", _count("block_size")),
     "gpu_memory_utilization": _setter("gpu_memory_utilization", lambda v, k: float(v)),
     "kv_cache_memory": _setter("kv_cache_memory", lambda v, k: parse_bytes(v)),
     "device_memory": _setter("device_memory", lambda v, k: parse_bytes(v)),
     "enable_prefix_caching": _setter("enable_prefix_caching", lambda v, k: int(bool(v))),
-    "n_threads": _setter("n_threads", lambda v, k: int(v)),
-    "threads": _setter("n_threads", lambda v, k: int(v)),
+    "n_threads": _setter("n_threads", _count("n_threads")),
+    "threads": _setter("n_threads", _count("threads")),
     "chat_template": _setter("chat_template", lambda v, k: k(v)),
     "generation_config": _setter("generation_config", lambda v, k: k(v)),
     "revision": _setter("revision", lambda v, k: k(v)),

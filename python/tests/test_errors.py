@@ -30,6 +30,15 @@ def test_bad_model_and_device():
         LLM(model=GQA, device="tpu")
 
 
+@pytest.mark.parametrize("name", ["max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size",
+                                  "n_threads"])
+@pytest.mark.parametrize("value", [0, -5, 2.5, "64"])
+def test_engine_counts_are_positive_integers(name, value):
+    # the engine reads 0 as "the default": a 0 or a negative count given here must not quietly become it
+    with pytest.raises(ValueError, match=f"{name} must be an integer of at least 1, got {value!r}"):
+        LLM(model=GQA, **{name: value})
+
+
 def test_bad_parameters_raise_value_error_with_the_c_message(fixture_model):
     _, llm, seqs = fixture_model
     prompt = {"prompt_token_ids": seqs[0]["prompt"]}

@@ -242,9 +242,15 @@ static int bench_throughput(sl_engine *e, const bench_flags *f) {
 int sl_cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "serve") == 0) return sl_cmd_bench_serve(argc - 1, argv + 1);
     if (argc < 1 || (strcmp(argv[0], "latency") != 0 && strcmp(argv[0], "throughput") != 0)) {
-        fprintf(stderr, "usage: shardlm bench latency|throughput [MODEL] [flags]\n"
-                        "       shardlm bench serve --base-url URL --num-prompts N --request-rate R [flags]\n");
-        return 2;
+        const bool help = argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0);
+        fprintf(help ? stdout : stderr,
+                "usage: shardlm bench latency|throughput [MODEL] [flags]\n"
+                "       shardlm bench serve --base-url URL --num-prompts N --request-rate R [flags]\n\n"
+                "  latency      --batch-size requests at a time: prefill and decode tokens/s (medians)\n"
+                "  throughput   --num-prompts requests at once: requests/s and tokens/s\n"
+                "  serve        requests to a running server at --request-rate: throughput and latency percentiles\n\n"
+                "`shardlm bench latency --help` (throughput, serve) lists a benchmark's flags.\n");
+        return help ? 0 : 2;
     }
     bool latency = strcmp(argv[0], "latency") == 0;
     sl_engine_options o;

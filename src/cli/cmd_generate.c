@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -41,13 +42,13 @@ static int parse_ids(const char *s, int32_t **ids, int *n, sl_err *err) {
 }
 
 static void apply_flags(const gen_flags *f, sl_sampling *p) {
-    if (f->max_tokens > 0) p->max_tokens = f->max_tokens;
+    p->max_tokens = f->max_tokens;
     if (!isnan(f->temperature)) p->temperature = (float)f->temperature;
     if (!isnan(f->top_p)) p->top_p = (float)f->top_p;
     if (!isnan(f->min_p)) p->min_p = (float)f->min_p;
     if (!isnan(f->repetition_penalty)) p->repetition_penalty = (float)f->repetition_penalty;
     if (f->top_k != SL_UNSET) p->top_k = f->top_k;
-    p->n = f->n > 0 ? f->n : 1;
+    p->n = f->n;
     p->ignore_eos = f->ignore_eos;
     p->logprobs = f->logprobs;
 }
@@ -123,6 +124,10 @@ static int open_files(const gen_flags *f, files *io, sl_err *err) {
     if (f->prompts_file) {
         io->in = strcmp(f->prompts_file, "-") == 0 ? stdin : fopen(f->prompts_file, "r");
         if (!io->in) return sl_err_set(err, SL_ENOTFOUND, "--prompts-file %s: %s", f->prompts_file, strerror(errno));
+        struct stat st; /* a folder opens, then every read fails: say so now, not after the model loads */
+        if (fstat(fileno(io->in), &st) == 0 && S_ISDIR(st.st_mode))
+            return sl_err_set(err, SL_EINVAL, "--prompts-file %s: %s (give a JSONL file)", f->prompts_file,
+                              strerror(EISDIR));
     }
     if (f->output && f->prompts_file) {
         io->out = fopen(f->output, "w");
@@ -179,10 +184,12 @@ static int submit_line(sl_engine *e, const gen_flags *f, json_t *line, job *j, i
         r.prompt = chat;
         r.add_special_tokens = 0;
     } else {
-        rc = sl_err_set(err, SL_EINVAL, "line %d: needs \"prompt\", \"prompt_token_ids\" or \"messages\"", lineno);
+        rc = sl_err_set(err, SL_EINVAL, "%s:%d: needs \"prompt\", \"prompt_token_ids\" or \"messages\"",
+                        f->prompts_file, lineno);
     }
     char msg[1024];
-    if (!rc && (rc = sl_engine_submit(e, &r, NULL, NULL, &j->id, msg, sizeof msg))) sl_err_set(err, rc, "line %d: %s", lineno, msg);
+    if (!rc && (rc = sl_engine_submit(e, &r, NULL, NULL, &j->id, msg, sizeof msg)))
+        sl_err_set(err, rc, "%s:%d: %s", f->prompts_file, lineno, msg);
     j->n_choices = r.params.n;
     free(ids);
     free(chat);
@@ -241,7 +248,8 @@ static int run_file(sl_engine *e, const gen_flags *f, const files *io, sl_err *e
     int n = 0, cap = 0, rc = SL_OK;
     char *line = NULL;
     size_t line_cap = 0;
-    for (int lineno = 1; !rc && getline(&line, &line_cap, in) > 0; lineno++) {
+    int lineno = 1;
+    for (; !rc && getline(&line, &line_cap, in) > 0; lineno++) {
         if (line[strspn(line, " \t\r\n")] == '\0') continue;
         json_error_t jerr;
         json_t *obj = json_loads(line, 0, &jerr);
@@ -255,6 +263,8 @@ static int run_file(sl_engine *e, const gen_flags *f, const files *io, sl_err *e
         }
         json_decref(obj);
     }
+    if (!rc && ferror(in)) /* a read that failed is not the end of the prompts */
+        rc = sl_err_set(err, SL_EIO, "%s:%d: cannot read: %s", f->prompts_file, lineno, strerror(errno));
     free(line);
     sl_err failed = {0}; /* a prompt that ended in an error: every output is written, then the exit is non-zero */
     sl_progress bar;
@@ -284,7 +294,7 @@ int sl_cmd_generate(int argc, char **argv) {
     sl_engine_options_init(&o);
     sl_engine_flag_values v;
     gen_flags f = {.temperature = NAN, .top_p = NAN, .min_p = NAN, .repetition_penalty = NAN, .top_k = SL_UNSET,
-                   .max_tokens = 64, .logprobs = -1};
+                   .max_tokens = 64, .n = 1, .logprobs = -1};
     sl_flag flags[64];
     int n = sl_engine_flags(&o, &v, flags, 64);
     const sl_flag mine[] = {
@@ -299,7 +309,7 @@ int sl_cmd_generate(int argc, char **argv) {
         {"--top-k", SL_FLAG_INT, &f.top_k, "SamplingParams", "sample among the k most likely tokens (0: off)", NULL},
         {"--min-p", SL_FLAG_FLOAT, &f.min_p, "SamplingParams", "drop tokens below min_p x the top probability", NULL},
         {"--repetition-penalty", SL_FLAG_FLOAT, &f.repetition_penalty, "SamplingParams", "penalize tokens already seen (1: off)", NULL},
-        {"--n", SL_FLAG_INT, &f.n, "SamplingParams", "completions per prompt", NULL},
+        {"--n", SL_FLAG_INT, &f.n, "SamplingParams", "completions per prompt (1)", NULL},
         {"--stop", SL_FLAG_STRING, &f.stop, "SamplingParams", "stop string", "STR"},
         {"--ignore-eos", SL_FLAG_BOOL, &f.ignore_eos, "SamplingParams", "keep generating past end-of-sequence", NULL},
         {"--logprobs", SL_FLAG_INT, &f.logprobs, "SamplingParams", "top logprobs per token (JSONL output)", NULL},
@@ -318,6 +328,11 @@ int sl_cmd_generate(int argc, char **argv) {
     if (!rc) rc = sl_engine_flags_finish(&o, &v, n_pos ? positional[0] : NULL, &err);
     if (!rc && !!f.prompt + !!f.prompt_ids + !!f.prompts_file != 1)
         rc = sl_err_set(&err, SL_EINVAL, "give exactly one of --prompt, --prompt-ids, --prompts-file");
+    if (!rc && (f.max_tokens < 1 || f.n < 1)) /* as vLLM's SamplingParams */
+        rc = sl_err_set(&err, SL_EINVAL, "%s must be at least 1, got %d", f.n < 1 ? "--n" : "--max-tokens",
+                        f.n < 1 ? f.n : f.max_tokens);
+    if (!rc && f.logprobs < -1)
+        rc = sl_err_set(&err, SL_EINVAL, "--logprobs must be 0 or more, got %d", f.logprobs);
     if (rc) {
         fprintf(stderr, "shardlm generate: %s\n", err.msg);
         return 2;

@@ -12,7 +12,7 @@ static void usage(FILE *out) {
             "commands:\n"
             "  serve      an OpenAI-compatible HTTP server\n"
             "  generate   generate from prompts (text, token ids or a JSONL file)\n"
-            "  bench      latency | throughput: measure the engine\n"
+            "  bench      latency | throughput: measure the engine; serve: measure a running server\n"
             "  plan       the smallest tensor/pipeline layout that fits a model on N devices\n"
             "  version    print the version\n\n"
             "MODEL is a Hugging Face model folder or a hub id (org/name); without it the default model,\n"

@@ -83,7 +83,9 @@ static int kv_budget(const sl_rank *r, const sl_rank_setup *s, int64_t *out, sl_
     return SL_OK;
 }
 
-/* Before anything is loaded: does the largest rank's share fit its device?
+/* Before anything is loaded: does the largest rank's share fit its device
+ * (on a GPU, the --gpu-memory-utilization share of it; on the CPU all of
+ * --device-memory, or of the available RAM: the flag is the GPU's alone)?
  * If not, one sentence with the numbers and the layout that would fit. */
 static int check_memory(const sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     const sl_mem_limits lim = mem_limits(r, s);
@@ -92,7 +94,7 @@ static int check_memory(const sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     double device;
     int rc = device_bytes(r, s, &device, err);
     if (rc) return rc;
-    const double usable = device * s->memory_utilization;
+    const double usable = r->backend.iface->shares_host_memory ? device : device * s->memory_utilization;
     if (l.need_bytes <= usable) return SL_OK;
     const char *slash = strrchr(s->model_dir, '/');
     char msg[SL_ERR_MSG_MAX];

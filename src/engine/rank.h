@@ -29,7 +29,7 @@ typedef struct sl_rank_setup {
     int block_size, max_num_seqs, max_num_batched_tokens;
     int64_t kv_cache_memory;      /* bytes per rank */
     int64_t device_memory;        /* bytes of one rank's device; 0: detect */
-    double memory_utilization;    /* share of device_memory shardlm may use */
+    double memory_utilization;    /* share of a GPU's device_memory shardlm may use (the CPU uses all of it) */
 } sl_rank_setup;
 
 typedef struct sl_rank {

@@ -80,6 +80,18 @@ bool sl_mem_smallest_layout(const sl_model_config *c, int max_devices, int per_n
     return false;
 }
 
+bool sl_mem_weights_fit(const sl_model_config *c, int max_devices, int per_node, double device_bytes,
+                        const sl_mem_limits *lim) {
+    for (int n = 1; n <= max_devices; n++)
+        for (int tp = n < per_node ? n : per_node; tp >= 1; tp--) {
+            if (n % tp || n / tp > c->n_layers) continue;
+            sl_mem_layout l;
+            sl_mem_layout_eval(c, tp, n / tp, lim, &l);
+            if (l.valid && l.weight_bytes <= device_bytes) return true;
+        }
+    return false;
+}
+
 int sl_mem_max_model_len(const sl_mem_layout *l, double device_bytes) {
     const double room = device_bytes - l->weight_bytes - l->workspace_bytes;
     if (room <= 0 || l->kv_bytes_per_token <= 0) return 0;
@@ -141,6 +153,13 @@ void sl_mem_advice(char *buf, size_t n, const char *model_name, const sl_model_c
     } else if (shorter < 1 && sl_mem_smallest_layout_any_context(cfg, max_devices, 8, device_bytes, lim, &fit)) {
         append(buf, n, &len, "; no layout of up to %d %ss holds a full-length sequence: lower --max-model-len or use "
                "more or larger devices", max_devices, device);
+    } else if (shorter < 1 && sl_mem_weights_fit(cfg, max_devices, 8, device_bytes, lim)) {
+        /* the weights fit somewhere; the step's activations on top of them do not */
+        append(buf, n, &len, "; the weights and one step's workspace (%s at %d tokens and %d sequences a step) "
+               "exceed every layout of up to %d %ss: lower --max-num-batched-tokens or --max-num-seqs, or use more "
+               "or larger devices", gb(a, tried->workspace_bytes),
+               lim->max_num_batched_tokens > 0 ? lim->max_num_batched_tokens : 2048,
+               lim->max_num_seqs > 0 ? lim->max_num_seqs : 256, max_devices, device);
     } else if (shorter < 1) {
         append(buf, n, &len, "; the weights alone exceed every layout of up to %d %ss: use more or larger devices "
                "(a shorter --max-model-len cannot help)", max_devices, device);

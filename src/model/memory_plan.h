@@ -51,10 +51,16 @@ bool sl_mem_smallest_layout_any_context(const sl_model_config *cfg, int max_devi
  * workspace on its largest rank (0: the weights and workspace alone do not fit). */
 int sl_mem_max_model_len(const sl_mem_layout *l, double device_bytes);
 
+/* Whether some layout of up to max_devices holds its largest rank's weights,
+ * leaving out the step's workspace and the KV cache. */
+bool sl_mem_weights_fit(const sl_model_config *cfg, int max_devices, int devices_per_node, double device_bytes,
+                        const sl_mem_limits *lim);
+
 /* One sentence for a layout that does not fit: what the model needs, what a
  * device has, and what would fit: a shorter --max-model-len on the same layout
  * when only the KV cache is short, the smallest layout of more devices, or
- * that the weights alone exceed every layout of up to max_devices. */
+ * what exceeds every layout of up to max_devices: the weights alone, or the
+ * weights with one step's workspace (then naming the flags that size it). */
 void sl_mem_advice(char *buf, size_t n, const char *model_name, const sl_model_config *cfg, const sl_mem_layout *tried,
                    double device_bytes, const char *device, int max_devices, const sl_mem_limits *lim);
 

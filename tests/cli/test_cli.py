@@ -3,9 +3,10 @@
 
 Each CASE is one ctest (cli_CASE): vLLM's short flags (-tp, -pp), "did you mean" on a table of
 typos, --model beside the positional MODEL, `plan` (weights over one 48 GB GPU, the default model,
-sizes), the --gpu-memory-utilization warning on the CPU, --max-model-len past the model's
-positions, and a missing --prompts-file. Models are the tiny fixtures (they load at once); `plan`
-reads the published configs of tests/model/configs. Standard library only.
+sizes), --gpu-memory-utilization on the CPU (a warning; no effect), the CPU's memory check,
+--max-model-len past the model's positions, counts below 1, and a missing --prompts-file. Models
+are the tiny fixtures (they load at once); `plan` reads the published configs of
+tests/model/configs. Standard library only.
 """
 import os
 import subprocess
@@ -50,6 +51,19 @@ def case_short_flags():
         rc, out, err = run(*cmd[:2] if cmd[0] == "bench" else cmd[:1], "--help")
         check(rc == 0 and "--tensor-parallel-size, -tp" in out and "--pipeline-parallel-size, -pp" in out,
               f"{cmd[0]} --help names -tp and -pp beside the long flags", out)
+
+
+# ---- 1b. every command's --help: on stdout, exit 0, naming what comes next ----
+def case_help():
+    for cmd in (["--help"], ["serve", "--help"], ["generate", "--help"], ["plan", "--help"], ["bench", "--help"],
+                ["bench", "latency", "--help"], ["bench", "throughput", "--help"], ["bench", "serve", "--help"]):
+        rc, out, err = run(*cmd)
+        check(rc == 0 and out.startswith("usage: shardlm") and not err, f"shardlm {' '.join(cmd)}", out + err)
+    rc, out, err = run("bench", "--help")
+    check(all(w in out for w in ("latency", "throughput", "serve", "`shardlm bench latency --help`")),
+          "bench --help names its three benchmarks and where their flags are listed", out)
+    rc, out, err = run("bench")
+    check(rc == 2 and "usage: shardlm bench" in err, "bare bench: usage on stderr, exit 2", out + err)
 
 
 # ---- 2. "did you mean": the flag meant, or nothing rather than a wrong one ----
@@ -161,6 +175,22 @@ def case_gpu_memory_utilization_cpu():
     check(rc == 0 and "--gpu-memory-utilization has no effect on the CPU" in err, "a warning when it is given on the CPU", err)
     rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu")
     check(rc == 0 and "gpu-memory-utilization" not in err, "no warning when it is not given", err)
+    # nor does it shrink the CPU's memory check: a rank has all of --device-memory (the fixture needs ~6 MB)
+    rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "8M", "--gpu-memory-utilization", "0.1")
+    check(rc == 0, "--gpu-memory-utilization 0.1 leaves the CPU's 8M --device-memory whole", err)
+
+
+# ---- 5b. the memory check names what does not fit: the weights, or the step's workspace beside them ----
+def case_memory_check():
+    rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "2M")
+    check(rc == 1 and "one CPU rank has 2.0 MB" in err and "the weights and one step's workspace (5.3 MB" in err
+          and "lower --max-num-batched-tokens or --max-num-seqs" in err and "weights alone" not in err,
+          "0.4 MB of weights in 2 MB: the workspace is what does not fit, and the flags that size it are named", err)
+    rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "2M", "--max-num-batched-tokens",
+                       "64", "--max-num-seqs", "8")
+    check(rc == 0, "a smaller step fits 2M", err)
+    rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "10K")
+    check(rc == 1 and "the weights alone exceed every layout of up to 8 CPU ranks" in err, "10K: the weights alone", err)
 
 
 # ---- 6. --max-model-len past max_position_embeddings: refused unless allowed, as vLLM ----
@@ -175,12 +205,33 @@ def case_max_model_len():
     check(rc == 0, "--max-model-len equal to max_position_embeddings is fine", err)
 
 
+# ---- 6b. counts below 1: refused by name (the engine reads 0 as "the default", and -1 became it) ----
+def case_counts():
+    for flag in ("--max-model-len", "--block-size", "--max-num-seqs", "--max-num-batched-tokens", "--threads"):
+        for value in ("0", "-5"):
+            for cmd in engine_commands([MODEL])[:2]:
+                rc, out, err = run(*cmd, flag, value)
+                check(rc == 2 and f"{flag} must be at least 1, got {value}" in err, f"{cmd[0]} {flag} {value}", err)
+    for flag in ("--max-tokens", "--n"):
+        for value in ("0", "-1"):
+            rc, out, err = run("generate", MODEL, *GEN, flag, value)
+            check(rc == 2 and f"{flag} must be at least 1, got {value}" in err, f"generate {flag} {value}", err)
+    rc, out, err = run("generate", MODEL, *GEN, "--logprobs", "-3")
+    check(rc == 2 and "--logprobs must be 0 or more, got -3" in err, "generate --logprobs -3", err)
+    rc, out, err = run("generate", MODEL, *GEN, "--max-model-len", "64", "--max-num-seqs", "2", "--threads", "1", "--n", "2")
+    check(rc == 0 and "max_model_len 64" in err, "counts of 1 or more still work", err)
+
+
 # ---- 7. a missing --prompts-file: said before the model loads, with the reason ----
 def case_prompts_file():
     missing = "/nonexistent-shardlm-dir/missing.jsonl"
     rc, out, err = run("generate", MODEL, "--prompts-file", missing)
     check(rc == 1 and f"--prompts-file {missing}: No such file or directory" in err
           and "LlamaForCausalLM" not in err, "a missing --prompts-file is reported with strerror, before loading", err)
+    folder = os.path.dirname(os.path.abspath(__file__))  # a folder opens as a file, then every read fails
+    rc, out, err = run("generate", MODEL, "--prompts-file", folder)
+    check(rc == 1 and f"--prompts-file {folder}: Is a directory" in err and "LlamaForCausalLM" not in err,
+          "a folder given as --prompts-file is refused before loading, not read as no prompts", err)
     prompts = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"shardlm_cli_prompts_{os.getpid()}.jsonl")
     with open(prompts, "w") as f:
         f.write('{"prompt_token_ids": [1, 2, 3], "max_tokens": 2}\n')
@@ -190,6 +241,11 @@ def case_prompts_file():
               and "LlamaForCausalLM" not in err, "an unwritable --output is reported before loading", err)
         rc, out, err = run("generate", MODEL, "--prompts-file", prompts, "--temperature", "0")
         check(rc == 0 and '"completion_tokens":2' in out, "a present --prompts-file still generates", out + err)
+        with open(prompts, "a") as f:
+            f.write('{"max_tokens": 2}\n')
+        rc, out, err = run("generate", MODEL, "--prompts-file", prompts)
+        check(rc == 1 and f'{prompts}:2: needs "prompt", "prompt_token_ids" or "messages"' in err,
+              "a line without a prompt is named by file and line", err)
     finally:
         os.unlink(prompts)
 
