@@ -10,8 +10,8 @@
  * from blobs/<etag>.incomplete, verified by sha256 / git blob sha1) before
  * the snapshot is returned. Errors name the model and say what to do (set
  * HF_TOKEN for a gated model, HF_HUB_OFFLINE=1 to stay off the network). */
-#ifndef SL_MODEL_HUB_H
-#define SL_MODEL_HUB_H
+#ifndef SL_HUB_H
+#define SL_HUB_H
 
 #include <stdbool.h>
 #include <stdio.h>

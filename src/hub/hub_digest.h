@@ -3,9 +3,9 @@
  * The hub names a Git LFS file by the SHA-256 of its bytes and any other file
  * by its Git blob id, the SHA-1 of "blob <size>\0" followed by its bytes.
  * Both digests are computed while a file streams in, so a download is
- * verified without reading it twice. Internal to src/model. */
-#ifndef SL_MODEL_HUB_DIGEST_H
-#define SL_MODEL_HUB_DIGEST_H
+ * verified without reading it twice. Internal to src/hub. */
+#ifndef SL_HUB_DIGEST_H
+#define SL_HUB_DIGEST_H
 
 #include <stddef.h>
 #include <stdint.h>

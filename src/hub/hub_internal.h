@@ -9,8 +9,8 @@
  *   hub_http.c     libcurl requests, the hub's error headers, resumable and
  *                  verified blob downloads
  *   hub_digest.c   SHA-256 and SHA-1 */
-#ifndef SL_MODEL_HUB_INTERNAL_H
-#define SL_MODEL_HUB_INTERNAL_H
+#ifndef SL_HUB_INTERNAL_H
+#define SL_HUB_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -7,8 +7,8 @@
  * MPI only starts the ranks and hands out the NCCL unique id. Every call has
  * a deadline: a peer that stalls makes the call fail with SL_ETIMEDOUT and a
  * message naming the operation and the peers, instead of hanging forever. */
-#ifndef SL_DIST_COMM_H
-#define SL_DIST_COMM_H
+#ifndef SL_PARALLEL_COMM_H
+#define SL_PARALLEL_COMM_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* comm_mpi.h -- make a communicator (comm.h) from an MPI communicator. */
-#ifndef SL_DIST_COMM_MPI_H
-#define SL_DIST_COMM_MPI_H
+#ifndef SL_PARALLEL_COMM_MPI_H
+#define SL_PARALLEL_COMM_MPI_H
 
 #include <mpi.h>
 

@@ -10,8 +10,8 @@
  *     `shardlm serve MODEL --tensor-parallel-size 4` needs no launcher.
  * The groups (world, this rank's tensor-parallel group) are communicators
  * (comm.h); pipeline stages talk point to point over the world group. */
-#ifndef SL_DIST_DIST_H
-#define SL_DIST_DIST_H
+#ifndef SL_PARALLEL_DIST_H
+#define SL_PARALLEL_DIST_H
 
 #include <stdbool.h>
 

@@ -16,8 +16,8 @@
  * through pinned host buffers where the backend's memory is not the host's
  * (tensor_comm_mpi.c). Every rank tells every other which GPU it has and what
  * it asks for, so all of them choose the same. */
-#ifndef SL_DIST_TENSOR_COMM_H
-#define SL_DIST_TENSOR_COMM_H
+#ifndef SL_PARALLEL_TENSOR_COMM_H
+#define SL_PARALLEL_TENSOR_COMM_H
 
 #include <stdint.h>
 

@@ -7,8 +7,8 @@
  * immutable: any number of threads may render it at once. Constructs the
  * interpreter does not implement are compile errors with a line and column,
  * never a silently different prompt. */
-#ifndef SL_TOKENIZER_CHAT_TEMPLATE_H
-#define SL_TOKENIZER_CHAT_TEMPLATE_H
+#ifndef SL_TEMPLATE_CHAT_TEMPLATE_H
+#define SL_TEMPLATE_CHAT_TEMPLATE_H
 
 #include <jansson.h>
 #include <stddef.h>

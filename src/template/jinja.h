@@ -12,8 +12,8 @@
  * at once; errors unwind with longjmp to the public entry point, which turns
  * them into an sl_err. A compiled template is never written during a render,
  * so concurrent renders of one template are safe. */
-#ifndef SL_TOKENIZER_JINJA_H
-#define SL_TOKENIZER_JINJA_H
+#ifndef SL_TEMPLATE_JINJA_H
+#define SL_TEMPLATE_JINJA_H
 
 #include <jansson.h>
 #include <setjmp.h>
