@@ -2,11 +2,13 @@
 
 Starts the server with TP ranks (on the default device: the GPU where there is one), waits for /health, lets it settle, then
 reads the CPU time (user + system, from /proc) of the server and every
-process under it (the worker, Open MPI's daemon) over a few idle seconds.
+process under it (the worker, Open MPI's daemon) over a few idle seconds;
+then serves one request and measures again.
 A rank waiting for work must sleep, not poll: together they may use at most
 10% of one core. Prints each process's share, so a regression names the
 process that spins.
 """
+import json
 import os
 import socket
 import subprocess
@@ -77,26 +79,37 @@ try:
                 print("the server did not become ready:", proc.stderr.read() if proc.poll() is not None else "timeout")
                 sys.exit(1)
             time.sleep(0.1)
-    time.sleep(1.0)  # the start-up's last work settles
-    procs = tree(proc.pid)
-    before = {pid: cpu_seconds(pid) for pid in procs}
-    t0 = time.time()
-    time.sleep(IDLE_S)
-    elapsed = time.time() - t0
-    total = 0.0
-    for pid, name in sorted(procs.items()):
-        after = cpu_seconds(pid)
-        if after is None or before[pid] is None:
-            continue
-        used = after - before[pid]
-        total += used
-        print(f"{name} (pid {pid}): {used:.2f} CPU-s over {elapsed:.1f} s idle")
-    workers = sum(1 for n in procs.values() if n == "shardlm")
-    print(f"{len(procs)} processes ({workers} shardlm), together {total / elapsed:.3f} cores (limit {LIMIT})")
-    if workers < tp:
-        print(f"expected the server and its {tp - 1} worker(s) among them")
-        sys.exit(1)
-    sys.exit(0 if total / elapsed <= LIMIT else 1)
+    def idle_cores(when):
+        """Cores the server's processes use together over IDLE_S seconds with nothing to do."""
+        time.sleep(1.0)  # the last work settles
+        procs = tree(proc.pid)
+        before = {pid: cpu_seconds(pid) for pid in procs}
+        t0 = time.time()
+        time.sleep(IDLE_S)
+        elapsed = time.time() - t0
+        total = 0.0
+        for pid, name in sorted(procs.items()):
+            after = cpu_seconds(pid)
+            if after is None or before[pid] is None:
+                continue
+            used = after - before[pid]
+            total += used
+            print(f"{when}: {name} (pid {pid}): {used:.2f} CPU-s over {elapsed:.1f} s idle")
+        workers = sum(1 for n in procs.values() if n == "shardlm")
+        print(f"{when}: {len(procs)} processes ({workers} shardlm), together {total / elapsed:.3f} cores (limit {LIMIT})")
+        if workers < tp:
+            print(f"expected the server and its {tp - 1} worker(s) among them")
+            sys.exit(1)
+        return total / elapsed
+
+    started = idle_cores("after start")
+    # and once the ranks have worked: a served request must leave nothing polling behind it
+    body = json.dumps({"prompt": [1, 2, 3], "max_tokens": 8}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=60).read()
+    served = idle_cores("after a request")
+    sys.exit(0 if started <= LIMIT and served <= LIMIT else 1)
 finally:
     proc.terminate()
     try:
