@@ -8,9 +8,17 @@
  * so time waiting on them is counted too. The poll spins briefly (a step's
  * collectives follow each other closely) and then sleeps in naps up to a
  * millisecond, so an idle worker waiting for the next step costs no CPU. No collective algorithm is written
- * here: MPI chooses and runs them. */
+ * here: MPI chooses and runs them.
+ *
+ * A rank that died on this machine is not left to the deadline (a minute by
+ * default): a wait that has lasted past WATCH_AFTER_S looks every
+ * WATCH_EVERY_S whether the job's other processes here still run (their pids,
+ * exchanged at set-up), and fails at once naming the rank that has exited.
+ * Ranks on other machines are known lost by the deadline only. */
+#include <errno.h>
 #include <mpi.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +49,50 @@ double sl_comm_mpi_seconds(void) { return g_comm_seconds; }
 #define WAIT_SPIN_S 0.002
 #define WAIT_NAP_MIN_NS 20000L
 #define WAIT_NAP_MAX_NS 1000000L
+#define WATCH_AFTER_S 0.5
+#define WATCH_EVERY_S 0.25
+
+/* The watched ranks (sl_comm_mpi_watch_ranks): world rank -> pid here, 0 for none. */
+static int *g_watch_pids;
+static int g_watch_n;
+
+int sl_comm_mpi_watch_ranks(const int *pids, int n_ranks, sl_err *err) {
+    free(g_watch_pids);
+    g_watch_pids = NULL;
+    g_watch_n = 0;
+    if (n_ranks <= 0) return SL_OK;
+    g_watch_pids = malloc(sizeof(int) * (size_t)n_ranks);
+    if (!g_watch_pids) return sl_err_set(err, SL_ENOMEM, "out of memory for the rank table");
+    memcpy(g_watch_pids, pids, sizeof(int) * (size_t)n_ranks);
+    g_watch_n = n_ranks;
+    return SL_OK;
+}
+
+/* Whether process pid has exited: gone, or a zombie its parent has not reaped yet. */
+static bool exited(int pid) {
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    char path[64], state = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    /* "pid (comm) state ...": the state follows the last ')' (comm may hold one) */
+    char line[512];
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    const char *close = strrchr(line, ')');
+    if (close && close[1] == ' ') state = close[2];
+    return state == 'Z' || state == 'X';
+}
+
+int sl_comm_mpi_lost_rank(int *pid) {
+    for (int r = 0; r < g_watch_n; r++)
+        if (g_watch_pids[r] > 0 && exited(g_watch_pids[r])) {
+            *pid = g_watch_pids[r];
+            return r;
+        }
+    return -1;
+}
 
 static int wait_timed_out(mpi_ctx *c, const char *op, int peer, sl_err *err) {
     if (peer >= 0)
@@ -51,7 +103,7 @@ static int wait_timed_out(mpi_ctx *c, const char *op, int peer, sl_err *err) {
 }
 
 static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_err *err) {
-    double start = sl_now_s();
+    double start = sl_now_s(), watched = start + WATCH_AFTER_S - WATCH_EVERY_S;
     long nap_ns = WAIT_NAP_MIN_NS;
     bool napping = false;
     for (long polls = 1;; polls++) {
@@ -63,8 +115,15 @@ static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_e
             return SL_OK;
         }
         if (napping || polls % 64 == 0) {
-            double waited = sl_now_s() - start;
+            const double now = sl_now_s(), waited = now - start;
             if (waited > c->timeout_s) return wait_timed_out(c, op, peer, err);
+            if (now - watched >= WATCH_EVERY_S) {
+                watched = now;
+                int pid, lost = sl_comm_mpi_lost_rank(&pid);
+                if (lost >= 0)
+                    return sl_err_set(err, SL_EIO, "rank %d (process %d, on this machine) has exited: %s over the %s "
+                                      "group cannot finish", lost, pid, op, c->name);
+            }
             if (waited > WAIT_SPIN_S) {
                 napping = true;
                 nanosleep(&(struct timespec){0, nap_ns}, NULL);

@@ -12,6 +12,15 @@ int sl_comm_mpi_wrap(MPI_Comm comm, const char *name, double timeout_s, sl_comm 
 /* Seconds this process has spent in completed communications, all groups. */
 double sl_comm_mpi_seconds(void);
 
+/* The job's ranks on this machine, watched while a wait lasts (comm_mpi.c):
+ * pids[r] is world rank r's process id where it runs on this machine and is
+ * not this process, else 0; n_ranks 0 stops watching. Set once the ranks
+ * know each other (sl_dist_set_layout), by every rank. */
+int sl_comm_mpi_watch_ranks(const int *pids, int n_ranks, sl_err *err);
+/* A watched rank whose process has exited (its world rank, and its pid in
+ * *pid), or -1 while all of them run. */
+int sl_comm_mpi_lost_rank(int *pid);
+
 /* The MPI communicator under an MPI-made communicator. */
 MPI_Comm sl_comm_mpi_handle(const sl_comm *c);
 

@@ -239,6 +239,22 @@ int sl_dist_init_worker(double timeout_s, sl_dist **out, sl_err *err) {
     return SL_OK;
 }
 
+/* The other ranks on this machine (node: their communicator) are watched by pid while this rank waits for
+ * them, so one that dies is named within a second (comm_mpi.c). */
+static int watch_local_ranks(const sl_dist *d, MPI_Comm node, sl_err *err) {
+    const int n = d->world.size, mine[2] = {d->world.rank, (int)getpid()};
+    int *pairs = malloc(sizeof(int) * 2 * (size_t)d->local_size), *pids = calloc((size_t)n, sizeof(int));
+    int rc = pairs && pids ? SL_OK : sl_err_set(err, SL_ENOMEM, "out of memory for the rank table");
+    if (!rc && MPI_Allgather(mine, 2, MPI_INT, pairs, 2, MPI_INT, node) != MPI_SUCCESS)
+        rc = sl_err_set(err, SL_EIO, "exchanging process ids with the ranks on this machine failed in MPI");
+    for (int i = 0; !rc && i < d->local_size; i++)
+        if (pairs[2 * i] != d->world.rank && pairs[2 * i] >= 0 && pairs[2 * i] < n) pids[pairs[2 * i]] = pairs[2 * i + 1];
+    if (!rc) rc = sl_comm_mpi_watch_ranks(pids, n, err);
+    free(pairs);
+    free(pids);
+    return rc;
+}
+
 int sl_dist_set_layout(sl_dist *d, int tp, int pp, sl_err *err) {
     if (tp * pp != d->world.size)
         return sl_err_set(err, SL_EINVAL, "layout %d x %d does not match the %d ranks of the job", tp, pp, d->world.size);
@@ -254,7 +270,9 @@ int sl_dist_set_layout(sl_dist *d, int tp, int pp, sl_err *err) {
     MPI_Comm_split_type(sl_comm_mpi_handle(&d->world), MPI_COMM_TYPE_SHARED, r, MPI_INFO_NULL, &node);
     MPI_Comm_rank(node, &d->local_rank);
     MPI_Comm_size(node, &d->local_size);
+    int rc = watch_local_ranks(d, node, err);
     MPI_Comm_free(&node);
+    if (rc) return rc;
     MPI_Comm tp_comm;
     MPI_Comm_split(sl_comm_mpi_handle(&d->world), d->pp_rank, d->tp_rank, &tp_comm);
     MPI_Comm_set_errhandler(tp_comm, MPI_ERRORS_RETURN);
@@ -278,6 +296,7 @@ bool sl_dist_failed(void) { return g_failed; }
 
 void sl_dist_destroy(sl_dist *d) {
     if (!d) return;
+    sl_comm_mpi_watch_ranks(NULL, 0, NULL);
     sl_comm_destroy(&d->tp);
     sl_comm_destroy(&d->world); /* MPI itself stays up until the process exits (finalize_mpi) */
     free(d);

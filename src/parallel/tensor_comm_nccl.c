@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "parallel/comm_mpi.h"
 #include "parallel/tensor_comm.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -151,9 +152,21 @@ static int nccl_wait(void *ctx, sl_err *err) {
     cudaError_t e = cudaEventRecord(t->issued, t->stream);
     if (e != cudaSuccess) return cuda_failed(t, e, "marking the communication issued", err);
     const double start = sl_now_s();
+    double watched = start;
     while (!rc && (e = cudaEventQuery(t->issued)) == cudaErrorNotReady) {
         rc = async_errors(t, err);
-        if (!rc && sl_now_s() - start > t->dist->timeout_s) rc = timed_out(t, "communication", err);
+        const double now = sl_now_s();
+        if (!rc && now - start > t->dist->timeout_s) rc = timed_out(t, "communication", err);
+        if (!rc && now - watched > 0.25) { /* a rank on this machine that died is named at once (comm_mpi.h) */
+            watched = now;
+            int pid, lost = sl_comm_mpi_lost_rank(&pid);
+            if (lost >= 0) {
+                abort_all(t);
+                rc = sl_err_set(err, SL_EIO, "rank %d (process %d, on this machine) has exited: NCCL communication "
+                                "on rank %d cannot finish (its communicators were aborted)", lost, pid,
+                                t->dist->world.rank);
+            }
+        }
         sched_yield();
     }
     if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
