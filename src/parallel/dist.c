@@ -11,8 +11,10 @@
  * deadline (engine/worker_exe.c has tried the program before). */
 #include "parallel/dist.h"
 
+#include <errno.h>
 #include <mpi.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,7 +242,8 @@ int sl_dist_init_worker(double timeout_s, sl_dist **out, sl_err *err) {
 }
 
 /* The other ranks on this machine (node: their communicator) are watched by pid while this rank waits for
- * them, so one that dies is named within a second (comm_mpi.c). */
+ * them, so one that dies is named within a second (comm_mpi.c). All are alive now: a pid this process
+ * cannot see belongs to another pid namespace (a container) and is not watched. */
 static int watch_local_ranks(const sl_dist *d, MPI_Comm node, sl_err *err) {
     const int n = d->world.size, mine[2] = {d->world.rank, (int)getpid()};
     int *pairs = malloc(sizeof(int) * 2 * (size_t)d->local_size), *pids = calloc((size_t)n, sizeof(int));
@@ -248,7 +251,9 @@ static int watch_local_ranks(const sl_dist *d, MPI_Comm node, sl_err *err) {
     if (!rc && MPI_Allgather(mine, 2, MPI_INT, pairs, 2, MPI_INT, node) != MPI_SUCCESS)
         rc = sl_err_set(err, SL_EIO, "exchanging process ids with the ranks on this machine failed in MPI");
     for (int i = 0; !rc && i < d->local_size; i++)
-        if (pairs[2 * i] != d->world.rank && pairs[2 * i] >= 0 && pairs[2 * i] < n) pids[pairs[2 * i]] = pairs[2 * i + 1];
+        if (pairs[2 * i] != d->world.rank && pairs[2 * i] >= 0 && pairs[2 * i] < n &&
+            (kill(pairs[2 * i + 1], 0) == 0 || errno == EPERM))
+            pids[pairs[2 * i]] = pairs[2 * i + 1];
     if (!rc) rc = sl_comm_mpi_watch_ranks(pids, n, err);
     free(pairs);
     free(pids);
