@@ -2,7 +2,7 @@
 # gpu.sh -- on a machine with an NVIDIA GPU: the GPU tests, then the benchmarks
 # of the Llama-3.1-8B shape beside the peers, in one run, ending with one table.
 #
-#   bench/gpu.sh [PARTS...]      PARTS: tests python layouts nccl bench throughput serve structured preflight peers
+#   bench/gpu.sh [PARTS...]      PARTS: tests goldens python layouts nccl bench throughput serve structured preflight peers
 #                                (default: all)
 #
 # layouts: every layout on the one GPU, ranks sharing it (tensors staged through
@@ -11,6 +11,11 @@
 # --dtype float32, greedy tokens equal to tp=1 (up to a near tie: the two tokens'
 # logprobs within the tolerance) and top-5 logprobs within
 # $LAYOUT_TOL_BF16 / $LAYOUT_TOL.
+#
+# goldens: tools/make_golden.py runs transformers in bfloat16 on this GPU over
+# the five fixtures and the 8B shape (random weights), and test_golden holds
+# shardlm on cuda to those files (bf16 and float32 KV): logprobs within
+# $GOLDEN_TOL_BF16 (default 0.5), greedy tokens equal but at near ties.
 #
 # nccl: NCCL's bf16 all-reduce at a decode step's sizes (rows 1..256 x $NCCL_HIDDEN, default 4096),
 # each variant (default, NCCL_PROTO=LL/LL128/Simple, registered and symmetric buffers) eager and in
@@ -39,12 +44,13 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-parts=${*:-tests python layouts nccl bench throughput serve structured preflight peers}
+parts=${*:-tests goldens python layouts nccl bench throughput serve structured preflight peers}
 want() { [[ " $parts " == *" $1 "* ]]; }
 MODELS=${MODELS:-/tmp/shardlm-models}
 TOKENIZERS=${TOKENIZERS:-$root/../shared/tokenizers}
 RESULTS=${RESULTS:-$root/bench/gpu-results}
 PY=${PYTHON:-python3}
+GOLDEN_TOL_BF16=${GOLDEN_TOL_BF16:-0.5}
 mkdir -p "$RESULTS" "$MODELS"
 
 bin=${SHARDLM_BIN:-}
@@ -82,6 +88,28 @@ if want tests; then
   done
 fi
 
+# ---- transformers in bfloat16 on this GPU as the truth, made in this run: the fixtures and the 8B shape ----
+if want goldens; then
+  fx=$root/tests/fixtures
+  model8b=$MODELS/llama-3.1-8b
+  [ -f "$model8b/config.json" ] ||
+    $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model8b" --tokenizer "$TOKENIZERS/llama3.1" >/dev/null
+  for dir in "$fx/llama_gqa" "$fx/llama3_tied" "$fx/qwen2_bias" "$fx/mistral_5layer" "$fx/llama_mha_bias" "$model8b"; do
+    name=$(basename "$dir")
+    gold=$RESULTS/golden_bf16_gpu_$name.json
+    if ! $PY tools/make_golden.py "$dir" "$gold" --device cuda --dtype bfloat16 >"$RESULTS/make_golden_$name.log" 2>&1; then
+      echo "FAIL transformers golden of $name: $(tail -1 "$RESULTS/make_golden_$name.log")"; status=1; continue
+    fi
+    for kv in bfloat16 float32; do
+      if "$(testbin test_golden)" "$dir" "$gold" "$GOLDEN_TOL_BF16" medium $kv cuda >"$RESULTS/test_golden_bf16_${name}_$kv.log" 2>&1; then
+        echo "PASS golden_bf16_gpu_${name}_kv_$kv $(grep -o 'worst.*' "$RESULTS/test_golden_bf16_${name}_$kv.log")"
+      else
+        echo "FAIL golden_bf16_gpu_${name}_kv_$kv"; tail -8 "$RESULTS/test_golden_bf16_${name}_$kv.log"; status=1
+      fi
+    done
+  done
+fi
+
 # ---- the Python binding on the GPU: the fixtures' engines open on cuda by default there ----
 if want python; then
   lib=$bin/libshardlm.so
@@ -115,6 +143,15 @@ if want layouts; then
   layouts mistral_5layer_bf16 "" "${LAYOUT_TOL_BF16:-0.1}" mistral_5layer 4x1 1x3
   layouts llama_mha_bias_bf16 "" "${LAYOUT_TOL_BF16:-0.1}" llama_mha_bias 3x1
   layouts llama_gqa_f32 "--dtype float32" "${LAYOUT_TOL:-2e-3}" llama_gqa 2x1 1x2 2x2
+  # a worker rank on the GPU killed mid-stream: /health, the exit within seconds, the rank named
+  for l in 2x1 1x3; do
+    if SHARDLM_LAYOUT_ARGS="--device cuda" timeout 120 $PY tests/parallel/kill_worker_serve.py "$shardlm" \
+         "$root/tests/fixtures/mistral_5layer" $l >"$RESULTS/kill_worker_serve_$l.log" 2>&1; then
+      echo "PASS kill_worker_serve $l: $(head -1 "$RESULTS/kill_worker_serve_$l.log")"
+    else
+      echo "FAIL kill_worker_serve $l"; tail -8 "$RESULTS/kill_worker_serve_$l.log"; status=1
+    fi
+  done
 fi
 
 # ---- NCCL's all-reduce at the decode step's sizes: one rank, then one on each GPU where there are several ----

@@ -81,11 +81,11 @@ def golden(model, prompts):
         steps = []
         for _ in range(N_GREEDY):
             with torch.no_grad():
-                logits = model(torch.tensor([ids])).logits[0, -1]
+                logits = model(torch.tensor([ids], device=model.device)).logits[0, -1]
             steps.append(top5(logits))
             ids.append(int(torch.argmax(logits)))
         with torch.no_grad():
-            all_logits = model(torch.tensor([ids])).logits[0]
+            all_logits = model(torch.tensor([ids], device=model.device)).logits[0]
         out.append({"prompt": list(prompt), "greedy": ids[len(prompt):], "steps": steps,
                     "positions": [top5(row) for row in all_logits]})
     return out

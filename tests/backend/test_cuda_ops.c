@@ -331,6 +331,43 @@ static void check_matmul(int n, int64_t cols, sl_dtype dtype, sl_dtype act) {
     free(x), free(bias);
 }
 
+/* A pair of projections of one shape (k and v, gate and up), each with a bias: the GPU runs them as one
+ * batched GEMM (its weights and outputs at any distance, the second's below the first's with `reversed`). */
+static void check_matmul_pair(int n, int64_t cols, sl_dtype dtype, sl_dtype act, int reversed) {
+    const int64_t rows = 192;
+    twin_weight w[2];
+    twin out[2];
+    for (int i = 0; i < 2; i++) {
+        const int p = reversed ? 1 - i : i;
+        w[p] = weight_pair(rows, cols, dtype);
+        out[p] = twin_zeros(sizeof(float) * (size_t)(n * rows));
+    }
+    float *x = random_floats((int64_t)n * cols, 2.0f), *bias = random_floats(2 * rows, 1.0f);
+    if (dtype == SL_DTYPE_F16) round_to(SL_DTYPE_F16, x, (int64_t)n * cols);
+    round_to(act, x, (int64_t)n * cols);
+    twin tx = twin_act(x, (int64_t)n * cols, act), tb = twin_put(bias, sizeof(float) * (size_t)(2 * rows));
+    sl_proj pc[2], pg[2];
+    for (int p = 0; p < 2; p++) {
+        pc[p] = (sl_proj){.out = out[p].cpu, .w = &w[p].cpu, .bias = (const float *)tb.cpu + p * rows};
+        pg[p] = (sl_proj){.out = out[p].gpu, .w = &w[p].gpu, .bias = (const float *)tb.gpu + p * rows};
+    }
+    g_cpu.iface->matmul(g_cpu.ctx, pc, 2, tx.cpu, n, SL_DTYPE_F32);
+    g_gpu.iface->matmul(g_gpu.ctx, pg, 2, tx.gpu, n, act);
+    char what[160];
+    for (int p = 0; p < 2; p++) {
+        snprintf(what, sizeof what, "matmul pair %s weights, %s activations, n=%d cols=%lld proj %d%s",
+                 sl_dtype_name(dtype), sl_dtype_name(act), n, (long long)cols, p, reversed ? " (reversed)" : "");
+        double atol = 2e-4 * sqrt((double)cols) * 0.1 + unit_roundoff(act), rtol = 1e-4;
+        act_tolerance(act, act != SL_DTYPE_F32, &rtol);
+        CHECK(twin_agree_act(what, out[p], n * rows, act, atol, rtol));
+        twin_free(out[p]);
+        g_cpu.iface->weight_free(g_cpu.ctx, &w[p].cpu);
+        g_gpu.iface->weight_free(g_gpu.ctx, &w[p].gpu);
+    }
+    twin_free(tx), twin_free(tb);
+    free(x), free(bias);
+}
+
 static void test_matmul(void) {
     const int ns[] = {1, 2, 3, 8, 9, 64, 300};
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
@@ -354,6 +391,17 @@ static void test_matmul(void) {
     check_matmul(5, 64, SL_DTYPE_F32, SL_DTYPE_BF16);
     /* cols not a multiple of 8: the GEMM even for 3 tokens */
     check_matmul(3, 100, SL_DTYPE_BF16, SL_DTYPE_BF16);
+    /* pairs of one shape: one batched GEMM past the GEMV's token counts (10 of the 12 cases) */
+    const long pairs_before = sl_cuda_backend_gemm_pairs(&g_gpu);
+    for (int reversed = 0; reversed < 2; reversed++) {
+        check_matmul_pair(9, 512, SL_DTYPE_BF16, SL_DTYPE_BF16, reversed);
+        check_matmul_pair(300, 4096, SL_DTYPE_BF16, SL_DTYPE_BF16, reversed);
+        check_matmul_pair(300, 512, SL_DTYPE_BF16, SL_DTYPE_F32, reversed);
+        check_matmul_pair(33, 1024, SL_DTYPE_F16, SL_DTYPE_F16, reversed);
+        check_matmul_pair(17, 64, SL_DTYPE_F32, SL_DTYPE_F32, reversed);
+        check_matmul_pair(3, 512, SL_DTYPE_BF16, SL_DTYPE_BF16, reversed); /* the GEMV's */
+    }
+    CHECK(sl_cuda_backend_gemm_pairs(&g_gpu) - pairs_before == 10);
 }
 
 /* 16-bit weights run activations of their own type on the GPU, float32 weights float32 ones. */

@@ -389,3 +389,5 @@ int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err 
 }
 
 cudaStream_t sl_cuda_backend_stream(const sl_backend *b) { return ((const cuda_ctx *)b->ctx)->stream; }
+
+long sl_cuda_backend_gemm_pairs(const sl_backend *b) { return ((const cuda_ctx *)b->ctx)->n_gemm_pairs; }

@@ -27,6 +27,7 @@ typedef struct cuda_graph {
 /* One GEMM shape's cuBLASLt descriptors and the algorithm its heuristic chose. */
 typedef struct cuda_gemm_plan {
     int64_t m, n, k;                /* m = 0: an empty slot */
+    int batch;                      /* 1, or 2: a pair of weights over one input (matmul.c's gemm_pair) */
     sl_dtype dtype;                 /* of the weights (and the input, converted to it where it is not) */
     sl_dtype out_dtype;             /* of D: the weights' type or float32 */
     cublasLtMatmulDesc_t op;
@@ -42,6 +43,8 @@ typedef struct cuda_ctx {
     void *lt_workspace;
     size_t lt_workspace_bytes;
     cuda_gemm_plan plans[CUDA_GEMM_PLANS];   /* open addressing by shape */
+    int no_gemm_pairs;              /* cuBLASLt had no batched GEMM for a pair: two GEMMs from then on */
+    long n_gemm_pairs;              /* pairs run as one GEMM so far (tests ask) */
     void *cast;                     /* a matmul's input converted to the weights' type; grows to the largest step's */
     size_t cast_bytes;
     void *gemm_out;                 /* a GEMM's float32 output where D cannot be the activation type; grows too */
