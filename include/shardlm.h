@@ -62,7 +62,7 @@ typedef struct sl_engine_options {
     int64_t kv_cache_memory;          /* bytes for the KV cache; 0: from gpu_memory_utilization, or 1 GiB on the CPU */
     int64_t device_memory;            /* bytes of one device (per rank); 0: detect (CPU: available RAM / ranks) */
     int enable_prefix_caching;        /* 1 on (default), 0 off */
-    int n_threads;                    /* CPU threads; 0: all cores */
+    int n_threads;                    /* CPU threads per rank; 0: this process's cores over the job's ranks on this machine */
     const char *chat_template;        /* a Jinja file overriding the model's template, or NULL */
     const char *generation_config;    /* "auto" (the model's, default), "vllm" (ignore it), or a folder */
     const char *revision;             /* hub revision, or NULL */

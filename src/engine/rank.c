@@ -137,7 +137,7 @@ static int create_backend(sl_rank *r, const sl_rank_setup *s, sl_err *err) {
     if (threads <= 0) { /* share the cores this process may use between the node's ranks */
         cpu_set_t set;
         int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
-        int per_node = r->dist ? r->dist->world.size : 1;
+        int per_node = r->dist ? r->dist->local_size : 1; /* this machine's ranks, not the job's */
         threads = cores / per_node > 0 ? cores / per_node : 1;
     }
     r->n_threads = threads;
