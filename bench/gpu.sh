@@ -68,13 +68,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 status=0
+fx=$root/tests/fixtures
+run_test() { # NAME COMMAND...
+  local name=$1; shift
+  if "$@" >"$RESULTS/test_$name.log" 2>&1; then echo "PASS $name $(grep -o 'worst.*' "$RESULTS/test_$name.log")"; else echo "FAIL $name"; tail -20 "$RESULTS/test_$name.log"; status=1; fi
+}
+# the Llama-3.1-8B shape with random bf16 weights under $MODELS (the tool keeps a complete one)
+model=$MODELS/llama-3.1-8b
+make_model() { $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model" --tokenizer "$TOKENIZERS/llama3.1"; }
+
 # ---- the GPU tests (the same arguments ctest gives them) ----
 if want tests; then
-  fx=$root/tests/fixtures
-  run_test() { # NAME COMMAND...
-    local name=$1; shift
-    if "$@" >"$RESULTS/test_$name.log" 2>&1; then echo "PASS $name $(grep -o 'worst.*' "$RESULTS/test_$name.log")"; else echo "FAIL $name"; tail -20 "$RESULTS/test_$name.log"; status=1; fi
-  }
   run_test cuda_ops "$(testbin test_cuda_ops)"
   run_test tensor_comm_nccl "$(testbin test_tensor_comm_nccl)"
   # two ranks: over NCCL with a GPU each; where they share the one GPU, the MPI fallback and nccl refused
@@ -90,22 +94,13 @@ fi
 
 # ---- transformers in bfloat16 on this GPU as the truth, made in this run: the fixtures and the 8B shape ----
 if want goldens; then
-  fx=$root/tests/fixtures
-  model8b=$MODELS/llama-3.1-8b
-  [ -f "$model8b/config.json" ] ||
-    $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model8b" --tokenizer "$TOKENIZERS/llama3.1" >/dev/null
-  for dir in "$fx/llama_gqa" "$fx/llama3_tied" "$fx/qwen2_bias" "$fx/mistral_5layer" "$fx/llama_mha_bias" "$model8b"; do
+  make_model >/dev/null || exit 1
+  for dir in "$fx/llama_gqa" "$fx/llama3_tied" "$fx/qwen2_bias" "$fx/mistral_5layer" "$fx/llama_mha_bias" "$model"; do
     name=$(basename "$dir")
     gold=$RESULTS/golden_bf16_gpu_$name.json
-    if ! $PY tools/make_golden.py "$dir" "$gold" --device cuda --dtype bfloat16 >"$RESULTS/make_golden_$name.log" 2>&1; then
-      echo "FAIL transformers golden of $name: $(tail -1 "$RESULTS/make_golden_$name.log")"; status=1; continue
-    fi
+    run_test "make_golden_$name" $PY tools/make_golden.py "$dir" "$gold" --device cuda --dtype bfloat16 || continue
     for kv in bfloat16 float32; do
-      if "$(testbin test_golden)" "$dir" "$gold" "$GOLDEN_TOL_BF16" medium $kv cuda >"$RESULTS/test_golden_bf16_${name}_$kv.log" 2>&1; then
-        echo "PASS golden_bf16_gpu_${name}_kv_$kv $(grep -o 'worst.*' "$RESULTS/test_golden_bf16_${name}_$kv.log")"
-      else
-        echo "FAIL golden_bf16_gpu_${name}_kv_$kv"; tail -8 "$RESULTS/test_golden_bf16_${name}_$kv.log"; status=1
-      fi
+      run_test "golden_bf16_gpu_${name}_kv_$kv" "$(testbin test_golden)" "$dir" "$gold" "$GOLDEN_TOL_BF16" medium $kv cuda
     done
   done
 fi
@@ -174,9 +169,8 @@ if want nccl; then
   fi
 fi
 
-model=$MODELS/llama-3.1-8b
 if want bench || want throughput || want serve || want structured || want peers; then
-  $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model" --tokenizer "$TOKENIZERS/llama3.1" || exit 1
+  make_model || exit 1
   # the GPU's read bandwidth, measured as DEVICE.md does (torch sum over 4 GiB of bf16), best of 10
   $PY - <<'EOF' >"$RESULTS/read_bw.json"
 import json, torch

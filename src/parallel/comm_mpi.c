@@ -85,13 +85,16 @@ static bool exited(int pid) {
     return state == 'Z' || state == 'X';
 }
 
-int sl_comm_mpi_lost_rank(int *pid) {
+int sl_comm_mpi_watch(double start, double *watched, const char *op, const char *group, sl_err *err) {
+    const double now = sl_now_s();
+    if (now - start < WATCH_AFTER_S || now - *watched < WATCH_EVERY_S) return SL_OK;
+    *watched = now;
     for (int r = 0; r < g_watch_n; r++)
-        if (g_watch_pids[r] > 0 && exited(g_watch_pids[r])) {
-            *pid = g_watch_pids[r];
-            return r;
-        }
-    return -1;
+        if (g_watch_pids[r] > 0 && exited(g_watch_pids[r]))
+            return sl_err_set(err, SL_EIO, "rank %d (process %d, on this machine) has exited: %s%s%s%s cannot finish",
+                              r, g_watch_pids[r], op, group ? " over the " : "", group ? group : "",
+                              group ? " group" : "");
+    return SL_OK;
 }
 
 static int wait_timed_out(mpi_ctx *c, const char *op, int peer, sl_err *err) {
@@ -103,7 +106,7 @@ static int wait_timed_out(mpi_ctx *c, const char *op, int peer, sl_err *err) {
 }
 
 static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_err *err) {
-    double start = sl_now_s(), watched = start + WATCH_AFTER_S - WATCH_EVERY_S;
+    double start = sl_now_s(), watched = start;
     long nap_ns = WAIT_NAP_MIN_NS;
     bool napping = false;
     for (long polls = 1;; polls++) {
@@ -115,15 +118,9 @@ static int wait_for(mpi_ctx *c, MPI_Request *req, const char *op, int peer, sl_e
             return SL_OK;
         }
         if (napping || polls % 64 == 0) {
-            const double now = sl_now_s(), waited = now - start;
+            double waited = sl_now_s() - start;
             if (waited > c->timeout_s) return wait_timed_out(c, op, peer, err);
-            if (now - watched >= WATCH_EVERY_S) {
-                watched = now;
-                int pid, lost = sl_comm_mpi_lost_rank(&pid);
-                if (lost >= 0)
-                    return sl_err_set(err, SL_EIO, "rank %d (process %d, on this machine) has exited: %s over the %s "
-                                      "group cannot finish", lost, pid, op, c->name);
-            }
+            if (sl_comm_mpi_watch(start, &watched, op, c->name, err)) return SL_EIO;
             if (waited > WAIT_SPIN_S) {
                 napping = true;
                 nanosleep(&(struct timespec){0, nap_ns}, NULL);

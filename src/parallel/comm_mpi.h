@@ -17,9 +17,12 @@ double sl_comm_mpi_seconds(void);
  * not this process, else 0; n_ranks 0 stops watching. Set once the ranks
  * know each other (sl_dist_set_layout), by every rank. */
 int sl_comm_mpi_watch_ranks(const int *pids, int n_ranks, sl_err *err);
-/* A watched rank whose process has exited (its world rank, and its pid in
- * *pid), or -1 while all of them run. */
-int sl_comm_mpi_lost_rank(int *pid);
+/* Within a wait that began at `start`: past half a second, every quarter
+ * second (*watched: the time of the last look, start initially), whether a
+ * watched rank's process has exited; SL_EIO naming it and saying that `op`
+ * (over the `group` group, where not NULL) cannot finish, else SL_OK. Every
+ * wait with a deadline calls it. */
+int sl_comm_mpi_watch(double start, double *watched, const char *op, const char *group, sl_err *err);
 
 /* The MPI communicator under an MPI-made communicator. */
 MPI_Comm sl_comm_mpi_handle(const sl_comm *c);

@@ -155,18 +155,8 @@ static int nccl_wait(void *ctx, sl_err *err) {
     double watched = start;
     while (!rc && (e = cudaEventQuery(t->issued)) == cudaErrorNotReady) {
         rc = async_errors(t, err);
-        const double now = sl_now_s();
-        if (!rc && now - start > t->dist->timeout_s) rc = timed_out(t, "communication", err);
-        if (!rc && now - watched > 0.25) { /* a rank on this machine that died is named at once (comm_mpi.h) */
-            watched = now;
-            int pid, lost = sl_comm_mpi_lost_rank(&pid);
-            if (lost >= 0) {
-                abort_all(t);
-                rc = sl_err_set(err, SL_EIO, "rank %d (process %d, on this machine) has exited: NCCL communication "
-                                "on rank %d cannot finish (its communicators were aborted)", lost, pid,
-                                t->dist->world.rank);
-            }
-        }
+        if (!rc && sl_now_s() - start > t->dist->timeout_s) rc = timed_out(t, "communication", err);
+        if (!rc && (rc = sl_comm_mpi_watch(start, &watched, "NCCL communication", NULL, err))) abort_all(t);
         sched_yield();
     }
     if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();

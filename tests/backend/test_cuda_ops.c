@@ -332,7 +332,8 @@ static void check_matmul(int n, int64_t cols, sl_dtype dtype, sl_dtype act) {
 }
 
 /* A pair of projections of one shape (k and v, gate and up), each with a bias: the GPU runs them as one
- * batched GEMM (its weights and outputs at any distance, the second's below the first's with `reversed`). */
+ * batched GEMM (its weights and outputs at any distance; `reversed` allocates the second first, so it
+ * usually lies below the first). */
 static void check_matmul_pair(int n, int64_t cols, sl_dtype dtype, sl_dtype act, int reversed) {
     const int64_t rows = 192;
     twin_weight w[2];
