@@ -3,6 +3,7 @@
 # of the Llama-3.1-8B shape beside the peers, in one run, ending with one table.
 #
 #   bench/gpu.sh [PARTS...]      PARTS: tests goldens python layouts nccl bench throughput serve structured preflight peers
+#                                trace
 #                                (default: all)
 #
 # layouts: every layout on the one GPU, ranks sharing it (tensors staged through
@@ -21,6 +22,10 @@
 # each variant (default, NCCL_PROTO=LL/LL128/Simple, registered and symmetric buffers) eager and in
 # CUDA graphs (bench/nccl_allreduce.c): one rank (a world of 1) into $RESULTS/nccl_allreduce.json; where
 # several GPUs are visible, one rank on each too, into nccl_allreduce_np<N>.json.
+#
+# trace: a prefill of 2048 tokens and a short throughput run under
+# bench/cuda_trace.c (a CUPTI timeline): where the GPU sat idle within and
+# between steps, and what the host was doing then (bench/cuda_trace_report.py).
 #
 # structured: bench/structured/bench_structured.py on the 8B shape, $STRUCTURED_SEQS
 # (default 256) JSON-schema requests at once against as many unconstrained ones.
@@ -169,7 +174,7 @@ if want nccl; then
   fi
 fi
 
-if want bench || want throughput || want serve || want structured || want peers; then
+if want bench || want throughput || want serve || want structured || want peers || want trace; then
   make_model || exit 1
   # the GPU's read bandwidth, measured as DEVICE.md does (torch sum over 4 GiB of bf16), best of 10
   $PY - <<'EOF' >"$RESULTS/read_bw.json"
@@ -193,6 +198,18 @@ fi
 if want throughput; then
   timeout 300 "$shardlm" bench throughput "$model" --num-prompts "${NUM_PROMPTS:-1000}" --input-len 512 --output-len 256 \
       --output-json "$RESULTS/throughput.json" || status=1
+fi
+if want trace; then
+  tracer=$bin/libcuda_trace.so
+  [ -f "$tracer" ] || tracer=$bin/bench/libcuda_trace.so
+  trace() { # NAME SHARDLM-ARGS...: the run under the tracer, then its report
+    local name=$1; shift
+    CUDA_INJECTION64_PATH=$tracer CUDA_TRACE_OUT=$RESULTS/trace_$name.tsv timeout 240 "$shardlm" "$@" 2>&1 |
+      grep -v "^iteration" || status=1
+    $PY bench/cuda_trace_report.py "$RESULTS/trace_$name.tsv" --bursts 12 | tee "$RESULTS/trace_$name.txt"
+  }
+  trace prefill_2048 bench latency "$model" --batch-size 1 --input-len 2048 --output-len 1 --num-iters 3
+  trace throughput bench throughput "$model" --num-prompts 512 --input-len 512 --output-len 64
 fi
 if want serve; then
   # start to a ready /health, page cache warm (the model was just read)
