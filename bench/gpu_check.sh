@@ -3,9 +3,12 @@
 # GPU tests, then a per-kernel profile of batch-1 decode steps (Nsight Compute),
 # so a slow step can be read kernel by kernel; profile_batch does the same for
 # 256 prompts of 512 tokens (the prefill chunks, which decode the finished
-# prompts alongside, then the steps after the last chunk).
+# prompts alongside, then the steps after the last chunk). profile_prefill reads
+# the prefill's own kernels (the tensor-core attention, rope_kv_store) through
+# Nsight Compute's sections (speed of light, occupancy, warp stalls, memory and
+# compute workloads) on a 2048-token prompt of the whole 8B shape.
 #
-#   bench/gpu_check.sh [PARTS...]     PARTS: memcheck racecheck profile profile_batch
+#   bench/gpu_check.sh [PARTS...]     PARTS: memcheck racecheck profile profile_batch profile_prefill
 #                                     (default: memcheck racecheck profile)
 #
 # Binaries and folders as bench/gpu.sh takes them ($SHARDLM_BIN, $MODELS,
@@ -93,6 +96,18 @@ if want profile_batch; then
       --num-iters-warmup 0 --enforce-eager >"$RESULTS/profile_batch.csv" 2>"$RESULTS/profile_batch.err" || status=1
   kernel_table "$RESULTS/profile_batch.csv" prefill "tiny shape: the prefill of 256 prompts of 512 tokens"
   kernel_table "$RESULTS/profile_batch.csv" decode "tiny shape: the steps after the last prefill chunk (the sequences still decoding)"
+fi
+if want profile_prefill; then
+  ncu=$(tool ncu)
+  model=$MODELS/llama-3.1-8b
+  $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model" --tokenizer "$TOKENIZERS/llama3.1" >/dev/null || exit 1
+  # the first layer's instance of each (the warm-up iteration's: the same shapes as every later one)
+  timeout 240 "$ncu" --kernel-name regex:"attention_prefill_mma|rope_kv_store" --launch-count 2 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+      "$bin/shardlm" bench latency "$model" --batch-size 1 --input-len 2048 --output-len 1 --num-iters 1 \
+      --num-iters-warmup 0 >"$RESULTS/profile_prefill.txt" 2>"$RESULTS/profile_prefill.err" || status=1
+  grep -vE "^==PROF==|^shardlm" "$RESULTS/profile_prefill.txt" | grep -E "^  [a-z_]|^    [A-Z]|^ +-+|^    (OPT|INF)" | cut -c1-160
 fi
 # every op against the CPU under memcheck: the long cases make it the slowest check, so it comes last
 if want memcheck; then

@@ -57,14 +57,43 @@ static sl_mem_limits mem_limits(const sl_rank *r, const sl_rank_setup *s) {
                            .act_bytes_per_elem = (int)sl_dtype_n_bytes(act)};
 }
 
-/* Bytes for this rank's KV cache: --kv-cache-memory when given; on a GPU what
- * --gpu-memory-utilization of it leaves after what is in use already (the CUDA
- * context, other processes), this rank's weights and its step's workspace
- * (vLLM's meaning), divided between the ranks that share the GPU; on the CPU
- * 1 GiB. */
+/* The CPU's KV cache: --kv-cache-memory, or 1 GiB, within what the rank's
+ * memory (--device-memory, or its share of the available RAM) leaves beside
+ * its weights and step workspace: a larger request is refused with the
+ * largest that fits, where the system would otherwise give it and kill the
+ * process once the pages are touched; the default shrinks to fit. */
+static int host_kv_budget(const sl_rank *r, const sl_rank_setup *s, int64_t *out, sl_err *err) {
+    double device;
+    int rc = device_bytes(r, s, &device, err);
+    if (rc) return rc;
+    const sl_mem_limits lim = mem_limits(r, s);
+    sl_mem_layout l;
+    sl_mem_layout_eval(&r->config, s->tp, s->pp, &lim, &l);
+    const double room = device - l.weight_bytes - l.workspace_bytes, gib = 1073741824.0;
+    const double want = s->kv_cache_memory > 0 ? (double)s->kv_cache_memory : gib;
+    if (l.need_bytes > device) { /* not even one sequence's cache fits: check_memory says what does not */
+        *out = (int64_t)want;
+        return SL_OK;
+    }
+    if (s->kv_cache_memory > 0 && want > room)
+        return sl_err_set(err, SL_ENOSPACE, "--kv-cache-memory %.2f GiB does not fit: this rank has %.2f GiB%s, of "
+                          "which its weights and one step's workspace take %.2f GiB; give --kv-cache-memory %.2f GiB "
+                          "or less", (double)s->kv_cache_memory / gib, device / gib,
+                          s->device_memory > 0 ? " (--device-memory)" : " of the available RAM",
+                          (l.weight_bytes + l.workspace_bytes) / gib, room / gib);
+    *out = (int64_t)(want < room ? want : room);
+    return SL_OK;
+}
+
+/* Bytes for this rank's KV cache: --kv-cache-memory when given (checked
+ * against the RAM on the CPU); on a GPU what --gpu-memory-utilization of it
+ * leaves after what is in use already (the CUDA context, other processes),
+ * this rank's weights and its step's workspace (vLLM's meaning), divided
+ * between the ranks that share the GPU; on the CPU 1 GiB, or what fits. */
 static int kv_budget(const sl_rank *r, const sl_rank_setup *s, int64_t *out, sl_err *err) {
-    if (s->kv_cache_memory > 0 || r->backend.iface->shares_host_memory) {
-        *out = s->kv_cache_memory > 0 ? s->kv_cache_memory : (int64_t)1 << 30;
+    if (r->backend.iface->shares_host_memory) return host_kv_budget(r, s, out, err);
+    if (s->kv_cache_memory > 0) {
+        *out = s->kv_cache_memory;
         return SL_OK;
     }
     size_t free_bytes, total;

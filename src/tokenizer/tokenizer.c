@@ -241,7 +241,8 @@ static int build_added_index(sl_tokenizer *t, const char *file, sl_err *err) {
     memset(t->added_by_id, 0xff, (t->n_ids + 1) * sizeof *t->added_by_id);
     sl_tok_buf norm = {0};
     sl_tok_scratch sc;
-    int rc = sl_tok_scratch_init(&sc, err);
+    sl_tok_scratch_init(&sc);
+    int rc = SL_OK;
     for (size_t i = 0; i < t->n_added && !rc; i++) {
         const added_token *a = &t->added[i];
         t->added_by_id[a->id] = (int32_t)i;
@@ -591,9 +592,9 @@ int sl_tokenizer_encode(const sl_tokenizer *t, const char *text, size_t n_bytes,
     if (!sl_tok_utf8_valid(text, n_bytes)) return sl_err_set(err, SL_EINVAL, "tokenizer: encode: the text is not valid UTF-8");
     encode_state st;
     memset(&st, 0, sizeof st);
-    int rc = sl_tok_scratch_init(&st.sc, err);
+    sl_tok_scratch_init(&st.sc);
     size_t cap = 0;
-    if (!rc) rc = encode(t, &st, text ? text : "", n_bytes, add_special_tokens, ids, n_ids, &cap, err);
+    int rc = encode(t, &st, text ? text : "", n_bytes, add_special_tokens, ids, n_ids, &cap, err);
     encode_state_free(&st);
     if (rc) {
         free(*ids);
@@ -643,7 +644,8 @@ int sl_tok_decode_ids(const sl_tokenizer *t, const int32_t *ids, size_t n_ids, b
     sl_tok_buf arena = {0};
     sl_tok_pieces ps = {0};
     sl_tok_scratch sc;
-    int rc = sl_tok_scratch_init(&sc, err);
+    sl_tok_scratch_init(&sc);
+    int rc = SL_OK;
     for (size_t i = 0; i < n_ids && !rc; i++) {
         if (ids[i] < 0) {
             rc = sl_err_set(err, SL_EINVAL, "tokenizer: decode: id %d at position %zu is negative", (int)ids[i], i);

@@ -123,7 +123,8 @@ typedef struct sl_tok_regex {
     pcre2_code *code; /* NULL for an empty literal, which never matches */
 } sl_tok_regex;
 
-/* Per-call match state; one per encode/decode call, never shared. */
+/* Per-call match state; one per encode/decode call, never shared. PCRE2's
+ * part (md, mctx, jit_stack) is made at the first regex match. */
 typedef struct sl_tok_scratch {
     pcre2_match_data *md;
     pcre2_match_context *mctx;
@@ -132,7 +133,7 @@ typedef struct sl_tok_scratch {
     sl_tok_buf tmp[2];
 } sl_tok_scratch;
 
-int sl_tok_scratch_init(sl_tok_scratch *sc, sl_err *err);
+void sl_tok_scratch_init(sl_tok_scratch *sc);
 void sl_tok_scratch_free(sl_tok_scratch *sc);
 
 /* Compiles an Oniguruma-style pattern (as in tokenizer.json) with PCRE2 in

@@ -155,13 +155,20 @@ int sl_tok_pattern_parse(const json_t *j, sl_tok_regex *re, const char *where, s
     return sl_tok_regex_compile(re, json_string_value(v), json_string_length(v), s != NULL, where, err);
 }
 
-int sl_tok_scratch_init(sl_tok_scratch *sc, sl_err *err) {
-    memset(sc, 0, sizeof *sc);
+void sl_tok_scratch_init(sl_tok_scratch *sc) { memset(sc, 0, sizeof *sc); }
+
+/* PCRE2's match state, made at a scratch's first match: a decode whose decoders match no regex (ByteLevel's,
+ * a token at a time while streaming) makes none, and so maps and unmaps no JIT stack. */
+static int match_state(sl_tok_scratch *sc, sl_err *err) {
+    if (sc->md) return SL_OK;
     sc->md = pcre2_match_data_create(1, NULL);
     sc->mctx = pcre2_match_context_create(NULL);
     sc->jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
     if (!sc->md || !sc->mctx || !sc->jit_stack) {
-        sl_tok_scratch_free(sc);
+        if (sc->md) pcre2_match_data_free(sc->md);
+        if (sc->mctx) pcre2_match_context_free(sc->mctx);
+        if (sc->jit_stack) pcre2_jit_stack_free(sc->jit_stack);
+        sc->md = NULL, sc->mctx = NULL, sc->jit_stack = NULL;
         return sl_err_set(err, SL_ENOMEM, "tokenizer: out of memory for regex match data");
     }
     pcre2_jit_stack_assign(sc->mctx, NULL, sc->jit_stack);
@@ -188,6 +195,8 @@ typedef struct match_iter {
 static int next_match(const sl_tok_regex *re, const char *s, size_t len, match_iter *it,
                       sl_tok_scratch *sc, size_t *ms, size_t *me, sl_err *err) {
     if (!re->code) return 0;
+    int state = match_state(sc, err);
+    if (state) return state;
     for (;;) {
         if (it->last_end > len) return 0;
         int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, it->last_end, PCRE2_NO_UTF_CHECK, sc->md, sc->mctx);

@@ -3,12 +3,13 @@
 
 Each CASE is one ctest (cli_CASE): vLLM's short flags (-tp, -pp), "did you mean" on a table of
 typos, --model beside the positional MODEL, `plan` (weights over one 48 GB GPU, the default model,
-sizes), --gpu-memory-utilization on the CPU (a warning; no effect), the CPU's memory check,
---max-model-len past the model's positions, counts below 1, and a missing --prompts-file. Models
-are the tiny fixtures (they load at once); `plan` reads the published configs of
-tests/model/configs. Standard library only.
+sizes), --gpu-memory-utilization on the CPU (a warning; no effect), the CPU's memory check (its KV
+cache included), --max-model-len past the model's positions, counts below 1, and a missing
+--prompts-file. Models are the tiny fixtures (they load at once); `plan` reads the published
+configs of tests/model/configs. Standard library only.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -191,6 +192,17 @@ def case_memory_check():
     check(rc == 0, "a smaller step fits 2M", err)
     rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "10K")
     check(rc == 1 and "the weights alone exceed every layout of up to 8 CPU ranks" in err, "10K: the weights alone", err)
+    # a CPU KV cache larger than the rank's memory is refused with the largest that fits (the system would
+    # hand it out and kill the process once the pages are touched); the 1 GiB default shrinks to fit
+    rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "64M", "--kv-cache-memory", "1GiB")
+    m = re.search(r"--kv-cache-memory 1\.00 GiB does not fit: this rank has 0\.06 GiB \(--device-memory\), of which "
+                  r"its weights and one step's workspace take 0\.01 GiB; give --kv-cache-memory (0\.0\d) GiB or less", err)
+    check(rc == 1 and m, "--kv-cache-memory 1GiB in 64M: refused, naming what fits", err)
+    rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "64M", "--kv-cache-memory",
+                       f"{float(m.group(1)) if m else 0.05}GiB")
+    check(rc == 0, "the size the message gives is accepted", err)
+    rc, out, err = run("generate", MODEL, *GEN, "--device", "cpu", "--device-memory", "64M")
+    check(rc == 0 and "KV cache 0.05 GiB" in err, "the 1 GiB default shrinks to what 64M leaves", err)
 
 
 # ---- 6. --max-model-len past max_position_embeddings: refused unless allowed, as vLLM ----

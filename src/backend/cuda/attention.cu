@@ -157,37 +157,54 @@ template <int N> __device__ inline void store_floats(float *p, const float *x) {
 
 /* ---- rope_kv_store: RoPE of q and k, and the step's K/V into the cache ---- */
 
-template <typename T> __device__ inline T narrow1(float x) {
-    if constexpr (sizeof(T) == 4) return x;
-    else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
-    else return __float2bfloat16_rn(x);
-}
+/* Block (token, group of `heads` heads): heads [0, n_heads) are q's, the next n_kv_heads k's; ROPE_LANES
+ * threads a head, each rotating the pairs (i + e, i + e + head_dim / 2), e < 8, of i = 8 * lane (then
+ * i + 8 * ROPE_LANES...), as load8 / store8 vectors where `vec` (else element by element). The block first
+ * puts the token's cos and sin of every frequency in shared memory (one sincosf each, not one per head). A k
+ * head also writes its rotated row and the token's v row to the cache. T: the cache's element type; A: the
+ * activations'. */
+constexpr int ROPE_LANES = 16; /* threads a head (8 pairs each: one pass up to head_dim 256) */
 
-/* Block (token, head): heads [0, n_heads) are q's, the next n_kv_heads k's; a thread per rotated pair
- * (i, i + head_dim / 2). A k head also writes its rotated row and the token's v row to the cache.
- * T: the cache's element type; A: the activations'. */
 template <typename T, typename A>
 __global__ void rope_kv_store(T *k_cache, T *v_cache, A *q, A *k, const A *v, const int32_t *pos,
                               const int32_t *slots, const float *inv_freq, int n_heads, int n_kv_heads, int head_dim,
-                              int block_size) {
+                              int block_size, int heads, bool vec) {
+    extern __shared__ float2 cos_sin[]; /* [head_dim / 2] */
     const int t = blockIdx.x, half = head_dim / 2;
-    const bool is_k = (int)blockIdx.y >= n_heads;
-    const int h = is_k ? blockIdx.y - n_heads : blockIdx.y;
-    A *x = is_k ? k + ((int64_t)t * n_kv_heads + h) * head_dim : q + ((int64_t)t * n_heads + h) * head_dim;
-    const int slot = is_k ? slots[t] : 0;
-    const int64_t at = (((int64_t)(slot / block_size) * n_kv_heads + h) * block_size + slot % block_size) * head_dim;
-    const A *vr = v + ((int64_t)t * n_kv_heads + h) * head_dim;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float sn, cs;
         sincosf((float)pos[t] * inv_freq[i], &sn, &cs);
-        const float a = act_load(x + i), b = act_load(x + i + half);
-        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-        act_store(x + i, ra), act_store(x + i + half, rb);
-        if (is_k) {
-            k_cache[at + i] = narrow1<T>(ra), k_cache[at + i + half] = narrow1<T>(rb);
-            v_cache[at + i] = narrow1<T>(act_load(vr + i));
-            v_cache[at + i + half] = narrow1<T>(act_load(vr + i + half));
+        cos_sin[i] = make_float2(cs, sn);
+    }
+    __syncthreads();
+    const int hh = blockIdx.y * heads + threadIdx.x / ROPE_LANES;
+    if (hh >= n_heads + n_kv_heads) return;
+    const bool is_k = hh >= n_heads;
+    const int h = is_k ? hh - n_heads : hh;
+    A *x = is_k ? k + ((int64_t)t * n_kv_heads + h) * head_dim : q + ((int64_t)t * n_heads + h) * head_dim;
+    const A *vr = v + ((int64_t)t * n_kv_heads + h) * head_dim;
+    const int slot = is_k ? slots[t] : 0;
+    const int64_t at = (((int64_t)(slot / block_size) * n_kv_heads + h) * block_size + slot % block_size) * head_dim;
+    for (int i = threadIdx.x % ROPE_LANES * 8; i < half; i += ROPE_LANES * 8) {
+        const int count = min(8, half - i);
+        float a[8], b[8];
+        load_n(x + i, count, vec, a);
+        load_n(x + i + half, count, vec, b);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const float2 c = e < count ? cos_sin[i + e] : make_float2(0.0f, 0.0f);
+            const float ra = a[e] * c.x - b[e] * c.y, rb = b[e] * c.x + a[e] * c.y;
+            a[e] = ra, b[e] = rb;
         }
+        store_n(x + i, count, vec, a);
+        store_n(x + i + half, count, vec, b);
+        if (!is_k) continue;
+        store_n(k_cache + at + i, count, vec, a);
+        store_n(k_cache + at + i + half, count, vec, b);
+        load_n(vr + i, count, vec, a);
+        load_n(vr + i + half, count, vec, b);
+        store_n(v_cache + at + i, count, vec, a);
+        store_n(v_cache + at + i + half, count, vec, b);
     }
 }
 
@@ -756,12 +773,15 @@ template <typename T> void launch_for_head_dim(const attention_call &c) {
 template <typename T>
 void launch_rope_kv_store(cudaStream_t s, void *q, void *k, const void *v, const sl_kv_cache *kv, const int32_t *pos,
                           const int32_t *slots, const float *inv_freq, int n_tokens, int n_heads, sl_dtype act) {
-    const int half = kv->head_dim / 2, threads = half >= 128 ? 128 : (half + 31) / 32 * 32;
+    const int heads = 128 / ROPE_LANES, groups = (n_heads + kv->n_kv_heads + heads - 1) / heads;
+    /* vectors of 8 where every row and both halves start 16-byte aligned: head_dim a multiple of 16 */
+    const bool vec = kv->head_dim % 16 == 0 && act_aligned(q, k, v) && act_aligned(kv->k, kv->v);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        rope_kv_store<T, A><<<dim3(n_tokens, n_heads + kv->n_kv_heads), threads, 0, s>>>(
+        rope_kv_store<T, A><<<dim3(n_tokens, groups), heads * ROPE_LANES, sizeof(float2) * (kv->head_dim / 2), s>>>(
             static_cast<T *>(kv->k), static_cast<T *>(kv->v), static_cast<A *>(q), static_cast<A *>(k),
-            static_cast<const A *>(v), pos, slots, inv_freq, n_heads, kv->n_kv_heads, kv->head_dim, kv->block_size);
+            static_cast<const A *>(v), pos, slots, inv_freq, n_heads, kv->n_kv_heads, kv->head_dim, kv->block_size,
+            heads, vec);
     });
 }
 
