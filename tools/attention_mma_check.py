@@ -5,17 +5,16 @@ Two things the GPU test (tests/backend/test_cuda_ops.c) can only show on a GPU:
 
   fragments  one warp's index math, emulated lane by lane with the PTX ISA's
              semantics of ldmatrix (.x4, with and without .trans) and
-             mma.m16n8k16 (A row, B col, f32 C): the kernel's ldmatrix row
-             addresses for Q (two M tiles of 16 rows a warp), K and V, P
-             taken from the score accumulators as A, and the output mapping
-             must give exactly
+             mma.m16n8k16 (A row, B col, f32 C): the kernel's Q A-fragments,
+             its ldmatrix row addresses for K and V, P taken from the score
+             accumulators as A, and the output mapping must give exactly
              S = Q K^T and O = S V; the 8 row addresses of every 8x8 matrix
              must fall in 8 different 16-byte bank groups (padded rows).
              The formulas are written here as the kernel writes them: change
              both together.
   rounding   the kernel's arithmetic on the test's inputs (Q * q_scale and the
              weights rounded to bfloat16 / float16, weights taken against the
-             running max of their 32-key step and summed as rounded) against
+             running max of their 64-key chunk and summed as rounded) against
              exact attention over the same 16-bit K/V: the error behind
              test_cuda_ops' tensor_core_tolerance, in units of u (2^-8, 2^-11).
 
@@ -23,8 +22,7 @@ Run: build/venv/bin/python tools/attention_mma_check.py  (numpy)
 """
 import numpy as np
 
-CHUNK = 64  # keys a stage holds
-STEP = 32  # keys per online-softmax step
+CHUNK = 64
 LOG2E = 1.4426950408889634
 
 
@@ -63,64 +61,57 @@ def ldmatrix_x4(mem, addrs, trans):
 
 
 def check_fragments(D, rng):
-    """One warp: 32 query rows (two M tiles of 16) against one STEP of keys, as the kernel indexes them."""
-    STRIDE, FEAT_STEPS, OUT_BLOCKS, KEY_BLOCKS, KEY_STEPS = 2 * D + 16, D // 16, D // 8, STEP // 8, STEP // 16
-    TILES = 2
-    Q, K, V = (rng.standard_normal((n, D)) for n in (16 * TILES, STEP, STEP))
-    q_at, kv = 0, 65536  # the warp's first query row; the step's K rows, V rows CHUNK rows further
+    STRIDE, FEAT_STEPS, OUT_BLOCKS, KEY_BLOCKS, KEY_STEPS = 2 * D + 16, D // 16, D // 8, CHUNK // 8, CHUNK // 16
+    Q, K, V = (rng.standard_normal((n, D)) for n in (16, CHUNK, CHUNK))
+    kv = 4096  # the stage's shared address: K rows, then V rows
     mem = {}
-    for r in range(16 * TILES):
-        for d in range(D):
-            mem[q_at + r * STRIDE + 2 * d] = Q[r, d]
-    for c in range(STEP):
+    for c in range(CHUNK):
         for d in range(D):
             mem[kv + c * STRIDE + 2 * d] = K[c, d]
             mem[kv + CHUNK * STRIDE + c * STRIDE + 2 * d] = V[c, d]
-    s = [[[[0.0] * 4 for _ in range(32)] for _ in range(KEY_BLOCKS)] for _ in range(TILES)]
-    q_lane = [q_at + ((l & 7) + ((l >> 3) & 1) * 8) * STRIDE + (l >> 4) * 16 for l in range(32)]
+    qa = [[None] * FEAT_STEPS for _ in range(32)]
+    for l in range(32):
+        g, t = l >> 2, l & 3
+        for kk in range(FEAT_STEPS):
+            pair = lambda r, d: (Q[r, d], Q[r, d + 1])
+            qa[l][kk] = [pair(g, 16 * kk + 2 * t), pair(g + 8, 16 * kk + 2 * t),
+                         pair(g, 16 * kk + 2 * t + 8), pair(g + 8, 16 * kk + 2 * t + 8)]
+    s = [[[0.0] * 4 for _ in range(32)] for _ in range(KEY_BLOCKS)]
     k_lane = [kv + ((l & 7) + (l >> 4) * 8) * STRIDE + ((l >> 3) & 1) * 16 for l in range(32)]
-    for kk in range(FEAT_STEPS):
-        qa = [ldmatrix_x4(mem, [q_lane[l] + m * 16 * STRIDE + kk * 32 for l in range(32)], False) for m in range(TILES)]
-        for kb in range(KEY_BLOCKS // 2):
+    for kb in range(KEY_BLOCKS // 2):
+        for kk in range(FEAT_STEPS):
             b = ldmatrix_x4(mem, [k_lane[l] + kb * 16 * STRIDE + kk * 32 for l in range(32)], False)
-            for m in range(TILES):
-                mma_m16n8k16(s[m][2 * kb], qa[m], [x[0] for x in b], [x[1] for x in b])
-                mma_m16n8k16(s[m][2 * kb + 1], qa[m], [x[2] for x in b], [x[3] for x in b])
+            a = [qa[l][kk] for l in range(32)]
+            mma_m16n8k16(s[2 * kb], a, [x[0] for x in b], [x[1] for x in b])
+            mma_m16n8k16(s[2 * kb + 1], a, [x[2] for x in b], [x[3] for x in b])
     S = Q @ K.T
-    for m in range(TILES):
-        for jb in range(KEY_BLOCKS):
-            for l in range(32):
-                g, t = l >> 2, l & 3
-                for e in range(4):  # s[m][jb][e]: row 16m + g + 8 (e >> 1), key 8jb + 2t + (e & 1)
-                    assert abs(s[m][jb][l][e] - S[16 * m + g + 8 * (e >> 1), 8 * jb + 2 * t + (e & 1)]) < 1e-9
-    # the scores themselves as weights: P of M tile m, key blocks 2ks and 2ks + 1 as k-step ks
-    pa = [[[[None] * 4 for _ in range(KEY_STEPS)] for _ in range(32)] for _ in range(TILES)]
-    for m in range(TILES):
+    for jb in range(KEY_BLOCKS):
         for l in range(32):
-            for jb in range(KEY_BLOCKS):
-                pa[m][l][jb // 2][(jb & 1) * 2] = (s[m][jb][l][0], s[m][jb][l][1])
-                pa[m][l][jb // 2][(jb & 1) * 2 + 1] = (s[m][jb][l][2], s[m][jb][l][3])
-    o = [[[[0.0] * 4 for _ in range(32)] for _ in range(OUT_BLOCKS)] for _ in range(TILES)]
+            g, t = l >> 2, l & 3
+            for e in range(4):  # s[jb][e]: row g + 8 (e >> 1), key 8jb + 2t + (e & 1)
+                assert abs(s[jb][l][e] - S[g + 8 * (e >> 1), 8 * jb + 2 * t + (e & 1)]) < 1e-9
+    pa = [[[None] * 4 for _ in range(KEY_STEPS)] for _ in range(32)]  # the scores themselves as weights
+    for l in range(32):
+        for jb in range(KEY_BLOCKS):
+            pa[l][jb // 2][(jb & 1) * 2] = (s[jb][l][0], s[jb][l][1])
+            pa[l][jb // 2][(jb & 1) * 2 + 1] = (s[jb][l][2], s[jb][l][3])
+    o = [[[0.0] * 4 for _ in range(32)] for _ in range(OUT_BLOCKS)]
     v_lane = [kv + CHUNK * STRIDE + ((l & 7) + ((l >> 3) & 1) * 8) * STRIDE + (l >> 4) * 16 for l in range(32)]
     for ks in range(KEY_STEPS):
         for nb in range(OUT_BLOCKS // 2):
             b = ldmatrix_x4(mem, [v_lane[l] + ks * 16 * STRIDE + nb * 32 for l in range(32)], True)
-            for m in range(TILES):
-                a = [pa[m][l][ks] for l in range(32)]
-                mma_m16n8k16(o[m][2 * nb], a, [x[0] for x in b], [x[1] for x in b])
-                mma_m16n8k16(o[m][2 * nb + 1], a, [x[2] for x in b], [x[3] for x in b])
-    out = np.full((16 * TILES, D), np.nan)
-    for m in range(TILES):
-        for l in range(32):
-            g, t = l >> 2, l & 3
-            for h in range(2):
-                for nb in range(OUT_BLOCKS):
-                    r = 16 * m + g + 8 * h
-                    out[r, 8 * nb + 2 * t], out[r, 8 * nb + 2 * t + 1] = o[m][nb][l][2 * h], o[m][nb][l][2 * h + 1]
+            a = [pa[l][ks] for l in range(32)]
+            mma_m16n8k16(o[2 * nb], a, [x[0] for x in b], [x[1] for x in b])
+            mma_m16n8k16(o[2 * nb + 1], a, [x[2] for x in b], [x[3] for x in b])
+    out = np.full((16, D), np.nan)
+    for l in range(32):
+        g, t = l >> 2, l & 3
+        for h in range(2):
+            for nb in range(OUT_BLOCKS):
+                out[g + 8 * h, 8 * nb + 2 * t], out[g + 8 * h, 8 * nb + 2 * t + 1] = o[nb][l][2 * h], o[nb][l][2 * h + 1]
     O = S @ V
     assert np.abs(out - O).max() <= 1e-9 * np.abs(O).max()
-    print(f"fragments, head_dim {D}: Q, S, P, O of two M tiles and conflict-free ldmatrix rows as the PTX ISA "
-          "lays them out")
+    print(f"fragments, head_dim {D}: S, P, O and conflict-free ldmatrix rows as the PTX ISA lays them out")
 
 
 # ---- rounding ----
@@ -155,9 +146,9 @@ def check_rounding(rnd, u, D, ctx, q_len, heads, rng):
         exact = w @ v / w.sum(1, keepdims=True)
         s = rnd(q * np.float32(scale * LOG2E)).astype(np.float64) @ k.T
         s[hidden] = -np.inf
-        n_steps = (ctx + STEP - 1) // STEP
-        run_max = np.maximum.accumulate(np.stack([s[:, STEP * i:STEP * (i + 1)].max(1) for i in range(n_steps)], 1), 1)
-        at = np.repeat(run_max, STEP, 1)[:, :ctx]  # the max each weight was taken against
+        n_chunks = (ctx + CHUNK - 1) // CHUNK
+        run_max = np.maximum.accumulate(np.stack([s[:, CHUNK * i:CHUNK * (i + 1)].max(1) for i in range(n_chunks)], 1), 1)
+        at = np.repeat(run_max, CHUNK, 1)[:, :ctx]  # the max each weight was taken against
         p = rnd(np.exp2(s - at)) * np.exp2(at - run_max[:, -1:])
         worst = max(worst, np.abs(p @ v / p.sum(1, keepdims=True) - exact).max())
     return worst / u
