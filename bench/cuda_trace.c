@@ -81,8 +81,9 @@ static void flush_at_exit(void) {
     out = NULL;
 }
 
-/* Called by CUDA once, in the program's first CUDA call, when CUDA_INJECTION64_PATH names this library. */
-int InitializeInjection(void) {
+/* Called by CUDA once, in the program's first CUDA call, when CUDA_INJECTION64_PATH names this library; found
+ * by name, so exported past the project's hidden visibility (ctest cuda_trace_exports). */
+__attribute__((visibility("default"))) int InitializeInjection(void) {
     const char *path = getenv("CUDA_TRACE_OUT");
     out = fopen(path ? path : "cuda_trace.tsv", "w");
     if (!out) {

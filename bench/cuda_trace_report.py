@@ -3,7 +3,8 @@
 timeline bench/cuda_trace.c writes (CUDA_INJECTION64_PATH=libcuda_trace.so).
 
 The GPU's work (kernels, copies, memsets) is cut into bursts wherever the GPU
-sat idle longer than --burst-gap-ms; for each burst it prints the span, how
+sat idle longer than --burst-gap-ms; for the longest bursts (in time order:
+a benchmark's steps, not the weights' upload) it prints the span, how
 much of it the GPU was busy, the idle time before it and what the host was
 doing then (its CUDA calls, by name), and the longest idle gaps inside it with
 the kernels on either side. Then the kernels' total time by name.
@@ -76,26 +77,26 @@ def main():
     ap.add_argument("--burst-gap-ms", type=float, default=2.0, help="idle time that ends a burst (default 2 ms)")
     ap.add_argument("--gaps", type=int, default=5, help="idle gaps listed per burst (default 5)")
     ap.add_argument("--min-burst-ms", type=float, default=1.0, help="bursts shorter than this are counted, not listed")
-    ap.add_argument("--bursts", type=int, default=20, help="bursts listed at most (default 20)")
+    ap.add_argument("--bursts", type=int, default=20, help="bursts listed at most, the longest (default 20)")
     args = ap.parse_args()
     device, host = load(args.trace)
     if not device:
         raise SystemExit(f"{args.trace}: no kernels, copies or memsets recorded")
-    prev_end, skipped, listed = device[0][0], 0, 0
-    for i, recs in enumerate(bursts(device, int(args.burst_gap_ms * 1e6))):
+    all_bursts = bursts(device, int(args.burst_gap_ms * 1e6))
+    spans = [(max(r[1] for r in recs) - recs[0][0], i) for i, recs in enumerate(all_bursts)]
+    shown = {i for span, i in sorted(spans, reverse=True)[: args.bursts] if span >= args.min_burst_ms * 1e6}
+    prev_end = device[0][0]
+    for i, recs in enumerate(all_bursts):
         lo, hi = recs[0][0], max(r[1] for r in recs)
-        busy, gaps = busy_and_gaps(recs)
-        lead = lo - prev_end
-        if (hi - lo) / 1e6 < args.min_burst_ms or listed == args.bursts:
-            skipped += 1
-            prev_end = hi
+        lead, prev_end = lo - prev_end, hi
+        if i not in shown:
             continue
-        listed += 1
+        busy, gaps = busy_and_gaps(recs)
         n_kernels = sum(r[2] == "K" for r in recs)
         print(f"burst {i}: {(hi - lo) / 1e6:.2f} ms, GPU busy {busy / 1e6:.2f} ms ({100 * busy / (hi - lo):.1f}%), "
               f"{n_kernels} kernels, {len(recs) - n_kernels} copies/memsets; idle {lead / 1e6:.2f} ms before it")
         if lead > 0:
-            calls = host_calls(host, prev_end, lo)
+            calls = host_calls(host, lo - lead, lo)
             top = ", ".join(f"{n} {t / 1e6:.2f} ms" for n, t in calls.most_common(4))
             print(f"  host during the idle time before it: {top or 'no CUDA calls'}")
         for length, before, after, at in sorted(gaps, reverse=True)[: args.gaps]:
@@ -105,9 +106,9 @@ def main():
                   f" (host: {top or 'no CUDA calls'})")
         if gaps:
             print(f"  {len(gaps)} gaps, {sum(g[0] for g in gaps) / 1e6:.2f} ms in all")
-        prev_end = hi
+    skipped = len(all_bursts) - len(shown)
     if skipped:
-        print(f"{skipped} bursts not listed (under {args.min_burst_ms} ms, or past the first {args.bursts})")
+        print(f"{skipped} bursts not listed (under {args.min_burst_ms} ms, or shorter than the {args.bursts} listed)")
     lo, hi = device[0][0], max(r[1] for r in device)
     busy, _ = busy_and_gaps(device)
     print(f"all: {(hi - lo) / 1e6:.2f} ms from the first GPU record to the last, GPU busy {busy / 1e6:.2f} ms "
