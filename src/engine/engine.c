@@ -577,11 +577,8 @@ static int init_seq(sl_engine *e, sl_req *r, int i, const int32_t *ids, int n_pr
         int rc = sl_detokenizer_create(e->tok, r->params.skip_special_tokens, &s->detok, err);
         if (rc) return rc;
         /* the prompt is context for the first output token's text (leading spaces...) */
-        for (int j = 0; j < n_prompt; j++) {
-            char *piece;
-            size_t n;
-            sl_detokenizer_push(s->detok, ids[j], &piece, &n, err);
-        }
+        rc = sl_detokenizer_prime(s->detok, ids, (size_t)n_prompt, err);
+        if (rc) return rc;
     }
     return SL_OK;
 }

@@ -17,6 +17,10 @@
 
 /* Ids before prefix_offset are dropped once this many have piled up. */
 #define KEEP_BEHIND 256
+/* Context tokens prime pushes: a window starts where the last text ended that
+ * was not an incomplete character (at most a character's 4 bytes back in any
+ * valid text), so earlier ones never reach a decode. */
+#define PRIME_TOKENS 32
 
 struct sl_detokenizer {
     const sl_tokenizer *t;
@@ -95,6 +99,16 @@ int sl_detokenizer_push(sl_detokenizer *d, int32_t id, char **piece, size_t *n_b
     if (emit) {
         d->prefix_offset = d->read_offset;
         d->read_offset = d->n_ids;
+    }
+    return SL_OK;
+}
+
+int sl_detokenizer_prime(sl_detokenizer *d, const int32_t *ids, size_t n, sl_err *err) {
+    char *piece;
+    size_t n_bytes;
+    for (size_t i = n > PRIME_TOKENS ? n - PRIME_TOKENS : 0; i < n; i++) {
+        int rc = sl_detokenizer_push(d, ids[i], &piece, &n_bytes, err);
+        if (rc) return rc;
     }
     return SL_OK;
 }

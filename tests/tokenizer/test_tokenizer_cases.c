@@ -5,7 +5,8 @@
  * without special tokens, and the decoded text) and every chat rendering
  * (its text encoded without special tokens gives its ids) must match; the
  * streaming detokenizer's pieces must concatenate to the full decode with
- * and without skip_special_tokens; bos/eos come from tokenizer_config.json.
+ * and without skip_special_tokens, and a primed prompt must leave the
+ * output's pieces as pushing it would; bos/eos come from tokenizer_config.json.
  * Usage: test_tokenizer_cases SHARED/tokenizers (exit 77 when absent). */
 #include <jansson.h>
 #include <stdbool.h>
@@ -71,6 +72,54 @@ static void check_decode(const sl_tokenizer *t, const char *name, const json_t *
         }
         free(text);
         free(streamed);
+    }
+    free(ids);
+}
+
+/* The pieces after ids[0..k), primed as context, then pushed one by one to the end and finished, into
+ * pieces (a string per push and the finish, end to end, each ended by a NUL). */
+static char *stream_after(const sl_tokenizer *t, const int32_t *ids, size_t k, size_t n, bool prime, size_t *len) {
+    sl_detokenizer *d;
+    sl_err err = {0};
+    char *all = NULL, *piece;
+    size_t k_bytes;
+    if (sl_detokenizer_create(t, false, &d, &err)) return NULL;
+    if (prime) CHECK_EQ_INT(sl_detokenizer_prime(d, ids, k, &err), 0);
+    for (size_t i = 0; i < k && !prime; i++) CHECK_EQ_INT(sl_detokenizer_push(d, ids[i], &piece, &k_bytes, &err), 0);
+    FILE *f = open_memstream(&all, len);
+    for (size_t i = k; i <= n; i++) {
+        int rc = i < n ? sl_detokenizer_push(d, ids[i], &piece, &k_bytes, &err) : sl_detokenizer_finish(d, &piece, &k_bytes, &err);
+        CHECK_EQ_INT(rc, 0);
+        if (!rc) fwrite(piece, 1, k_bytes + 1, f);
+    }
+    fclose(f);
+    sl_detokenizer_free(d);
+    return all;
+}
+
+/* A prompt primed as context (its last tokens decoded) gives the output the same pieces, one for one, as
+ * the prompt pushed token by token: the cases' ids end to end (with their special tokens, several hundred),
+ * cut at every 7th token. */
+static void check_prime(const sl_tokenizer *t, const char *name, const json_t *cases) {
+    size_t n = 0, i, cap = 0;
+    int32_t *ids = NULL;
+    json_t *c;
+    json_array_foreach(cases, i, c) {
+        const json_t *jids = json_object_get(c, "ids_with_special");
+        ids = realloc(ids, (cap += json_array_size(jids)) * sizeof *ids);
+        for (size_t j = 0; j < json_array_size(jids); j++) ids[n++] = (int32_t)json_integer_value(json_array_get(jids, j));
+    }
+    CHECK(n > 100);
+    for (size_t k = 0; k < n; k += 7) {
+        size_t len_push = 0, len_prime = 0;
+        char *pushed = stream_after(t, ids, k, n, false, &len_push), *primed = stream_after(t, ids, k, n, true, &len_prime);
+        if (!pushed || !primed || len_push != len_prime || memcmp(pushed, primed, len_push)) {
+            fprintf(stderr, "%s: after %zu of %zu ids as a primed prompt, the pieces differ from pushing them\n", name, k, n);
+            test_case_failed_ = 1;
+            k = n;
+        }
+        free(pushed);
+        free(primed);
     }
     free(ids);
 }
@@ -149,6 +198,7 @@ static void run_tokenizer(const char *name, const char *bos, const char *eos, bo
         check_decode(t, name, json_object_get(c, "ids"), json_string_value(json_object_get(c, "text")));
     }
     check_token_bytes(t, name);
+    check_prime(t, name, json_object_get(cases, "cases"));
     if (bos) CHECK_STR(sl_tokenizer_bos_token(t), bos);
     else CHECK(sl_tokenizer_bos_token(t) == NULL && sl_tokenizer_bos_id(t) == -1);
     CHECK_STR(sl_tokenizer_eos_token(t), eos);
