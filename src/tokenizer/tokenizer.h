@@ -67,9 +67,10 @@ int sl_detokenizer_create(const sl_tokenizer *t, bool skip_special_tokens, sl_de
 /* *piece is owned by d and valid until the next call; may be empty. */
 int sl_detokenizer_push(sl_detokenizer *d, int32_t id, char **piece, size_t *n_bytes, sl_err *err);
 /* Context before the stream (a prompt): the pieces that follow are those
- * pushing ids one at a time would give, with the context's own text dropped;
- * only its last tokens are decoded, so a long prompt costs what a short one
- * does. */
+ * pushing ids one at a time would give, with the context's own text dropped,
+ * wherever the context does not end in over 32 tokens of one unfinished
+ * character; only its last 32 tokens are decoded, so a long prompt costs what
+ * a short one does. */
 int sl_detokenizer_prime(sl_detokenizer *d, const int32_t *ids, size_t n, sl_err *err);
 /* Flushes what is left (after this, the stream starts over). */
 int sl_detokenizer_finish(sl_detokenizer *d, char **piece, size_t *n_bytes, sl_err *err);
