@@ -50,11 +50,19 @@ def test_json_schema_greedy_and_sampled(smol):
     sampled = SamplingParams(temperature=1.0, seed=11, n=4, max_tokens=200,
                              structured_outputs=StructuredOutputsParams(json=json.dumps(PERSON)))
     outs = smol.chat([conv, conv], [greedy, sampled], use_tqdm=False)
-    choices = outs[0].outputs + outs[1].outputs
-    assert len(choices) == 5
-    for c in choices:
+    assert len(outs[0].outputs) == 1 and len(outs[1].outputs) == 4
+    # a sampled choice may still be inside a value when max_tokens ends it: "score" is a number of any
+    # length, and at temperature 1 the model can go on with digits (on a CPU without AVX-512 one of the
+    # four did, past 160 of them); it must then have used every token. The rest must be whole and valid.
+    finished = 0
+    for c in outs[0].outputs + outs[1].outputs:
+        if c.finish_reason == "length" and c is not outs[0].outputs[0]:
+            assert len(c.token_ids) == 200, c.text
+            continue
         assert c.finish_reason == "stop", c.text
         jsonschema.validate(json.loads(c.text), PERSON)
+        finished += 1
+    assert finished >= 3, "the greedy choice and at least two of the four sampled ones end their JSON"
 
 
 def test_regex_choice_grammar(smol):
