@@ -38,17 +38,23 @@ static void check_encode(const sl_tokenizer *t, const char *name, const char *te
     free(ids);
 }
 
-static char *stream_all(const sl_tokenizer *t, const int32_t *ids, size_t n, bool skip) {
+/* The detokenizer's pieces for ids[k..n) and its finish, after ids[0..k) went in as context (primed, or
+ * pushed with their pieces dropped); each piece followed by a NUL where `separate`, so pieces compare one
+ * for one, else end to end as one string. */
+static char *stream_pieces(const sl_tokenizer *t, const int32_t *ids, size_t k, size_t n, bool skip, bool prime,
+                           bool separate, size_t *len) {
     sl_detokenizer *d;
     sl_err err = {0};
     char *all = NULL, *piece;
-    size_t len = 0, k;
+    size_t n_bytes;
     if (sl_detokenizer_create(t, skip, &d, &err)) return NULL;
-    FILE *f = open_memstream(&all, &len);
-    for (size_t i = 0; i <= n; i++) {
-        int rc = i < n ? sl_detokenizer_push(d, ids[i], &piece, &k, &err) : sl_detokenizer_finish(d, &piece, &k, &err);
+    if (prime) CHECK_EQ_INT(sl_detokenizer_prime(d, ids, k, &err), 0);
+    for (size_t i = 0; i < k && !prime; i++) CHECK_EQ_INT(sl_detokenizer_push(d, ids[i], &piece, &n_bytes, &err), 0);
+    FILE *f = open_memstream(&all, len);
+    for (size_t i = k; i <= n; i++) {
+        int rc = i < n ? sl_detokenizer_push(d, ids[i], &piece, &n_bytes, &err) : sl_detokenizer_finish(d, &piece, &n_bytes, &err);
         CHECK_EQ_INT(rc, 0);
-        if (!rc) fwrite(piece, 1, k, f);
+        if (!rc) fwrite(piece, 1, n_bytes + separate, f);
     }
     fclose(f);
     sl_detokenizer_free(d);
@@ -65,7 +71,7 @@ static void check_decode(const sl_tokenizer *t, const char *name, const json_t *
         size_t len;
         CHECK_EQ_INT(sl_tokenizer_decode(t, ids, n, skip, &text, &len, &err), 0);
         if (want && !skip) CHECK_STR(text, want);
-        streamed = stream_all(t, ids, n, skip);
+        streamed = stream_pieces(t, ids, 0, n, skip, false, false, &len);
         if (!text || !streamed || strcmp(text, streamed)) {
             fprintf(stderr, "%s: streamed decode (skip=%d) \"%s\" != decode \"%s\"\n", name, skip, streamed, text);
             test_case_failed_ = 1;
@@ -74,27 +80,6 @@ static void check_decode(const sl_tokenizer *t, const char *name, const json_t *
         free(streamed);
     }
     free(ids);
-}
-
-/* The pieces after ids[0..k), primed as context, then pushed one by one to the end and finished, into
- * pieces (a string per push and the finish, end to end, each ended by a NUL). */
-static char *stream_after(const sl_tokenizer *t, const int32_t *ids, size_t k, size_t n, bool prime, size_t *len) {
-    sl_detokenizer *d;
-    sl_err err = {0};
-    char *all = NULL, *piece;
-    size_t k_bytes;
-    if (sl_detokenizer_create(t, false, &d, &err)) return NULL;
-    if (prime) CHECK_EQ_INT(sl_detokenizer_prime(d, ids, k, &err), 0);
-    for (size_t i = 0; i < k && !prime; i++) CHECK_EQ_INT(sl_detokenizer_push(d, ids[i], &piece, &k_bytes, &err), 0);
-    FILE *f = open_memstream(&all, len);
-    for (size_t i = k; i <= n; i++) {
-        int rc = i < n ? sl_detokenizer_push(d, ids[i], &piece, &k_bytes, &err) : sl_detokenizer_finish(d, &piece, &k_bytes, &err);
-        CHECK_EQ_INT(rc, 0);
-        if (!rc) fwrite(piece, 1, k_bytes + 1, f);
-    }
-    fclose(f);
-    sl_detokenizer_free(d);
-    return all;
 }
 
 /* A prompt primed as context (its last tokens decoded) gives the output the same pieces, one for one, as
@@ -112,7 +97,8 @@ static void check_prime(const sl_tokenizer *t, const char *name, const json_t *c
     CHECK(n > 100);
     for (size_t k = 0; k < n; k += 7) {
         size_t len_push = 0, len_prime = 0;
-        char *pushed = stream_after(t, ids, k, n, false, &len_push), *primed = stream_after(t, ids, k, n, true, &len_prime);
+        char *pushed = stream_pieces(t, ids, k, n, false, false, true, &len_push);
+        char *primed = stream_pieces(t, ids, k, n, false, true, true, &len_prime);
         if (!pushed || !primed || len_push != len_prime || memcmp(pushed, primed, len_push)) {
             fprintf(stderr, "%s: after %zu of %zu ids as a primed prompt, the pieces differ from pushing them\n", name, k, n);
             test_case_failed_ = 1;
