@@ -107,13 +107,28 @@ template <typename T> __device__ inline float2 widen_pair(uint32_t w) {
         return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
 }
 
-/* Two floats rounded to nearest even, as a word of two 16-bit elements. */
+/* Two floats rounded to nearest even, as a word of two 16-bit elements: one F2FP pack instruction on sm_80+
+ * (rounding each with __float2bfloat16_rn and packing the halves took three, two of them on the conversion
+ * pipe that exp2 shares). */
 template <typename T> __device__ inline uint32_t narrow_pair(float a, float b) {
-    if constexpr (std::is_same_v<T, __half>)
-        return (uint32_t)__half_as_ushort(__float2half_rn(a)) | (uint32_t)__half_as_ushort(__float2half_rn(b)) << 16;
-    else
-        return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(a)) |
-               (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(b)) << 16;
+    if constexpr (std::is_same_v<T, __half>) {
+        const __half2 h = __floats2half2_rn(a, b);
+        return *reinterpret_cast<const uint32_t *>(&h);
+    } else {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        return *reinterpret_cast<const uint32_t *>(&h);
+    }
+}
+
+/* ---- softmax ---- */
+
+/* 2^x by the hardware's approximation alone (ex2.approx.ftz: relative error about 2^-22, results below 2^-126
+ * flushed to 0): exp2f adds a range check and two multiplies around it for subnormal results, which weigh
+ * nothing in a softmax. */
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 /* ---- the host side ---- */

@@ -82,6 +82,7 @@
 #include <type_traits>
 
 #include "backend/cuda/act.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace {
@@ -169,6 +170,7 @@ template <typename T, typename A>
 __global__ void rope_kv_store(T *k_cache, T *v_cache, A *q, A *k, const A *v, const int32_t *pos,
                               const int32_t *slots, const float *inv_freq, int n_heads, int n_kv_heads, int head_dim,
                               int block_size, int heads, bool vec) {
+    wait_previous_kernel();
     extern __shared__ float2 cos_sin[]; /* [head_dim / 2] */
     const int t = blockIdx.x, half = head_dim / 2;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -603,6 +605,7 @@ __device__ inline bool tile_heads(const attn_params &p, const head_plan &hp, int
  * over keys of its context range `split`. */
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS, DECODE_MIN_BLOCKS) attention_decode(attn_params p, head_plan hp) {
+    wait_previous_kernel();
     const int seq = blockIdx.x, q0 = p.query_start[seq], q_len = p.query_start[seq + 1] - q0;
     if (q_len < 1 || q_len > p.decode_tokens) return;
     const int ctx = p.context_len[seq], per_split = split_keys(ctx, p.n_splits);
@@ -620,6 +623,7 @@ __global__ void __launch_bounds__(THREADS, DECODE_MIN_BLOCKS) attention_decode(a
  * p.decode_tokens, over keys [0, the tile's last position]. The last tiles come first. */
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS, PREFILL_MIN_BLOCKS) attention_prefill(attn_params p, head_plan hp) {
+    wait_previous_kernel();
     const int seq = blockIdx.z, q0 = p.query_start[seq], q_len = p.query_start[seq + 1] - q0;
     const int t0 = (gridDim.x - 1 - blockIdx.x) * hp.tokens;
     tile tl;
@@ -634,6 +638,7 @@ __global__ void __launch_bounds__(THREADS, PREFILL_MIN_BLOCKS) attention_prefill
 /* Block (seq, head), a thread per 4 features: merges the partials of the split decode sequences,
  * out = sum_i 2^(m_i - M) acc_i / sum_i 2^(m_i - M) l_i, M the largest max (finite: range 0 holds key 0). */
 __global__ void attention_combine(attn_params p, int head_dim) {
+    wait_previous_kernel();
     const int seq = blockIdx.x, head = blockIdx.y, d = threadIdx.x * 4;
     const int q0 = p.query_start[seq], q_len = p.query_start[seq + 1] - q0;
     if (q_len < 1 || q_len > p.decode_tokens || d >= head_dim) return;
@@ -744,15 +749,15 @@ template <typename T, int D> void launch_attention(const attention_call &c) {
     p.q_scale = c.scale * LOG2E;
     allow_shared_memory<T, D>();
 
-    attention_decode<T, D><<<dim3(b->n_seqs, n_kv * dh.passes, p.n_splits), THREADS, decode_cfg<T, D>::SMEM,
-                             c.stream>>>(p, dh);
-    if (p.n_splits > 1) attention_combine<<<dim3(b->n_seqs, c.n_heads), D / 4, 0, c.stream>>>(p, D);
+    launch(attention_decode<T, D>, dim3(b->n_seqs, n_kv * dh.passes, p.n_splits), THREADS, decode_cfg<T, D>::SMEM,
+           c.stream, p, dh);
+    if (p.n_splits > 1) launch(attention_combine, dim3(b->n_seqs, c.n_heads), D / 4, 0, c.stream, p, D);
     if (b->max_query_len > dh.tokens &&
         (sizeof(T) != 2 ||
          !cuda_attention_prefill_mma(c.stream, c.out, c.q, c.kv, b, c.n_heads, c.scale, c.act, dh.tokens))) {
         const int tiles = (b->max_query_len + ph.tokens - 1) / ph.tokens;
-        attention_prefill<T, D><<<dim3(tiles, n_kv * ph.passes, b->n_seqs), THREADS, prefill_cfg<T, D>::SMEM,
-                                  c.stream>>>(p, ph);
+        launch(attention_prefill<T, D>, dim3(tiles, n_kv * ph.passes, b->n_seqs), THREADS, prefill_cfg<T, D>::SMEM,
+               c.stream, p, ph);
     }
 }
 
@@ -778,7 +783,7 @@ void launch_rope_kv_store(cudaStream_t s, void *q, void *k, const void *v, const
     const bool vec = kv->head_dim % 16 == 0 && act_aligned(q, k, v) && act_aligned(kv->k, kv->v);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        rope_kv_store<T, A><<<dim3(n_tokens, groups), heads * ROPE_LANES, sizeof(float2) * (kv->head_dim / 2), s>>>(
+        launch(rope_kv_store<T, A>, dim3(n_tokens, groups), heads * ROPE_LANES, sizeof(float2) * (kv->head_dim / 2), s,
             static_cast<T *>(kv->k), static_cast<T *>(kv->v), static_cast<A *>(q), static_cast<A *>(k),
             static_cast<const A *>(v), pos, slots, inv_freq, n_heads, kv->n_kv_heads, kv->head_dim, kv->block_size,
             heads, vec);

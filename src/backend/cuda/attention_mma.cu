@@ -27,17 +27,20 @@
  *   - Q: the warp's 16 rows x head_dim, read once from global memory, kept in
  *     registers as A fragments for the whole tile: qa[kk] covers features
  *     [16kk, 16kk + 16). Queries of the cache's type T (the activation type of
- *     a 16-bit model) go in as they are and the scores are multiplied by
- *     q_scale (softmax scale * log2 e, as attention.cu) in float32 after the
- *     mma ("raw" Q); others (float32, or the other 16-bit type) are multiplied
- *     by q_scale and rounded to T.
+ *     a 16-bit model) go in as they are and q_scale (softmax scale * log2 e,
+ *     as attention.cu) enters the exponent in float32, one fused multiply-add
+ *     a score ("raw" Q); others (float32, or the other 16-bit type) are
+ *     multiplied by q_scale and rounded to T.
  *   - S = Q K^T, 16 rows x 64 keys: 8 accumulators of m16n8 (keys [8jb, 8jb + 8)).
  *     K is the "col" operand B (k = feature, n = key): a key row in shared
  *     memory is exactly a column of B, so plain ldmatrix of 8 keys x 8
  *     features gives B's register (lane l: key l/4, features 2(l%4), +1).
- *   - online softmax in float32 and base 2 (exp2f), each row's max reduced
- *     over the 4 lanes that hold it; masked scores are -inf and weigh 0.
- *   - P = 2^(S - max) rounded to T; the m16n8 accumulator layout of two
+ *   - online softmax in float32 and base 2 (the bare ex2.approx: act.cuh's
+ *     exp2_approx), each row's max reduced over the 4 lanes that hold it;
+ *     masked scores are -inf and weigh 0. The reference the weights are
+ *     taken against moves up only when a score passes it by 2^8 (lazy
+ *     rescaling, as FlashAttention-4): most chunks skip rescaling the output.
+ *   - P = 2^(S - ref) (at most 2^8) rounded to T; the m16n8 accumulator layout of two
  *     adjacent key blocks is the m16n8k16 A layout, so P stays in registers.
  *     The row sums add the rounded weights, so the output is a true weighted
  *     mean of value rows.
@@ -71,6 +74,7 @@
 #include <type_traits>
 
 #include "backend/cuda/act.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace {
@@ -80,6 +84,7 @@ constexpr int ROWS = 128;    /* query rows of a tile: 16 per warp */
 constexpr int CHUNK = 64;    /* keys per online-softmax step */
 constexpr unsigned FULL_MASK = 0xffffffffu;
 constexpr float LOG2E = 1.4426950408889634f;
+constexpr float RESCALE_BITS = 8.0f; /* weights up to 2^8 before the online softmax rescales */
 
 /* Shapes fixed by head_dim D (elements are 2 bytes). */
 template <int D> struct mma_cfg {
@@ -92,10 +97,12 @@ template <int D> struct mma_cfg {
     static constexpr int KEY_STEPS = CHUNK / 16;      /* k-steps of O += P V */
     static constexpr int STAGE_BYTES = 2 * CHUNK * STRIDE; /* K rows, then V rows */
     static constexpr int SMEM = 2 * STAGE_BYTES;
-    static constexpr int LOAD_STEPS = (CHUNK * PIECES + THREADS - 1) / THREADS; /* pieces a thread copies */
+    static constexpr int KEY_THREADS = THREADS / CHUNK;                          /* threads copying one key row */
+    static constexpr int LOAD_STEPS = (PIECES + KEY_THREADS - 1) / KEY_THREADS;  /* pieces a thread copies */
 
     static_assert(D % 16 == 0 && D >= 64 && D <= 128, "head_dim: 64, 80, 96 or 128");
     static_assert((STRIDE / 16) % 2 == 1, "padded rows: ldmatrix phases conflict-free");
+    static_assert(THREADS % CHUNK == 0, "whole threads per key row");
 };
 
 /* What every block of a launch shares. */
@@ -106,6 +113,8 @@ struct mma_params {
     const unsigned char *k_cache, *v_cache;
     const int32_t *query_start, *context_len, *block_tables;
     int max_blocks, block_size, n_kv_heads, n_heads, group;
+    uint32_t block_mul, block_shift; /* key / block_size as ((umulhi(key, block_mul) + key) >> block_shift) */
+    size_t block_bytes;        /* a cache block: n_kv_heads * block_size rows */
     int decode_tokens;         /* sequences with at most this many query tokens are attention_decode's */
     int passes, heads, tokens; /* head plan: `passes` of `heads` heads, `tokens` query tokens per tile */
     float q_scale;             /* scale * log2(e) */
@@ -152,31 +161,43 @@ __device__ inline void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
 /* One block's work: rows r = token * heads + head of [0, rows), keys [0, key_end). */
 struct mma_tile {
     const int32_t *table; /* the sequence's block table */
+    size_t head_bytes;    /* the tile's KV head's first row in a cache block, in bytes */
     int kv_head, head0, heads;
     int token0, pos0;     /* the step index and position of its first query token */
     int rows, key_end;
 };
 
 /* Starts copying keys [j0, j0 + CHUNK) of the tile's KV head and their values into a stage (K rows,
- * then V rows); rows past key_end are zeroed instead. Consecutive threads copy consecutive pieces. */
+ * then V rows); rows past key_end are zeroed instead. KEY_THREADS consecutive threads copy one key row,
+ * each every KEY_THREADS-th 16-byte piece (together 64 contiguous bytes at a time), so a thread finds its
+ * row's place in the paged cache once a chunk: the block from a multiply-high, not a division. */
 template <int D>
 __device__ __forceinline__ void load_chunk(const mma_params &p, const mma_tile &tl, unsigned char *stage, int j0) {
     using Cfg = mma_cfg<D>;
+    const int c = threadIdx.x / Cfg::KEY_THREADS, first = threadIdx.x % Cfg::KEY_THREADS, j = j0 + c;
+    unsigned char *kd = stage + c * Cfg::STRIDE + first * 16, *vd = kd + CHUNK * Cfg::STRIDE;
+    constexpr int STEP = Cfg::KEY_THREADS * 16; /* bytes between a thread's pieces */
+    auto mine = [](int it) { return Cfg::PIECES % Cfg::KEY_THREADS == 0 || it < Cfg::LOAD_STEPS - 1 ||
+                                    (Cfg::LOAD_STEPS - 1) * Cfg::KEY_THREADS + (int)(threadIdx.x % Cfg::KEY_THREADS) <
+                                        Cfg::PIECES; };
+    if (j < tl.key_end) {
+        const uint32_t b = (__umulhi((uint32_t)j, p.block_mul) + (uint32_t)j) >> p.block_shift;
+        const size_t at = (size_t)tl.table[b] * p.block_bytes + tl.head_bytes +
+                          (unsigned)((j - (int)b * p.block_size) * Cfg::ROW_BYTES + first * 16);
+        const unsigned char *ks = p.k_cache + at, *vs = p.v_cache + at;
 #pragma unroll
-    for (int it = 0; it < Cfg::LOAD_STEPS; it++) {
-        const int i = threadIdx.x + it * THREADS, c = i / Cfg::PIECES, piece = i % Cfg::PIECES, j = j0 + c;
-        if ((CHUNK * Cfg::PIECES) % THREADS != 0 && i >= CHUNK * Cfg::PIECES) break;
-        unsigned char *kd = stage + c * Cfg::STRIDE + piece * 16, *vd = kd + CHUNK * Cfg::STRIDE;
-        if (j < tl.key_end) {
-            const size_t block = (size_t)tl.table[j / p.block_size];
-            const size_t at =
-                ((block * p.n_kv_heads + tl.kv_head) * p.block_size + j % p.block_size) * Cfg::ROW_BYTES + piece * 16;
-            __pipeline_memcpy_async(kd, p.k_cache + at, 16);
-            __pipeline_memcpy_async(vd, p.v_cache + at, 16);
-        } else {
-            *reinterpret_cast<uint4 *>(kd) = make_uint4(0, 0, 0, 0);
-            *reinterpret_cast<uint4 *>(vd) = make_uint4(0, 0, 0, 0);
-        }
+        for (int it = 0; it < Cfg::LOAD_STEPS; it++)
+            if (mine(it)) {
+                __pipeline_memcpy_async(kd + it * STEP, ks + it * STEP, 16);
+                __pipeline_memcpy_async(vd + it * STEP, vs + it * STEP, 16);
+            }
+    } else {
+#pragma unroll
+        for (int it = 0; it < Cfg::LOAD_STEPS; it++)
+            if (mine(it)) {
+                *reinterpret_cast<uint4 *>(kd + it * STEP) = make_uint4(0, 0, 0, 0);
+                *reinterpret_cast<uint4 *>(vd + it * STEP) = make_uint4(0, 0, 0, 0);
+            }
     }
 }
 
@@ -219,14 +240,14 @@ __device__ inline uint32_t query_pair(const mma_params &p, int64_t row, int d) {
 template <int D> struct warp_state {
     uint32_t qa[mma_cfg<D>::FEAT_STEPS][4]; /* Q as A fragments */
     float o[mma_cfg<D>::OUT_BLOCKS][4];     /* unnormalized output, C layout */
-    float max[2];                           /* running max (base 2), the same in the row's 4 lanes */
+    float ref[2];                           /* the weights' reference (base 2), the same in the row's 4 lanes */
     float sum[2];                           /* this lane's part of the row's sum of weights */
     int limit[2];                           /* the first key the row may not see */
 };
 
 /* Scores of the warp's rows against a chunk's keys, weights, and O += P V, for chunk keys [j0, j0 + CHUNK)
- * in the stage at shared address kv (K rows at kv, V rows CHUNK rows further). With raw queries the scores
- * are multiplied by q_scale after the mma (else the queries were). */
+ * in the stage at shared address kv (K rows at kv, V rows CHUNK rows further). With raw queries q_scale
+ * multiplies the scores in the exponent (else the queries were). */
 template <typename T, int D, q_kind Q>
 __device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int j0, bool masked, float q_scale,
                                              int lane) {
@@ -250,13 +271,6 @@ __device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int 
             mma16816<T>(s[2 * kb + 1], w.qa[kk], b[2], b[3]);
         }
 
-    if constexpr (Q == Q_RAW) {
-#pragma unroll
-        for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[jb][e] *= q_scale;
-    }
-
     /* the causal limit: s[jb][e] is key j0 + 8jb + 2t + (e & 1) of row h = e / 2 */
     if (masked) {
 #pragma unroll
@@ -266,29 +280,47 @@ __device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int 
                 if (j0 + 8 * jb + 2 * t + (e & 1) >= w.limit[e >> 1]) s[jb][e] = -INFINITY;
     }
 
-    /* online softmax: the new max of each row over its 4 lanes, what the earlier sums are worth now */
-    float base[2];
+    /* online softmax, rescaling lazily: each row's weights are 2^(s * scale - ref), ref the largest score
+     * seen (in base-2 units) when the row's reference last moved. It moves, and the earlier sum and outputs
+     * are multiplied by what they are worth at the new one, only when a score exceeds it by more than
+     * RESCALE_BITS, in any row of the warp (the vote keeps the branch uniform); else weights up to
+     * 2^RESCALE_BITS go in as they are (16-bit P keeps its relative precision at any size, the sums are
+     * float32), and past the first chunks the multiplies over the whole output are mostly skipped. Raw
+     * scores are scaled here (the order is kept: q_scale > 0). */
+    const float scale = Q == Q_RAW ? q_scale : 1.0f;
+    float top[2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        float m = w.max[h];
+        float m = -INFINITY;
 #pragma unroll
         for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++) m = fmaxf(m, fmaxf(s[jb][2 * h], s[jb][2 * h + 1]));
         m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, 1));
         m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, 2));
-        base[h] = m == -INFINITY ? 0.0f : m; /* a row that has seen no key yet: weights and alpha 0 */
-        const float alpha = exp2f(w.max[h] - base[h]);
-        w.max[h] = m;
-        w.sum[h] *= alpha;
-#pragma unroll
-        for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++) w.o[nb][2 * h] *= alpha, w.o[nb][2 * h + 1] *= alpha;
+        top[h] = m * scale;
     }
+    if (__any_sync(FULL_MASK, top[0] > w.ref[0] + RESCALE_BITS || top[1] > w.ref[1] + RESCALE_BITS)) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const float ref = fmaxf(w.ref[h], top[h]);
+            const float alpha = ref == -INFINITY ? 1.0f : exp2_approx(w.ref[h] - ref); /* 0 from -inf */
+            w.ref[h] = ref;
+            w.sum[h] *= alpha;
+#pragma unroll
+            for (int nb = 0; nb < Cfg::OUT_BLOCKS; nb++) w.o[nb][2 * h] *= alpha, w.o[nb][2 * h + 1] *= alpha;
+        }
+    }
+    float base[2]; /* a row that has seen no key yet: every weight 0 */
+#pragma unroll
+    for (int h = 0; h < 2; h++) base[h] = w.ref[h] == -INFINITY ? 0.0f : w.ref[h];
 
     /* P as A fragments: key blocks 2ks and 2ks + 1 make k-step ks (a0 a1 from the first, a2 a3 from the second) */
     uint32_t pa[Cfg::KEY_STEPS][4];
 #pragma unroll
     for (int jb = 0; jb < Cfg::KEY_BLOCKS; jb++) {
-        const uint32_t lo = narrow_pair<T>(exp2f(s[jb][0] - base[0]), exp2f(s[jb][1] - base[0]));
-        const uint32_t hi = narrow_pair<T>(exp2f(s[jb][2] - base[1]), exp2f(s[jb][3] - base[1]));
+        const uint32_t lo = narrow_pair<T>(exp2_approx(fmaf(s[jb][0], scale, -base[0])),
+                                           exp2_approx(fmaf(s[jb][1], scale, -base[0])));
+        const uint32_t hi = narrow_pair<T>(exp2_approx(fmaf(s[jb][2], scale, -base[1])),
+                                           exp2_approx(fmaf(s[jb][3], scale, -base[1])));
         w.sum[0] += pair_sum<T>(lo);
         w.sum[1] += pair_sum<T>(hi);
         pa[jb / 2][(jb & 1) * 2] = lo;
@@ -315,12 +347,14 @@ __device__ __forceinline__ void attend_chunk(warp_state<D> &w, uint32_t kv, int 
  * p.decode_tokens, over keys [0, the tile's last position]. The last tiles come first. */
 template <typename T, int D, q_kind Q>
 __global__ void __launch_bounds__(THREADS, 1) attention_prefill_mma(mma_params p) {
+    wait_previous_kernel();
     using Cfg = mma_cfg<D>;
     extern __shared__ __align__(16) unsigned char smem[];
     const int seq = blockIdx.z, q0 = p.query_start[seq], q_len = p.query_start[seq + 1] - q0;
     const int t0 = (gridDim.x - 1 - blockIdx.x) * p.tokens, pass = blockIdx.y % p.passes;
     mma_tile tl;
     tl.kv_head = blockIdx.y / p.passes;
+    tl.head_bytes = (size_t)tl.kv_head * p.block_size * Cfg::ROW_BYTES;
     tl.head0 = tl.kv_head * p.group + pass * p.heads;
     tl.heads = min(p.heads, p.group - pass * p.heads);
     if (q_len <= p.decode_tokens || t0 >= q_len || tl.heads <= 0) return;
@@ -354,7 +388,7 @@ __global__ void __launch_bounds__(THREADS, 1) attention_prefill_mma(mma_params p
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         const int last_key = tl.pos0 + (r0 + 8 * h) / tl.heads + 1; /* rows past tl.rows: junk, never written */
-        w.max[h] = -INFINITY, w.sum[h] = 0.0f;
+        w.ref[h] = -INFINITY, w.sum[h] = 0.0f;
         w.limit[h] = last_key < tl.key_end ? last_key : tl.key_end;
     }
 
@@ -412,7 +446,7 @@ void launch_prefill_mma(cudaStream_t s, const mma_params &p, const sl_attn_batch
     }();
     (void)allowed;
     const int tiles = (b->max_query_len + p.tokens - 1) / p.tokens;
-    attention_prefill_mma<T, D, Q><<<dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, Cfg::SMEM, s>>>(p);
+    launch(attention_prefill_mma<T, D, Q>, dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, Cfg::SMEM, s, p);
 }
 
 template <typename T, q_kind Q>
@@ -447,6 +481,10 @@ extern "C" int cuda_attention_prefill_mma(cudaStream_t s, void *out, const void 
     p.k_cache = static_cast<const unsigned char *>(kv->k), p.v_cache = static_cast<const unsigned char *>(kv->v);
     p.query_start = b->query_start, p.context_len = b->context_len, p.block_tables = b->block_tables;
     p.max_blocks = b->max_blocks, p.block_size = kv->block_size;
+    p.block_shift = 0; /* Granlund and Montgomery's magic number for keys < 2^31 */
+    while ((1u << p.block_shift) < (uint32_t)kv->block_size) p.block_shift++;
+    p.block_mul = (uint32_t)(((1ull << 32) * ((1ull << p.block_shift) - kv->block_size)) / kv->block_size + 1);
+    p.block_bytes = (size_t)kv->n_kv_heads * kv->block_size * kv->head_dim * 2;
     p.n_kv_heads = kv->n_kv_heads, p.n_heads = n_heads, p.group = n_heads / kv->n_kv_heads;
     p.decode_tokens = decode_tokens;
     p.passes = (p.group + ROWS - 1) / ROWS; /* attention.cu's plan_heads for a tile of ROWS rows */

@@ -9,6 +9,7 @@
  * The formula is attention.cu's; the speed is not, and needs not be: real
  * models' head sizes all go to the tiled kernels (cuda_attention_tiled_head_dim). */
 #include "backend/cuda/act.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/kernels.h"
 
 #define MAX_PER_LANE 8 /* head_dim <= 256 */
@@ -23,6 +24,7 @@ __global__ void attention_plain_kernel(A *out, const A *q, const T *k_cache, con
                                        const int32_t *query_start, const int32_t *context_len,
                                        const int32_t *block_tables, int n_seqs, int max_blocks, int n_heads,
                                        int n_kv_heads, int head_dim, int block_size, float scale) {
+    wait_previous_kernel();
     const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
     int lo = 0, hi = n_seqs - 1; /* the last sequence whose queries start at or before t */
     while (lo < hi) {
@@ -76,7 +78,7 @@ static void launch(cudaStream_t s, void *out, const void *q, const sl_kv_cache *
     const dim3 grid((unsigned int)b->n_tokens, (unsigned int)n_heads);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        attention_plain_kernel<<<grid, 32, 0, s>>>((A *)out, (const A *)q, (const T *)kv->k, (const T *)kv->v,
+        launch(attention_plain_kernel<T, A>, grid, 32, 0, s, (A *)out, (const A *)q, (const T *)kv->k, (const T *)kv->v,
                                                    b->query_start, b->context_len, b->block_tables, b->n_seqs,
                                                    b->max_blocks, n_heads, kv->n_kv_heads, kv->head_dim,
                                                    kv->block_size, scale);

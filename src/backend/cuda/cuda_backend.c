@@ -351,6 +351,7 @@ static int setup(cuda_ctx *c, sl_err *err) {
     cudaError_t e;
     if ((e = cudaSetDevice(c->device)) != cudaSuccess || (e = cudaGetDeviceProperties(&c->prop, c->device)) != cudaSuccess)
         return cuda_error(err, e, "opening the device", c->device);
+    cuda_set_dependent_launch(c->prop.major);
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
         return cuda_error(err, e, "creating a stream", c->device);
     cublasStatus_t st = cublasLtCreate(&c->lt);

@@ -11,6 +11,7 @@
  * and written as 16-byte vectors where sizes and pointers allow (act.cuh),
  * element by element otherwise. Nothing here allocates or waits. */
 #include "backend/cuda/act.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/kernels.h"
 
 #define THREADS 256
@@ -32,6 +33,7 @@ __device__ static int group8(int64_t n, int64_t *i) {
 template <typename T>
 __global__ void embed_kernel(float *out, const T *table, int64_t table_rows, int64_t dim, const int32_t *ids,
                              int64_t row_offset) {
+    wait_previous_kernel();
     const int t = blockIdx.x;
     const int64_t r = (int64_t)ids[t] - row_offset;
     float *o = out + (int64_t)t * dim;
@@ -44,7 +46,7 @@ void cuda_embed(cudaStream_t s, float *out, const void *table, sl_dtype dtype, i
     if (n_tokens <= 0) return;
     act_dispatch(dtype, [&](auto *tag) {
         using T = ACT_TYPE(tag);
-        embed_kernel<<<n_tokens, THREADS, 0, s>>>(out, (const T *)table, table_rows, dim, ids, row_offset);
+        launch(embed_kernel<T>, n_tokens, THREADS, 0, s, out, (const T *)table, table_rows, dim, ids, row_offset);
     });
 }
 
@@ -82,6 +84,7 @@ __device__ static void norm_row(A *ot, const float *xt, const float *weight, int
 
 template <typename A>
 __global__ void rmsnorm_kernel(A *out, const float *x, const float *weight, int dim, float eps, bool vec) {
+    wait_previous_kernel();
     const float *xt = x + (int64_t)blockIdx.x * dim;
     A *ot = out + (int64_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -112,7 +115,7 @@ void cuda_rmsnorm(cudaStream_t s, void *out, const float *x, const float *weight
     const bool vec = dim % 8 == 0 && act_aligned(out, x, weight);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        rmsnorm_kernel<<<n_tokens, rmsnorm_threads(dim, vec), 0, s>>>((A *)out, x, weight, dim, eps, vec);
+        launch(rmsnorm_kernel<A>, n_tokens, rmsnorm_threads(dim, vec), 0, s, (A *)out, x, weight, dim, eps, vec);
     });
 }
 
@@ -120,6 +123,7 @@ void cuda_rmsnorm(cudaStream_t s, void *out, const float *x, const float *weight
  * elements of out (both loops give a thread the same indices), and no thread touches another's. */
 template <typename A>
 __global__ void add_rmsnorm_kernel(A *out, float *x, const A *y, const float *weight, int dim, float eps, bool vec) {
+    wait_previous_kernel();
     const int64_t row = (int64_t)blockIdx.x * dim;
     float *xt = x + row;
     A *ot = out + row;
@@ -154,7 +158,7 @@ void cuda_add_rmsnorm(cudaStream_t s, void *out, float *x, const void *y, const 
     const bool vec = dim % 8 == 0 && act_aligned(out, x, y, weight);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        add_rmsnorm_kernel<<<n_tokens, rmsnorm_threads(dim, vec), 0, s>>>((A *)out, x, (const A *)y, weight, dim,
+        launch(add_rmsnorm_kernel<A>, n_tokens, rmsnorm_threads(dim, vec), 0, s, (A *)out, x, (const A *)y, weight, dim,
                                                                           eps, vec);
     });
 }
@@ -162,6 +166,7 @@ void cuda_add_rmsnorm(cudaStream_t s, void *out, float *x, const void *y, const 
 /* ---- flat loops: a thread per group of 8 ---- */
 
 template <typename A> __global__ void swiglu_kernel(A *out, const A *gate, const A *up, int64_t n, bool vec) {
+    wait_previous_kernel();
     int64_t i;
     const int count = group8(n, &i);
     if (count == 0) return;
@@ -178,11 +183,12 @@ void cuda_swiglu(cudaStream_t s, void *out, const void *gate, const void *up, in
     const bool vec = act_aligned(out, gate, up);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        swiglu_kernel<<<n_blocks8(n_elems), THREADS, 0, s>>>((A *)out, (const A *)gate, (const A *)up, n_elems, vec);
+        launch(swiglu_kernel<A>, n_blocks8(n_elems), THREADS, 0, s, (A *)out, (const A *)gate, (const A *)up, n_elems, vec);
     });
 }
 
 template <typename A> __global__ void add_kernel(float *x, const A *y, int64_t n, bool vec) {
+    wait_previous_kernel();
     int64_t i;
     const int count = group8(n, &i);
     if (count == 0) return;
@@ -199,13 +205,14 @@ void cuda_add(cudaStream_t s, float *x, const void *y, int64_t n_elems, sl_dtype
     const bool vec = act_aligned(x, y);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        add_kernel<<<n_blocks8(n_elems), THREADS, 0, s>>>(x, (const A *)y, n_elems, vec);
+        launch(add_kernel<A>, n_blocks8(n_elems), THREADS, 0, s, x, (const A *)y, n_elems, vec);
     });
 }
 
 /* Rows copied as they are: E is a storage type of the element's size; 16-byte pieces when a row is a
  * whole number of them and the pointers are aligned. */
 template <typename E> __global__ void gather_rows_kernel(E *out, const E *x, const int32_t *rows, int dim, bool vec) {
+    wait_previous_kernel();
     const E *src = x + (int64_t)rows[blockIdx.x] * dim;
     E *dst = out + (int64_t)blockIdx.x * dim;
     if (vec) {
@@ -222,13 +229,14 @@ void cuda_gather_rows(cudaStream_t s, void *out, const void *x, const int32_t *r
     if (n_rows <= 0) return;
     const size_t elem = sl_dtype_n_bytes(act) == 2 ? 2 : 4;
     const bool vec = dim * elem % 16 == 0 && act_aligned(out, x);
-    if (elem == 2) gather_rows_kernel<<<n_rows, THREADS, 0, s>>>((uint16_t *)out, (const uint16_t *)x, rows, dim, vec);
-    else gather_rows_kernel<<<n_rows, THREADS, 0, s>>>((uint32_t *)out, (const uint32_t *)x, rows, dim, vec);
+    if (elem == 2) launch(gather_rows_kernel<uint16_t>, n_rows, THREADS, 0, s, (uint16_t *)out, (const uint16_t *)x, rows, dim, vec);
+    else launch(gather_rows_kernel<uint32_t>, n_rows, THREADS, 0, s, (uint32_t *)out, (const uint32_t *)x, rows, dim, vec);
 }
 
 /* ---- for the matmul ---- */
 
 template <typename O, typename I> __global__ void cast_kernel(O *out, const I *x, int64_t n, bool vec) {
+    wait_previous_kernel();
     int64_t i;
     const int count = group8(n, &i);
     if (count == 0) return;
@@ -244,13 +252,14 @@ void cuda_cast(cudaStream_t s, void *out, sl_dtype out_dtype, const void *x, sl_
         act_dispatch(x_dtype, [&](auto *x_tag) {
             using O = ACT_TYPE(out_tag);
             using I = ACT_TYPE(x_tag);
-            cast_kernel<<<n_blocks8(n_elems), THREADS, 0, s>>>((O *)out, (const I *)x, n_elems, vec);
+            launch(cast_kernel<O, I>, n_blocks8(n_elems), THREADS, 0, s, (O *)out, (const I *)x, n_elems, vec);
         });
     });
 }
 
 /* With vec, cols is a multiple of 8, so a group of 8 never crosses a row. */
 template <typename A> __global__ void add_bias_kernel(A *out, const float *bias, int64_t n, int64_t cols, bool vec) {
+    wait_previous_kernel();
     int64_t i;
     const int count = group8(n, &i);
     if (count == 0) return;
@@ -273,6 +282,6 @@ void cuda_add_bias(cudaStream_t s, void *out, sl_dtype dtype, const float *bias,
     const bool vec = cols % 8 == 0 && act_aligned(out, bias);
     act_dispatch(dtype, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        add_bias_kernel<<<n_blocks8(total), THREADS, 0, s>>>((A *)out, bias, total, cols, vec);
+        launch(add_bias_kernel<A>, n_blocks8(total), THREADS, 0, s, (A *)out, bias, total, cols, vec);
     });
 }

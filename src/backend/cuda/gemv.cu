@@ -12,10 +12,12 @@
  * the activation type or float32 where the projection asks (the LM head's
  * logits). The inputs are a few KB re-read from L1 by every warp; the weights
  * are the traffic. The projections of one input (q/k/v, gate/up) are one
- * launch: the grid runs over their rows end to end. */
+ * launch: the grid runs over their rows end to end. A warp asks for its
+ * first weights before it waits for the kernel before it (launch.cuh). */
 #include <type_traits>
 
 #include "backend/cuda/act.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/kernels.h"
 
 #define WARPS 8     /* rows per block */
@@ -80,7 +82,7 @@ template <int N, typename T, typename A>
 __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(gemv_args a) {
     const int lane = threadIdx.x % 32;
     const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32;
-    if (row >= a.row_end[a.n_proj - 1]) return;
+    if (row >= a.row_end[a.n_proj - 1]) return; /* a warp past the last row touches no memory */
     int p = 0;
     while (row >= a.row_end[p]) p++;
     const int64_t r = row - (a.row_end[p] - a.rows[p]);
@@ -89,10 +91,16 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(gemv_args a) {
     const A *x = (const A *)a.x;
     float acc[N];
     for (int t = 0; t < N; t++) acc[t] = 0.0f;
+    /* The first pieces of the row are asked for before waiting for the kernel before this one (launch.cuh):
+     * no kernel writes weights, so they fly while that one finishes; the inputs come after the wait. */
+    uint4 piece[UNROLL];
+    if (lane + 32 * (UNROLL - 1) < pieces)
+        for (int u = 0; u < UNROLL; u++) piece[u] = __ldg(wrow + lane + 32 * u);
+    wait_previous_kernel();
     int64_t i = lane;
     for (; i + 32 * (UNROLL - 1) < pieces; i += 32 * UNROLL) {
-        uint4 piece[UNROLL];
-        for (int u = 0; u < UNROLL; u++) piece[u] = __ldg(wrow + i + 32 * u);
+        if (i != lane)
+            for (int u = 0; u < UNROLL; u++) piece[u] = __ldg(wrow + i + 32 * u);
         for (int u = 0; u < UNROLL; u++) {
             float w[8];
             unpack8(piece[u], T(), w);
@@ -118,14 +126,14 @@ template <typename T, typename A>
 static void launch(cudaStream_t s, const gemv_args *a, int n) {
     const unsigned int grid = (unsigned int)((a->row_end[a->n_proj - 1] + WARPS - 1) / WARPS);
     switch (n) {
-    case 1: gemv_kernel<1, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
-    case 2: gemv_kernel<2, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
-    case 3: gemv_kernel<3, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
-    case 4: gemv_kernel<4, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
-    case 5: gemv_kernel<5, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
-    case 6: gemv_kernel<6, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
-    case 7: gemv_kernel<7, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
-    default: gemv_kernel<8, T, A><<<grid, WARPS * 32, 0, s>>>(*a); break;
+    case 1: launch(gemv_kernel<1, T, A>, grid, WARPS * 32, 0, s, *a); break;
+    case 2: launch(gemv_kernel<2, T, A>, grid, WARPS * 32, 0, s, *a); break;
+    case 3: launch(gemv_kernel<3, T, A>, grid, WARPS * 32, 0, s, *a); break;
+    case 4: launch(gemv_kernel<4, T, A>, grid, WARPS * 32, 0, s, *a); break;
+    case 5: launch(gemv_kernel<5, T, A>, grid, WARPS * 32, 0, s, *a); break;
+    case 6: launch(gemv_kernel<6, T, A>, grid, WARPS * 32, 0, s, *a); break;
+    case 7: launch(gemv_kernel<7, T, A>, grid, WARPS * 32, 0, s, *a); break;
+    default: launch(gemv_kernel<8, T, A>, grid, WARPS * 32, 0, s, *a); break;
     }
 }
 

@@ -24,6 +24,12 @@
 extern "C" {
 #endif
 
+/* ---- launch.cu ---- */
+/* Programmatic dependent launch for every kernel (launch.cuh) from now on where the device's compute capability
+ * major is 9 or more and SHARDLM_PDL is not 0; called when a backend opens its device. */
+void cuda_set_dependent_launch(int compute_major);
+int cuda_dependent_launch(void);
+
 /* ---- elementwise.cu ---- */
 /* out[t] = table[ids[t] - row_offset] (as float32) when that row is in the table, else zeros; out is float32. */
 void cuda_embed(cudaStream_t s, float *out, const void *table, sl_dtype dtype, int64_t table_rows, int64_t dim,

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/kernels.h"
 
 #define SAMPLE_THREADS 1024
@@ -195,6 +196,7 @@ __device__ static int draw(const row_view *r, double target) {
 
 __global__ void sample_kernel(int32_t *tokens, const float *logits, const sl_sample_row *rows, const uint32_t *masks,
                               int vocab) {
+    wait_previous_kernel();
     const sl_sample_row p = rows[blockIdx.x];
     row_view r = {.logits = logits + (int64_t)blockIdx.x * vocab,
                   .mask = p.mask >= 0 ? masks + (int64_t)p.mask * ((vocab + 31) / 32) : NULL,
@@ -222,5 +224,5 @@ __global__ void sample_kernel(int32_t *tokens, const float *logits, const sl_sam
 
 void cuda_sample(cudaStream_t s, int32_t *tokens, const float *logits, const sl_sample_row *rows,
                  const uint32_t *masks, int n_rows, int vocab) {
-    if (n_rows > 0) sample_kernel<<<n_rows, SAMPLE_THREADS, 0, s>>>(tokens, logits, rows, masks, vocab);
+    if (n_rows > 0) launch(sample_kernel, n_rows, SAMPLE_THREADS, 0, s, tokens, logits, rows, masks, vocab);
 }

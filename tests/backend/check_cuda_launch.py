@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""check_cuda_launch.py SRC_DIR -- every kernel of the CUDA backend goes
+through launch.cuh: no <<<>>> launch, and every __global__ function's body
+calls wait_previous_kernel(). launch() sets programmatic dependent launch,
+which lets a kernel start before the one before it has ended; a kernel
+without the wait would then read or write memory that one still uses.
+First checks itself on two sources it must refuse and one it must accept."""
+import pathlib
+import re
+import sys
+
+
+def problems(name, text):
+    out = []
+    for m in re.finditer(r"<<<", text):
+        out.append(f"{name}:{text.count(chr(10), 0, m.start()) + 1}: a <<<>>> launch (use launch(), launch.cuh)")
+    for m in re.finditer(r"__global__\s[^;{]*?\b(\w+)\s*\([^;{]*?\)\s*\{", text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if "wait_previous_kernel()" not in text[m.end():i]:
+            line = text.count("\n", 0, m.start()) + 1
+            out.append(f"{name}:{line}: kernel {m.group(1)} never calls wait_previous_kernel()")
+    return out
+
+
+def main():
+    good = "__global__ void k(int *x) {\n    wait_previous_kernel();\n    if (x) { *x = 1; }\n}\n"
+    no_wait = "__global__ void k(int *x) {\n    if (x) { *x = 1; }\n}\n"
+    chevrons = good + "void f() { k<<<1, 1>>>(0); }\n"
+    assert not problems("good", good), problems("good", good)
+    assert problems("no_wait", no_wait) and problems("chevrons", chevrons), "the check accepts what it must refuse"
+    files = sorted(pathlib.Path(sys.argv[1]).glob("*.cu"))
+    found = [p for f in files for p in problems(str(f), f.read_text())]
+    kernels = sum(len(re.findall(r"__global__\s", f.read_text())) for f in files)
+    for p in found:
+        print(p)
+    print(f"{len(files)} files, {kernels} kernels: {'FAIL' if found or not kernels else 'ok'}")
+    return 1 if found or not kernels else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
