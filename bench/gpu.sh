@@ -13,10 +13,16 @@
 # logprobs within the tolerance) and top-5 logprobs within
 # $LAYOUT_TOL_BF16 / $LAYOUT_TOL.
 #
-# goldens: tools/make_golden.py runs transformers in bfloat16 on this GPU over
-# the five fixtures and the 8B shape (random weights), and test_golden holds
-# shardlm on cuda to those files (bf16 and float32 KV): logprobs within
-# $GOLDEN_TOL_BF16 (default 0.5), greedy tokens equal but at near ties.
+# goldens: tools/make_golden.py runs transformers in bfloat16 and in float32
+# on this GPU over the five fixtures and the 8B shape (random weights), and
+# test_golden holds shardlm on cuda (bf16 activations; bf16 and float32 KV) to
+# both files, greedy tokens equal but at near ties. The logprob tolerance
+# follows transformers' own bf16 error E, its bf16 golden against its float32
+# one (tools/golden_diff.py): within max($GOLDEN_TOL_BF16, 1.5 E) of the
+# float32 truth (as close as transformers' bf16, give or take half), and
+# within max($GOLDEN_TOL_BF16, 2 E) of transformers' bf16 (two bf16 errors
+# apart). $GOLDEN_TOL_BF16 defaults to 0.5; the fixtures with tied embeddings
+# have five times larger logits and E near 1.
 #
 # nccl: NCCL's bf16 all-reduce at a decode step's sizes (rows 1..256 x $NCCL_HIDDEN, default 4096),
 # each variant (default, NCCL_PROTO=LL/LL128/Simple, registered and symmetric buffers) eager and in
@@ -102,10 +108,16 @@ if want goldens; then
   make_model >/dev/null || exit 1
   for dir in "$fx/llama_gqa" "$fx/llama3_tied" "$fx/qwen2_bias" "$fx/mistral_5layer" "$fx/llama_mha_bias" "$model"; do
     name=$(basename "$dir")
-    gold=$RESULTS/golden_bf16_gpu_$name.json
+    gold=$RESULTS/golden_bf16_gpu_$name.json gold32=$RESULTS/golden_f32_gpu_$name.json
     run_test "make_golden_$name" $PY tools/make_golden.py "$dir" "$gold" --device cuda --dtype bfloat16 || continue
+    run_test "make_golden_f32_$name" $PY tools/make_golden.py "$dir" "$gold32" --device cuda --dtype float32 || continue
+    own=$($PY tools/golden_diff.py "$gold32" "$gold" --worst) || { echo "FAIL golden_diff $name"; status=1; continue; }
+    tol32=$($PY -c "print(round(max($GOLDEN_TOL_BF16, 1.5 * $own), 3))")
+    tol16=$($PY -c "print(round(max($GOLDEN_TOL_BF16, 2 * $own), 3))")
+    echo "transformers' own bf16 error on $name: $own (tolerance $tol32 against its float32, $tol16 against its bf16)"
     for kv in bfloat16 float32; do
-      run_test "golden_bf16_gpu_${name}_kv_$kv" "$(testbin test_golden)" "$dir" "$gold" "$GOLDEN_TOL_BF16" medium $kv cuda
+      run_test "golden_f32_gpu_${name}_kv_$kv" "$(testbin test_golden)" "$dir" "$gold32" "$tol32" medium $kv cuda
+      run_test "golden_bf16_gpu_${name}_kv_$kv" "$(testbin test_golden)" "$dir" "$gold" "$tol16" medium $kv cuda
     done
   done
 fi
