@@ -177,9 +177,7 @@ __device__ __forceinline__ void load_chunk(const mma_params &p, const mma_tile &
     const int c = threadIdx.x / Cfg::KEY_THREADS, first = threadIdx.x % Cfg::KEY_THREADS, j = j0 + c;
     unsigned char *kd = stage + c * Cfg::STRIDE + first * 16, *vd = kd + CHUNK * Cfg::STRIDE;
     constexpr int STEP = Cfg::KEY_THREADS * 16; /* bytes between a thread's pieces */
-    auto mine = [](int it) { return Cfg::PIECES % Cfg::KEY_THREADS == 0 || it < Cfg::LOAD_STEPS - 1 ||
-                                    (Cfg::LOAD_STEPS - 1) * Cfg::KEY_THREADS + (int)(threadIdx.x % Cfg::KEY_THREADS) <
-                                        Cfg::PIECES; };
+    auto mine = [first](int it) { return first + it * Cfg::KEY_THREADS < Cfg::PIECES; }; /* head_dim 80: 10 pieces */
     if (j < tl.key_end) {
         const uint32_t b = (__umulhi((uint32_t)j, p.block_mul) + (uint32_t)j) >> p.block_shift;
         const size_t at = (size_t)tl.table[b] * p.block_bytes + tl.head_bytes +
