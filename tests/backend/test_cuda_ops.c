@@ -452,12 +452,12 @@ static int on_tensor_cores(const attn_case *c, int q_len) {
  * The tensor-core prefill rounds two more things to the cache's type, of unit roundoff u (2^-8
  * bfloat16, 2^-11 float16): the prescaled query, so score j (log2 units) moves by delta_j, at most
  * u sum_i |q_i k_ji| and in practice a random-signed sum over the features; and each weight
- * 2^(s_j - max), by a relative eps_j <= u. With eta_j = ln 2 delta_j + eps_j the output
+ * 2^(s_j - ref) (ref the lazily moved reference, so at most 2^8), by a relative eps_j <= u. With eta_j = ln 2 delta_j + eps_j the output
  * o = sum_j w_j v_j / sum_j w_j (sums of the rounded weights) moves by about
  * sum_j w_j (eta_j - mean eta) (v_j - o), so by at most 2 max|eta| max|v - o|: of order u, as
  * |v| <= 1 here; the rows that see 2 or 3 keys move most. That rounding emulated on the host on
  * these inputs (tools/attention_mma_check.py: head_dim 64 to 128, 300-token prompts, 200 queries
- * over 3000 keys) moved outputs by at most 0.8 u; we allow 3u + 3u |x| (bfloat16 1.2e-2, float16
+ * over 3000 keys; ctest attention_mma_check) moved outputs by at most 0.8 u; we allow 3u + 3u |x| (bfloat16 1.2e-2, float16
  * 1.5e-3), a margin near 4 that is still well below what a wrong fragment, key or mask costs (order
  * 0.1 to 1). With activations of the cache's type the query goes in unrounded (its values are already
  * of that type), which only removes a term. A 16-bit output adds its own rounding: u_act |x| more
