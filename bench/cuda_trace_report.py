@@ -7,10 +7,15 @@ sat idle longer than --burst-gap-ms; for the longest bursts (in time order:
 a benchmark's steps, not the weights' upload) it prints the span, how
 much of it the GPU was busy, the idle time before it and what the host was
 doing then (its CUDA calls, by name), and the longest idle gaps inside it with
-the kernels on either side. Then the kernels' total time by name.
+the kernels on either side. Then the kernels' total time by name, with
+their count and mean.
+
+--after REGEX keeps only what starts after the last kernel whose name matches:
+`--after attention_prefill` on a `bench latency` run leaves its decode steps.
 """
 import argparse
 import collections
+import re
 
 
 def load(path):
@@ -78,10 +83,19 @@ def main():
     ap.add_argument("--gaps", type=int, default=5, help="idle gaps listed per burst (default 5)")
     ap.add_argument("--min-burst-ms", type=float, default=1.0, help="bursts shorter than this are counted, not listed")
     ap.add_argument("--bursts", type=int, default=20, help="bursts listed at most, the longest (default 20)")
+    ap.add_argument("--after", metavar="REGEX", help="only records after the last kernel whose name matches")
     args = ap.parse_args()
     device, host = load(args.trace)
     if not device:
         raise SystemExit(f"{args.trace}: no kernels, copies or memsets recorded")
+    if args.after:
+        ends = [r[1] for r in device if r[2] == "K" and re.search(args.after, r[4])]
+        if not ends:
+            raise SystemExit(f"{args.trace}: no kernel matches --after {args.after!r}")
+        device = [r for r in device if r[0] >= max(ends)]
+        host = [r for r in host if r[0] >= max(ends)]
+        if not device:
+            raise SystemExit(f"{args.trace}: nothing on the GPU after the last {args.after!r}")
     all_bursts = bursts(device, int(args.burst_gap_ms * 1e6))
     spans = [(max(r[1] for r in recs) - recs[0][0], i) for i, recs in enumerate(all_bursts)]
     shown = {i for span, i in sorted(spans, reverse=True)[: args.bursts] if span >= args.min_burst_ms * 1e6}
@@ -122,7 +136,8 @@ def main():
     all_k = sum(totals.values())
     print(f"kernels: {all_k / 1e6:.2f} ms in all")
     for name, t in totals.most_common(15):
-        print(f"  {t / 1e6:9.2f} ms {100 * t / all_k:5.1f}% {counts[name]:6d}x  {short(name, 90)}")
+        print(f"  {t / 1e6:9.2f} ms {100 * t / all_k:5.1f}% {counts[name]:6d}x {t / counts[name] / 1e3:9.2f} us  "
+              f"{short(name, 90)}")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@
 # CUDA graphs (bench/nccl_allreduce.c): one rank (a world of 1) into $RESULTS/nccl_allreduce.json; where
 # several GPUs are visible, one rank on each too, into nccl_allreduce_np<N>.json.
 #
-# trace: a prefill of 2048 tokens and a short throughput run under
-# bench/cuda_trace.c (a CUPTI timeline): where the GPU sat idle within and
-# between steps, and what the host was doing then (bench/cuda_trace_report.py).
+# trace: a prefill of 2048 tokens, batch-1 decode steps and a short throughput
+# run under bench/cuda_trace.c (a CUPTI timeline): where the GPU sat idle
+# within and between steps, what the host was doing then, and each kernel's
+# mean time (bench/cuda_trace_report.py).
 #
 # structured: bench/structured/bench_structured.py on the 8B shape, $STRUCTURED_SEQS
 # (default 256) JSON-schema requests at once against as many unconstrained ones.
@@ -214,14 +215,17 @@ fi
 if want trace; then
   tracer=$bin/libcuda_trace.so
   [ -f "$tracer" ] || tracer=$bin/bench/libcuda_trace.so
-  trace() { # NAME SHARDLM-ARGS...: the run under the tracer, then its report
-    local name=$1; shift
+  trace() { # NAME "REPORT-ARGS" SHARDLM-ARGS...: the run under the tracer, then its report
+    local name=$1 report=$2; shift 2
     CUDA_INJECTION64_PATH=$tracer CUDA_TRACE_OUT=$RESULTS/trace_$name.tsv timeout 240 "$shardlm" "$@" 2>&1 |
       grep -v "^iteration" || status=1
-    $PY bench/cuda_trace_report.py "$RESULTS/trace_$name.tsv" --bursts 12 | tee "$RESULTS/trace_$name.txt"
+    $PY bench/cuda_trace_report.py "$RESULTS/trace_$name.tsv" $report | tee "$RESULTS/trace_$name.txt"
   }
-  trace prefill_2048 bench latency "$model" --batch-size 1 --input-len 2048 --output-len 1 --num-iters 3
-  trace throughput bench throughput "$model" --num-prompts 512 --input-len 512 --output-len 64
+  trace prefill_2048 "--bursts 12" bench latency "$model" --batch-size 1 --input-len 2048 --output-len 1 --num-iters 3
+  # batch-1 decode steps alone (after the last prefill): each step's kernels in its graph, their mean times
+  trace decode_b1 "--after attention_prefill --burst-gap-ms 0.05 --bursts 3 --gaps 3" \
+    bench latency "$model" --batch-size 1 --input-len 128 --output-len 128 --num-iters 2
+  trace throughput "--bursts 12" bench throughput "$model" --num-prompts 512 --input-len 512 --output-len 64
 fi
 if want serve; then
   # start to a ready /health, page cache warm (the model was just read)

@@ -29,8 +29,15 @@ EXPECTED = [
     "  host during the idle time before it: cudaStreamSynchronize 9.90 ms",
     "all: 14.10 ms from the first GPU record to the last, GPU busy 4.05 ms (28.7%)",
     "kernels: 3.95 ms in all",
-    "       3.00 ms  75.9%      2x  gemm",
-    "       0.95 ms  24.1%      1x  attention",
+    "       3.00 ms  75.9%      2x   1500.00 us  gemm",
+    "       0.95 ms  24.1%      1x    950.00 us  attention",
+]
+
+# --after attention: only the copy and the last gemm remain
+EXPECTED_AFTER = [
+    "all: 12.10 ms from the first GPU record to the last, GPU busy 2.10 ms (17.4%)",
+    "kernels: 2.00 ms in all",
+    "       2.00 ms 100.0%      1x   2000.00 us  gemm",
 ]
 
 
@@ -46,6 +53,18 @@ def main():
         if out.returncode != 0 or missing:
             print(f"FAIL: exit {out.returncode}; missing lines:\n" + "\n".join(missing) + "\n--- report:\n" + out.stdout
                   + out.stderr)
+            return 1
+        out = subprocess.run([sys.executable, report, path, "--after", "atten"], capture_output=True, text=True,
+                             timeout=60)
+        missing = [e for e in EXPECTED_AFTER if e not in out.stdout.splitlines()]
+        if out.returncode != 0 or missing:
+            print(f"FAIL: --after: exit {out.returncode}; missing lines:\n" + "\n".join(missing) + "\n--- report:\n"
+                  + out.stdout + out.stderr)
+            return 1
+        out = subprocess.run([sys.executable, report, path, "--after", "nothing-like-this"], capture_output=True,
+                             text=True, timeout=60)
+        if out.returncode == 0 or "no kernel matches" not in out.stderr:
+            print(f"FAIL: --after with no match gives exit {out.returncode}: {out.stderr}")
             return 1
         empty = os.path.join(d, "empty.tsv")
         open(empty, "w").close()
