@@ -158,8 +158,8 @@ void cuda_add_rmsnorm(cudaStream_t s, void *out, float *x, const void *y, const 
     const bool vec = dim % 8 == 0 && act_aligned(out, x, y, weight);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        launch(add_rmsnorm_kernel<A>, n_tokens, rmsnorm_threads(dim, vec), 0, s, (A *)out, x, (const A *)y, weight, dim,
-                                                                          eps, vec);
+        launch(add_rmsnorm_kernel<A>, n_tokens, rmsnorm_threads(dim, vec), 0, s, (A *)out, x, (const A *)y, weight,
+               dim, eps, vec);
     });
 }
 
@@ -183,7 +183,8 @@ void cuda_swiglu(cudaStream_t s, void *out, const void *gate, const void *up, in
     const bool vec = act_aligned(out, gate, up);
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        launch(swiglu_kernel<A>, n_blocks8(n_elems), THREADS, 0, s, (A *)out, (const A *)gate, (const A *)up, n_elems, vec);
+        launch(swiglu_kernel<A>, n_blocks8(n_elems), THREADS, 0, s, (A *)out, (const A *)gate, (const A *)up, n_elems,
+               vec);
     });
 }
 
@@ -229,8 +230,12 @@ void cuda_gather_rows(cudaStream_t s, void *out, const void *x, const int32_t *r
     if (n_rows <= 0) return;
     const size_t elem = sl_dtype_n_bytes(act) == 2 ? 2 : 4;
     const bool vec = dim * elem % 16 == 0 && act_aligned(out, x);
-    if (elem == 2) launch(gather_rows_kernel<uint16_t>, n_rows, THREADS, 0, s, (uint16_t *)out, (const uint16_t *)x, rows, dim, vec);
-    else launch(gather_rows_kernel<uint32_t>, n_rows, THREADS, 0, s, (uint32_t *)out, (const uint32_t *)x, rows, dim, vec);
+    if (elem == 2)
+        launch(gather_rows_kernel<uint16_t>, n_rows, THREADS, 0, s, (uint16_t *)out, (const uint16_t *)x, rows, dim,
+               vec);
+    else
+        launch(gather_rows_kernel<uint32_t>, n_rows, THREADS, 0, s, (uint32_t *)out, (const uint32_t *)x, rows, dim,
+               vec);
 }
 
 /* ---- for the matmul ---- */

@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(gemv_args a) {
 }
 
 template <typename T, typename A>
-static void launch(cudaStream_t s, const gemv_args *a, int n) {
+static void launch_gemv(cudaStream_t s, const gemv_args *a, int n) {
     const unsigned int grid = (unsigned int)((a->row_end[a->n_proj - 1] + WARPS - 1) / WARPS);
     switch (n) {
     case 1: launch(gemv_kernel<1, T, A>, grid, WARPS * 32, 0, s, *a); break;
@@ -153,7 +153,7 @@ void cuda_gemv(cudaStream_t s, const sl_proj *proj, int n_proj, const void *x, i
     }
     act_dispatch(act, [&](auto *tag) {
         using A = ACT_TYPE(tag);
-        if (proj[0].w->dtype == SL_DTYPE_BF16) launch<__nv_bfloat16, A>(s, &a, n);
-        else launch<__half, A>(s, &a, n);
+        if (proj[0].w->dtype == SL_DTYPE_BF16) launch_gemv<__nv_bfloat16, A>(s, &a, n);
+        else launch_gemv<__half, A>(s, &a, n);
     });
 }
