@@ -9,8 +9,10 @@
  * or two 16-byte vectors, so the address must be 16-byte aligned; load_n /
  * store_n take the vector path only when told it is safe (`vec`, decided on
  * the host by act_vec_ok) and the whole group of 8 is there, else element by
- * element, so odd sizes and unaligned pointers stay correct. Included by the
- * .cu files only (C++). */
+ * element, so odd sizes and unaligned pointers stay correct. Pairs of 16-bit
+ * values in one word (widen_pair / narrow_pair) and the softmax's bare exp2
+ * (exp2_approx) serve the tensor-core attention. Included by the .cu files
+ * only (C++). */
 #ifndef SL_BACKEND_CUDA_ACT_CUH
 #define SL_BACKEND_CUDA_ACT_CUH
 
