@@ -10,11 +10,14 @@ import re
 import sys
 
 
+KERNEL = re.compile(r"__global__\s[^;{]*?\b(\w+)\s*\([^;{]*?\)\s*\{")  # a kernel's definition, up to its body
+
+
 def problems(name, text):
     out = []
     for m in re.finditer(r"<<<", text):
         out.append(f"{name}:{text.count(chr(10), 0, m.start()) + 1}: a <<<>>> launch (use launch(), launch.cuh)")
-    for m in re.finditer(r"__global__\s[^;{]*?\b(\w+)\s*\([^;{]*?\)\s*\{", text):
+    for m in KERNEL.finditer(text):
         depth, i = 1, m.end()
         while depth and i < len(text):
             depth += {"{": 1, "}": -1}.get(text[i], 0)
@@ -33,7 +36,7 @@ def main():
     assert problems("no_wait", no_wait) and problems("chevrons", chevrons), "the check accepts what it must refuse"
     files = sorted(pathlib.Path(sys.argv[1]).glob("*.cu"))
     found = [p for f in files for p in problems(str(f), f.read_text())]
-    kernels = sum(len(re.findall(r"__global__\s", f.read_text())) for f in files)
+    kernels = sum(len(KERNEL.findall(f.read_text())) for f in files)
     for p in found:
         print(p)
     print(f"{len(files)} files, {kernels} kernels: {'FAIL' if found or not kernels else 'ok'}")
