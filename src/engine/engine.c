@@ -945,7 +945,7 @@ static int submit(sl_engine *e, sl_step *st, sl_err *err) {
         .positions = st->positions,
         .slots = st->slots,
         .n_seqs = st->n_seqs,
-        .max_blocks = e->max_blocks_per_seq,
+        .max_blocks = st->table_width,
         .query_start = st->query_start,
         .context_len = st->context_len,
         .block_tables = st->tables,

@@ -42,6 +42,7 @@ typedef struct sl_step {
     int *n_new;                      /* [max_num_seqs] tokens each computes this step */
     sl_seq **logit_seqs;             /* [max_num_seqs] sequence of each logits row */
     int n_seqs, n_tokens, n_logits;
+    int table_width;                 /* row length of tables: the most blocks a row holds, rounded up to a power of two */
     float *logits;                   /* [max_num_seqs][vocab] */
     /* Sampling on the backend (one process): each logits row's settings and
      * token, guided rows with their grammar's mask; the rows the host

@@ -125,9 +125,8 @@ static void add_to_step(sl_engine *e, sl_step *st, sl_seq *s, int n) {
         st->slots[t] = s->blocks[j / bs] * bs + j % bs;
     }
     st->context_len[row] = s->n_computed + n;
-    int32_t *table = st->tables + (size_t)row * (size_t)e->max_blocks_per_seq;
-    memcpy(table, s->blocks, sizeof *table * (size_t)s->n_blocks);
-    memset(table + s->n_blocks, 0, sizeof *table * (size_t)(e->max_blocks_per_seq - s->n_blocks));
+    memcpy(st->tables + (size_t)row * (size_t)e->max_blocks_per_seq, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
+    while (st->table_width < s->n_blocks) st->table_width *= 2;
     if (s->n_computed + n == s->n_tokens) {
         st->logits_rows[st->n_logits] = st->n_tokens - 1;
         st->logit_seqs[st->n_logits++] = s;
@@ -227,8 +226,26 @@ static void schedule_waiting(sl_engine *e, sl_step *st, int *budget, int max_seq
     }
 }
 
+/* The rows were written max_blocks_per_seq apart; they move to table_width
+ * apart, zero past each row's blocks, so the plan and the upload carry
+ * n_seqs x table_width entries (a 131072-token max_model_len has 8192 blocks
+ * a row; a step of 512 sequences of ~700 tokens needs 64). Row r moves to
+ * r * width <= r * max_blocks_per_seq: front to back never overwrites a row
+ * still to move. */
+static void pack_tables(const sl_engine *e, sl_step *st) {
+    if (st->table_width > e->max_blocks_per_seq) st->table_width = e->max_blocks_per_seq;
+    const size_t w = (size_t)st->table_width;
+    for (int row = 0; row < st->n_seqs; row++) {
+        const size_t n = (size_t)st->seqs[row]->n_blocks;
+        int32_t *to = st->tables + (size_t)row * w;
+        memmove(to, st->tables + (size_t)row * (size_t)e->max_blocks_per_seq, n * sizeof *to);
+        memset(to + n, 0, (w - n) * sizeof *to);
+    }
+}
+
 bool sl_sched_build_step(sl_engine *e, sl_step *st) {
     st->n_seqs = st->n_tokens = st->n_logits = 0;
+    st->table_width = 1;
     int budget = e->opts.max_num_batched_tokens, max_seqs = e->opts.max_num_seqs;
     if (e->n_slots > 1) { /* a micro-batch's share: with 8 sequences and 2 slots, two of 4 alternate */
         int n = e->n_running + e->n_waiting < max_seqs ? e->n_running + e->n_waiting : max_seqs;
@@ -237,6 +254,7 @@ bool sl_sched_build_step(sl_engine *e, sl_step *st) {
     }
     if (schedule_running(e, st, &budget, max_seqs)) schedule_waiting(e, st, &budget, max_seqs);
     st->query_start[st->n_seqs] = st->n_tokens;
+    pack_tables(e, st);
     return st->n_seqs > 0;
 }
 
