@@ -94,8 +94,10 @@ static int cuda_failed(nccl_tensors *t, cudaError_t e, const char *what, sl_err 
 
 /* Finishes a call on a non-blocking communicator: r, or while it is ncclInProgress the communicator's state,
  * polled in naps (creating a communicator takes a second or two) until it is settled or the deadline
- * passes. Any failure aborts the communicators. */
+ * passes. Any failure aborts the communicators. The call's work is on the backend's stream: its next kernel
+ * waits for it the ordinary way (launch.cuh). */
 static int settle(nccl_tensors *t, ncclComm_t comm, ncclResult_t r, const char *what, sl_err *err) {
+    sl_cuda_backend_enqueued(&t->backend);
     const double start = sl_now_s();
     for (long nap_ns = NAP_MIN_NS; r == ncclInProgress; nap_ns = nap_ns * 2 > NAP_MAX_NS ? NAP_MAX_NS : nap_ns * 2) {
         ncclResult_t q = ncclCommGetAsyncError(comm, &r);
@@ -188,6 +190,7 @@ static int nccl_gather_to_host(void *ctx, const void *send, int64_t n_send, void
     const size_t elem = sl_dtype_n_bytes(dtype), block_bytes = (size_t)block * elem;
     char *blocks = t->gather, *mine = blocks + (size_t)d->tp_rank * block_bytes;
     cudaError_t e = cudaMemcpyAsync(mine, send, (size_t)n_send * elem, cudaMemcpyDeviceToDevice, t->stream);
+    sl_cuda_backend_enqueued(&t->backend);
     if (e != cudaSuccess) return cuda_failed(t, e, "copying a slice into the gather buffer", err);
     rc = settle(t, t->tp, ncclAllGather(mine, blocks, (size_t)block, type, t->tp, t->stream),
                 "all-gather over the tensor-parallel group", err);

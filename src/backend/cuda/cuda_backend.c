@@ -118,6 +118,7 @@ static int cuda_alloc(void *ctx, size_t n_bytes, void **out, sl_err *err) {
     *out = NULL;
     cudaError_t e = cudaMalloc(out, n_bytes ? n_bytes : 1);
     if (e == cudaSuccess) e = cudaMemsetAsync(*out, 0, n_bytes, c->stream);
+    cuda_enqueued_other(c->stream);
     if (e == cudaSuccess) return SL_OK;
     cudaFree(*out);
     *out = NULL;
@@ -153,6 +154,7 @@ static void cuda_free_host(void *ctx, void *ptr) {
 static int cuda_upload(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err) {
     cuda_ctx *c = ctx;
     cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, c->stream);
+    cuda_enqueued_other(c->stream);
     return e == cudaSuccess ? SL_OK : cuda_error(err, e, "copying to the GPU", c->device);
 }
 
@@ -168,6 +170,7 @@ static int cuda_synchronize(void *ctx, sl_err *err) {
 static int cuda_download(void *ctx, void *dst, const void *src, size_t n_bytes, sl_err *err) {
     cuda_ctx *c = ctx;
     cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToHost, c->stream);
+    cuda_enqueued_other(c->stream);
     if (e != cudaSuccess) cuda__fail(c, e, "copying from the GPU");
     return cuda_synchronize(ctx, err);
 }
@@ -208,6 +211,7 @@ static int cuda_weight_load(void *ctx, sl_weight *dst, const void *src, sl_dtype
                                 cudaMemcpyHostToDevice, c->stream);
         if (e == cudaSuccess) e = cudaEventRecord(c->staged[i], c->stream);
     }
+    cuda_enqueued_other(c->stream);
     if (e != cudaSuccess) {
         cudaFree(mem);
         return cuda_error(err, e, "uploading a weight", c->device);
@@ -390,5 +394,7 @@ int sl_cuda_backend_create(const sl_backend_options *o, sl_backend *out, sl_err 
 }
 
 cudaStream_t sl_cuda_backend_stream(const sl_backend *b) { return ((const cuda_ctx *)b->ctx)->stream; }
+
+void sl_cuda_backend_enqueued(const sl_backend *b) { cuda_enqueued_other(((const cuda_ctx *)b->ctx)->stream); }
 
 long sl_cuda_backend_gemm_pairs(const sl_backend *b) { return ((const cuda_ctx *)b->ctx)->n_gemm_pairs; }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/kernels.h"
 #include "util/log.h"
 
 static cuda_graph *slot_of(cuda_ctx *c, uint64_t key) {
@@ -44,6 +45,7 @@ void cuda__graphs_drop(cuda_ctx *c) {
 
 static int launch(cuda_ctx *c, cuda_graph *g, sl_err *err) {
     cudaError_t e = cudaGraphLaunch(g->exec, c->stream);
+    cuda_enqueued_other(c->stream);
     if (e == cudaSuccess) return SL_OK;
     cuda__fail(c, e, "launching a step's CUDA graph");
     *err = c->err;

@@ -25,10 +25,15 @@ extern "C" {
 #endif
 
 /* ---- launch.cu ---- */
-/* Programmatic dependent launch for every kernel (launch.cuh) from now on where the device's compute capability
- * major is 9 or more and SHARDLM_PDL is not 0; called when a backend opens its device. */
+/* Programmatic dependent launch (launch.cuh) from now on where the device's compute capability major is 9 or more
+ * and SHARDLM_PDL is 1; called when a backend opens its device. */
 void cuda_set_dependent_launch(int compute_major);
-int cuda_dependent_launch(void);
+/* Whether a kernel launched on s now goes with it: only when the newest work on s is a kernel of launch()'s
+ * (which waits for its predecessor in-kernel); notes that s's newest work is now such a kernel. */
+int cuda_dependent_launch_after(cudaStream_t s);
+/* Work other than launch()'s kernels was enqueued on s (a copy, a memset, cuBLASLt, a graph, NCCL): the next
+ * kernel there waits for it the ordinary way. */
+void cuda_enqueued_other(cudaStream_t s);
 
 /* ---- elementwise.cu ---- */
 /* out[t] = table[ids[t] - row_offset] (as float32) when that row is in the table, else zeros; out is float32. */

@@ -12,12 +12,16 @@
  * which is how gemv.cu starts reading its rows early. The wait also lets the
  * kernel after this one be launched (launch_dependents), so at most two
  * grids are in flight and the waiting one holds only room the running one
- * no longer needs. Kernels not launched here (cuBLASLt's, NCCL's) and copies
- * keep plain stream order; CUDA graphs keep these edges when captured.
+ * no longer needs. The wait covers grids only: a kernel whose predecessor on
+ * the stream is anything else (a copy, a memset, cuBLASLt's or NCCL's work, a
+ * graph) is launched the ordinary way, so every site that enqueues such work
+ * says so (cuda_enqueued_other, sl_cuda_backend_enqueued). CUDA graphs keep
+ * these edges when captured.
  *
  * cuda_set_dependent_launch (kernels.h) turns it on for Hopper and later when
- * a backend opens its device, unless SHARDLM_PDL=0; elsewhere the attribute
- * is not set and the wait compiles to nothing. */
+ * a backend opens its device and SHARDLM_PDL=1 (off by default until the GPU
+ * tests pass with it: launch.cu); elsewhere the attribute is not set and the
+ * wait does nothing. */
 #ifndef SL_BACKEND_CUDA_LAUNCH_CUH
 #define SL_BACKEND_CUDA_LAUNCH_CUH
 
@@ -34,7 +38,8 @@ __device__ __forceinline__ void wait_previous_kernel() {
 #endif
 }
 
-/* kernel<<<grid, block, smem, s>>>(args...), with programmatic dependent launch where it is on. */
+/* kernel<<<grid, block, smem, s>>>(args...), with programmatic dependent launch where it is on and the newest
+ * work on s is another of these kernels. */
 template <typename... Params, typename... Args>
 static inline void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                           Args... args) {
@@ -43,7 +48,7 @@ static inline void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size
     attr.val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
-    cfg.attrs = &attr, cfg.numAttrs = cuda_dependent_launch() ? 1 : 0;
+    cfg.attrs = &attr, cfg.numAttrs = cuda_dependent_launch_after(s) ? 1 : 0;
     cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
 }
 

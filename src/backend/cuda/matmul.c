@@ -136,6 +136,7 @@ static void gemm(cuda_ctx *c, void *out, sl_dtype out_dtype, const sl_weight *w,
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t st = cublasLtMatmul(c->lt, p->op, &one, w->data, p->a, x, p->b, &zero, out, p->d, out, p->d,
                                        &p->algo, c->lt_workspace, c->lt_workspace_bytes, c->stream);
+    cuda_enqueued_other(c->stream);
     if (st != CUBLAS_STATUS_SUCCESS && !c->failed) {
         sl_err_set(&c->err, SL_EINTERNAL, "cuBLASLt GEMM %lld x %d x %lld failed: %s", (long long)w->rows, n,
                    (long long)w->cols, cublasLtGetStatusString(st));
@@ -179,6 +180,7 @@ static bool gemm_pair(cuda_ctx *c, const sl_proj *p0, const sl_proj *p1, sl_dtyp
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmul(c->lt, p->op, &one, a, p->a, x, p->b, &zero, d, p->d, d, p->d, &p->algo, c->lt_workspace,
                             c->lt_workspace_bytes, c->stream);
+    cuda_enqueued_other(c->stream);
     if (st != CUBLAS_STATUS_SUCCESS && !c->failed) {
         sl_err_set(&c->err, SL_EINTERNAL, "cuBLASLt GEMM of two %lld x %d x %lld failed: %s", (long long)w0->rows, n,
                    (long long)w0->cols, cublasLtGetStatusString(st));
