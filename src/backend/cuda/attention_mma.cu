@@ -17,8 +17,11 @@
  * 64-row tiles of 4 warps; up to 222 registers a thread leave one block per
  * SM). Keys come
  * in chunks of CHUNK (64) through shared memory, copied by cp.async from the
- * paged cache ([block][kv head][slot][head_dim], 16-byte pieces), two stages
- * so the next chunk flies while this one computes; K and V rows sit as in the
+ * paged cache ([block][kv head][slot][head_dim], 16-byte pieces), in
+ * `stages` stages (3 where the device lets a block have that much shared
+ * memory, else 2: sm_89 allows 99 KB, 3 stages of head_dim 128 take 102): the
+ * copies of chunk i + stages - 1 fly while chunk i computes, with one barrier
+ * a chunk; K and V rows sit as in the
  * cache, one row per key, padded by 16 bytes: a row is an odd number of
  * 16-byte units, so the 8 rows one ldmatrix phase reads fall in 8 different
  * bank quads (no conflicts, no swizzle). Keys past the tile's range are zeros.
@@ -96,7 +99,7 @@ template <int D> struct mma_cfg {
     static constexpr int KEY_BLOCKS = CHUNK / 8;      /* n-blocks of S */
     static constexpr int KEY_STEPS = CHUNK / 16;      /* k-steps of O += P V */
     static constexpr int STAGE_BYTES = 2 * CHUNK * STRIDE; /* K rows, then V rows */
-    static constexpr int SMEM = 2 * STAGE_BYTES;
+    static constexpr int MAX_STAGES = 3;
     static constexpr int KEY_THREADS = THREADS / CHUNK;                          /* threads copying one key row */
     static constexpr int LOAD_STEPS = (PIECES + KEY_THREADS - 1) / KEY_THREADS;  /* pieces a thread copies */
 
@@ -117,6 +120,7 @@ struct mma_params {
     size_t block_bytes;        /* a cache block: n_kv_heads * block_size rows */
     int decode_tokens;         /* sequences with at most this many query tokens are attention_decode's */
     int passes, heads, tokens; /* head plan: `passes` of `heads` heads, `tokens` query tokens per tile */
+    int stages;                /* chunks in shared memory at once: 2 or 3 */
     float q_scale;             /* scale * log2(e) */
 };
 
@@ -366,8 +370,10 @@ __global__ void __launch_bounds__(THREADS, 1) attention_prefill_mma(mma_params p
     const int n_chunks = (tl.key_end + CHUNK - 1) / CHUNK;
     const int first_masked = tl.pos0 / CHUNK; /* earlier chunks hold only keys < pos0, which every row sees */
 
-    load_chunk<D>(p, tl, smem, 0);
-    __pipeline_commit();
+    for (int c = 0; c + 1 < p.stages; c++) { /* chunks 0 .. stages - 2, a commit group each */
+        if (c < n_chunks) load_chunk<D>(p, tl, smem + c * Cfg::STAGE_BYTES, c * CHUNK);
+        __pipeline_commit();
+    }
 
     warp_state<D> w;
     const int r0 = warp * 16 + g; /* this lane's rows: r0 and r0 + 8 */
@@ -390,16 +396,22 @@ __global__ void __launch_bounds__(THREADS, 1) attention_prefill_mma(mma_params p
         w.limit[h] = last_key < tl.key_end ? last_key : tl.key_end;
     }
 
+    /* Chunk i sits in stage i % stages. One barrier a chunk: past it, chunk i's copies are every thread's
+     * and visible, and every warp is done with chunk i - 1, whose stage then takes chunk i + stages - 1.
+     * The commit groups go one a chunk, so all but the newest stages - 2 are done when chunk i is. */
     const uint32_t smem_at = (uint32_t)__cvta_generic_to_shared(smem);
-    for (int i = 0; i < n_chunks; i++) {
-        const int j0 = i * CHUNK, stage = i & 1;
-        if (i + 1 < n_chunks) load_chunk<D>(p, tl, smem + (stage ^ 1) * Cfg::STAGE_BYTES, j0 + CHUNK);
-        __pipeline_commit();
-        __pipeline_wait_prior(1); /* this chunk's copies are done, the next one's may fly */
+    for (int i = 0, stage = 0; i < n_chunks; i++, stage = stage + 1 == p.stages ? 0 : stage + 1) {
+        if (p.stages == 3) __pipeline_wait_prior(1);
+        else __pipeline_wait_prior(0);
         __syncthreads();
+        if (i + p.stages - 1 < n_chunks) {
+            const int freed = stage == 0 ? p.stages - 1 : stage - 1; /* chunk i - 1's: (i + stages - 1) % stages */
+            load_chunk<D>(p, tl, smem + freed * Cfg::STAGE_BYTES, (i + p.stages - 1) * CHUNK);
+        }
+        __pipeline_commit();
         if (active)
-            attend_chunk<T, D, Q>(w, smem_at + stage * Cfg::STAGE_BYTES, j0, i >= first_masked, p.q_scale, lane);
-        __syncthreads(); /* the stage is free for the copies that follow */
+            attend_chunk<T, D, Q>(w, smem_at + stage * Cfg::STAGE_BYTES, i * CHUNK, i >= first_masked, p.q_scale,
+                                  lane);
     }
     if (!active) return;
 
@@ -433,18 +445,31 @@ __global__ void __launch_bounds__(THREADS, 1) attention_prefill_mma(mma_params p
 
 /* ---- launching ---- */
 
+/* The shared memory one block may have on the current device (asked once). */
+int block_smem_limit() {
+    static const int n = [] {
+        int dev = 0, bytes = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            bytes = 0;
+        return bytes;
+    }();
+    return n;
+}
+
 template <typename T, int D, q_kind Q>
-void launch_prefill_mma(cudaStream_t s, const mma_params &p, const sl_attn_batch *b) {
+void launch_prefill_mma(cudaStream_t s, mma_params p, const sl_attn_batch *b) {
     using Cfg = mma_cfg<D>;
-    static const bool allowed = [] { /* past 48 KB of shared memory asks first; once per instance */
-        if (Cfg::SMEM > 48 * 1024)
-            cudaFuncSetAttribute(attention_prefill_mma<T, D, Q>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 Cfg::SMEM);
+    p.stages = Cfg::MAX_STAGES * Cfg::STAGE_BYTES <= block_smem_limit() ? Cfg::MAX_STAGES : 2;
+    const int smem = p.stages * Cfg::STAGE_BYTES;
+    static const bool allowed = [smem] { /* past 48 KB of shared memory asks first; once per instance */
+        if (smem > 48 * 1024)
+            cudaFuncSetAttribute(attention_prefill_mma<T, D, Q>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         return true;
     }();
     (void)allowed;
     const int tiles = (b->max_query_len + p.tokens - 1) / p.tokens;
-    launch(attention_prefill_mma<T, D, Q>, dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, Cfg::SMEM, s, p);
+    launch(attention_prefill_mma<T, D, Q>, dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, smem, s, p);
 }
 
 template <typename T, q_kind Q>
