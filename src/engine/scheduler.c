@@ -126,7 +126,6 @@ static void add_to_step(sl_engine *e, sl_step *st, sl_seq *s, int n) {
     }
     st->context_len[row] = s->n_computed + n;
     memcpy(st->tables + (size_t)row * (size_t)e->max_blocks_per_seq, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
-    while (st->table_width < s->n_blocks) st->table_width *= 2;
     if (s->n_computed + n == s->n_tokens) {
         st->logits_rows[st->n_logits] = st->n_tokens - 1;
         st->logit_seqs[st->n_logits++] = s;
@@ -227,13 +226,17 @@ static void schedule_waiting(sl_engine *e, sl_step *st, int *budget, int max_seq
 }
 
 /* The rows were written max_blocks_per_seq apart; they move to table_width
- * apart, zero past each row's blocks, so the plan and the upload carry
- * n_seqs x table_width entries (a 131072-token max_model_len has 8192 blocks
- * a row; a step of 512 sequences of ~700 tokens needs 64). Row r moves to
- * r * width <= r * max_blocks_per_seq: front to back never overwrites a row
- * still to move. */
+ * apart (the most blocks a row holds, rounded up to a power of two so steps
+ * of one shape share it), zero past each row's blocks, so the plan and the
+ * upload carry n_seqs x table_width entries (a 131072-token max_model_len has
+ * 8192 blocks a row; a step of 512 sequences of ~700 tokens needs 64). Row r
+ * moves to r * width <= r * max_blocks_per_seq: front to back never
+ * overwrites a row still to move. */
 static void pack_tables(const sl_engine *e, sl_step *st) {
-    if (st->table_width > e->max_blocks_per_seq) st->table_width = e->max_blocks_per_seq;
+    int most = 0, width = 1;
+    for (int row = 0; row < st->n_seqs; row++) most = st->seqs[row]->n_blocks > most ? st->seqs[row]->n_blocks : most;
+    while (width < most) width *= 2;
+    st->table_width = width < e->max_blocks_per_seq ? width : e->max_blocks_per_seq;
     const size_t w = (size_t)st->table_width;
     for (int row = 0; row < st->n_seqs; row++) {
         const size_t n = (size_t)st->seqs[row]->n_blocks;
@@ -245,7 +248,6 @@ static void pack_tables(const sl_engine *e, sl_step *st) {
 
 bool sl_sched_build_step(sl_engine *e, sl_step *st) {
     st->n_seqs = st->n_tokens = st->n_logits = 0;
-    st->table_width = 1;
     int budget = e->opts.max_num_batched_tokens, max_seqs = e->opts.max_num_seqs;
     if (e->n_slots > 1) { /* a micro-batch's share: with 8 sequences and 2 slots, two of 4 alternate */
         int n = e->n_running + e->n_waiting < max_seqs ? e->n_running + e->n_waiting : max_seqs;

@@ -680,16 +680,10 @@ struct attention_call {
     size_t workspace_bytes;
 };
 
-/* The current device's SM count, asked once. */
+/* The current device's SM count (1 if it cannot be read). */
 int sm_count() {
-    static const int n = [] {
-        int dev = 0, count = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            count = 0;
-        return count > 0 ? count : 1;
-    }();
-    return n;
+    const int n = device_attribute<cudaDevAttrMultiProcessorCount>();
+    return n > 0 ? n : 1;
 }
 
 head_plan plan_heads(int group, int rows) {

@@ -445,31 +445,21 @@ __global__ void __launch_bounds__(THREADS, 1) attention_prefill_mma(mma_params p
 
 /* ---- launching ---- */
 
-/* The shared memory one block may have on the current device (asked once). */
-int block_smem_limit() {
-    static const int n = [] {
-        int dev = 0, bytes = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-            bytes = 0;
-        return bytes;
-    }();
-    return n;
-}
-
 template <typename T, int D, q_kind Q>
 void launch_prefill_mma(cudaStream_t s, mma_params p, const sl_attn_batch *b) {
     using Cfg = mma_cfg<D>;
-    p.stages = Cfg::MAX_STAGES * Cfg::STAGE_BYTES <= block_smem_limit() ? Cfg::MAX_STAGES : 2;
-    const int smem = p.stages * Cfg::STAGE_BYTES;
-    static const bool allowed = [smem] { /* past 48 KB of shared memory asks first; once per instance */
-        if (smem > 48 * 1024)
-            cudaFuncSetAttribute(attention_prefill_mma<T, D, Q>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        return true;
+    static const int stages = [] { /* what the device's shared memory allows; past 48 KB asks first; once */
+        const int n = Cfg::MAX_STAGES * Cfg::STAGE_BYTES <=
+                              device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() ? Cfg::MAX_STAGES : 2;
+        if (n * Cfg::STAGE_BYTES > 48 * 1024)
+            cudaFuncSetAttribute(attention_prefill_mma<T, D, Q>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 n * Cfg::STAGE_BYTES);
+        return n;
     }();
-    (void)allowed;
+    p.stages = stages;
     const int tiles = (b->max_query_len + p.tokens - 1) / p.tokens;
-    launch(attention_prefill_mma<T, D, Q>, dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS, smem, s, p);
+    launch(attention_prefill_mma<T, D, Q>, dim3(tiles, p.n_kv_heads * p.passes, b->n_seqs), THREADS,
+           stages * Cfg::STAGE_BYTES, s, p);
 }
 
 template <typename T, q_kind Q>

@@ -38,6 +38,17 @@ __device__ __forceinline__ void wait_previous_kernel() {
 #endif
 }
 
+/* Attribute A of the current device, asked once per attribute (0 if it cannot be read): launch shapes that
+ * depend on the SM count or the shared memory a block may have. */
+template <cudaDeviceAttr A> static inline int device_attribute() {
+    static const int value = [] {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, A, dev) != cudaSuccess) v = 0;
+        return v;
+    }();
+    return value;
+}
+
 /* kernel<<<grid, block, smem, s>>>(args...), with programmatic dependent launch where it is on and the newest
  * work on s is another of these kernels. */
 template <typename... Params, typename... Args>
