@@ -97,11 +97,12 @@ static int text_append(sl_seq *s, const char *piece, size_t n) {
     return SL_OK;
 }
 
-/* Earliest stop string in the unsent text; truncates the text before it. */
+/* Earliest stop string in the unsent text; truncates the text before it. No text yet (or none ever: a model
+ * without a tokenizer) matches nothing. */
 static bool match_stop_string(sl_req *r, sl_seq *s) {
     const char *best = NULL;
     int best_i = -1;
-    for (int i = 0; i < r->n_stop; i++) {
+    for (int i = 0; s->text && i < r->n_stop; i++) {
         const char *hit = memmem(s->text, s->text_len, r->stop[i], strlen(r->stop[i]));
         if (hit && (!best || hit < best)) {
             best = hit;
