@@ -5,6 +5,7 @@
  * the mask) and taken here with sigwait, so no signal handler runs inside
  * the engine or HTTP threads. On a signal: stop accepting, abort what is in
  * flight, close the engine, exit 0. */
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,7 +20,45 @@
 #include "server/server.h"
 #include "shardlm.h"
 #include "util/log.h"
+#include "util/progress.h"
 
+
+/* vLLM's periodic stats line (its VLLM_LOG_STATS_INTERVAL is SHARDLM_LOG_STATS_INTERVAL here, seconds, 10):
+ * the interval's prompt and generation tokens a second, the sequences running and waiting, the KV cache's
+ * share in use and the prefix cache's hit rate over the interval's queries (the last interval that had
+ * some). At info while tokens move and for the first quiet interval after, at debug while idle. */
+typedef struct stats_log {
+    double interval, t_last;
+    sl_engine_stats last;
+    int was_busy;
+    double hit_rate;
+} stats_log;
+
+static void stats_log_start(stats_log *l, sl_engine *engine) {
+    const char *v = getenv("SHARDLM_LOG_STATS_INTERVAL");
+    char *end = NULL;
+    const double s = v ? strtod(v, &end) : 10.0;
+    const int valid = !v || (end != v && *end == '\0' && s > 0);
+    if (!valid) SL_WARN("SHARDLM_LOG_STATS_INTERVAL=\"%s\" is not a positive number of seconds: using 10", v);
+    *l = (stats_log){.interval = valid ? s : 10.0, .t_last = sl_now_s()};
+    sl_engine_get_stats(engine, &l->last);
+}
+
+static void stats_log_tick(stats_log *l, const sl_engine_stats *st) {
+    const double now = sl_now_s(), dt = now - l->t_last;
+    if (dt < l->interval) return;
+    const double prompt = (double)(st->prompt_tokens - l->last.prompt_tokens) / dt;
+    const double gen = (double)(st->generation_tokens - l->last.generation_tokens) / dt;
+    const int64_t queries = st->prefix_cache_queries - l->last.prefix_cache_queries;
+    if (queries > 0) l->hit_rate = 100.0 * (double)(st->prefix_cache_hits - l->last.prefix_cache_hits) / (double)queries;
+    const int busy = prompt > 0 || gen > 0;
+    sl_log(busy || l->was_busy ? SL_LOG_INFO : SL_LOG_DEBUG,
+           "Avg prompt throughput: %.1f tokens/s, Avg generation throughput: %.1f tokens/s, Running: %d reqs, "
+           "Waiting: %d reqs, KV cache usage: %.1f%%, Prefix cache hit rate: %.1f%%",
+           prompt, gen, st->n_running, st->n_waiting,
+           st->n_kv_blocks_total ? 100.0 * st->n_kv_blocks_used / st->n_kv_blocks_total : 0.0, l->hit_rate);
+    l->was_busy = busy, l->last = *st, l->t_last = now;
+}
 
 /* Thousands of connections need thousands of descriptors. */
 static void raise_fd_limit(void) {
@@ -38,6 +77,7 @@ int sl_cmd_serve(int argc, char **argv) {
     sl_server_options_init(&so);
     const char *api_key = NULL, *log_level = NULL;
     int64_t max_body = 0;
+    int disable_log_requests = 0, disable_log_stats = 0, trust_remote_code = 0, max_log_len = INT_MIN;
     sl_flag flags[64];
     const sl_flag own[] = {
         {"--host", SL_FLAG_STRING, &so.host, "Frontend", "address to listen on (default 0.0.0.0: every interface)", "HOST"},
@@ -56,6 +96,16 @@ int sl_cmd_serve(int argc, char **argv) {
          "allow tool_choice \"auto\": the model decides, and --tool-call-parser reads its calls", NULL},
         {"--tool-call-parser", SL_FLAG_STRING, &so.tool_call_parser, "Frontend",
          "how tool calls are read out of the output: hermes (Qwen2.5, Hermes), llama3_json, mistral or pythonic (Llama 3.2, Llama 4)", "NAME"},
+        {"--enable-log-requests", SL_FLAG_BOOL, &so.log_requests, "Frontend",
+         "log each request as it arrives (id, prompt token ids, sampling parameters) and each client that hangs up", NULL},
+        {"--disable-log-requests", SL_FLAG_BOOL, &disable_log_requests, "Frontend",
+         "vLLM's older spelling of the default: requests are not logged", NULL},
+        {"--max-log-len", SL_FLAG_INT, &max_log_len, "Frontend", "prompt token ids a logged request shows (32; -1: all)", NULL},
+        {"--disable-log-stats", SL_FLAG_BOOL, &disable_log_stats, "Frontend",
+         "no throughput line every SHARDLM_LOG_STATS_INTERVAL seconds (10) while requests run", NULL},
+        {"--trust-remote-code", SL_FLAG_BOOL, &trust_remote_code, "ModelConfig",
+         "accepted for vLLM command lines; changes nothing: shardlm runs no code from a model repository (its "
+         "architectures are built in, and others are refused with or without it)", NULL},
     };
     int n = (int)(sizeof own / sizeof own[0]);
     memcpy(flags, own, sizeof own);
@@ -101,6 +151,13 @@ int sl_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "shardlm serve: %s\n", err.msg);
         return 2;
     }
+    if (max_log_len != INT_MIN) {
+        if (max_log_len < -1) {
+            fprintf(stderr, "shardlm serve: --max-log-len must be -1 (all) or at least 0, got %d\n", max_log_len);
+            return 2;
+        }
+        so.max_log_len = max_log_len;
+    }
     so.api_key = api_key ? api_key : getenv("SHARDLM_API_KEY");
     so.max_body_bytes = max_body > 0 ? (size_t)max_body : 0;
 
@@ -137,12 +194,15 @@ int sl_cmd_serve(int argc, char **argv) {
 
     /* wait for SIGINT/SIGTERM, checking every second that the engine (every rank) still works */
     int sig = -1, healthy = 1;
+    stats_log stats;
+    stats_log_start(&stats, engine);
     while (sig < 0 && healthy) {
         const struct timespec second = {1, 0};
         sig = sigtimedwait(&stop_signals, NULL, &second);
         sl_engine_stats st;
         sl_engine_get_stats(engine, &st);
         healthy = st.healthy;
+        if (!disable_log_stats) stats_log_tick(&stats, &st);
     }
     if (healthy) SL_INFO("received signal %d: shutting down", sig);
     else SL_ERROR("the engine failed (see above); shutting down with exit status 1");

@@ -333,7 +333,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 /* ---- start / stop ----------------------------------------------------------------------------- */
 
 void sl_server_options_init(sl_server_options *o) {
-    *o = (sl_server_options){.host = "0.0.0.0", .port = 8000};
+    *o = (sl_server_options){.host = "0.0.0.0", .port = 8000, .max_log_len = 32};
 }
 
 int sl_server_check_options(const sl_server_options *o, sl_err *err) {
@@ -433,6 +433,8 @@ int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **o
     s->api_key = o->api_key && *o->api_key ? strdup(o->api_key) : NULL;
     s->max_body_bytes = o->max_body_bytes ? o->max_body_bytes : (size_t)32 << 20;
     s->max_n = o->max_n > 0 ? o->max_n : 128;
+    s->log_requests = o->log_requests;
+    s->max_log_len = o->max_log_len;
     s->created = time(NULL);
     s->watch_fd = s->wake_fd = -1;
     pthread_mutex_init(&s->live_mu, NULL);

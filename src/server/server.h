@@ -39,6 +39,8 @@ typedef struct sl_server_options {
     int max_n;                     /* largest `n` a request may ask; 0: 128 */
     int enable_auto_tool_choice;   /* tool_choice "auto" allowed (needs tool_call_parser), as vLLM */
     const char *tool_call_parser;  /* how "auto" reads calls: hermes, llama3_json, mistral or pythonic; NULL: none */
+    int log_requests;              /* log each request's arrival (id, prompt, parameters) and a client's hang-up */
+    int max_log_len;               /* prompt token ids a logged request shows (32); -1: all */
 } sl_server_options;
 
 void sl_server_options_init(sl_server_options *o);

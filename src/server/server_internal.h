@@ -83,6 +83,7 @@ struct sl_server {
     uint64_t next_key;
 
     int auto_tools;                 /* --enable-auto-tool-choice (with a --tool-call-parser) */
+    int log_requests, max_log_len;  /* --enable-log-requests, --max-log-len (sl_server_options) */
     sl_tool_format tool_format;     /* --tool-call-parser, for tool_choice "auto" */
 
     atomic_int stopping;
