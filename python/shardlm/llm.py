@@ -104,6 +104,9 @@ _ENGINE_ARGS = {
     "enforce_eager": _setter("enforce_eager", lambda v, k: int(bool(v))),
     "device": _set_device,
     "quiet": _setter("quiet", lambda v, k: int(bool(v))),
+    # vLLM's, accepted so its scripts run unchanged; nothing to allow: shardlm runs no code from a model
+    # repository (its architectures are built in, and others are refused either way)
+    "trust_remote_code": lambda opts, v, k: None,
 }
 
 

@@ -169,3 +169,13 @@ def test_dtype_as_a_torch_dtype():
     torch = pytest.importorskip("torch")
     with small_llm(dtype=torch.float32) as llm, small_llm(dtype="auto") as auto:
         assert weight_bytes(llm) > weight_bytes(auto)
+
+
+def test_trust_remote_code_accepted():
+    """vLLM scripts pass trust_remote_code=True; shardlm runs no repository code, so it is accepted and the
+    engine is the one without it (the same greedy tokens)."""
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    prompt = [{"prompt_token_ids": [1, 5, 9]}]
+    with small_llm(trust_remote_code=True) as a, small_llm() as b:
+        tokens = [[o.outputs[0].token_ids for o in llm.generate(prompt, params, use_tqdm=False)] for llm in (a, b)]
+    assert tokens[0] == tokens[1] and len(tokens[0][0]) == 6
