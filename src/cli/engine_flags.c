@@ -11,7 +11,7 @@
 int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out, int max) {
     *v = (sl_engine_flag_values){.gpu_memory_utilization = NAN, .enable_prefix_caching = -1, .max_model_len = INT_MIN,
                                  .block_size = INT_MIN, .max_num_seqs = INT_MIN, .max_num_batched_tokens = INT_MIN,
-                                 .threads = INT_MIN};
+                                 .threads = INT_MIN, .enable_chunked_prefill = -1};
     const sl_flag flags[] = {
         {"--model", SL_FLAG_STRING, &v->model, "ModelConfig", "the model, as the positional MODEL (either may be given)", "MODEL"},
         {"--revision", SL_FLAG_STRING, &o->revision, "ModelConfig", "hub revision (branch, tag or commit) of the model", "REV"},
@@ -36,6 +36,8 @@ int sl_engine_flags(sl_engine_options *o, sl_engine_flag_values *v, sl_flag *out
         {"--enable-prefix-caching", SL_FLAG_BOOL, &v->enable_prefix_caching, "CacheConfig", "reuse KV blocks of shared prompt prefixes (on)", NULL},
         {"--max-num-seqs", SL_FLAG_INT, &v->max_num_seqs, "SchedulerConfig", "sequences per step (512 on a GPU of 70 GB or more, else 256)", NULL},
         {"--max-num-batched-tokens", SL_FLAG_INT, &v->max_num_batched_tokens, "SchedulerConfig", "tokens per step; long prompts are prefilled in chunks (8192 offline on a GPU of 70 GB or more, else 2048)", NULL},
+        {"--enable-chunked-prefill", SL_FLAG_BOOL, &v->enable_chunked_prefill, "SchedulerConfig",
+         "prompts longer than a step's token budget are prefilled in chunks alongside the decodes (always on, as in vLLM V1)", NULL},
         {"--device", SL_FLAG_STRING, &v->device, "DeviceConfig", "cpu or cuda (default: cuda where this build has it and a GPU is visible, else cpu)", "DEV"},
         {"--threads", SL_FLAG_INT, &v->threads, "DeviceConfig", "CPU threads per rank (the node's cores / its ranks)", NULL},
         {"--matmul-precision", SL_FLAG_STRING, &o->matmul_precision, "DeviceConfig",
@@ -77,6 +79,10 @@ int sl_engine_flags_finish(sl_engine_options *o, const sl_engine_flag_values *v,
         o->gpu_memory_utilization = v->gpu_memory_utilization;
     }
     if (v->enable_prefix_caching >= 0) o->enable_prefix_caching = v->enable_prefix_caching;
+    if (v->enable_chunked_prefill == 0)
+        return sl_err_set(err, SL_EINVAL,
+                          "--no-enable-chunked-prefill: shardlm always prefills long prompts in chunks of "
+                          "--max-num-batched-tokens; raise that to prefill a prompt in one step");
     if (v->device) {
         if (strcmp(v->device, "cpu") != 0 && strcmp(v->device, "cuda") != 0)
             return sl_err_set(err, SL_EINVAL, "--device must be cpu or cuda, got \"%s\"", v->device);

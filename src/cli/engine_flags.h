@@ -15,6 +15,7 @@ typedef struct sl_engine_flag_values {
     const char *dtype;
     const char *device;
     int enable_prefix_caching;
+    int enable_chunked_prefill; /* -1: not given; 0 is refused (prompts are always prefilled in chunks) */
     /* counts, moved into o when given (INT_MIN: not given): each at least 1, since 0 in o means "the default" */
     int max_model_len, block_size, max_num_seqs, max_num_batched_tokens, threads;
 } sl_engine_flag_values;

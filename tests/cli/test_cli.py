@@ -77,7 +77,7 @@ TYPOS = [  # (command, typed flag, the suggestion wanted; None: no suggestion at
     ("generate", "--tp", "--tensor-parallel-size"),
     ("serve", "--prot", "--port"),
     ("serve", "--max-model-length", "--max-model-len"),
-    ("serve", "--max-len", "--max-model-len"),
+    ("serve", "--max-len", "--max-log-len or --max-model-len"),  # both vLLM flags, one edit away
     ("serve", "--tensor-paralel-size", "--tensor-parallel-size"),
     ("serve", "--gpu-memory-utilisation", "--gpu-memory-utilization"),
     ("serve", "--utilization", "--gpu-memory-utilization"),
@@ -232,6 +232,16 @@ def case_counts():
     check(rc == 2 and "--logprobs must be 0 or more, got -3" in err, "generate --logprobs -3", err)
     rc, out, err = run("generate", MODEL, *GEN, "--max-model-len", "64", "--max-num-seqs", "2", "--threads", "1", "--n", "2")
     check(rc == 0 and "max_model_len 64" in err, "counts of 1 or more still work", err)
+
+
+# ---- 6b. vLLM's --enable-chunked-prefill: always so here; turning it off is refused with the way out ----
+def case_chunked_prefill():
+    rc, out, err = run("generate", MODEL, *GEN, "--enable-chunked-prefill")
+    check(rc == 0 and out.strip(), "generate --enable-chunked-prefill generates", err)
+    for cmd in engine_commands([MODEL]):
+        rc, out, err = run(*cmd, "--no-enable-chunked-prefill")
+        check(rc == 2 and "--no-enable-chunked-prefill: shardlm always prefills long prompts in chunks of "
+              "--max-num-batched-tokens" in err, f"{cmd[0]} --no-enable-chunked-prefill refused", err)
 
 
 # ---- 7. a missing --prompts-file: said before the model loads, with the reason ----
