@@ -44,6 +44,7 @@ enum MHD_Result sl_server_reply_text(sl_server *s, struct MHD_Connection *c, uns
     struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)text, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     if (type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    sl_cors_add_headers(&s->cors, c, r);
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     sl_server_metrics_count_status(&s->metrics, status);

@@ -179,6 +179,7 @@ static enum MHD_Result start_stream(sl_server *s, struct MHD_Connection *c, sl_g
     pthread_mutex_unlock(&g->mu);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    sl_cors_add_headers(&s->cors, c, r);
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     sl_server_metrics_count_status(&s->metrics, 200);

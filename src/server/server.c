@@ -84,6 +84,7 @@ typedef struct sl_conn {
     sl_server_buf body;
     double t_arrival;
     sl_gen *gen;           /* the generation this request waits on */
+    int preflight;         /* a CORS preflight: answered by cors.c once read, whatever the path */
 } sl_conn;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -224,6 +225,10 @@ static enum MHD_Result reply_early(sl_server *s, struct MHD_Connection *c, sl_co
  * on_body_bytes). */
 static enum MHD_Result on_headers(sl_server *s, struct MHD_Connection *c, const char *url, const char *method,
                                   sl_conn *cs) {
+    if (sl_cors_is_preflight(c, method)) { /* before routing and the API key, as vLLM's middleware */
+        cs->preflight = 1;
+        return MHD_YES;
+    }
     int path_known = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) != 0) continue;
@@ -284,6 +289,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     }
     if (*upload_data_size) return on_body_bytes(s, c, cs, upload_data, upload_data_size);
     /* the request has been read whole */
+    if (cs->preflight) {
+        cs->replied = 1;
+        return sl_cors_reply_preflight(s, c);
+    }
     if (cs->early_status) return reply_early(s, c, cs);
     if (cs->gen) return sl_server_finish_gen(s, c, cs->gen); /* resumed: the generation is done */
     if (cs->route != ROUTE_COMPLETIONS && cs->route != ROUTE_CHAT && cs->route != ROUTE_TOKENIZE &&
@@ -344,7 +353,10 @@ int sl_server_check_options(const sl_server_options *o, sl_err *err) {
     if (o->enable_auto_tool_choice && !o->tool_call_parser)
         return sl_err_set(err, SL_EINVAL, "--enable-auto-tool-choice requires --tool-call-parser (" SL_TOOL_PARSER_NAMES
                                           ", the one the model's chat template writes)");
-    return SL_OK;
+    sl_cors cors; /* the CORS lists read */
+    int rc = sl_cors_init(&cors, o, err);
+    if (!rc) sl_cors_free(&cors);
+    return rc;
 }
 
 static int resolve_listen(const sl_server_options *o, struct addrinfo **res, sl_err *err) {
@@ -441,6 +453,7 @@ int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **o
     sl_server_metrics_init(&s->metrics);
     rc = !s->model_name || (o->api_key && *o->api_key && !s->api_key) ? sl_err_set(err, SL_ENOMEM, "out of memory")
                                                                       : SL_OK;
+    if (!rc) rc = sl_cors_init(&s->cors, o, err);
     if (!rc) rc = sl_server_watcher_start(s, err);
     if (!rc) rc = start_daemon(s, o, err);
     if (rc) {
@@ -502,6 +515,7 @@ void sl_server_free(sl_server *s) {
     }
     sl_server_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->live_mu);
+    sl_cors_free(&s->cors);
     free(s->model_name);
     free(s->api_key);
     free(s);

@@ -41,6 +41,9 @@ typedef struct sl_server_options {
     const char *tool_call_parser;  /* how "auto" reads calls: hermes, llama3_json, mistral or pythonic; NULL: none */
     int log_requests;              /* log each request's arrival (id, prompt, parameters) and a client's hang-up */
     int max_log_len;               /* prompt token ids a logged request shows (32); -1: all */
+    /* CORS (cors.c), vLLM's flags: JSON lists of strings, NULL: ["*"] */
+    const char *allowed_origins, *allowed_methods, *allowed_headers;
+    int allow_credentials;
 } sl_server_options;
 
 void sl_server_options_init(sl_server_options *o);

@@ -33,6 +33,20 @@ int sl_server_buf_append(sl_server_buf *b, const void *p, size_t n);
 int sl_server_buf_puts(sl_server_buf *b, const char *s);
 void sl_server_buf_free(sl_server_buf *b);
 
+/* ---- CORS (cors.c) --------------------------------------------------------- */
+typedef struct sl_cors {
+    int any_origin, any_method, any_header, credentials;
+    char **origins, **methods, **headers; /* NULL-ended */
+    int n_origins, n_methods, n_headers;
+    char *allow_methods, *allow_headers;  /* a preflight answer's lists ("a, b"); allow_headers NULL: any */
+} sl_cors;
+int sl_cors_init(sl_cors *c, const sl_server_options *o, sl_err *err);
+void sl_cors_free(sl_cors *c);
+/* A preflight: OPTIONS with Origin and Access-Control-Request-Method. */
+int sl_cors_is_preflight(struct MHD_Connection *conn, const char *method);
+/* Access-Control-Allow-Origin (and -Credentials) on a reply to a request with an allowed Origin. */
+void sl_cors_add_headers(const sl_cors *c, struct MHD_Connection *conn, struct MHD_Response *r);
+
 /* ---- metrics ------------------------------------------------------------- */
 typedef struct sl_server_histogram {
     const double *bounds; /* upper bounds, ascending; +Inf implied */
@@ -84,6 +98,7 @@ struct sl_server {
 
     int auto_tools;                 /* --enable-auto-tool-choice (with a --tool-call-parser) */
     int log_requests, max_log_len;  /* --enable-log-requests, --max-log-len (sl_server_options) */
+    sl_cors cors;
     sl_tool_format tool_format;     /* --tool-call-parser, for tool_choice "auto" */
 
     atomic_int stopping;
@@ -285,6 +300,8 @@ char *sl_server_token_text(const sl_server *s, int32_t id);
 
 /* ---- replies (reply.c) ----------------------------------------------------------- */
 enum MHD_Result sl_server_reply_json(sl_server *s, struct MHD_Connection *c, unsigned status, json_t *body);
+/* The answer to a CORS preflight (cors.c). */
+enum MHD_Result sl_cors_reply_preflight(sl_server *s, struct MHD_Connection *conn);
 enum MHD_Result sl_server_reply_text(sl_server *s, struct MHD_Connection *c, unsigned status, const char *type,
                                      const char *text, size_t n);
 /* {"error": {"message", "type", "param", "code"}} with the status's type. */
