@@ -59,6 +59,7 @@ static const struct {
     {"/tokenize", "POST", ROUTE_TOKENIZE},          {"/detokenize", "POST", ROUTE_DETOKENIZE},
     {"/v1/models", "GET", ROUTE_MODELS},            {"/health", "GET", ROUTE_HEALTH},
     {"/version", "GET", ROUTE_VERSION},             {"/metrics", "GET", ROUTE_METRICS},
+    {"/ping", "GET", ROUTE_HEALTH},                 {"/ping", "POST", ROUTE_HEALTH}, /* vLLM's, for SageMaker */
 };
 
 /* An over-limit body, or the body of a request answered before it was

@@ -61,3 +61,12 @@ def test_text_needs_a_tokenizer(srv):
                        ("/tokenize", {"prompt": "hello"}), ("/detokenize", {"tokens": [1]})]:
         code, r = post(srv, path, body)
         assert code == 400 and "tokenizer" in r["error"]["message"], (path, r)
+
+
+def test_ping_is_health(srv):
+    """vLLM's /ping (SageMaker's health check), GET and POST: /health's answer."""
+    for method in ("GET", "POST"):
+        code, body = srv.request(method, "/ping")
+        assert (code, body) == (200, ""), (method, code, body)
+    code, body = srv.request("PUT", "/ping")
+    assert code == 405, body
