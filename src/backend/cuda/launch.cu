@@ -7,7 +7,10 @@
 #include "backend/cuda/kernels.h"
 
 static int dependent_launch;
-static cudaStream_t kernel_last; /* the stream whose newest work is one of launch()'s kernels, or NULL */
+/* The stream whose newest work is one of launch()'s kernels, or NULL; per thread, since a stream is issued to
+ * from one thread (its engine's loop) and two engines' threads must not race on it. A thread that switches
+ * streams forgets the other's state, which only costs that kernel the attribute. */
+static thread_local cudaStream_t kernel_last;
 
 /* Off unless SHARDLM_PDL=1 until a GPU run shows test_cuda_ops clean with it: on 2026-12-07 (an H100) two
  * attention cases failed with it on, when every kernel took the attribute, those after copies too. */
