@@ -19,8 +19,8 @@
 #include "server/server_internal.h"
 
 #define CORS_MAX_AGE "600"
-static const char *const all_methods = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, QUERY";
-static const char *const all_method_list[] = {"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY"};
+static char *const all_methods[] = {"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY"}; /* "*" */
+#define N_ALL_METHODS ((int)(sizeof all_methods / sizeof *all_methods))
 static const char *const safelisted_headers[] = {"Accept", "Accept-Language", "Content-Language", "Content-Type"};
 static const char *const preflight_vary =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, Access-Control-Request-Private-Network";
@@ -106,7 +106,7 @@ int sl_cors_init(sl_cors *c, const sl_server_options *o, sl_err *err) {
         return rc;
     }
     /* what a preflight answer lists: the methods, and (unless any header goes) the headers with the safelisted */
-    c->allow_methods = c->any_method ? strdup(all_methods) : joined(c->methods, c->n_methods); /* as given */
+    c->allow_methods = c->any_method ? joined(all_methods, N_ALL_METHODS) : joined(c->methods, c->n_methods);
     if (!c->any_header) {
         const int n_safe = (int)(sizeof safelisted_headers / sizeof *safelisted_headers);
         char **with = malloc(sizeof *with * (size_t)(n_safe + c->n_headers));
@@ -134,9 +134,9 @@ static int origin_allowed(const sl_cors *c, const char *origin) {
 }
 
 static int method_allowed(const sl_cors *c, const char *method) {
-    const int n = c->any_method ? (int)(sizeof all_method_list / sizeof *all_method_list) : c->n_methods;
-    for (int i = 0; i < n; i++)
-        if (strcmp(c->any_method ? all_method_list[i] : c->methods[i], method) == 0) return 1;
+    char *const *list = c->any_method ? all_methods : c->methods;
+    for (int i = 0; i < (c->any_method ? N_ALL_METHODS : c->n_methods); i++)
+        if (strcmp(list[i], method) == 0) return 1;
     return 0;
 }
 

@@ -253,8 +253,7 @@ static void log_received(const sl_gen *g, const sl_sampling *p) {
     if (p->guide.kind > SL_GUIDE_NONE && p->guide.kind <= SL_GUIDE_GRAMMAR)
         buf_printf(&b, ", guided=%s", guide_names[p->guide.kind]);
     buf_printf(&b, ", stream=%s", g->stream ? "true" : "false");
-    sl_server_buf_append(&b, "", 1);
-    if (b.data) SL_INFO("%s", b.data);
+    if (b.data) SL_INFO("%s", b.data); /* (the buffer keeps a NUL after its bytes) */
     sl_server_buf_free(&b);
 }
 
