@@ -25,8 +25,8 @@ static const char *const safelisted_headers[] = {"Accept", "Accept-Language", "C
 static const char *const preflight_vary =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, Access-Control-Request-Private-Network";
 
-/* The strings of JSON list text (vLLM takes these flags as JSON lists: '["https://a.example"]') into a
- * NULL-ended array; *any when "*" is among them. */
+/* The strings of JSON list text (vLLM takes these flags as JSON lists: '["https://a.example"]') into an array
+ * of *n; *any when "*" is among them. */
 static int parse_list(const char *flag, const char *text, const char *const *deflt, int n_deflt, char ***out,
                       int *n, int *any, sl_err *err) {
     json_t *list = NULL;
@@ -40,7 +40,7 @@ static int parse_list(const char *flag, const char *text, const char *const *def
         }
     }
     const int count = list ? (int)json_array_size(list) : n_deflt;
-    char **items = calloc((size_t)count + 1, sizeof *items);
+    char **items = calloc((size_t)count ? (size_t)count : 1, sizeof *items);
     if (!items) {
         json_decref(list);
         return sl_err_set(err, SL_ENOMEM, "out of memory reading %s", flag);
@@ -53,23 +53,24 @@ static int parse_list(const char *flag, const char *text, const char *const *def
             return sl_err_set(err, SL_EINVAL, "%s must be a JSON list of strings, e.g. '[\"*\"]', got %s", flag,
                               text);
         }
-        if (!(items[(*n)++] = strdup(v))) {
+        if (!(items[*n] = strdup(v))) {
             json_decref(list);
             return sl_err_set(err, SL_ENOMEM, "out of memory reading %s", flag);
         }
         *any |= strcmp(v, "*") == 0;
+        (*n)++;
     }
     json_decref(list);
     return SL_OK;
 }
 
-static void free_list(char **items) {
-    for (char **p = items; p && *p; p++) free(*p);
+static void free_list(char **items, int n) {
+    for (int i = 0; i < n; i++) free(items[i]);
     free(items);
 }
 
 void sl_cors_free(sl_cors *c) {
-    free_list(c->origins), free_list(c->methods), free_list(c->headers);
+    free_list(c->origins, c->n_origins), free_list(c->methods, c->n_methods), free_list(c->headers, c->n_headers);
     free(c->allow_methods), free(c->allow_headers);
     *c = (sl_cors){0};
 }

@@ -15,7 +15,6 @@
  * once, so a client that goes away frees its KV blocks immediately. */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -208,17 +207,6 @@ static void on_output(const sl_output *o, void *user) {
     if (last) gen_free(g);
 }
 
-/* printf into b; a line too long for the log is cut. */
-static void buf_printf(sl_server_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(sl_server_buf *b, const char *fmt, ...) {
-    char piece[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(piece, sizeof piece, fmt, ap);
-    va_end(ap);
-    if (n > 0) sl_server_buf_append(b, piece, (size_t)n < sizeof piece ? (size_t)n : sizeof piece - 1);
-}
-
 static const char *const guide_names[] = {"none", "json", "json_object", "regex", "choice", "grammar"};
 
 /* --enable-log-requests: the request as it went to the engine, one line (vLLM's "Received request"): each
@@ -227,32 +215,33 @@ static const char *const guide_names[] = {"none", "json", "json_object", "regex"
 static void log_received(const sl_gen *g, const sl_sampling *p) {
     const sl_server *s = g->srv;
     sl_server_buf b = {0};
-    buf_printf(&b, "Received request %s:", g->id);
+    sl_server_buf_printf(&b, "Received request %s:", g->id);
     for (int i = 0; i < g->n_subs; i++) {
         const sl_gen_sub *sub = &g->subs[i];
         const int shown = s->max_log_len < 0 || sub->n_prompt < s->max_log_len ? sub->n_prompt : s->max_log_len;
-        buf_printf(&b, "%s prompt %d: %d tokens [", i ? ";" : "", i, sub->n_prompt);
-        for (int j = 0; j < shown; j++) buf_printf(&b, j ? ", %d" : "%d", (int)sub->prompt_ids[j]);
-        buf_printf(&b, shown < sub->n_prompt ? ", ... %d more]" : "]", sub->n_prompt - shown);
+        sl_server_buf_printf(&b, "%s prompt %d: %d tokens [", i ? ";" : "", i, sub->n_prompt);
+        for (int j = 0; j < shown; j++) sl_server_buf_printf(&b, j ? ", %d" : "%d", (int)sub->prompt_ids[j]);
+        if (shown < sub->n_prompt) sl_server_buf_printf(&b, ", ... %d more", sub->n_prompt - shown);
+        sl_server_buf_puts(&b, "]");
     }
-    buf_printf(&b, "; params: n=%d", p->n);
-    if (!isnan(p->temperature)) buf_printf(&b, ", temperature=%g", p->temperature);
-    if (!isnan(p->top_p)) buf_printf(&b, ", top_p=%g", p->top_p);
-    if (p->top_k != SL_UNSET) buf_printf(&b, ", top_k=%d", p->top_k);
-    if (!isnan(p->min_p)) buf_printf(&b, ", min_p=%g", p->min_p);
-    if (!isnan(p->repetition_penalty)) buf_printf(&b, ", repetition_penalty=%g", p->repetition_penalty);
-    if (!isnan(p->presence_penalty)) buf_printf(&b, ", presence_penalty=%g", p->presence_penalty);
-    if (!isnan(p->frequency_penalty)) buf_printf(&b, ", frequency_penalty=%g", p->frequency_penalty);
-    if (p->seed != SL_UNSET) buf_printf(&b, ", seed=%lld", (long long)p->seed);
-    if (p->max_tokens != SL_UNSET) buf_printf(&b, ", max_tokens=%d", p->max_tokens);
-    if (p->min_tokens > 0) buf_printf(&b, ", min_tokens=%d", p->min_tokens);
-    if (p->n_stop) buf_printf(&b, ", stop strings=%d", p->n_stop);
-    if (p->n_stop_token_ids) buf_printf(&b, ", stop_token_ids=%d", p->n_stop_token_ids);
-    if (p->ignore_eos) buf_printf(&b, ", ignore_eos=true");
-    if (p->logprobs >= 0) buf_printf(&b, ", logprobs=%d", p->logprobs);
+    sl_server_buf_printf(&b, "; params: n=%d", p->n);
+    if (!isnan(p->temperature)) sl_server_buf_printf(&b, ", temperature=%g", p->temperature);
+    if (!isnan(p->top_p)) sl_server_buf_printf(&b, ", top_p=%g", p->top_p);
+    if (p->top_k != SL_UNSET) sl_server_buf_printf(&b, ", top_k=%d", p->top_k);
+    if (!isnan(p->min_p)) sl_server_buf_printf(&b, ", min_p=%g", p->min_p);
+    if (!isnan(p->repetition_penalty)) sl_server_buf_printf(&b, ", repetition_penalty=%g", p->repetition_penalty);
+    if (!isnan(p->presence_penalty)) sl_server_buf_printf(&b, ", presence_penalty=%g", p->presence_penalty);
+    if (!isnan(p->frequency_penalty)) sl_server_buf_printf(&b, ", frequency_penalty=%g", p->frequency_penalty);
+    if (p->seed != SL_UNSET) sl_server_buf_printf(&b, ", seed=%lld", (long long)p->seed);
+    if (p->max_tokens != SL_UNSET) sl_server_buf_printf(&b, ", max_tokens=%d", p->max_tokens);
+    if (p->min_tokens > 0) sl_server_buf_printf(&b, ", min_tokens=%d", p->min_tokens);
+    if (p->n_stop) sl_server_buf_printf(&b, ", stop strings=%d", p->n_stop);
+    if (p->n_stop_token_ids) sl_server_buf_printf(&b, ", stop_token_ids=%d", p->n_stop_token_ids);
+    if (p->ignore_eos) sl_server_buf_printf(&b, ", ignore_eos=true");
+    if (p->logprobs >= 0) sl_server_buf_printf(&b, ", logprobs=%d", p->logprobs);
     if (p->guide.kind > SL_GUIDE_NONE && p->guide.kind <= SL_GUIDE_GRAMMAR)
-        buf_printf(&b, ", guided=%s", guide_names[p->guide.kind]);
-    buf_printf(&b, ", stream=%s", g->stream ? "true" : "false");
+        sl_server_buf_printf(&b, ", guided=%s", guide_names[p->guide.kind]);
+    sl_server_buf_printf(&b, ", stream=%s", g->stream ? "true" : "false");
     if (b.data) SL_INFO("%s", b.data); /* (the buffer keeps a NUL after its bytes) */
     sl_server_buf_free(&b);
 }

@@ -31,12 +31,13 @@ typedef struct sl_server_buf {
 } sl_server_buf;
 int sl_server_buf_append(sl_server_buf *b, const void *p, size_t n);
 int sl_server_buf_puts(sl_server_buf *b, const char *s);
+int sl_server_buf_printf(sl_server_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sl_server_buf_free(sl_server_buf *b);
 
 /* ---- CORS (cors.c) --------------------------------------------------------- */
 typedef struct sl_cors {
     int any_origin, any_method, any_header, credentials;
-    char **origins, **methods, **headers; /* NULL-ended */
+    char **origins, **methods, **headers; /* of n_origins, n_methods, n_headers */
     int n_origins, n_methods, n_headers;
     char *allow_methods, *allow_headers;  /* a preflight answer's lists ("a, b"); allow_headers NULL: any */
 } sl_cors;
