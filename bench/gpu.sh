@@ -92,7 +92,7 @@ make_model() { $PY tools/make_bench_model.py --shape llama-3.1-8b --out "$model"
 # ---- the GPU tests (the same arguments ctest gives them) ----
 if want tests; then
   run_test cuda_ops "$(testbin test_cuda_ops)"
-  run_test cuda_ops_pdl env SHARDLM_PDL=1 "$(testbin test_cuda_ops)" # PDL is off by default until this passes
+  run_test cuda_ops_no_pdl env SHARDLM_PDL=0 "$(testbin test_cuda_ops)" # kernels launched without PDL too
   run_test tensor_comm_nccl "$(testbin test_tensor_comm_nccl)"
   # two ranks: over NCCL with a GPU each; where they share the one GPU, the MPI fallback and nccl refused
   command -v mpirun >/dev/null && run_test tensor_comm_nccl_2x1 env OMPI_ALLOW_RUN_AS_ROOT=1 \

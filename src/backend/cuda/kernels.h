@@ -26,7 +26,7 @@ extern "C" {
 
 /* ---- launch.cu ---- */
 /* Programmatic dependent launch (launch.cuh) from now on where the device's compute capability major is 9 or more
- * and SHARDLM_PDL is 1; called when a backend opens its device. */
+ * unless SHARDLM_PDL is 0; called when a backend opens its device. */
 void cuda_set_dependent_launch(int compute_major);
 /* Whether a kernel launched on s now goes with it: only when the newest work on s is a kernel of launch()'s
  * (which waits for its predecessor in-kernel); notes that s's newest work is now such a kernel. */

@@ -19,9 +19,8 @@
  * these edges when captured.
  *
  * cuda_set_dependent_launch (kernels.h) turns it on for Hopper and later when
- * a backend opens its device and SHARDLM_PDL=1 (off by default until the GPU
- * tests pass with it: launch.cu); elsewhere the attribute is not set and the
- * wait does nothing. */
+ * a backend opens its device unless SHARDLM_PDL=0; elsewhere the attribute is
+ * not set and the wait does nothing. */
 #ifndef SL_BACKEND_CUDA_LAUNCH_CUH
 #define SL_BACKEND_CUDA_LAUNCH_CUH
 
