@@ -83,6 +83,7 @@ typedef struct batch_done {
 typedef struct timing {
     double t_submit, t_first, t_last;
     int n_out;
+    char error[256]; /* why the engine aborted the request, or empty */
     batch_done *done;
 } timing;
 
@@ -93,6 +94,7 @@ static void on_output(const sl_output *o, void *user) {
     t->n_out += o->n_tokens;
     if (!o->finished) return;
     t->t_last = now;
+    if (o->error) snprintf(t->error, sizeof t->error, "%s", o->error);
     pthread_mutex_lock(&t->done->mu);
     t->done->n_done++;
     pthread_cond_signal(&t->done->cv);
@@ -106,7 +108,8 @@ static void random_prompt(int32_t *ids, int n, int vocab, uint64_t *state) {
     }
 }
 
-/* Submits n requests at once and waits for all; timings per request. */
+/* Submits n requests at once and waits for all; timings per request. Fails with the engine's message when it
+ * aborted one (a failed step): its timings would measure nothing. */
 static int run_batch(sl_engine *e, int n, const bench_flags *f, uint64_t *rng, timing *t, char *msg, size_t len) {
     const int input_len = f->input_len, output_len = f->output_len;
     sl_engine_info info;
@@ -133,6 +136,8 @@ static int run_batch(sl_engine *e, int n, const bench_flags *f, uint64_t *rng, t
     pthread_mutex_lock(&done.mu);
     while (done.n_done < n_submitted) pthread_cond_wait(&done.cv, &done.mu);
     pthread_mutex_unlock(&done.mu);
+    for (int i = 0; i < n_submitted && !rc; i++)
+        if (t[i].error[0]) rc = -1, snprintf(msg, len, "request %d of %d was aborted: %s", i + 1, n, t[i].error);
     free(ids);
     free(req_ids);
     return rc;
