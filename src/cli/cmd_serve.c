@@ -94,6 +94,8 @@ int sl_cmd_serve(int argc, char **argv) {
          "the model name in the API (default: the model folder or hub id)", "NAME"},
         {"--enable-auto-tool-choice", SL_FLAG_BOOL, &so.enable_auto_tool_choice, "Frontend",
          "allow tool_choice \"auto\": the model decides, and --tool-call-parser reads its calls", NULL},
+        {"--response-role", SL_FLAG_STRING, &so.response_role, "Frontend",
+         "the role of a chat reply after the generation prompt (default assistant)", "ROLE"},
         {"--tool-call-parser", SL_FLAG_STRING, &so.tool_call_parser, "Frontend",
          "how tool calls are read out of the output: hermes (Qwen2.5, Hermes), llama3_json, mistral or pythonic (Llama 3.2, Llama 4)", "NAME"},
         {"--enable-log-requests", SL_FLAG_BOOL, &so.log_requests, "Frontend",

@@ -185,7 +185,7 @@ static json_t *chat_message(const sl_gen *g, const sl_gen_choice *c, int *called
     const char *text = c->text.data ? c->text.data : "";
     *called = 0;
     if (g->tools.mode == SL_TOOLS_NONE)
-        return json_pack("{s:s, s:s#, s:[]}", "role", "assistant", "content", text, c->text.len, "tool_calls");
+        return json_pack("{s:s, s:s#, s:[]}", "role", g->role, "content", text, c->text.len, "tool_calls");
     sl_tool_result r;
     if (sl_tool_parse(g->tools.format, g->tools.function, g->tools.first_only, text, c->text.len, &r)) return NULL;
     json_t *calls = json_array();
@@ -193,7 +193,7 @@ static json_t *chat_message(const sl_gen *g, const sl_gen_choice *c, int *called
     json_t *content = r.content ? json_stringn(r.content, r.content_len) : json_null();
     *called = r.n_calls;
     sl_tool_result_free(&r);
-    return json_pack("{s:s, s:o, s:o}", "role", "assistant", "content", content, "tool_calls", calls);
+    return json_pack("{s:s, s:o, s:o}", "role", g->role, "content", content, "tool_calls", calls);
 }
 
 /* One streamed piece of content or of a tool call, as a chat delta. */
@@ -274,7 +274,7 @@ static void stream_start(sl_gen *g) {
         if (g->kind == SL_GEN_CHAT && g->tools.mode != SL_TOOLS_NONE) /* NULL (out of memory): plain text */
             g->choices[i].tool_stream = sl_tool_stream_new(g->tools.format, g->tools.function, g->tools.first_only);
         if (g->kind == SL_GEN_CHAT) {
-            put_chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", i, "delta", "role", "assistant",
+            put_chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", i, "delta", "role", g->role,
                                    "content", "", "logprobs", "finish_reason"));
         } else if (g->echo && g->subs[i / g->n_per].echo_text) {
             put_chunk(g, json_pack("{s:i, s:s, s:n, s:n, s:n}", "index", i, "text", g->subs[i / g->n_per].echo_text,

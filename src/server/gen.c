@@ -89,6 +89,7 @@ static void gen_free(sl_gen *g) {
     free(g->subs);
     free(g->choices);
     free(g->error);
+    free(g->role);
     sl_server_buf_free(&g->out);
     pthread_mutex_destroy(&g->mu);
     free(g);

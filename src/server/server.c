@@ -448,12 +448,13 @@ int sl_server_start(sl_engine *engine, const sl_server_options *o, sl_server **o
     s->max_n = o->max_n > 0 ? o->max_n : 128;
     s->log_requests = o->log_requests;
     s->max_log_len = o->max_log_len;
+    s->response_role = strdup(o->response_role ? o->response_role : "assistant");
     s->created = time(NULL);
     s->watch_fd = s->wake_fd = -1;
     pthread_mutex_init(&s->live_mu, NULL);
     sl_server_metrics_init(&s->metrics);
-    rc = !s->model_name || (o->api_key && *o->api_key && !s->api_key) ? sl_err_set(err, SL_ENOMEM, "out of memory")
-                                                                      : SL_OK;
+    const bool no_memory = !s->model_name || !s->response_role || (o->api_key && *o->api_key && !s->api_key);
+    rc = no_memory ? sl_err_set(err, SL_ENOMEM, "out of memory") : SL_OK;
     if (!rc) rc = sl_cors_init(&s->cors, o, err);
     if (!rc) rc = sl_server_watcher_start(s, err);
     if (!rc) rc = start_daemon(s, o, err);
@@ -519,5 +520,6 @@ void sl_server_free(sl_server *s) {
     sl_cors_free(&s->cors);
     free(s->model_name);
     free(s->api_key);
+    free(s->response_role);
     free(s);
 }

@@ -41,6 +41,7 @@ typedef struct sl_server_options {
     const char *tool_call_parser;  /* how "auto" reads calls: hermes, llama3_json, mistral or pythonic; NULL: none */
     int log_requests;              /* log each request's arrival (id, prompt, parameters) and a client's hang-up */
     int max_log_len;               /* prompt token ids a logged request shows (32); -1: all */
+    const char *response_role;     /* the role of a chat reply that follows the generation prompt; NULL: "assistant" */
     /* CORS (cors.c), vLLM's flags: JSON lists of strings, NULL: ["*"] */
     const char *allowed_origins, *allowed_methods, *allowed_headers;
     int allow_credentials;

@@ -99,6 +99,7 @@ struct sl_server {
 
     int auto_tools;                 /* --enable-auto-tool-choice (with a --tool-call-parser) */
     int log_requests, max_log_len;  /* --enable-log-requests, --max-log-len (sl_server_options) */
+    char *response_role;            /* --response-role */
     sl_cors cors;
     sl_tool_format tool_format;     /* --tool-call-parser, for tool_choice "auto" */
 
@@ -185,6 +186,7 @@ typedef struct sl_gen {
     int logprobs;                   /* -1: none; k: top k (completions) or top_logprobs (chat) */
     int echo;
     sl_server_tools tools;          /* chat: how tool calls are read out of the output */
+    char *role;                     /* chat: the reply's role (sl_server_chat_render) */
     char id[48];
     time_t created;
     double t_arrival;
@@ -289,8 +291,12 @@ void sl_server_tools_free(sl_server_tools *t);
 
 /* ---- chat (chat.c) ---------------------------------------------------------------- */
 /* Renders body's messages (with tools, chat_template, chat_template_kwargs,
- * add_generation_prompt, continue_final_message) into *prompt (malloc'd). */
-int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt, sl_err *err, const char **param);
+ * add_generation_prompt, continue_final_message) into *prompt (malloc'd);
+ * with role, also the role the reply is given, as vLLM gives it (malloc'd):
+ * --response-role after a generation prompt, else the final message's role
+ * (the reply continues that message or follows it without a prompt). */
+int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt, char **role, sl_err *err,
+                          const char **param);
 
 /* ---- tokens ------------------------------------------------------------------------ */
 /* Token ids of text (the caller frees *ids). */

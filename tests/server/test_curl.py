@@ -250,6 +250,26 @@ def test_continue_final_message(srv):
     assert code == 400
 
 
+def test_response_role():
+    """vLLM's --response-role: the reply's role after a generation prompt; without one the reply continues (or
+    follows) the final message and takes its role (vLLM's get_chat_request_role)."""
+    s = Server(MODEL, "--max-model-len", "256", "--response-role", "narrator")
+    try:
+        msgs = [{"role": "user", "content": "Name a fruit."}]
+        for extra, role in [({}, "narrator"), ({"add_generation_prompt": False}, "user"),
+                            ({"messages": msgs + [{"role": "assistant", "content": "A ban"}],
+                              "continue_final_message": True, "add_generation_prompt": False}, "assistant")]:
+            body = {"messages": msgs, "max_tokens": 3, "temperature": 0, **extra}
+            code, text = curl(s, "/v1/chat/completions", body)
+            assert code == 200 and json.loads(text)["choices"][0]["message"]["role"] == role, text
+            code, text = curl(s, "/v1/chat/completions", {**body, "stream": True, "n": 2})
+            first = [e["choices"][0] for e in sse_events(text)[:2]]
+            assert [(c["index"], c["delta"]) for c in first] == [(0, {"role": role, "content": ""}),
+                                                                 (1, {"role": role, "content": ""})], text
+    finally:
+        assert s.stop() == 0
+
+
 def test_tokenize_detokenize(srv):
     code, r = post(srv, "/tokenize", {"prompt": "Hello world", "return_token_strs": True})
     assert code == 200 and r["count"] == len(r["tokens"]) == len(r["token_strs"]) and r["max_model_len"] == MAX_LEN
