@@ -78,6 +78,7 @@ static void gen_free(sl_gen *g) {
     for (int i = 0; i < g->n_subs; i++) {
         free(g->subs[i].prompt_ids);
         free(g->subs[i].echo_text);
+        free(g->subs[i].log_text);
     }
     for (int i = 0; i < g->n_subs * g->n_per; i++) {
         sl_server_buf_free(&g->choices[i].text);
@@ -210,9 +211,30 @@ static void on_output(const sl_output *o, void *user) {
 
 static const char *const guide_names[] = {"none", "json", "json_object", "regex", "choice", "grammar"};
 
+/* A text prompt in the request log: its first max_len characters (all: -1) as a JSON string, and how many
+ * characters more it has. */
+static void log_prompt_text(sl_server_buf *b, const char *text, int max_len) {
+    size_t cut = 0, chars = 0;
+    for (const char *p = text; *p; p++) {
+        if (((unsigned char)*p & 0xC0) == 0x80) continue; /* a continuation byte */
+        if (max_len < 0 || chars < (size_t)max_len) cut = (size_t)(p - text) + 1;
+        chars++;
+    }
+    while (text[cut] && ((unsigned char)text[cut] & 0xC0) == 0x80) cut++; /* the last shown character whole */
+    json_t *shown = json_stringn(text, cut);
+    char *quoted = shown ? json_dumps(shown, JSON_ENCODE_ANY) : NULL;
+    const size_t shown_chars = max_len < 0 || chars < (size_t)max_len ? chars : (size_t)max_len;
+    sl_server_buf_printf(b, " %s", quoted ? quoted : "\"\"");
+    if (shown_chars < chars) sl_server_buf_printf(b, " (+%zu characters)", chars - shown_chars);
+    sl_server_buf_puts(b, ",");
+    free(quoted);
+    json_decref(shown);
+}
+
 /* --enable-log-requests: the request as it went to the engine, one line (vLLM's "Received request"): each
- * prompt's token count and its first --max-log-len ids, then the sampling parameters the request set (the
- * rest come from the model's generation config). */
+ * prompt's text (a text prompt, or a chat's rendered one) and its token count and ids, the first
+ * --max-log-len of each, then the sampling parameters the request set (the rest come from the model's
+ * generation config). */
 static void log_received(const sl_gen *g, const sl_sampling *p) {
     const sl_server *s = g->srv;
     sl_server_buf b = {0};
@@ -220,7 +242,9 @@ static void log_received(const sl_gen *g, const sl_sampling *p) {
     for (int i = 0; i < g->n_subs; i++) {
         const sl_gen_sub *sub = &g->subs[i];
         const int shown = s->max_log_len < 0 || sub->n_prompt < s->max_log_len ? sub->n_prompt : s->max_log_len;
-        sl_server_buf_printf(&b, "%s prompt %d: %d tokens [", i ? ";" : "", i, sub->n_prompt);
+        sl_server_buf_printf(&b, "%s prompt %d:", i ? ";" : "", i);
+        if (sub->log_text) log_prompt_text(&b, sub->log_text, s->max_log_len);
+        sl_server_buf_printf(&b, " %d tokens [", sub->n_prompt);
         for (int j = 0; j < shown; j++) sl_server_buf_printf(&b, j ? ", %d" : "%d", (int)sub->prompt_ids[j]);
         if (shown < sub->n_prompt) sl_server_buf_printf(&b, ", ... %d more", sub->n_prompt - shown);
         sl_server_buf_puts(&b, "]");

@@ -147,6 +147,8 @@ static int build_prompts(sl_server *s, const json_t *body, sl_gen_kind kind, con
         if (in[i].text) {
             rc = sl_server_tokenize(s, in[i].text, add_special, &sub->prompt_ids, &sub->n_prompt, err);
             if (!rc && p->echo && !(sub->echo_text = strdup(in[i].text))) rc = sl_err_set(err, SL_ENOMEM, "out of memory");
+            if (!rc && s->log_requests && !(sub->log_text = strdup(in[i].text)))
+                rc = sl_err_set(err, SL_ENOMEM, "out of memory");
         } else {
             rc = ids_from_json(s, in[i].ids, &sub->prompt_ids, &sub->n_prompt, err);
             if (!rc && p->echo && s->tok) {

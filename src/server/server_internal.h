@@ -151,6 +151,7 @@ typedef struct sl_gen_sub {
     int32_t *prompt_ids;            /* owned */
     int n_prompt;
     char *echo_text;                /* prompt text echoed (completions, echo) */
+    char *log_text;                 /* the prompt's text for --enable-log-requests (a text prompt), or NULL */
     int n_open;                     /* choices not yet finished (engine side) */
     double t_last_token;            /* engine side: inter-token latency */
     int got_first;                  /* engine side */

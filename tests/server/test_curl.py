@@ -270,6 +270,26 @@ def test_response_role():
         assert s.stop() == 0
 
 
+def test_request_log_shows_the_text():
+    """--enable-log-requests logs a text prompt's first --max-log-len characters (as vLLM cuts its prompt
+    string), JSON-quoted, and a chat's rendered prompt, beside the token ids."""
+    s = Server(MODEL, "--max-model-len", "256", "--enable-log-requests", "--max-log-len", "7")
+    try:
+        code, text = curl(s, "/v1/completions", {"prompt": "Caf\u00e9 \"au\" lait\n", "max_tokens": 2})
+        assert code == 200, text
+        code, ids = curl(s, "/tokenize", {"prompt": "Caf\u00e9 \"au\" lait\n"})
+        ids = json.loads(ids)["tokens"]
+        code, text = curl(s, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+        assert code == 200, text
+        assert wait_for(lambda: sum("Received request" in line for line in s.log) == 2)
+        got = [line.split(": ", 1)[1].split("; params")[0] for line in s.log if "Received request" in line]
+        shown = ", ".join(map(str, ids[:7])) + (f", ... {len(ids) - 7} more" if len(ids) > 7 else "")
+        assert got[0] == f'prompt 0: "Caf\u00e9 \\"a" (+8 characters), {len(ids)} tokens [{shown}]', got
+        assert got[1].startswith('prompt 0: "<|im_st" (+') and " tokens [" in got[1], got
+    finally:
+        assert s.stop() == 0
+
+
 def test_tokenize_detokenize(srv):
     code, r = post(srv, "/tokenize", {"prompt": "Hello world", "return_token_strs": True})
     assert code == 200 and r["count"] == len(r["tokens"]) == len(r["token_strs"]) and r["max_model_len"] == MAX_LEN
