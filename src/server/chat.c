@@ -189,8 +189,8 @@ static int build_context(const sl_server *s, const json_t *body, json_t *message
     return SL_OK;
 }
 
-int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt, char **role, sl_err *err,
-                          const char **param) {
+int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt, char **role, char **echo,
+                          sl_err *err, const char **param) {
     int add_gen, cont, rc;
     if ((rc = get_flag(body, "continue_final_message", 0, &cont, err, param))) return rc;
     if ((rc = get_flag(body, "add_generation_prompt", !cont, &add_gen, err, param))) return rc;
@@ -233,9 +233,13 @@ int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt,
     }
     if (!rc && role) {
         const json_t *last = json_array_get(messages, json_array_size(messages) - 1);
-        if (!(*role = strdup(add_gen ? s->response_role : json_string_value(json_object_get(last, "role"))))) {
-            free(*prompt);
-            *prompt = NULL;
+        const char *last_role = json_string_value(json_object_get(last, "role"));
+        *role = strdup(add_gen ? s->response_role : last_role);
+        *echo = *role && strcmp(*role, last_role) == 0 ? strdup(json_string_value(json_object_get(last, "content")))
+                                                       : NULL;
+        if (!*role || (!*echo && strcmp(*role, last_role) == 0)) {
+            free(*prompt), free(*role), free(*echo);
+            *prompt = *role = *echo = NULL;
             rc = sl_err_set(err, SL_ENOMEM, "out of memory");
         }
     }

@@ -179,18 +179,32 @@ static json_t *tool_call_json(const sl_tool_call *call) {
                      "arguments", call->arguments);
 }
 
-/* The assistant message of a finished choice: its content, and the tool
- * calls read out of it (*called: how many). */
-static json_t *chat_message(const sl_gen *g, const sl_gen_choice *c, int *called) {
+/* A message's content: text (NULL: none), after echo where the request asked for it (vLLM's chat `echo`:
+ * echo + (content or "")). */
+static json_t *content_json(const char *echo, const char *text, size_t len) {
+    if (!echo) return text ? json_stringn(text, len) : json_null();
+    sl_server_buf b = {0};
+    sl_server_buf_puts(&b, echo);
+    if (text) sl_server_buf_append(&b, text, len);
+    json_t *j = json_stringn(b.data ? b.data : "", b.len);
+    sl_server_buf_free(&b);
+    return j;
+}
+
+/* The reply message of a finished choice: its content (after echo, the final message's content where the
+ * request asked for it and the roles match; else NULL), and the tool calls read out of it (*called: how
+ * many). */
+static json_t *chat_message(const sl_gen *g, const sl_gen_choice *c, const char *echo, int *called) {
     const char *text = c->text.data ? c->text.data : "";
     *called = 0;
     if (g->tools.mode == SL_TOOLS_NONE)
-        return json_pack("{s:s, s:s#, s:[]}", "role", g->role, "content", text, c->text.len, "tool_calls");
+        return json_pack("{s:s, s:o, s:[]}", "role", g->role, "content", content_json(echo, text, c->text.len),
+                         "tool_calls");
     sl_tool_result r;
     if (sl_tool_parse(g->tools.format, g->tools.function, g->tools.first_only, text, c->text.len, &r)) return NULL;
     json_t *calls = json_array();
     for (int i = 0; calls && i < r.n_calls; i++) json_array_append_new(calls, tool_call_json(&r.calls[i]));
-    json_t *content = r.content ? json_stringn(r.content, r.content_len) : json_null();
+    json_t *content = content_json(echo, r.content, r.content_len);
     *called = r.n_calls;
     sl_tool_result_free(&r);
     return json_pack("{s:s, s:o, s:o}", "role", g->role, "content", content, "tool_calls", calls);
@@ -221,7 +235,7 @@ json_t *sl_server_gen_final_json(sl_gen *g) {
         json_t *choice;
         if (g->kind == SL_GEN_CHAT) {
             int called;
-            json_t *message = chat_message(g, c, &called);
+            json_t *message = chat_message(g, c, g->echo ? g->subs[i / g->n_per].echo_text : NULL, &called);
             choice = json_pack("{s:i, s:o, s:o, s:s?, s:o}", "index", i, "message", message, "logprobs", lp,
                                "finish_reason", chat_finish_name(g, c, called), "stop_reason", stop_reason_json(g, c));
         } else {
@@ -281,6 +295,11 @@ static void stream_start(sl_gen *g) {
                                    "logprobs", "finish_reason", "stop_reason"));
         }
     }
+    /* chat's echo (vLLM's order): every choice's role first, then every choice's echoed content */
+    const char *echo = g->kind == SL_GEN_CHAT && g->echo ? g->subs[0].echo_text : NULL;
+    for (int i = 0; echo && *echo && i < g->n_subs * g->n_per; i++)
+        put_chunk(g, json_pack("{s:i, s:{s:s}, s:n, s:n}", "index", i, "delta", "content", echo, "logprobs",
+                               "finish_reason"));
     g->stream_started = 1;
 }
 

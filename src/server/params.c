@@ -351,11 +351,7 @@ int sl_server_params_parse(const sl_server *s, const json_t *body, sl_gen_kind k
     if ((rc = sl_server_guide_parse(body, &p->guide, err, param))) return rc;
     if (kind == SL_GEN_CHAT && (rc = sl_server_tools_parse(s, body, p, err, param))) return rc;
     p->sampling.guide = p->guide.guide;
-    if (kind == SL_GEN_CHAT && p->echo) {
-        *param = "echo";
-        return sl_err_set(err, SL_EINVAL, "echo is not currently supported for chat completions");
-    }
-    if (p->echo && p->logprobs >= 0) {
+    if (kind == SL_GEN_COMPLETION && p->echo && p->logprobs >= 0) {
         *param = "echo";
         return sl_err_set(err, SL_EINVAL, "echo together with logprobs needs prompt logprobs, "
                                           "which are not currently supported");

@@ -122,7 +122,7 @@ static int check_length(const sl_server *s, int n_prompt, const sl_server_params
 static int build_prompts(sl_server *s, const json_t *body, sl_gen_kind kind, const sl_server_params *p, sl_gen **gout,
                          sl_err *err, const char **param) {
     prompt_in *in = calloc(MAX_PROMPTS, sizeof *in);
-    char *chat_prompt = NULL, *role = NULL;
+    char *chat_prompt = NULL, *role = NULL, *echo = NULL;
     int n = 0, rc;
     if (!in) return sl_err_set(err, SL_ENOMEM, "out of memory");
     if (kind == SL_GEN_CHAT) {
@@ -131,7 +131,7 @@ static int build_prompts(sl_server *s, const json_t *body, sl_gen_kind kind, con
             return sl_err_set(err, SL_EINVAL, "this model has no tokenizer (no tokenizer.json), so it cannot chat: "
                                               "use /v1/completions with token ids");
         }
-        rc = sl_server_chat_render(s, body, &chat_prompt, &role, err, param);
+        rc = sl_server_chat_render(s, body, &chat_prompt, &role, &echo, err, param);
         in[0].text = chat_prompt;
         n = 1;
     } else {
@@ -141,12 +141,14 @@ static int build_prompts(sl_server *s, const json_t *body, sl_gen_kind kind, con
     sl_gen *g = rc ? NULL : sl_server_gen_new(s, kind, n, p->n);
     if (!rc && !g) rc = sl_err_set(err, SL_ENOMEM, "out of memory");
     if (g) g->role = role, role = NULL;
+    if (g && kind == SL_GEN_CHAT && p->echo) g->subs[0].echo_text = echo, echo = NULL; /* chat: one prompt */
     int add_special = p->add_special_tokens >= 0 ? p->add_special_tokens : kind == SL_GEN_COMPLETION;
     for (int i = 0; !rc && i < n; i++) {
         sl_gen_sub *sub = &g->subs[i];
         if (in[i].text) {
             rc = sl_server_tokenize(s, in[i].text, add_special, &sub->prompt_ids, &sub->n_prompt, err);
-            if (!rc && p->echo && !(sub->echo_text = strdup(in[i].text))) rc = sl_err_set(err, SL_ENOMEM, "out of memory");
+            if (!rc && p->echo && kind == SL_GEN_COMPLETION && !(sub->echo_text = strdup(in[i].text)))
+                rc = sl_err_set(err, SL_ENOMEM, "out of memory");
             if (!rc && s->log_requests && !(sub->log_text = strdup(in[i].text)))
                 rc = sl_err_set(err, SL_ENOMEM, "out of memory");
         } else {
@@ -163,6 +165,7 @@ static int build_prompts(sl_server *s, const json_t *body, sl_gen_kind kind, con
     free(in);
     free(chat_prompt);
     free(role);
+    free(echo);
     if (rc) {
         if (g) sl_server_gen_release(g);
         return rc;
@@ -259,7 +262,7 @@ enum MHD_Result sl_server_route_tokenize(sl_server *s, struct MHD_Connection *c,
     if (!s->tok) {
         rc = sl_err_set(&err, SL_EINVAL, "this model has no tokenizer (no tokenizer.json)");
     } else if (is_chat) {
-        rc = sl_server_chat_render(s, body, &text, NULL, &err, &param);
+        rc = sl_server_chat_render(s, body, &text, NULL, NULL, &err, &param);
     } else if (!json_is_string(prompt)) {
         param = "prompt";
         rc = sl_err_set(&err, SL_EINVAL, "prompt: Field required (a string), or give `messages`");

@@ -295,9 +295,11 @@ void sl_server_tools_free(sl_server_tools *t);
  * add_generation_prompt, continue_final_message) into *prompt (malloc'd);
  * with role, also the role the reply is given, as vLLM gives it (malloc'd):
  * --response-role after a generation prompt, else the final message's role
- * (the reply continues that message or follows it without a prompt). */
-int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt, char **role, sl_err *err,
-                          const char **param);
+ * (the reply continues that message or follows it without a prompt); and
+ * *echo, the final message's content when its role is the reply's (what
+ * vLLM's `echo` puts before the reply), else NULL. */
+int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt, char **role, char **echo,
+                          sl_err *err, const char **param);
 
 /* ---- tokens ------------------------------------------------------------------------ */
 /* Token ids of text (the caller frees *ids). */

@@ -290,6 +290,34 @@ def test_request_log_shows_the_text():
         assert s.stop() == 0
 
 
+def test_chat_echo(srv):
+    """vLLM's chat `echo`: the final message's content goes before the reply when its role is the reply's (a
+    continued assistant message), streamed as one content chunk per choice after the role chunks; else nothing."""
+    msgs = [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "A fruit: ban"}]
+    body = {"messages": msgs, "continue_final_message": True, "add_generation_prompt": False, "max_tokens": 4,
+            "temperature": 0}
+    code, plain = post(srv, "/v1/chat/completions", body)
+    code, echoed = post(srv, "/v1/chat/completions", {**body, "echo": True})
+    assert code == 200, echoed
+    reply = plain["choices"][0]["message"]["content"]
+    assert echoed["choices"][0]["message"]["content"] == "A fruit: ban" + reply
+    assert echoed["usage"] == plain["usage"]
+    code, text = curl(srv, "/v1/chat/completions", {**body, "echo": True, "stream": True, "n": 2})
+    events = sse_events(text)
+    assert [e["choices"][0]["delta"] for e in events[:4]] == [{"role": "assistant", "content": ""}] * 2 + \
+        [{"content": "A fruit: ban"}] * 2, events[:4]
+    for i in range(2):
+        got = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"] and
+                      e["choices"][0]["index"] == i)
+        assert got == "A fruit: ban" + reply
+    # after a generation prompt the reply is the assistant's and the final message the user's: nothing echoed
+    body = {"messages": msgs[:1], "max_tokens": 4, "temperature": 0}
+    code, plain = post(srv, "/v1/chat/completions", body)
+    code, echoed = post(srv, "/v1/chat/completions", {**body, "echo": True, "logprobs": True})
+    assert code == 200, echoed
+    assert echoed["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
+
+
 def test_tokenize_detokenize(srv):
     code, r = post(srv, "/tokenize", {"prompt": "Hello world", "return_token_strs": True})
     assert code == 200 and r["count"] == len(r["tokens"]) == len(r["token_strs"]) and r["max_model_len"] == MAX_LEN
