@@ -234,12 +234,14 @@ int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt,
     if (!rc && role) {
         const json_t *last = json_array_get(messages, json_array_size(messages) - 1);
         const char *last_role = json_string_value(json_object_get(last, "role"));
-        *role = strdup(add_gen ? s->response_role : last_role);
-        *echo = *role && strcmp(*role, last_role) == 0 ? strdup(json_string_value(json_object_get(last, "content")))
-                                                       : NULL;
-        if (!*role || (!*echo && strcmp(*role, last_role) == 0)) {
-            free(*prompt), free(*role), free(*echo);
-            *prompt = *role = *echo = NULL;
+        const char *reply_role = add_gen ? s->response_role : last_role;
+        const bool echoes = echo && strcmp(reply_role, last_role) == 0;
+        *role = strdup(reply_role);
+        if (echo) *echo = echoes ? strdup(json_string_value(json_object_get(last, "content"))) : NULL;
+        if (!*role || (echoes && !*echo)) {
+            free(*prompt), free(*role);
+            *prompt = *role = NULL;
+            if (echo) free(*echo), *echo = NULL;
             rc = sl_err_set(err, SL_ENOMEM, "out of memory");
         }
     }

@@ -235,7 +235,7 @@ json_t *sl_server_gen_final_json(sl_gen *g) {
         json_t *choice;
         if (g->kind == SL_GEN_CHAT) {
             int called;
-            json_t *message = chat_message(g, c, g->echo ? g->subs[i / g->n_per].echo_text : NULL, &called);
+            json_t *message = chat_message(g, c, g->subs[i / g->n_per].echo_text, &called);
             choice = json_pack("{s:i, s:o, s:o, s:s?, s:o}", "index", i, "message", message, "logprobs", lp,
                                "finish_reason", chat_finish_name(g, c, called), "stop_reason", stop_reason_json(g, c));
         } else {
@@ -296,7 +296,7 @@ static void stream_start(sl_gen *g) {
         }
     }
     /* chat's echo (vLLM's order): every choice's role first, then every choice's echoed content */
-    const char *echo = g->kind == SL_GEN_CHAT && g->echo ? g->subs[0].echo_text : NULL;
+    const char *echo = g->kind == SL_GEN_CHAT ? g->subs[0].echo_text : NULL; /* set only when asked for */
     for (int i = 0; echo && *echo && i < g->n_subs * g->n_per; i++)
         put_chunk(g, json_pack("{s:i, s:{s:s}, s:n, s:n}", "index", i, "delta", "content", echo, "logprobs",
                                "finish_reason"));

@@ -214,18 +214,13 @@ static const char *const guide_names[] = {"none", "json", "json_object", "regex"
 /* A text prompt in the request log: its first max_len characters (all: -1) as a JSON string, and how many
  * characters more it has. */
 static void log_prompt_text(sl_server_buf *b, const char *text, int max_len) {
-    size_t cut = 0, chars = 0;
-    for (const char *p = text; *p; p++) {
-        if (((unsigned char)*p & 0xC0) == 0x80) continue; /* a continuation byte */
-        if (max_len < 0 || chars < (size_t)max_len) cut = (size_t)(p - text) + 1;
-        chars++;
-    }
-    while (text[cut] && ((unsigned char)text[cut] & 0xC0) == 0x80) cut++; /* the last shown character whole */
+    size_t cut = strlen(text), chars = 0; /* cut: where character max_len starts (past it: hidden) */
+    for (size_t i = 0; text[i]; i++)
+        if (((unsigned char)text[i] & 0xC0) != 0x80 && max_len >= 0 && chars++ == (size_t)max_len) cut = i;
     json_t *shown = json_stringn(text, cut);
     char *quoted = shown ? json_dumps(shown, JSON_ENCODE_ANY) : NULL;
-    const size_t shown_chars = max_len < 0 || chars < (size_t)max_len ? chars : (size_t)max_len;
     sl_server_buf_printf(b, " %s", quoted ? quoted : "\"\"");
-    if (shown_chars < chars) sl_server_buf_printf(b, " (+%zu characters)", chars - shown_chars);
+    if (max_len >= 0 && chars > (size_t)max_len) sl_server_buf_printf(b, " (+%zu characters)", chars - (size_t)max_len);
     sl_server_buf_puts(b, ",");
     free(quoted);
     json_decref(shown);

@@ -131,7 +131,7 @@ static int build_prompts(sl_server *s, const json_t *body, sl_gen_kind kind, con
             return sl_err_set(err, SL_EINVAL, "this model has no tokenizer (no tokenizer.json), so it cannot chat: "
                                               "use /v1/completions with token ids");
         }
-        rc = sl_server_chat_render(s, body, &chat_prompt, &role, &echo, err, param);
+        rc = sl_server_chat_render(s, body, &chat_prompt, &role, p->echo ? &echo : NULL, err, param);
         in[0].text = chat_prompt;
         n = 1;
     } else {
@@ -141,7 +141,7 @@ static int build_prompts(sl_server *s, const json_t *body, sl_gen_kind kind, con
     sl_gen *g = rc ? NULL : sl_server_gen_new(s, kind, n, p->n);
     if (!rc && !g) rc = sl_err_set(err, SL_ENOMEM, "out of memory");
     if (g) g->role = role, role = NULL;
-    if (g && kind == SL_GEN_CHAT && p->echo) g->subs[0].echo_text = echo, echo = NULL; /* chat: one prompt */
+    if (g && echo) g->subs[0].echo_text = echo, echo = NULL; /* chat: one prompt */
     int add_special = p->add_special_tokens >= 0 ? p->add_special_tokens : kind == SL_GEN_COMPLETION;
     for (int i = 0; !rc && i < n; i++) {
         sl_gen_sub *sub = &g->subs[i];

@@ -150,7 +150,7 @@ typedef struct sl_gen_sub {
     int submitted;
     int32_t *prompt_ids;            /* owned */
     int n_prompt;
-    char *echo_text;                /* prompt text echoed (completions, echo) */
+    char *echo_text;                /* what `echo` puts first (the prompt; chat: the final message), set only when asked */
     char *log_text;                 /* the prompt's text for --enable-log-requests (a text prompt), or NULL */
     int n_open;                     /* choices not yet finished (engine side) */
     double t_last_token;            /* engine side: inter-token latency */
@@ -296,7 +296,7 @@ void sl_server_tools_free(sl_server_tools *t);
  * with role, also the role the reply is given, as vLLM gives it (malloc'd):
  * --response-role after a generation prompt, else the final message's role
  * (the reply continues that message or follows it without a prompt); and
- * *echo, the final message's content when its role is the reply's (what
+ * with echo, the final message's content when its role is the reply's (what
  * vLLM's `echo` puts before the reply), else NULL. */
 int sl_server_chat_render(const sl_server *s, const json_t *body, char **prompt, char **role, char **echo,
                           sl_err *err, const char **param);
