@@ -19,20 +19,11 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "server/buf.h"
 #include "server/server.h"
 #include "server/tool_parser.h"
 #include "shardlm.h"
 #include "util/error.h"
-
-/* ---- growable byte buffer ---------------------------------------------- */
-typedef struct sl_server_buf {
-    char *data;
-    size_t len, cap;
-} sl_server_buf;
-int sl_server_buf_append(sl_server_buf *b, const void *p, size_t n);
-int sl_server_buf_puts(sl_server_buf *b, const char *s);
-int sl_server_buf_printf(sl_server_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sl_server_buf_free(sl_server_buf *b);
 
 /* ---- CORS (cors.c) --------------------------------------------------------- */
 typedef struct sl_cors {

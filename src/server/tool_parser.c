@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "server/buf.h"
 #include "util/error.h"
 #include "util/utf8.h"
 
@@ -78,8 +79,7 @@ typedef struct call_rec {
 struct sl_tool_stream {
     sl_tool_format format;
     char *function;             /* SL_TOOL_NAMED */
-    char *buf;                  /* the output so far */
-    size_t len, cap;
+    sl_server_buf text;         /* the output so far */
     size_t pos;                 /* bytes before it are sent or dropped */
     phase ph;
     int in_array;               /* the calls are elements of a JSON array */
@@ -125,7 +125,7 @@ void sl_tool_stream_free(sl_tool_stream *s) {
     free_owned(s);
     free(s->owned);
     free(s->out);
-    free(s->buf);
+    sl_server_buf_free(&s->text);
     free(s->function);
     free(s);
 }
@@ -160,11 +160,11 @@ static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r
 static void content(sl_tool_stream *s, size_t a, size_t b) {
     if (a >= b) return;
     size_t k = b;
-    while (k > a && is_ws(s->buf[k - 1])) k--;
+    while (k > a && is_ws(s->text.data[k - 1])) k--;
     int continues = s->held_to == a && s->held_from < s->held_to;
     if (k > a) {
         size_t from = continues ? s->held_from : a;
-        push(s, SL_TOOL_DELTA_CONTENT, -1, NULL, s->buf + from, k - from);
+        push(s, SL_TOOL_DELTA_CONTENT, -1, NULL, s->text.data + from, k - from);
         s->held_from = k;
     } else if (!continues) {
         s->held_from = a;
@@ -223,7 +223,7 @@ static void send_args(sl_tool_stream *s, size_t a, size_t b) {
     call_rec *c = &s->calls[s->n_calls - 1];
     size_t from = a + c->args_sent;
     if (b <= from) return;
-    push(s, SL_TOOL_DELTA_ARGS, s->n_calls - 1, NULL, s->buf + from, b - from);
+    push(s, SL_TOOL_DELTA_ARGS, s->n_calls - 1, NULL, s->text.data + from, b - from);
     c->args_sent = b - a;
 }
 
@@ -256,7 +256,7 @@ static void send_owned_args(sl_tool_stream *s, const char *text, size_t n) {
  * follows, is content. */
 static void fail(sl_tool_stream *s) {
     s->failed = 1;
-    s->pos = s->cur_sent && sends(s, s->n_calls - 1) ? s->len : s->item_start;
+    s->pos = s->cur_sent && sends(s, s->n_calls - 1) ? s->text.len : s->item_start;
     s->cur_sent = 0;
     s->ph = PH_REST;
 }
@@ -375,8 +375,8 @@ static char *decode_name(const char *b, size_t a, size_t z, size_t *n) {
 
 /* 1: b[p..] starts with lit; 0: the text ends inside a prefix of lit; -1: neither. */
 static int match(const sl_tool_stream *s, size_t p, const char *lit) {
-    size_t k = strlen(lit), have = s->len - p < k ? s->len - p : k;
-    if (memcmp(s->buf + p, lit, have) != 0) return -1;
+    size_t k = strlen(lit), have = s->text.len - p < k ? s->text.len - p : k;
+    if (memcmp(s->text.data + p, lit, have) != 0) return -1;
     return have == k ? 1 : 0;
 }
 
@@ -402,8 +402,7 @@ typedef struct py_reader {
     const char *b;
     size_t n;            /* bytes known */
     int final;
-    char *json;          /* the arguments as JSON, so far */
-    size_t json_n, json_cap;
+    sl_server_buf json;  /* the arguments as JSON, so far */
     size_t *keys;        /* the keywords read: start, length pairs */
     int n_keys, cap_keys;
     int oom;
@@ -416,19 +415,7 @@ typedef struct py_reader {
     } while (0)
 
 static void py_put(py_reader *r, const char *t, size_t n) {
-    if (r->json_n + n > r->json_cap) {
-        size_t cap = r->json_cap ? r->json_cap : 64;
-        while (cap < r->json_n + n) cap *= 2;
-        char *p = realloc(r->json, cap);
-        if (!p) {
-            r->oom = 1;
-            return;
-        }
-        r->json = p;
-        r->json_cap = cap;
-    }
-    memcpy(r->json + r->json_n, t, n);
-    r->json_n += n;
+    if (sl_server_buf_append(&r->json, t, n)) r->oom = 1;
 }
 
 static void py_puts(py_reader *r, const char *t) { py_put(r, t, strlen(t)); }
@@ -638,13 +625,13 @@ static scan_state py_value(py_reader *r, size_t p, int depth, size_t *end);
  * (json.dumps writes 1 as "1" and True as "true"). */
 static scan_state py_key(py_reader *r, size_t p, int depth, size_t *end) {
     if (r->b[p] == '[' || r->b[p] == '{') return SCAN_BAD; /* unhashable */
-    size_t at = r->json_n;
+    size_t at = r->json.len;
     PY_TRY(py_value(r, p, depth, end));
-    if (r->json_n > at && r->json[at] == '"') return SCAN_DONE;
+    if (r->json.len > at && r->json.data[at] == '"') return SCAN_DONE;
     py_puts(r, "\"");
     if (r->oom) return SCAN_DONE;
-    memmove(r->json + at + 1, r->json + at, r->json_n - at - 1); /* written whole just now: quote it */
-    r->json[at] = '"';
+    memmove(r->json.data + at + 1, r->json.data + at, r->json.len - at - 1); /* written whole just now: quote it */
+    r->json.data[at] = '"';
     py_puts(r, "\"");
     return SCAN_DONE;
 }
@@ -753,14 +740,14 @@ static scan_state py_call(py_reader *r, size_t p, size_t *name_end, int *begun, 
 /* ---- the phases ------------------------------------------------------------------------ */
 
 static void step_start(sl_tool_stream *s, int final) {
-    size_t p = skip_ws(s->buf, s->pos, s->len);
-    if (p == s->len) {
+    size_t p = skip_ws(s->text.data, s->pos, s->text.len);
+    if (p == s->text.len) {
         if (final) s->ph = PH_REST;
         return;
     }
     if (s->format == SL_TOOL_PYTHONIC) { /* the output is a list of calls, or content */
         s->item_start = s->pos;
-        s->in_array = s->buf[p] == '[';
+        s->in_array = s->text.data[p] == '[';
         s->pos = s->in_array ? p + 1 : s->pos;
         s->ph = s->in_array ? PH_OPEN : PH_REST;
         return;
@@ -771,7 +758,7 @@ static void step_start(sl_tool_stream *s, int final) {
     if (m > 0) {
         s->pos = p + strlen(LLAMA_TAG);
         s->ph = PH_OPEN;
-    } else if (s->buf[p] == '{') {
+    } else if (s->text.data[p] == '{') {
         s->pos = p;
         s->ph = PH_CALL;
     } else {
@@ -781,9 +768,9 @@ static void step_start(sl_tool_stream *s, int final) {
 
 static void step_content(sl_tool_stream *s, int final) {
     const char *marker = s->format == SL_TOOL_HERMES ? HERMES_OPEN : MISTRAL_OPEN;
-    const char *hit = memmem(s->buf + s->pos, s->len - s->pos, marker, strlen(marker));
+    const char *hit = memmem(s->text.data + s->pos, s->text.len - s->pos, marker, strlen(marker));
     if (hit) {
-        size_t at = (size_t)(hit - s->buf);
+        size_t at = (size_t)(hit - s->text.data);
         content(s, s->pos, at);
         s->item_start = s->held_from < s->held_to && s->held_to == at ? s->held_from : at; /* with its blank */
         drop_held(s);
@@ -791,22 +778,22 @@ static void step_content(sl_tool_stream *s, int final) {
         s->ph = PH_OPEN;
         return;
     }
-    size_t end = final ? s->len : s->len - partial_suffix(s->buf + s->pos, s->len - s->pos, marker);
+    size_t end = final ? s->text.len : s->text.len - partial_suffix(s->text.data + s->pos, s->text.len - s->pos, marker);
     content(s, s->pos, end);
     s->pos = end;
 }
 
 static void step_open(sl_tool_stream *s, int final) {
-    size_t p = skip_ws(s->buf, s->pos, s->len);
-    if (p == s->len) {
+    size_t p = skip_ws(s->text.data, s->pos, s->text.len);
+    if (p == s->text.len) {
         if (final) fail(s);
         return;
     }
     int arrays = s->format == SL_TOOL_MISTRAL || s->format == SL_TOOL_REQUIRED;
-    if (s->buf[p] == '[' && arrays && !s->in_array) {
+    if (s->text.data[p] == '[' && arrays && !s->in_array) {
         s->in_array = 1;
         s->pos = p + 1;
-    } else if (s->format == SL_TOOL_PYTHONIC ? py_name_start(s->buf[p]) : s->buf[p] == '{') {
+    } else if (s->format == SL_TOOL_PYTHONIC ? py_name_start(s->text.data[p]) : s->text.data[p] == '{') {
         s->pos = p;
         s->ph = PH_CALL;
     } else {
@@ -816,14 +803,14 @@ static void step_open(sl_tool_stream *s, int final) {
 
 static void step_call(sl_tool_stream *s, int final) {
     call_scan cs;
-    scan_call(s->buf, s->pos, s->len, final, &cs);
+    scan_call(s->text.data, s->pos, s->text.len, final, &cs);
     if (cs.state == SCAN_BAD) {
         fail(s);
         return;
     }
     if (!s->cur_sent && cs.name_end != NONE) {
         size_t n = 0;
-        char *name = decode_name(s->buf, cs.name_start, cs.name_end, &n);
+        char *name = decode_name(s->text.data, cs.name_start, cs.name_end, &n);
         if (!name) {
             fail(s);
             return;
@@ -832,12 +819,12 @@ static void step_call(sl_tool_stream *s, int final) {
         free(name);
         if (s->oom) return;
     }
-    if (s->cur_sent && cs.args_start != NONE) send_args(s, cs.args_start, cs.args_end != NONE ? cs.args_end : s->len);
+    if (s->cur_sent && cs.args_start != NONE) send_args(s, cs.args_start, cs.args_end != NONE ? cs.args_end : s->text.len);
     if (cs.state == SCAN_WAIT) {
         if (final) fail(s);
         return;
     }
-    if (!s->cur_sent || !call_valid(s->buf, s->pos, cs.end)) {
+    if (!s->cur_sent || !call_valid(s->text.data, s->pos, cs.end)) {
         fail(s);
         return;
     }
@@ -849,19 +836,19 @@ static void step_call(sl_tool_stream *s, int final) {
 
 /* A pythonic call, read again from its name. */
 static void step_py_call(sl_tool_stream *s, int final) {
-    py_reader r = {.b = s->buf, .n = s->len, .final = final};
+    py_reader r = {.b = s->text.data, .n = s->text.len, .final = final};
     size_t name_end = NONE, end = NONE;
     int begun = 0;
     scan_state st = py_call(&r, s->pos, &name_end, &begun, &end);
     if (r.oom) s->oom = 1;
     else if (st == SCAN_BAD) fail(s);
-    else if (begun && !s->cur_sent && start_call(s, s->buf + s->pos, name_end - s->pos)) s->oom = 1;
+    else if (begun && !s->cur_sent && start_call(s, s->text.data + s->pos, name_end - s->pos)) s->oom = 1;
     if (!s->oom && !s->failed && s->cur_sent) {
         call_rec *c = &s->calls[s->n_calls - 1];
-        send_owned_args(s, r.json + c->args_sent, r.json_n - c->args_sent);
-        c->args_sent = r.json_n;
+        send_owned_args(s, r.json.data + c->args_sent, r.json.len - c->args_sent);
+        c->args_sent = r.json.len;
     }
-    free(r.json);
+    sl_server_buf_free(&r.json);
     free(r.keys);
     if (s->oom || s->failed) return;
     if (st == SCAN_WAIT) {
@@ -880,8 +867,8 @@ static void fail_at(sl_tool_stream *s, size_t p) {
 }
 
 static void step_after(sl_tool_stream *s, int final) {
-    size_t p = skip_ws(s->buf, s->pos, s->len);
-    if (p == s->len) {
+    size_t p = skip_ws(s->text.data, s->pos, s->text.len);
+    if (p == s->text.len) {
         if (final && s->in_array) fail_at(s, p);
         return;
     }
@@ -891,7 +878,7 @@ static void step_after(sl_tool_stream *s, int final) {
         s->pos = m > 0 ? p + strlen(HERMES_CLOSE) : p; /* no closing tag: content follows */
         s->ph = PH_CONTENT;
     } else if (s->format == SL_TOOL_LLAMA3_JSON) {
-        if (s->buf[p] != ';') {
+        if (s->text.data[p] != ';') {
             fail_at(s, p);
             return;
         }
@@ -901,11 +888,11 @@ static void step_after(sl_tool_stream *s, int final) {
     } else if (!s->in_array) {
         s->pos = p;
         s->ph = s->format == SL_TOOL_MISTRAL ? PH_CONTENT : PH_TAIL;
-    } else if (s->buf[p] == ',') {
+    } else if (s->text.data[p] == ',') {
         s->item_start = p;
         s->pos = p + 1;
         s->ph = PH_OPEN;
-    } else if (s->buf[p] == ']') {
+    } else if (s->text.data[p] == ']') {
         s->in_array = 0;
         s->pos = p + 1;
         s->ph = s->format == SL_TOOL_MISTRAL ? PH_CONTENT : PH_TAIL;
@@ -915,8 +902,8 @@ static void step_after(sl_tool_stream *s, int final) {
 }
 
 static void step_tail(sl_tool_stream *s) {
-    size_t p = skip_ws(s->buf, s->pos, s->len);
-    if (p < s->len) fail_at(s, p);
+    size_t p = skip_ws(s->text.data, s->pos, s->text.len);
+    if (p < s->text.len) fail_at(s, p);
     else s->pos = p;
 }
 
@@ -929,31 +916,16 @@ static void step(sl_tool_stream *s, int final) {
     case PH_AFTER: step_after(s, final); break;
     case PH_TAIL: step_tail(s); break;
     case PH_REST:
-        content(s, s->pos, s->len);
-        s->pos = s->len;
+        content(s, s->pos, s->text.len);
+        s->pos = s->text.len;
         break;
     }
 }
 
 /* SL_TOOL_NAMED: the whole output is one call's arguments. */
 static void feed_named(sl_tool_stream *s, int final) {
-    if (!s->cur_sent && (s->len > 0 || final) && start_call(s, s->function, strlen(s->function))) s->oom = 1;
-    if (s->cur_sent) send_args(s, 0, s->len);
-}
-
-static int append(sl_tool_stream *s, const char *text, size_t n) {
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->len + n + 1) cap *= 2;
-        char *p = realloc(s->buf, cap);
-        if (!p) return SL_ENOMEM;
-        s->buf = p;
-        s->cap = cap;
-    }
-    if (n) memcpy(s->buf + s->len, text, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-    return SL_OK;
+    if (!s->cur_sent && (s->text.len > 0 || final) && start_call(s, s->function, strlen(s->function))) s->oom = 1;
+    if (s->cur_sent) send_args(s, 0, s->text.len);
 }
 
 int sl_tool_stream_feed(sl_tool_stream *s, const char *text, size_t n, int final, const sl_tool_delta **deltas,
@@ -963,7 +935,7 @@ int sl_tool_stream_feed(sl_tool_stream *s, const char *text, size_t n, int final
     *deltas = NULL;
     *n_deltas = 0;
     if (s->ended) return SL_OK;
-    if (append(s, text, n)) return SL_ENOMEM;
+    if (sl_server_buf_append(&s->text, text, n)) return SL_ENOMEM;
     if (s->format == SL_TOOL_NAMED) {
         feed_named(s, final);
     } else {
@@ -975,7 +947,7 @@ int sl_tool_stream_feed(sl_tool_stream *s, const char *text, size_t n, int final
         }
         int flush = s->n_calls == 0 || s->failed;
         if (final && flush && s->held_from < s->held_to)
-            push(s, SL_TOOL_DELTA_CONTENT, -1, NULL, s->buf + s->held_from, s->held_to - s->held_from);
+            push(s, SL_TOOL_DELTA_CONTENT, -1, NULL, s->text.data + s->held_from, s->held_to - s->held_from);
     }
     s->ended = final;
     *deltas = s->out;
