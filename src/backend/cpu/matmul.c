@@ -6,7 +6,8 @@
  * loads one such slice, turns it into the weights of column k and of column
  * k+1 for 64 rows, and multiplies them by x[t][k] and x[t][k+1] broadcast,
  * accumulating 64 outputs per token in 4 vector registers: no horizontal
- * sums, and a decode step reads each panel as one contiguous stream.
+ * sums, and a decode step reads each panel as one contiguous stream. (Without
+ * AVX-512, narrower vectors and fewer rows at once: see KL below.)
  *
  * bf16 is stored as 32-bit words holding (row r, column k+1) in the high
  * half and (row r, column k) in the low half: `word << 16` is column k as
@@ -60,6 +61,28 @@
 #define TILE_TOKENS 4                 /* tokens per tile: 16 accumulators */
 #define AMX_TOKENS 16                 /* tokens per AMX tile; it computes two side by side */
 #define AMX_OVERREAD (AMX_TOKENS - 1) /* x rows the AMX kernel may read past the last token */
+
+/* The FMA kernel's vectors are a register wide, and it takes a panel's rows
+ * in passes of as many as a tile's accumulators and a column pair fit in the
+ * registers: with AVX-512 16 floats and all 64 rows at once (16 + 8 of 32
+ * zmm); else two vectors of rows a pass (8 + 4 of 16 ymm or xmm) of 8 floats
+ * (AVX2) or 4 (SSE), but one token's 64 rows at once (a decode step's stream
+ * stays sequential). Each output is the same chain of FMAs either way. (The
+ * 16-float vectors of util/simd.h went through the stack on AVX2 under GCC:
+ * prefill 10x slower.) */
+#if defined(__AVX512F__)
+#define KL 16
+#define PASS_ROWS 64
+#elif defined(__AVX__)
+#define KL 8
+#define PASS_ROWS 16
+#else
+#define KL 4
+#define PASS_ROWS 8
+#endif
+#define PANEL_VECS (PANEL_ROWS / KL)
+typedef float kvf __attribute__((vector_size(KL * sizeof(float))));
+typedef uint32_t kvu __attribute__((vector_size(KL * sizeof(uint32_t))));
 
 /* ---- the packed layout ---- */
 
@@ -128,23 +151,27 @@ void cpu_weight_pack(cpu_pool *pool, void *dst, sl_weight *w, const void *src, s
 
 /* ---- the kernel ---- */
 
-/* T tokens' accumulators (64 floats each, as vectors) to out[t][0..n_rows). */
-static inline void store_tile(float *out, int64_t ldo, const void *acc, int T, int n_rows) {
+/* T tokens' accumulators (`rows` floats each, as vectors) to out[t][0..n_rows), n_rows <= rows. */
+static inline void store_tile(float *out, int64_t ldo, const void *acc, int T, int rows, int n_rows) {
     for (int t = 0; t < T; t++)
-        memcpy(out + t * ldo, (const char *)acc + (size_t)t * PANEL_ROWS * sizeof(float), sizeof(float) * (size_t)n_rows);
+        memcpy(out + t * ldo, (const char *)acc + (size_t)t * rows * sizeof(float), sizeof(float) * (size_t)n_rows);
 }
 
-/* Columns k and k+1 of a panel's 64 rows. */
-static inline void load_pair(const char *p, sl_dtype dtype, vf col_k[VECS], vf col_k1[VECS]) {
-    for (int v = 0; v < VECS; v++) {
+/* Columns k and k+1 of the panel's rows [r0, r0 + KL * n_vecs), KL rows a vector: a bf16 pair slice is 64
+ * words in row order; an f32 one is, per 16 rows, their column k then their column k+1. */
+static inline void load_pass(const char *p, sl_dtype dtype, int r0, int n_vecs, kvf col_k[PANEL_VECS],
+                             kvf col_k1[PANEL_VECS]) {
+    for (int j = 0; j < n_vecs; j++) {
+        const int r = r0 + j * KL;
         if (dtype == SL_DTYPE_BF16) {
-            vu u;
-            memcpy(&u, p + v * LANES * 4, sizeof u);
-            col_k[v] = as_float(u << 16);
-            col_k1[v] = as_float(u & 0xffff0000u);
+            kvu u;
+            memcpy(&u, p + (size_t)r * 4, sizeof u);
+            col_k[j] = (kvf)(u << 16);
+            col_k1[j] = (kvf)(u & 0xffff0000u);
         } else {
-            col_k[v] = load_f((const float *)p + v * LANES * 2);
-            col_k1[v] = load_f((const float *)p + v * LANES * 2 + LANES);
+            const float *f = (const float *)p + r / LANES * LANES * 2 + r % LANES;
+            memcpy(&col_k[j], f, sizeof col_k[j]);
+            memcpy(&col_k1[j], f + LANES, sizeof col_k1[j]);
         }
     }
 }
@@ -174,26 +201,31 @@ static inline __attribute__((always_inline)) void panel_tile(kernel_kind kind, f
                 for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_dpbf16_ps(acc[t][v], w[v], xb);
             }
         }
-        store_tile(out, ldo, acc, T, n_rows);
+        store_tile(out, ldo, acc, T, PANEL_ROWS, n_rows);
         return;
     }
 #endif
     const sl_dtype dtype = kind == KERNEL_F32 ? SL_DTYPE_F32 : SL_DTYPE_BF16;
-    vf acc[TILE_TOKENS][VECS];
-    memset(acc, 0, sizeof acc);
-    for (int64_t p = 0; p < pairs; p++) {
-        vf col_k[VECS], col_k1[VECS];
-        load_pair(panel + (size_t)p * pair_bytes(dtype), dtype, col_k, col_k1);
-        for (int t = 0; t < T; t++) {
-            const float *xt = (const float *)(x + t * x_row_bytes);
-            const float xk = xt[2 * p], xk1 = xt[2 * p + 1];
-            for (int v = 0; v < VECS; v++) {
-                acc[t][v] += col_k[v] * xk;
-                acc[t][v] += col_k1[v] * xk1;
+    const int pass_rows = T == 1 ? PANEL_ROWS : PASS_ROWS, n_vecs = pass_rows / KL;
+    for (int r0 = 0; r0 < n_rows; r0 += pass_rows) {
+        kvf acc[TILE_TOKENS][PANEL_VECS];
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < n_vecs; j++) acc[t][j] = (kvf){0};
+        for (int64_t p = 0; p < pairs; p++) {
+            kvf col_k[PANEL_VECS], col_k1[PANEL_VECS];
+            load_pass(panel + (size_t)p * pair_bytes(dtype), dtype, r0, n_vecs, col_k, col_k1);
+            for (int t = 0; t < T; t++) {
+                const float *xt = (const float *)(x + t * x_row_bytes);
+                const float xk = xt[2 * p], xk1 = xt[2 * p + 1];
+                for (int j = 0; j < n_vecs; j++) {
+                    acc[t][j] += col_k[j] * xk;
+                    acc[t][j] += col_k1[j] * xk1;
+                }
             }
         }
+        const int left = n_rows - r0;
+        store_tile(out + r0, ldo, acc, T, PANEL_ROWS, left < pass_rows ? left : pass_rows);
     }
-    store_tile(out, ldo, acc, T, n_rows);
 }
 
 /* Every token against one panel: tiles of TILE_TOKENS, then the 1-3 left over. */
@@ -335,6 +367,21 @@ static void amx_block_16x64(float *out, int64_t ldo, int n_tok, int n_rows, cons
     AMX_STORE(3, out + 3 * LANES, ldo, n_tok, n_rows - 3 * LANES);
 }
 
+/* Columns k and k+1 of a panel's 64 rows, as 16-float vectors (AVX-512 builds only: AMX's FMA twin). */
+static inline void load_pair(const char *p, sl_dtype dtype, vf col_k[VECS], vf col_k1[VECS]) {
+    for (int v = 0; v < VECS; v++) {
+        if (dtype == SL_DTYPE_BF16) {
+            vu u;
+            memcpy(&u, p + v * LANES * 4, sizeof u);
+            col_k[v] = as_float(u << 16);
+            col_k1[v] = as_float(u & 0xffff0000u);
+        } else {
+            col_k[v] = load_f((const float *)p + v * LANES * 2);
+            col_k1[v] = load_f((const float *)p + v * LANES * 2 + LANES);
+        }
+    }
+}
+
 /* What tdpbf16ps computes, with FMAs, for the few tokens the tile unit would
  * mostly waste (it computes 16 at once, and a decode step has one): within
  * each block of 16 column pairs, the products of the even columns are summed
@@ -368,7 +415,7 @@ static inline __attribute__((always_inline)) void amx_order_tile(float *out, int
         for (int t = 0; t < T; t++)
             for (int v = 0; v < VECS; v++) acc[t][v] += even[t][v] + odd[t][v];
     }
-    store_tile(out, ldo, acc, T, n_rows);
+    store_tile(out, ldo, acc, T, PANEL_ROWS, n_rows);
 }
 
 /* Tokens [0, n) of a panel through amx_order_tile, two at a time. */
