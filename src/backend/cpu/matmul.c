@@ -151,10 +151,10 @@ void cpu_weight_pack(cpu_pool *pool, void *dst, sl_weight *w, const void *src, s
 
 /* ---- the kernel ---- */
 
-/* T tokens' accumulators (`rows` floats each, as vectors) to out[t][0..n_rows), n_rows <= rows. */
-static inline void store_tile(float *out, int64_t ldo, const void *acc, int T, int rows, int n_rows) {
+/* T tokens' accumulators (64 floats each, as vectors) to out[t][0..n_rows). */
+static inline void store_tile(float *out, int64_t ldo, const void *acc, int T, int n_rows) {
     for (int t = 0; t < T; t++)
-        memcpy(out + t * ldo, (const char *)acc + (size_t)t * rows * sizeof(float), sizeof(float) * (size_t)n_rows);
+        memcpy(out + t * ldo, (const char *)acc + (size_t)t * PANEL_ROWS * sizeof(float), sizeof(float) * (size_t)n_rows);
 }
 
 /* Columns k and k+1 of the panel's rows [r0, r0 + KL * n_vecs), KL rows a vector: a bf16 pair slice is 64
@@ -201,7 +201,7 @@ static inline __attribute__((always_inline)) void panel_tile(kernel_kind kind, f
                 for (int v = 0; v < VECS; v++) acc[t][v] = _mm512_dpbf16_ps(acc[t][v], w[v], xb);
             }
         }
-        store_tile(out, ldo, acc, T, PANEL_ROWS, n_rows);
+        store_tile(out, ldo, acc, T, n_rows);
         return;
     }
 #endif
@@ -224,7 +224,7 @@ static inline __attribute__((always_inline)) void panel_tile(kernel_kind kind, f
             }
         }
         const int left = n_rows - r0;
-        store_tile(out + r0, ldo, acc, T, PANEL_ROWS, left < pass_rows ? left : pass_rows);
+        store_tile(out + r0, ldo, acc, T, left < pass_rows ? left : pass_rows);
     }
 }
 
@@ -415,7 +415,7 @@ static inline __attribute__((always_inline)) void amx_order_tile(float *out, int
         for (int t = 0; t < T; t++)
             for (int v = 0; v < VECS; v++) acc[t][v] += even[t][v] + odd[t][v];
     }
-    store_tile(out, ldo, acc, T, PANEL_ROWS, n_rows);
+    store_tile(out, ldo, acc, T, n_rows);
 }
 
 /* Tokens [0, n) of a panel through amx_order_tile, two at a time. */
