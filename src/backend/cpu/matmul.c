@@ -367,21 +367,6 @@ static void amx_block_16x64(float *out, int64_t ldo, int n_tok, int n_rows, cons
     AMX_STORE(3, out + 3 * LANES, ldo, n_tok, n_rows - 3 * LANES);
 }
 
-/* Columns k and k+1 of a panel's 64 rows, as 16-float vectors (AVX-512 builds only: AMX's FMA twin). */
-static inline void load_pair(const char *p, sl_dtype dtype, vf col_k[VECS], vf col_k1[VECS]) {
-    for (int v = 0; v < VECS; v++) {
-        if (dtype == SL_DTYPE_BF16) {
-            vu u;
-            memcpy(&u, p + v * LANES * 4, sizeof u);
-            col_k[v] = as_float(u << 16);
-            col_k1[v] = as_float(u & 0xffff0000u);
-        } else {
-            col_k[v] = load_f((const float *)p + v * LANES * 2);
-            col_k1[v] = load_f((const float *)p + v * LANES * 2 + LANES);
-        }
-    }
-}
-
 /* What tdpbf16ps computes, with FMAs, for the few tokens the tile unit would
  * mostly waste (it computes 16 at once, and a decode step has one): within
  * each block of 16 column pairs, the products of the even columns are summed
@@ -400,8 +385,8 @@ static inline __attribute__((always_inline)) void amx_order_tile(float *out, int
         memset(even, 0, sizeof even);
         memset(odd, 0, sizeof odd);
         for (int64_t p = p0; p < p0 + AMX_PAIRS; p++) {
-            vf col_k[VECS], col_k1[VECS];
-            load_pair(panel + (size_t)p * pair_bytes(SL_DTYPE_BF16), SL_DTYPE_BF16, col_k, col_k1);
+            kvf col_k[PANEL_VECS], col_k1[PANEL_VECS]; /* AMX builds have AVX-512: KL 16, PANEL_VECS = VECS */
+            load_pass(panel + (size_t)p * pair_bytes(SL_DTYPE_BF16), SL_DTYPE_BF16, 0, PANEL_VECS, col_k, col_k1);
             for (int t = 0; t < T; t++) {
                 uint32_t pair;
                 memcpy(&pair, x + t * x_row_bytes + (size_t)p * sizeof pair, sizeof pair);
