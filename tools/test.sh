@@ -44,10 +44,11 @@ status=0
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/sanitize -L c -LE slow -j "$jobs" --output-on-failure || status=1
 # Under valgrind, leave out what takes minutes there and is covered above: the
-# randomized scheduler run, the 135M-parameter default model (the fixtures take its paths)
+# randomized scheduler run (test_engine, and test_engine_padded, the same program: 718 s
+# alone there), the 135M-parameter default model (the fixtures take its paths)
 # the 16-bit KV cache goldens (test_kernels takes those kernels' paths under valgrind) and
 # the sampler's 190 000 draws.
-ctest --test-dir build/valgrind -L c -LE slow -E '^(test_engine|test_sampler|test_guide|golden_smollm2.*|golden_.*_kv_.*)$' -j "$jobs" \
+ctest --test-dir build/valgrind -L c -LE slow -E '^(test_engine|test_engine_padded|test_sampler|test_guide|golden_smollm2.*|golden_.*_kv_.*)$' -j "$jobs" \
   --output-on-failure || status=1
 if [ $cuda = 1 ]; then
   ctest --test-dir build/cuda -L gpu -j "$jobs" --output-on-failure || status=1
