@@ -37,6 +37,8 @@
  *       writes its rows' partial (max, sum, unnormalized output) there, and
  *   attention_combine grid (n_seqs, n_heads) merges them; a sequence short
  *       enough for one range is written directly and skipped by the combine.
+ *       (Merging in the block that finishes last instead, counted in at an
+ *       atomic, ran batch-1 decode 1.5% slower on an H100: bench/RESULTS.md.)
  *   attention_prefill grid (query tiles, n_kv_heads * head passes, n_seqs):
  *       tiles of 64 rows (32 for head_dim 256), i.e. rows / heads-per-pass
  *       consecutive query tokens; takes the sequences with more query tokens

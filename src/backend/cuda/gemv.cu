@@ -12,8 +12,11 @@
  * the activation type or float32 where the projection asks (the LM head's
  * logits). The inputs are a few KB re-read from L1 by every warp; the weights
  * are the traffic. The projections of one input (q/k/v, gate/up) are one
- * launch: the grid runs over their rows end to end. A warp asks for its
- * first weights before it waits for the kernel before it (launch.cuh). */
+ * launch: the grid runs over their rows end to end. (The SwiGLU after
+ * gate/up inside this kernel, a pair of warps a row, ran the decode step
+ * 0.7-2.6% slower on an H100 than this kernel and elementwise.cu's: see
+ * bench/RESULTS.md.) A warp asks for its first weights before it waits for
+ * the kernel before it (launch.cuh). */
 #include <type_traits>
 
 #include "backend/cuda/act.cuh"
