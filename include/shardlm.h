@@ -145,8 +145,9 @@ typedef struct sl_sampling {
     int n;                            /* choices for one prompt (share its KV blocks); 1 */
     int max_tokens;                   /* SL_UNSET: up to max_model_len */
     int min_tokens;                   /* 0 */
-    const char *const *stop;          /* stop strings (not included in the text) */
+    const char *const *stop;          /* stop strings (not included in the text unless asked below) */
     int n_stop;
+    int include_stop_str_in_output;   /* 0; 1: the text ends with the stop string it matched */
     const int32_t *stop_token_ids;
     int n_stop_token_ids;
     int ignore_eos;                   /* 0 */

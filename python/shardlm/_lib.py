@@ -106,6 +106,7 @@ class Sampling(ctypes.Structure):
         ("min_tokens", c_int),
         ("stop", ctypes.POINTER(c_char_p)),
         ("n_stop", c_int),
+        ("include_stop_str_in_output", c_int),
         ("stop_token_ids", c_int32_p),
         ("n_stop_token_ids", c_int),
         ("ignore_eos", c_int),

@@ -81,6 +81,7 @@ class SamplingParams:
     min_tokens: int = 0
     stop: Optional[Union[str, List[str]]] = None
     stop_token_ids: Optional[List[int]] = None
+    include_stop_str_in_output: bool = False
     ignore_eos: bool = False
     logprobs: Optional[int] = None
     skip_special_tokens: bool = True
@@ -116,6 +117,7 @@ class SamplingParams:
         c.skip_special_tokens = int(bool(self.skip_special_tokens))
         stops = (ctypes.c_char_p * max(1, len(self.stop)))(*[s.encode("utf-8") for s in self.stop])
         c.stop, c.n_stop = ctypes.cast(stops, ctypes.POINTER(ctypes.c_char_p)), len(self.stop)
+        c.include_stop_str_in_output = int(bool(self.include_stop_str_in_output))
         ids = (ctypes.c_int32 * max(1, len(self.stop_token_ids)))(*self.stop_token_ids)
         c.stop_token_ids, c.n_stop_token_ids = ctypes.cast(ids, _lib.c_int32_p), len(self.stop_token_ids)
         guide = self.structured_outputs or self.guided_decoding

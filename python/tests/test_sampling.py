@@ -64,6 +64,13 @@ def test_stop_string_and_stop_token(smol, smol_golden):
     across = smol.generate(case["text"], SamplingParams(temperature=0, max_tokens=24, stop="s.\n\nThe"),
                            use_tqdm=False)[0].outputs[0]
     assert (across.text, across.stop_reason) == (" Pari", "s.\n\nThe")
+    # vLLM's include_stop_str_in_output: the text ends with the stop string (what follows it in its token goes)
+    kept = smol.generate(case["text"], SamplingParams(temperature=0, max_tokens=24, stop=["answer", "."],
+                                                      include_stop_str_in_output=True), use_tqdm=False)[0].outputs[0]
+    assert (kept.text, kept.finish_reason, kept.stop_reason) == (" Paris.", "stop", ".")
+    kept = smol.generate(case["text"], SamplingParams(temperature=0, max_tokens=24, stop="s.\n\nThe",
+                                                      include_stop_str_in_output=True), use_tqdm=False)[0].outputs[0]
+    assert (kept.text, kept.stop_reason) == (" Paris.\n\nThe", "s.\n\nThe")
     newline = case["greedy_ids"][2]
     tok = smol.generate(case["text"], SamplingParams(temperature=0, max_tokens=24, stop_token_ids=[newline]),
                         use_tqdm=False)[0].outputs[0]

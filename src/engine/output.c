@@ -97,8 +97,9 @@ static int text_append(sl_seq *s, const char *piece, size_t n) {
     return SL_OK;
 }
 
-/* Earliest stop string in the unsent text; truncates the text before it. No text yet (or none ever: a model
- * without a tokenizer) matches nothing. */
+/* Earliest stop string in the unsent text; truncates the text before it, or after it where the request
+ * includes stop strings in its output. No text yet (or none ever: a model without a tokenizer) matches
+ * nothing. */
 static bool match_stop_string(sl_req *r, sl_seq *s) {
     const char *best = NULL;
     int best_i = -1;
@@ -110,7 +111,7 @@ static bool match_stop_string(sl_req *r, sl_seq *s) {
         }
     }
     if (!best) return false;
-    s->text_len = (size_t)(best - s->text);
+    s->text_len = (size_t)(best - s->text) + (r->params.include_stop_str_in_output ? strlen(r->stop[best_i]) : 0);
     s->text[s->text_len] = '\0';
     s->stop_reason = r->stop[best_i];
     return true;

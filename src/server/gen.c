@@ -256,6 +256,7 @@ static void log_received(const sl_gen *g, const sl_sampling *p) {
     if (p->max_tokens != SL_UNSET) sl_server_buf_printf(&b, ", max_tokens=%d", p->max_tokens);
     if (p->min_tokens > 0) sl_server_buf_printf(&b, ", min_tokens=%d", p->min_tokens);
     if (p->n_stop) sl_server_buf_printf(&b, ", stop strings=%d", p->n_stop);
+    if (p->include_stop_str_in_output) sl_server_buf_printf(&b, ", include_stop_str_in_output=true");
     if (p->n_stop_token_ids) sl_server_buf_printf(&b, ", stop_token_ids=%d", p->n_stop_token_ids);
     if (p->ignore_eos) sl_server_buf_printf(&b, ", ignore_eos=true");
     if (p->logprobs >= 0) sl_server_buf_printf(&b, ", logprobs=%d", p->logprobs);

@@ -161,10 +161,6 @@ static int refuse_unsupported(const json_t *body, sl_gen_kind kind, sl_err *err,
         *param = "logit_bias";
         return sl_err_set(err, SL_EINVAL, "logit_bias is not currently supported");
     }
-    if ((v = json_object_get(body, "include_stop_str_in_output")) && json_is_true(v)) {
-        *param = "include_stop_str_in_output";
-        return sl_err_set(err, SL_EINVAL, "include_stop_str_in_output is not currently supported");
-    }
     if ((v = json_object_get(body, "prompt_logprobs")) && !json_is_null(v)) {
         *param = "prompt_logprobs";
         return sl_err_set(err, SL_EINVAL, "prompt_logprobs is not currently supported");
@@ -323,6 +319,8 @@ static int parse_ints(const sl_server *s, const json_t *body, sl_server_params *
     int b = 0;
     if ((r = get_bool(body, "ignore_eos", &b, err, param)) < 0) return r;
     if (r) sp->ignore_eos = b;
+    if ((r = get_bool(body, "include_stop_str_in_output", &b, err, param)) < 0) return r;
+    if (r) sp->include_stop_str_in_output = b;
     if ((r = get_bool(body, "skip_special_tokens", &b, err, param)) < 0) return r;
     if (r) sp->skip_special_tokens = b;
     if ((r = get_bool(body, "add_special_tokens", &b, err, param)) < 0) return r;

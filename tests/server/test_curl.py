@@ -135,6 +135,12 @@ def test_stop_strings_and_sampling_fields(srv):
     assert " 9" not in c["text"]
     if c["finish_reason"] == "stop" and c["stop_reason"] is not None:
         assert c["stop_reason"] == " 9"
+    # include_stop_str_in_output (vLLM's): the same text, now ending with the stop string
+    code, kept = post(srv, "/v1/completions", dict(body, include_stop_str_in_output=True))
+    assert code == 200, kept
+    k = kept["choices"][0]
+    assert (k["finish_reason"], k["stop_reason"]) == (c["finish_reason"], c["stop_reason"])
+    assert k["text"] == (c["text"] + " 9" if c["stop_reason"] == " 9" else c["text"])
 
 
 # ---- chat --------------------------------------------------------------------------------
@@ -353,6 +359,8 @@ ERRORS = [
     ("/v1/completions", {"prompt": "x", "logprobs": 50}, 400, "greater than max allowed"),
     ("/v1/completions", {"prompt": "x", "suffix": "y"}, 400, "suffix"),
     ("/v1/completions", {"prompt": "x", "stop": 3}, 400, "stop"),
+    ("/v1/completions", {"prompt": "x", "include_stop_str_in_output": "yes"}, 400,
+     "include_stop_str_in_output: Input should be a valid boolean"),
     ("/v1/completions", {"prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream=True"),
     ("/v1/completions", {"prompt": []}, 400, "prompt"),
     ("/v1/completions", {"prompt": [[1, 2], "x", {}]}, 400, "prompt[2]"),
