@@ -3,8 +3,9 @@
  *
  * Field names are OpenAI's plus vLLM's extras (top_k, min_p,
  * repetition_penalty, ignore_eos, stop_token_ids, min_tokens, seed,
- * skip_special_tokens, add_special_tokens). A wrong type or an out-of-range
- * value is a 400 naming the field, with vLLM's wording where vLLM has one.
+ * skip_special_tokens, add_special_tokens, include_stop_str_in_output). A
+ * wrong type or an out-of-range value is a 400 naming the field, with vLLM's
+ * wording where vLLM has one.
  * Unknown fields are ignored, as vLLM ignores them; fields that would change
  * the answer but that the engine cannot honour (suffix, logit_bias,
  * best_of > n, prompt_logprobs) are refused clearly rather than ignored.
